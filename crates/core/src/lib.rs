@@ -1,0 +1,14 @@
+//! Herald's domain: what a delivery is, how it is signed, which endpoints an event reaches, when
+//! a failed attempt is retried, and the records that travel between the services.
+//!
+//! Nothing here does I/O; the services put these pieces on the wire.
+
+pub mod config;
+pub mod error;
+pub mod matching;
+pub mod schedule;
+pub mod signing;
+pub mod telemetry;
+pub mod wire;
+
+pub use error::{Error, Result};

@@ -1,0 +1,269 @@
+//! Messages that travel through RabbitMQ, version 1.
+//!
+//! - A [`DeliveryTask`] is one delivery of one event to one endpoint; it is the only message per
+//!   delivery on the hot path. The payload rides as raw JSON, so the bytes the publisher sent are
+//!   the bytes the receiver gets.
+//! - A [`LedgerBatch`] carries many [`Record`]s for the ledger (and for anyone who binds a queue
+//!   to the ledger exchange). Records are facts, each with its own id, so applying one twice or
+//!   out of order converges to the same rows.
+//!
+//! Both are JSON with a `"v"` field; a reader refuses versions it does not know rather than guess.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// Version written in every message.
+pub const VERSION: u32 = 1;
+
+/// What started an attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The first attempt or a retry on the schedule.
+    #[default]
+    Scheduled,
+    /// An operator asked for it (redeliver, replay).
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "scheduled",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// Status of a delivery in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Success,
+    Retrying,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Success => "success",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryStatus::Pending,
+            "success" => DeliveryStatus::Success,
+            "retrying" => DeliveryStatus::Retrying,
+            "failed" => DeliveryStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One delivery of one event to one endpoint, as queued for a dispatcher.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliveryTask {
+    pub v: u32,
+    /// Stable across retries; receivers dedupe on it.
+    pub delivery_id: Uuid,
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_type: String,
+    /// Number of the attempt this task performs (1 for the first).
+    pub attempt: u32,
+    pub trigger: Trigger,
+    /// When the delivery was created (the event was accepted).
+    pub created_at: DateTime<Utc>,
+    pub payload: Box<RawValue>,
+}
+
+/// Many ledger records in one broker message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LedgerBatch {
+    pub v: u32,
+    pub records: Vec<Record>,
+}
+
+/// A fact for the ledger.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    Event(EventRecord),
+    Attempt(AttemptRecord),
+    Abandoned(AbandonedRecord),
+}
+
+/// An accepted event and the deliveries it fanned out to.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub accepted_at: DateTime<Utc>,
+    pub idempotency_key: Option<String>,
+    pub payload: Box<RawValue>,
+    pub deliveries: Vec<DeliveryRef>,
+}
+
+/// A delivery created by an event.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliveryRef {
+    pub delivery_id: Uuid,
+    pub endpoint_id: Uuid,
+}
+
+/// Who a delivery belongs to; repeated on attempt records so they stand alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryKey {
+    pub delivery_id: Uuid,
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl DeliveryKey {
+    pub fn of(task: &DeliveryTask) -> Self {
+        Self {
+            delivery_id: task.delivery_id,
+            event_id: task.event_id,
+            tenant_id: task.tenant_id,
+            endpoint_id: task.endpoint_id,
+            event_type: task.event_type.clone(),
+            created_at: task.created_at,
+        }
+    }
+}
+
+/// One HTTP attempt and its outcome.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Unique per execution: a task executed twice after a crash yields two records.
+    pub attempt_id: Uuid,
+    #[serde(flatten)]
+    pub delivery: DeliveryKey,
+    pub attempt: u32,
+    pub trigger: Trigger,
+    pub started_at: DateTime<Utc>,
+    pub latency_ms: u32,
+    /// HTTP status, absent when no response came back.
+    pub response_status: Option<u16>,
+    /// First 1,000 characters of the response body.
+    pub response_body: String,
+    /// Why there was no usable response (timeout, connection refused, blocked address, ...).
+    pub error: Option<String>,
+    /// `success`, `retrying` (another attempt is scheduled) or `failed` (no more attempts).
+    pub outcome: DeliveryStatus,
+    pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery that ended without an attempt (its endpoint was deleted or disabled).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AbandonedRecord {
+    #[serde(flatten)]
+    pub delivery: DeliveryKey,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unsupported message version {0}")]
+    Version(u32),
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    v: u32,
+}
+
+fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
+    let Versioned { v } = serde_json::from_slice(bytes)?;
+    if v == VERSION { Ok(()) } else { Err(DecodeError::Version(v)) }
+}
+
+impl DeliveryTask {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a delivery task always serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        check_version(bytes)?;
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+impl LedgerBatch {
+    pub fn new(records: Vec<Record>) -> Self {
+        Self { v: VERSION, records }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a ledger batch always serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        check_version(bytes)?;
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+/// Truncates a response body to its first `max` characters (not bytes), lossily decoding
+/// anything that is not UTF-8.
+pub fn body_excerpt(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(max) {
+        Some((i, _)) => text[..i].to_owned(),
+        None => text.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_bytes_survive_a_round_trip() {
+        let raw = "{ \"b\" :1,\n\"a\":[1, 2.50] ,\"é\":\"\\u00e9\"}";
+        let task = DeliveryTask {
+            v: VERSION,
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            endpoint_id: Uuid::now_v7(),
+            event_type: "a.b".into(),
+            attempt: 1,
+            trigger: Trigger::Scheduled,
+            created_at: Utc::now(),
+            payload: RawValue::from_string(raw.to_owned()).unwrap(),
+        };
+        let back = DeliveryTask::decode(&task.encode()).unwrap();
+        assert_eq!(back.payload.get(), raw);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        assert!(matches!(LedgerBatch::decode(br#"{"v":2,"records":[]}"#), Err(DecodeError::Version(2))));
+        assert!(LedgerBatch::decode(b"garbage").is_err());
+    }
+
+    #[test]
+    fn excerpt_counts_characters() {
+        assert_eq!(body_excerpt("ééé".as_bytes(), 2), "éé");
+        assert_eq!(body_excerpt(b"abc", 1000), "abc");
+    }
+}
