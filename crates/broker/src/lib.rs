@@ -1,1 +1,25 @@
+//! RabbitMQ seam: the queue topology, confirmed publishing and consumption.
+//!
+//! Topology (names under a configurable prefix `p`, default `herald`):
+//! - exchange `p.deliveries` (direct) → queue `p.deliveries.work` (routing key `work`): delivery
+//!   tasks, consumed by any number of dispatchers.
+//! - queues `p.deliveries.delay.<ms>`, one per distinct retry delay, declared lazily: a message
+//!   waits there for its TTL and is dead-lettered back to `p.deliveries` / `work`. Per-queue TTL
+//!   expires head first, so one queue per delay keeps timing exact.
+//! - exchange `p.ledger` (fanout) → queue `p.ledger.records`: event and attempt records in
+//!   batches; analysts may bind their own queues to the exchange.
+//! - exchange `p.dead` (fanout) → queue `p.dead.letters`: messages rejected as unprocessable or
+//!   redelivered too often (quorum delivery limit), so one poison message never blocks a queue.
+//!
+//! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
+//! after the broker confirmed every message, and fails if any was nacked or unroutable. That is
+//! what lets ingest answer OK and the dispatcher ack only once follow-ups are safe.
 
+mod error;
+mod publisher;
+mod topology;
+
+pub use error::{Error, Result};
+pub use lapin;
+pub use publisher::{Outgoing, Publisher, connect};
+pub use topology::{QueueType, Topology, WORK_KEY};

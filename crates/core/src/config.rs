@@ -76,3 +76,46 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// Connection settings every service shares.
+#[derive(Clone, Debug)]
+pub struct Common {
+    /// `HERALD_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub database_url: String,
+    /// `HERALD_DATABASE_SCHEMA`: Postgres schema holding Herald's tables, default `herald`.
+    pub database_schema: String,
+    /// `HERALD_DATABASE_MAX_CONNECTIONS`, default 10.
+    pub database_max_connections: u32,
+    /// `HERALD_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: String,
+    /// `HERALD_AMQP_PREFIX`: prefix of every exchange and queue name, default `herald`.
+    pub amqp_prefix: String,
+    /// `HERALD_QUEUE_TYPE`: `quorum` (default, durable, replicated) or `classic`.
+    pub queue_type: String,
+    /// `HERALD_REDIS_URL`, default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// `HERALD_REDIS_PREFIX`: prefix of every Redis key, default `herald`.
+    pub redis_prefix: String,
+}
+
+impl Common {
+    pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let c = Self {
+            database_url: r.string("HERALD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+            database_schema: r.string("HERALD_DATABASE_SCHEMA", "herald"),
+            database_max_connections: r.parse("HERALD_DATABASE_MAX_CONNECTIONS", 10)?,
+            amqp_url: r.string("HERALD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_prefix: r.string("HERALD_AMQP_PREFIX", "herald"),
+            queue_type: r.string("HERALD_QUEUE_TYPE", "quorum"),
+            redis_url: r.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
+            redis_prefix: r.string("HERALD_REDIS_PREFIX", "herald"),
+        };
+        if !matches!(c.queue_type.as_str(), "quorum" | "classic") {
+            return Err(ConfigError {
+                name: "HERALD_QUEUE_TYPE".into(),
+                message: format!("{:?} is not quorum or classic", c.queue_type),
+            });
+        }
+        Ok(c)
+    }
+}

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod matching;
+pub mod net;
 pub mod schedule;
 pub mod signing;
 pub mod telemetry;

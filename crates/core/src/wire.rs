@@ -1,8 +1,9 @@
 //! Messages that travel through RabbitMQ, version 1.
 //!
 //! - A [`DeliveryTask`] is one delivery of one event to one endpoint; it is the only message per
-//!   delivery on the hot path. The payload rides as raw JSON, so the bytes the publisher sent are
-//!   the bytes the receiver gets.
+//!   delivery on the hot path. It is framed as one line of JSON metadata, a newline, then the
+//!   payload's raw bytes: the bytes the publisher sent are the bytes the receiver gets, with no
+//!   escaping or re-encoding on the way.
 //! - A [`LedgerBatch`] carries many [`Record`]s for the ledger (and for anyone who binds a queue
 //!   to the ledger exchange). Records are facts, each with its own id, so applying one twice or
 //!   out of order converges to the same rows.
@@ -11,7 +12,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// Version written in every message.
@@ -83,7 +83,9 @@ pub struct DeliveryTask {
     pub trigger: Trigger,
     /// When the delivery was created (the event was accepted).
     pub created_at: DateTime<Utc>,
-    pub payload: Box<RawValue>,
+    /// The payload, byte for byte (travels after the metadata line, not inside it).
+    #[serde(skip)]
+    pub payload: Vec<u8>,
 }
 
 /// Many ledger records in one broker message.
@@ -111,7 +113,8 @@ pub struct EventRecord {
     pub occurred_at: DateTime<Utc>,
     pub accepted_at: DateTime<Utc>,
     pub idempotency_key: Option<String>,
-    pub payload: Box<RawValue>,
+    /// The payload exactly as published.
+    pub payload: String,
     pub deliveries: Vec<DeliveryRef>,
 }
 
@@ -184,6 +187,8 @@ pub enum DecodeError {
     Malformed(#[from] serde_json::Error),
     #[error("unsupported message version {0}")]
     Version(u32),
+    #[error("delivery task has no payload separator")]
+    Framing,
 }
 
 #[derive(Deserialize)]
@@ -197,13 +202,22 @@ fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
 }
 
 impl DeliveryTask {
+    /// `<metadata JSON>\n<payload bytes>` (compact JSON never contains a raw newline).
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a delivery task always serialises")
+        let mut out = serde_json::to_vec(self).expect("a delivery task always serialises");
+        out.reserve(self.payload.len() + 1);
+        out.push(b'\n');
+        out.extend_from_slice(&self.payload);
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        check_version(bytes)?;
-        Ok(serde_json::from_slice(bytes)?)
+        let split = bytes.iter().position(|b| *b == b'\n').ok_or(DecodeError::Framing)?;
+        let (meta, rest) = bytes.split_at(split);
+        check_version(meta)?;
+        let mut task: DeliveryTask = serde_json::from_slice(meta)?;
+        task.payload = rest[1..].to_vec();
+        Ok(task)
     }
 }
 
@@ -238,7 +252,7 @@ mod tests {
 
     #[test]
     fn payload_bytes_survive_a_round_trip() {
-        let raw = "{ \"b\" :1,\n\"a\":[1, 2.50] ,\"é\":\"\\u00e9\"}";
+        let raw = " { \"b\" :1,\n\"a\":[1, 2.50] ,\"é\":\"\\u00e9\"}\n";
         let task = DeliveryTask {
             v: VERSION,
             delivery_id: Uuid::now_v7(),
@@ -249,10 +263,11 @@ mod tests {
             attempt: 1,
             trigger: Trigger::Scheduled,
             created_at: Utc::now(),
-            payload: RawValue::from_string(raw.to_owned()).unwrap(),
+            payload: raw.as_bytes().to_vec(),
         };
         let back = DeliveryTask::decode(&task.encode()).unwrap();
-        assert_eq!(back.payload.get(), raw);
+        assert_eq!(back.payload, raw.as_bytes());
+        assert_eq!(back.delivery_id, task.delivery_id);
     }
 
     #[test]

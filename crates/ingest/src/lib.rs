@@ -1,1 +1,99 @@
+//! Herald ingest: the gRPC front door.
+//!
+//! It authenticates callers, validates events, dedupes them by idempotency key (Redis), matches
+//! them against the tenant's subscriptions, and hands one delivery task per matching enabled
+//! endpoint plus a ledger record to RabbitMQ. It answers OK only after the broker confirmed
+//! every one of those messages; if the broker cannot take them the caller gets UNAVAILABLE and
+//! nothing is half-accepted. It also owns tenant, key, endpoint and event-type management.
 
+mod admin;
+mod auth;
+mod config;
+mod convert;
+mod endpoints;
+mod error;
+mod events;
+mod idempotency;
+mod subscriptions;
+mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_broker::{Publisher, QueueType, Topology};
+use herald_core::net::AddressPolicy;
+use herald_proto::v1::admin_server::AdminServer;
+use herald_proto::v1::endpoints_server::EndpointsServer;
+use herald_proto::v1::event_types_server::EventTypesServer;
+use herald_proto::v1::events_server::EventsServer;
+use herald_store::{KeyCache, Store};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::Config;
+pub use crate::error::{Error, Result};
+
+/// Shared handles of one ingest instance.
+#[derive(Clone)]
+pub(crate) struct Ingest {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub publisher: Publisher,
+    pub keys: KeyCache,
+    pub subscriptions: Arc<subscriptions::Subscriptions>,
+    pub idempotency: idempotency::Idempotency,
+    pub policy: AddressPolicy,
+}
+
+/// Connects to Postgres, Redis and RabbitMQ, runs migrations, declares the topology and serves
+/// gRPC on `listener` until `shutdown` is cancelled; in-flight calls finish first.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let c = &config.common;
+    let store = Store::connect(&c.database_url, &c.database_schema, c.database_max_connections).await?;
+    store.migrate().await?;
+    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
+    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+    let publisher = Publisher::connect(&c.amqp_url, "herald-ingest", topology, config.publish_channels).await?;
+    let redis = redis::Client::open(c.redis_url.as_str())?;
+    let redis = redis::aio::ConnectionManager::new(redis).await?;
+    let state = Ingest {
+        idempotency: idempotency::Idempotency::new(redis, &c.redis_prefix, config.idempotency_ttl),
+        subscriptions: Arc::new(subscriptions::Subscriptions::new(store.clone(), config.subscription_cache_ttl)),
+        keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
+        policy: AddressPolicy::new(config.allow_networks.clone()),
+        store,
+        publisher: publisher.clone(),
+        config: Arc::new(config),
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<EventsServer<events::EventsApi>>().await;
+    health.set_serving::<EndpointsServer<endpoints::EndpointsApi>>().await;
+    health.set_serving::<AdminServer<admin::AdminApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let max = state.config.max_payload_bytes * state.config.max_batch.max(1) + (1 << 20);
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "ingest listening");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AdminServer::new(admin::AdminApi(state.clone())))
+        .add_service(
+            EventsServer::new(events::EventsApi(state.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            EndpointsServer::new(endpoints::EndpointsApi(state.clone()))
+                .max_decoding_message_size(1 << 20),
+        )
+        .add_service(EventTypesServer::new(endpoints::EventTypesApi(state.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await?;
+    publisher.close().await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Exchange and queue names, and their idempotent declaration.
+
+use std::str::FromStr;
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::error::{Error, Result};
+
+/// Routing key of the work queue on the deliveries exchange.
+pub const WORK_KEY: &str = "work";
+
+/// Classic queues (fast, single node) or quorum queues (replicated, at-least-once
+/// dead-lettering, delivery limit): the durability promise needs quorum in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(format!("unknown queue type {other:?} (use classic or quorum)")),
+        }
+    }
+}
+
+/// The names and shape of Herald's exchanges and queues.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub prefix: String,
+    pub queue_type: QueueType,
+    /// Deliveries of one message after which a quorum queue dead-letters it.
+    pub delivery_limit: u32,
+}
+
+fn short(s: &str) -> ShortString {
+    ShortString::from(s)
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+impl Topology {
+    pub fn new(prefix: impl Into<String>, queue_type: QueueType) -> Self {
+        Self { prefix: prefix.into(), queue_type, delivery_limit: 20 }
+    }
+
+    pub fn deliveries_exchange(&self) -> String {
+        format!("{}.deliveries", self.prefix)
+    }
+
+    pub fn work_queue(&self) -> String {
+        format!("{}.deliveries.work", self.prefix)
+    }
+
+    pub fn delay_queue(&self, delay_ms: u64) -> String {
+        format!("{}.deliveries.delay.{delay_ms}", self.prefix)
+    }
+
+    pub fn ledger_exchange(&self) -> String {
+        format!("{}.ledger", self.prefix)
+    }
+
+    pub fn ledger_queue(&self) -> String {
+        format!("{}.ledger.records", self.prefix)
+    }
+
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead.letters", self.prefix)
+    }
+
+    fn base_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert(short("x-queue-type"), long("quorum"));
+        }
+        args
+    }
+
+    fn consumed_args(&self) -> FieldTable {
+        let mut args = self.base_args();
+        args.insert(short("x-dead-letter-exchange"), long(&self.dead_exchange()));
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                short("x-delivery-limit"),
+                AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+            );
+        }
+        args
+    }
+
+    async fn queue(&self, ch: &Channel, name: &str, args: FieldTable) -> Result<()> {
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare(short(name), opts, args)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Topology(format!("declaring queue {name}: {e}")))
+    }
+
+    async fn exchange(&self, ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {
+        let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare(short(name), kind, opts, FieldTable::default())
+            .await
+            .map_err(|e| Error::Topology(format!("declaring exchange {name}: {e}")))
+    }
+
+    async fn bind(&self, ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()> {
+        ch.queue_bind(
+            short(queue),
+            short(exchange),
+            short(key),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| Error::Topology(format!("binding {queue} to {exchange}: {e}")))
+    }
+
+    /// Declares every fixed exchange and queue; safe to run from every service at start.
+    pub async fn declare(&self, ch: &Channel) -> Result<()> {
+        self.exchange(ch, &self.dead_exchange(), ExchangeKind::Fanout).await?;
+        self.queue(ch, &self.dead_queue(), self.base_args()).await?;
+        self.bind(ch, &self.dead_queue(), &self.dead_exchange(), "").await?;
+
+        self.exchange(ch, &self.deliveries_exchange(), ExchangeKind::Direct).await?;
+        self.queue(ch, &self.work_queue(), self.consumed_args()).await?;
+        self.bind(ch, &self.work_queue(), &self.deliveries_exchange(), WORK_KEY).await?;
+
+        self.exchange(ch, &self.ledger_exchange(), ExchangeKind::Fanout).await?;
+        self.queue(ch, &self.ledger_queue(), self.consumed_args()).await?;
+        self.bind(ch, &self.ledger_queue(), &self.ledger_exchange(), "").await?;
+        Ok(())
+    }
+
+    /// Declares the delay queue for one retry delay: messages wait `delay_ms`, then return to the
+    /// work queue.
+    pub async fn declare_delay(&self, ch: &Channel, delay_ms: u64) -> Result<()> {
+        let mut args = self.base_args();
+        args.insert(short("x-message-ttl"), AMQPValue::LongLongInt(delay_ms as i64));
+        args.insert(short("x-dead-letter-exchange"), long(&self.deliveries_exchange()));
+        args.insert(short("x-dead-letter-routing-key"), long(WORK_KEY));
+        if self.queue_type == QueueType::Quorum {
+            args.insert(short("x-dead-letter-strategy"), long("at-least-once"));
+            args.insert(short("x-overflow"), long("reject-publish"));
+        }
+        self.queue(ch, &self.delay_queue(delay_ms), args).await
+    }
+
+    /// Deletes everything under the prefix (tests use it to leave no residue); `delays` names the
+    /// delay queues that may exist.
+    pub async fn delete(&self, ch: &Channel, delays: &[u64]) -> Result<()> {
+        let mut queues = vec![self.work_queue(), self.ledger_queue(), self.dead_queue()];
+        queues.extend(delays.iter().map(|d| self.delay_queue(*d)));
+        for q in queues {
+            ch.queue_delete(short(&q), QueueDeleteOptions::default()).await?;
+        }
+        for x in [self.deliveries_exchange(), self.ledger_exchange(), self.dead_exchange()] {
+            ch.exchange_delete(short(&x), ExchangeDeleteOptions::default()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! Who is calling: the operator (Admin) or a tenant (everything else).
+
+use herald_store::KeyCheck;
+use tonic::Request;
+use uuid::Uuid;
+
+use crate::Ingest;
+use crate::error::{Error, Result};
+
+fn authorization<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata().get("authorization").and_then(|v| v.to_str().ok())
+}
+
+impl Ingest {
+    /// The tenant of the calling API key.
+    pub async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid> {
+        match self.keys.check(authorization(req)).await? {
+            KeyCheck::Tenant(t) => Ok(t),
+            KeyCheck::Missing => Err(Error::Unauthenticated(
+                "missing API key: send \"authorization: Bearer <key>\"",
+            )),
+            KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
+        }
+    }
+
+    /// Checks the operator token.
+    pub fn admin<T>(&self, req: &Request<T>) -> Result<()> {
+        let Some(expected) = self.config.admin_token.as_deref() else {
+            return Err(Error::PermissionDenied(
+                "the Admin service is disabled: set HERALD_ADMIN_TOKEN",
+            ));
+        };
+        let Some(given) = herald_store::bearer(authorization(req)) else {
+            return Err(Error::Unauthenticated(
+                "missing operator token: send \"authorization: Bearer <token>\"",
+            ));
+        };
+        let same = given.len() == expected.len()
+            && given.bytes().zip(expected.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied("operator token required"))
+        }
+    }
+}

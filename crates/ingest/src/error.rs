@@ -1,0 +1,96 @@
+//! Ingest's error type and its one mapping to gRPC status codes. Messages say what to fix and
+//! never carry internals (SQL, broker frames) or secrets.
+
+use tonic::{Code, Status};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// Result alias of the ingest crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Aborted(_) => Code::Aborted,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        if let Error::Internal(detail) = &e {
+            tracing::error!(error = %detail, "internal error");
+        }
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<herald_core::Error> for Error {
+    fn from(e: herald_core::Error) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<herald_store::Error> for Error {
+    fn from(e: herald_store::Error) -> Self {
+        use herald_store::Error as S;
+        match e {
+            S::NotFound(what) => Error::NotFound(what),
+            S::Conflict(msg) => Error::AlreadyExists(msg),
+            S::Invalid(msg) => Error::InvalidArgument(msg),
+            e if e.is_unavailable() => Error::Unavailable("database unavailable, retry later".into()),
+            e => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<herald_broker::Error> for Error {
+    fn from(e: herald_broker::Error) -> Self {
+        tracing::warn!(error = %e, "hand-off to the broker failed");
+        Error::Unavailable("event not accepted: the message broker is unavailable, retry later".into())
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        tracing::warn!(error = %e, "redis call failed");
+        Error::Unavailable(
+            "idempotency store unavailable: retry later (or publish without an idempotency key)".into(),
+        )
+    }
+}
+
+/// Parses an id field, naming it in the error.
+pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(value.trim())
+        .map_err(|_| Error::InvalidArgument(format!("{field} {value:?} is not a valid id (UUID)")))
+}

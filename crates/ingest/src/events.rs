@@ -1,0 +1,234 @@
+//! The Events service: accept, dedupe, fan out, hand off.
+
+use chrono::Utc;
+use herald_broker::Outgoing;
+use herald_core::wire::{DeliveryRef, DeliveryTask, EventRecord, LedgerBatch, Record, Trigger, VERSION};
+use herald_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::idempotency::Reservation;
+use crate::{Ingest, validate};
+
+pub struct EventsApi(pub Ingest);
+
+/// Ledger records per broker message are capped by size so one message stays small.
+const LEDGER_MESSAGE_BYTES: usize = 512 * 1024;
+
+/// One event on its way through a publish call.
+enum Slot {
+    Done(Result<pb::PublishResponse>),
+    Pending { event: validate::Event },
+}
+
+impl Ingest {
+    /// Publishes a list of validated (or already failed) events with one broker round trip.
+    async fn publish_all(&self, tenant: Uuid, input: Vec<Result<validate::Event>>) -> Vec<Result<pb::PublishResponse>> {
+        let mut slots = Vec::with_capacity(input.len());
+        for item in input {
+            let slot = match item {
+                Err(e) => Slot::Done(Err(e)),
+                Ok(event) => match &event.idempotency_key {
+                    None => Slot::Pending { event },
+                    Some(key) => match self.idempotency.reserve(tenant, key).await {
+                        Ok(Reservation::Fresh) => Slot::Pending { event },
+                        Ok(Reservation::Duplicate { event_id, deliveries }) => Slot::Done(Ok(pb::PublishResponse {
+                            event_id: event_id.to_string(),
+                            deliveries,
+                            duplicate: true,
+                        })),
+                        Err(e) => Slot::Done(Err(e)),
+                    },
+                },
+            };
+            slots.push(slot);
+        }
+        if !slots.iter().any(|s| matches!(s, Slot::Pending { .. })) {
+            return slots.into_iter().map(|s| match s { Slot::Done(r) => r, Slot::Pending { .. } => unreachable!() }).collect();
+        }
+
+        let index = match self.subscriptions.index(tenant).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.release_all(tenant, &slots).await;
+                let msg = e.to_string();
+                let code = e.code();
+                return slots.into_iter().map(|s| match s {
+                    Slot::Done(r) => r,
+                    Slot::Pending { .. } => Err(clone_err(code, &msg)),
+                }).collect();
+            }
+        };
+
+        let topo = self.publisher.topology();
+        let (deliveries_x, ledger_x) = (topo.deliveries_exchange(), topo.ledger_exchange());
+        let now = Utc::now();
+        let mut messages = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
+        let mut accepted: Vec<Option<(Uuid, u32)>> = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            let Slot::Pending { event } = slot else {
+                accepted.push(None);
+                continue;
+            };
+            let event_id = Uuid::now_v7();
+            let endpoints = index.matching(&event.event_type);
+            let mut refs = Vec::with_capacity(endpoints.len());
+            for endpoint_id in endpoints {
+                let task = DeliveryTask {
+                    v: VERSION,
+                    delivery_id: Uuid::now_v7(),
+                    event_id,
+                    tenant_id: tenant,
+                    endpoint_id: *endpoint_id,
+                    event_type: event.event_type.clone(),
+                    attempt: 1,
+                    trigger: Trigger::Scheduled,
+                    created_at: now,
+                    payload: event.payload.clone(),
+                };
+                refs.push(DeliveryRef { delivery_id: task.delivery_id, endpoint_id: *endpoint_id });
+                messages.push(Outgoing {
+                    exchange: deliveries_x.clone(),
+                    routing_key: herald_broker::WORK_KEY.to_owned(),
+                    body: task.encode(),
+                });
+            }
+            accepted.push(Some((event_id, refs.len() as u32)));
+            records.push(Record::Event(EventRecord {
+                event_id,
+                tenant_id: tenant,
+                event_type: event.event_type.clone(),
+                occurred_at: event.occurred_at.unwrap_or(now),
+                accepted_at: now,
+                idempotency_key: event.idempotency_key.clone(),
+                payload: String::from_utf8_lossy(&event.payload).into_owned(),
+                deliveries: refs,
+            }));
+        }
+        for chunk in chunk_records(records) {
+            messages.push(Outgoing { exchange: ledger_x.clone(), routing_key: String::new(), body: chunk });
+        }
+
+        let handed_off = self.publisher.publish(&messages).await;
+        let mut out = Vec::with_capacity(slots.len());
+        for (slot, acc) in slots.into_iter().zip(accepted) {
+            match (slot, acc) {
+                (Slot::Done(r), _) => out.push(r),
+                (Slot::Pending { event }, Some((event_id, n))) => match &handed_off {
+                    Ok(()) => {
+                        if let Some(key) = &event.idempotency_key {
+                            self.idempotency.complete(tenant, key, event_id, n).await;
+                        }
+                        tracing::debug!(%event_id, event_type = %event.event_type, deliveries = n, "event accepted");
+                        out.push(Ok(pb::PublishResponse { event_id: event_id.to_string(), deliveries: n, duplicate: false }));
+                    }
+                    Err(e) => {
+                        if let Some(key) = &event.idempotency_key {
+                            self.idempotency.release(tenant, key).await;
+                        }
+                        let e: Error = clone_broker_err(e);
+                        out.push(Err(e));
+                    }
+                },
+                (Slot::Pending { .. }, None) => unreachable!("every pending slot was accepted"),
+            }
+        }
+        out
+    }
+
+    async fn release_all(&self, tenant: Uuid, slots: &[Slot]) {
+        for s in slots {
+            if let Slot::Pending { event } = s
+                && let Some(key) = &event.idempotency_key
+            {
+                self.idempotency.release(tenant, key).await;
+            }
+        }
+    }
+}
+
+fn clone_err(code: tonic::Code, msg: &str) -> Error {
+    match code {
+        tonic::Code::Unavailable => Error::Unavailable(msg.to_owned()),
+        _ => Error::Internal(msg.to_owned()),
+    }
+}
+
+fn clone_broker_err(e: &herald_broker::Error) -> Error {
+    tracing::warn!(error = %e, "hand-off to the broker failed");
+    Error::Unavailable("event not accepted: the message broker is unavailable, retry later".into())
+}
+
+/// Serialises records into ledger messages of at most about [`LEDGER_MESSAGE_BYTES`] each.
+fn chunk_records(records: Vec<Record>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for r in records {
+        let approx = match &r {
+            Record::Event(e) => e.payload.len() + 200 + e.deliveries.len() * 90,
+            _ => 512,
+        };
+        if !batch.is_empty() && size + approx > LEDGER_MESSAGE_BYTES {
+            out.push(LedgerBatch::new(std::mem::take(&mut batch)).encode());
+            size = 0;
+        }
+        size += approx;
+        batch.push(r);
+    }
+    if !batch.is_empty() {
+        out.push(LedgerBatch::new(batch).encode());
+    }
+    out
+}
+
+fn to_event(r: &pb::PublishRequest, max: usize) -> Result<validate::Event> {
+    validate::event(&r.event_type, &r.payload, r.idempotency_key.as_deref(), r.occurred_at.as_ref(), max)
+}
+
+#[tonic::async_trait]
+impl pb::events_server::Events for EventsApi {
+    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        let tenant = self.0.tenant(&req).await?;
+        let event = to_event(req.get_ref(), self.0.config.max_payload_bytes)?;
+        let result = self.0.publish_all(tenant, vec![Ok(event)]).await.pop().expect("one result per event");
+        Ok(Response::new(result?))
+    }
+
+    async fn publish_batch(
+        &self,
+        req: Request<pb::PublishBatchRequest>,
+    ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+        let tenant = self.0.tenant(&req).await?;
+        let events = &req.get_ref().events;
+        let max_batch = self.0.config.max_batch;
+        if events.is_empty() {
+            return Err(Error::InvalidArgument("events is empty".into()).into());
+        }
+        if events.len() > max_batch {
+            return Err(Error::InvalidArgument(format!(
+                "batch has {} events; at most {max_batch} are allowed",
+                events.len()
+            ))
+            .into());
+        }
+        let max = self.0.config.max_payload_bytes;
+        let input = events.iter().map(|e| to_event(e, max)).collect();
+        let results = self.0.publish_all(tenant, input).await;
+        let results = results
+            .into_iter()
+            .map(|r| pb::PublishResult {
+                outcome: Some(match r {
+                    Ok(ok) => pb::publish_result::Outcome::Accepted(ok),
+                    Err(e) => pb::publish_result::Outcome::Error(pb::PublishError {
+                        code: e.code() as i32,
+                        message: e.to_string(),
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::PublishBatchResponse { results }))
+    }
+}

@@ -1,0 +1,245 @@
+//! Input checks for endpoints and events. Each failure names the field and what would be
+//! accepted; nothing is written before every check passed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use herald_core::matching::{parse_patterns, validate_event_type};
+use herald_core::net::AddressPolicy;
+use herald_core::schedule::RetrySchedule;
+
+use crate::error::{Error, Result};
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(msg.into())
+}
+
+/// Longest endpoint URL.
+pub const MAX_URL_LEN: usize = 2048;
+/// Most custom headers per endpoint.
+pub const MAX_HEADERS: usize = 20;
+/// Longest endpoint timeout.
+pub const MAX_TIMEOUT_MS: u32 = 120_000;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Checks an endpoint URL: http(s), a host, no credentials, and (for literal IPs) an address
+/// the policy allows. Host names are checked again at every connection by the dispatcher.
+pub fn url(raw: &str, require_https: bool, policy: &AddressPolicy) -> Result<String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(bad("url is empty"));
+    }
+    if raw.len() > MAX_URL_LEN {
+        return Err(bad(format!("url is longer than {MAX_URL_LEN} characters")));
+    }
+    let parsed = url::Url::parse(raw).map_err(|e| bad(format!("url {raw:?} is not a valid URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if !require_https => {}
+        "http" => return Err(bad("url must use https")),
+        other => return Err(bad(format!("url scheme {other:?} is not supported (use https or http)"))),
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("url must not contain credentials (use a custom header instead)"));
+    }
+    let ip = match parsed.host() {
+        None => return Err(bad("url has no host")),
+        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") => {
+            Some(IpAddr::from([127, 0, 0, 1]))
+        }
+        Some(url::Host::Domain(_)) => None,
+    };
+    if let Some(ip) = ip
+        && let Err(reason) = policy.check(ip)
+    {
+        return Err(bad(format!("url points to a {reason}, which is not allowed")));
+    }
+    if parsed.fragment().is_some() {
+        return Err(bad("url must not have a fragment (#...)"));
+    }
+    Ok(parsed.to_string())
+}
+
+pub fn description(d: &str) -> Result<String> {
+    if d.chars().count() > 1024 {
+        return Err(bad("description is longer than 1024 characters"));
+    }
+    Ok(d.to_owned())
+}
+
+pub fn event_types(patterns: &[String]) -> Result<Vec<String>> {
+    parse_patterns(patterns)?;
+    let mut v = patterns.to_vec();
+    v.dedup();
+    Ok(v)
+}
+
+pub fn timeout_ms(ms: u32) -> Result<u32> {
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(bad(format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}")));
+    }
+    Ok(ms)
+}
+
+pub fn retry_schedule(ms: &[u32]) -> Result<Vec<u32>> {
+    RetrySchedule::from_millis(ms).map_err(|e| bad(format!("retry_schedule_ms: {e}")))?;
+    Ok(ms.to_vec())
+}
+
+/// Header names Herald sets itself and a custom header may not override.
+fn reserved(name: &str, prefix: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "content-type" | "content-length" | "user-agent" | "host" | "connection"
+            | "transfer-encoding" | "te" | "upgrade" | "keep-alive" | "proxy-authorization"
+    ) || n.starts_with("webhook-")
+        || (!prefix.is_empty() && n.starts_with(&prefix.to_ascii_lowercase()))
+}
+
+pub fn headers(h: &BTreeMap<String, String>, prefix: &str) -> Result<BTreeMap<String, String>> {
+    if h.len() > MAX_HEADERS {
+        return Err(bad(format!("at most {MAX_HEADERS} custom headers are allowed")));
+    }
+    for (name, value) in h {
+        let token = !name.is_empty()
+            && name.len() <= 128
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(bad(format!("header name {name:?} is not a valid HTTP header name")));
+        }
+        if reserved(name, prefix) {
+            return Err(bad(format!("header {name:?} is set by Herald and cannot be overridden")));
+        }
+        if value.len() > 4096 || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(bad(format!(
+                "header {name:?} has an invalid value (at most 4096 bytes, no line breaks)"
+            )));
+        }
+    }
+    Ok(h.clone())
+}
+
+pub fn header_prefix(p: &str) -> Result<String> {
+    let ok = p.len() <= 64
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(bad("header_prefix must be at most 64 letters, digits, '-' or '_' (e.g. \"X-Acme-\")"));
+    }
+    Ok(p.to_owned())
+}
+
+pub fn user_agent(ua: &str) -> Result<String> {
+    if ua.is_empty() || ua.len() > 256 || ua.bytes().any(|b| b.is_ascii_control()) {
+        return Err(bad("user_agent must be 1 to 256 printable characters"));
+    }
+    Ok(ua.to_owned())
+}
+
+pub fn name(field: &str, n: &str) -> Result<String> {
+    let n = n.trim();
+    if n.is_empty() || n.chars().count() > 256 {
+        return Err(bad(format!("{field} must be 1 to 256 characters")));
+    }
+    Ok(n.to_owned())
+}
+
+/// A validated event, ready to fan out.
+pub struct Event {
+    pub event_type: String,
+    /// Exactly the bytes the publisher sent.
+    pub payload: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Checks one published event: type syntax, payload a JSON object within the size limit,
+/// idempotency key length, a sane `occurred_at`.
+pub fn event(
+    event_type: &str,
+    payload: &[u8],
+    idempotency_key: Option<&str>,
+    occurred_at: Option<&prost_types::Timestamp>,
+    max_payload: usize,
+) -> Result<Event> {
+    validate_event_type(event_type).map_err(|e| bad(format!("event_type: {e}")))?;
+    if payload.len() > max_payload {
+        return Err(bad(format!(
+            "payload is {} bytes; the limit is {max_payload} bytes",
+            payload.len()
+        )));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+        .map_err(|e| bad(format!("payload is not valid JSON: {e}")))?;
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(bad("payload must be a JSON object ({...})"));
+    }
+    let idempotency_key = match idempotency_key {
+        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => {
+            return Err(bad(format!(
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"
+            )));
+        }
+        Some(k) if k.chars().any(char::is_control) => {
+            return Err(bad("idempotency_key must not contain control characters"));
+        }
+        other => other.map(str::to_owned),
+    };
+    let occurred_at = match occurred_at {
+        None => None,
+        Some(ts) => Some(
+            chrono::DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
+                .ok_or_else(|| bad("occurred_at is out of range"))?,
+        ),
+    };
+    Ok(Event { event_type: event_type.to_owned(), payload: payload.to_vec(), idempotency_key, occurred_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::net::parse_networks;
+
+    #[test]
+    fn urls() {
+        let strict = AddressPolicy::default();
+        assert!(url("https://example.com/hook", true, &strict).is_ok());
+        assert!(url("http://example.com/hook", true, &strict).is_err());
+        assert!(url("ftp://example.com", false, &strict).is_err());
+        assert!(url("not a url", false, &strict).is_err());
+        assert!(url("https://user:pw@example.com", false, &strict).is_err());
+        assert!(url("http://127.0.0.1:8080/", false, &strict).is_err());
+        assert!(url("http://localhost:8080/", false, &strict).is_err());
+        assert!(url("http://[::1]/", false, &strict).is_err());
+        assert!(url("http://169.254.169.254/latest", false, &strict).is_err());
+        let local = AddressPolicy::new(parse_networks("127.0.0.0/8").unwrap());
+        assert!(url("http://127.0.0.1:8080/", false, &local).is_ok());
+    }
+
+    #[test]
+    fn events() {
+        let ok = event("a.b", br#" {"x": 1} "#, None, None, 100).unwrap();
+        assert_eq!(ok.payload, br#" {"x": 1} "#);
+        assert!(event("a.b", b"[1]", None, None, 100).is_err());
+        assert!(event("a.b", b"{", None, None, 100).is_err());
+        assert!(event("a.b", b"\"s\"", None, None, 100).is_err());
+        assert!(event("a..b", b"{}", None, None, 100).is_err());
+        assert!(event("a.b", &[b'{'; 101], None, None, 100).unwrap_err().to_string().contains("limit"));
+        assert!(event("a.b", b"{}", Some(""), None, 100).is_err());
+    }
+
+    #[test]
+    fn custom_headers() {
+        let mut h = BTreeMap::new();
+        h.insert("X-Api-Key".to_owned(), "k".to_owned());
+        assert!(headers(&h, "X-Acme-").is_ok());
+        h.insert("X-Acme-Event".to_owned(), "k".to_owned());
+        assert!(headers(&h, "X-Acme-").is_err());
+        let mut h = BTreeMap::new();
+        h.insert("X-Bad".to_owned(), "a\r\nb".to_owned());
+        assert!(headers(&h, "").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! API key authentication with a short cache, shared by every service that serves tenants.
+//!
+//! A hit costs no database round trip; a revoked key stops working at once on the instance that
+//! revoked it and within the cache TTL everywhere else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::{Result, Store, hash_api_key};
+
+/// Outcome of presenting credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    Tenant(Uuid),
+    Missing,
+    Invalid,
+}
+
+/// Maps API keys to tenants, remembering answers for a short while.
+#[derive(Clone)]
+pub struct KeyCache {
+    store: Store,
+    ttl: Duration,
+    entries: Arc<Mutex<HashMap<Vec<u8>, (Uuid, Instant)>>>,
+}
+
+/// The token of an `authorization: Bearer <token>` header value.
+pub fn bearer(value: Option<&str>) -> Option<&str> {
+    let v = value?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+impl KeyCache {
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Self { store, ttl, entries: Arc::default() }
+    }
+
+    /// Checks an `authorization` header value.
+    pub async fn check(&self, authorization: Option<&str>) -> Result<KeyCheck> {
+        let Some(key) = bearer(authorization) else {
+            return Ok(KeyCheck::Missing);
+        };
+        let hash = hash_api_key(key);
+        if let Some((tenant, at)) = self.entries.lock().expect("key cache lock").get(&hash)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(KeyCheck::Tenant(*tenant));
+        }
+        match self.store.authenticate(&hash).await? {
+            Some(tenant) => {
+                let mut entries = self.entries.lock().expect("key cache lock");
+                if entries.len() > 100_000 {
+                    entries.clear();
+                }
+                entries.insert(hash, (tenant, Instant::now()));
+                Ok(KeyCheck::Tenant(tenant))
+            }
+            None => Ok(KeyCheck::Invalid),
+        }
+    }
+
+    /// Forgets every cached key (after a revocation).
+    pub fn clear(&self) {
+        self.entries.lock().expect("key cache lock").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer   abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(None), None);
+    }
+}
