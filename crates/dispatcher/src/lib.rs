@@ -1,1 +1,186 @@
+//! Herald dispatcher: consumes delivery tasks, signs and POSTs them, and schedules retries.
+//!
+//! Stateless by design: everything a dispatcher knows is in the task, Postgres (endpoints) or
+//! Redis (succeeded deliveries). A task is acked only after its follow-up publishes were
+//! confirmed, so a dispatcher killed at any moment loses nothing: the broker hands its
+//! unacked tasks to another one.
+//!
+//! When Postgres or the broker is unreachable mid-task, the task is held (not nacked) and the
+//! step retried with backoff, so an outage never burns through a queue's delivery limit.
 
+mod cache;
+mod config;
+mod deliver;
+mod http;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_broker::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use herald_broker::lapin::types::{FieldTable, ShortString};
+use herald_broker::lapin::message::Delivery;
+use herald_broker::{Publisher, QueueType, Topology};
+use herald_core::net::AddressPolicy;
+use herald_core::wire::DeliveryTask;
+use herald_store::Store;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::Config;
+pub use crate::deliver::build_headers;
+use crate::deliver::Decision;
+
+/// Shared handles of one dispatcher.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    config: Arc<Config>,
+    store: Store,
+    publisher: Publisher,
+    redis: redis::aio::ConnectionManager,
+    endpoints: cache::EndpointCache,
+    http: http::Client,
+    delays: Arc<Mutex<HashSet<u64>>>,
+}
+
+/// Connects, then consumes the work queue until `shutdown`; in-flight deliveries get
+/// `HERALD_SHUTDOWN_GRACE` to finish, the rest go back to the broker unacked.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let c = &config.common;
+    let store = Store::connect(&c.database_url, &c.database_schema, c.database_max_connections).await?;
+    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
+    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+    let publisher = Publisher::connect(&c.amqp_url, "herald-dispatcher", topology, config.publish_channels).await?;
+    let redis = redis::aio::ConnectionManager::new(redis::Client::open(c.redis_url.as_str())?).await?;
+    let d = Dispatcher {
+        endpoints: cache::EndpointCache::new(store.clone(), config.endpoint_cache_ttl),
+        http: http::Client::new(AddressPolicy::new(config.allow_networks.clone()), config.max_response_bytes)?,
+        store,
+        publisher: publisher.clone(),
+        redis,
+        delays: Arc::default(),
+        config: Arc::new(config),
+    };
+    let mut backoff = Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        match d.consume(&shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer stopped, reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    publisher.close().await;
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}
+
+impl Dispatcher {
+    /// One consumer session; returns `Ok` on shutdown, `Err` when the connection broke.
+    async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let topo = self.publisher.topology().clone();
+        let conn = herald_broker::connect(&self.config.common.amqp_url, "herald-dispatcher-consumer").await?;
+        let ch = conn.create_channel().await?;
+        topo.declare(&ch).await?;
+        ch.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
+        let mut consumer = ch
+            .basic_consume(
+                ShortString::from(topo.work_queue()),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %topo.work_queue(), prefetch = self.config.prefetch, "dispatcher consuming");
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut inflight = JoinSet::new();
+        let result = loop {
+            while inflight.try_join_next().is_some() {}
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => break Err(anyhow::Error::from(e)),
+                None => break Err(anyhow::anyhow!("consumer cancelled by the broker")),
+            };
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+            };
+            let this = self.clone();
+            let stop = shutdown.clone();
+            inflight.spawn(async move {
+                this.handle(delivery, &stop).await;
+                drop(permit);
+            });
+        };
+        // Stop taking new tasks, let the ones in flight finish, hand back the rest.
+        let _ = ch.close(200, ShortString::from("stopping")).await.err();
+        let grace = self.config.shutdown_grace;
+        if tokio::time::timeout(grace, async { while inflight.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!(left = inflight.len(), "grace period over, handing in-flight deliveries back");
+            inflight.abort_all();
+        }
+        let _ = conn.close(200, ShortString::from("stopping")).await;
+        result
+    }
+
+    async fn handle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+        let task = match DeliveryTask::decode(&delivery.data) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable delivery task, dead-lettering it");
+                let _ = delivery.acker.reject(BasicRejectOptions { requeue: false }).await;
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(200);
+        let decision = loop {
+            match self.attempt(&task, delivery.redelivered).await {
+                Ok(d) => break d,
+                Err(e) => {
+                    tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot load endpoint, holding task");
+                    if !self.wait(&mut backoff, shutdown).await {
+                        let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                        return;
+                    }
+                }
+            }
+        };
+        if let Decision::Publish(messages, done) = decision {
+            let mut backoff = Duration::from_millis(200);
+            while let Err(e) = self.publisher.publish(&messages).await {
+                tracing::warn!(delivery_id = %task.delivery_id, error = %e, "follow-up publish failed, holding task");
+                if !self.wait(&mut backoff, shutdown).await {
+                    // Unacked: the task comes back and is attempted again (a duplicate at most).
+                    return;
+                }
+            }
+            if let Some(id) = done {
+                self.mark_done(id).await;
+            }
+        }
+        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            tracing::warn!(delivery_id = %task.delivery_id, error = %e, "ack failed; the task will be redelivered");
+        }
+    }
+
+    /// Sleeps for the backoff (doubling it); false when shutting down instead.
+    async fn wait(&self, backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
+        let ok = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(*backoff) => true,
+        };
+        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+        ok
+    }
+}

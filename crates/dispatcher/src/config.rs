@@ -1,0 +1,61 @@
+//! Dispatcher settings (`HERALD_*` environment variables over the defaults documented here).
+
+use std::time::Duration;
+
+use herald_core::config::{Common, ConfigError, Reader};
+use herald_core::net::{Cidr, parse_networks};
+use herald_core::schedule::RetrySchedule;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: Common,
+    /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher,
+    /// default 128.
+    pub prefetch: u16,
+    /// `HERALD_DISPATCHER_CONCURRENCY`: deliveries in flight at once, default 128.
+    pub concurrency: usize,
+    /// `HERALD_RETRY_SCHEDULE`: default retry delays, default `1m,5m,15m,1h,6h`.
+    pub retry_schedule: RetrySchedule,
+    /// `HERALD_ENDPOINT_CACHE_TTL`: how long a loaded endpoint is reused (toggles, deletes and
+    /// secret changes apply within it), default `5s`.
+    pub endpoint_cache_ttl: Duration,
+    /// `HERALD_DONE_TTL`: how long a succeeded delivery is remembered in Redis so a redelivered
+    /// task is not sent again, default `72h`.
+    pub done_ttl: Duration,
+    /// `HERALD_ALLOW_NETWORKS`: CIDRs deliveries may reach even though they are
+    /// loopback/private/reserved (e.g. `127.0.0.0/8` for local tests), default none.
+    pub allow_networks: Vec<Cidr>,
+    /// `HERALD_MAX_RESPONSE_BYTES`: most response body bytes read (the log keeps the first
+    /// 1,000 characters), default 65536.
+    pub max_response_bytes: usize,
+    /// `HERALD_SHUTDOWN_GRACE`: how long in-flight deliveries may finish after SIGTERM before
+    /// they are handed back to the broker, default `25s`.
+    pub shutdown_grace: Duration,
+    /// `HERALD_PUBLISH_CHANNELS`: broker channels used for follow-up publishes, default 4.
+    pub publish_channels: usize,
+}
+
+impl Config {
+    pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let schedule = r.string("HERALD_RETRY_SCHEDULE", "1m,5m,15m,1h,6h");
+        let allow = r.string("HERALD_ALLOW_NETWORKS", "");
+        Ok(Self {
+            common: Common::load(r)?,
+            prefetch: r.parse("HERALD_DISPATCHER_PREFETCH", 128)?,
+            concurrency: r.parse("HERALD_DISPATCHER_CONCURRENCY", 128)?,
+            retry_schedule: RetrySchedule::parse(&schedule).map_err(|e| ConfigError {
+                name: "HERALD_RETRY_SCHEDULE".into(),
+                message: e.to_string(),
+            })?,
+            endpoint_cache_ttl: r.duration("HERALD_ENDPOINT_CACHE_TTL", Duration::from_secs(5))?,
+            done_ttl: r.duration("HERALD_DONE_TTL", Duration::from_secs(72 * 3600))?,
+            allow_networks: parse_networks(&allow).map_err(|e| ConfigError {
+                name: "HERALD_ALLOW_NETWORKS".into(),
+                message: e.to_string(),
+            })?,
+            max_response_bytes: r.parse("HERALD_MAX_RESPONSE_BYTES", 64 * 1024)?,
+            shutdown_grace: r.duration("HERALD_SHUTDOWN_GRACE", Duration::from_secs(25))?,
+            publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 4)?,
+        })
+    }
+}

@@ -1,0 +1,247 @@
+//! One delivery attempt, from task to ack.
+//!
+//! Order matters for at-least-once: the POST happens, then the follow-ups (the retry task on
+//! its delay queue, the attempt record for the ledger) are published and confirmed, then the
+//! succeeded delivery is marked in Redis, and only then is the task acked. A crash anywhere
+//! before the ack redelivers the task; the Redis mark keeps a redelivered success from being
+//! sent again, and receivers dedupe by delivery id for the rare case in between.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use herald_broker::Outgoing;
+use herald_core::schedule::RetrySchedule;
+use herald_core::signing::{self, SignInput};
+use herald_core::wire::{
+    AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, DeliveryTask, LedgerBatch, Record, Trigger,
+    body_excerpt,
+};
+use herald_store::Endpoint;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use uuid::Uuid;
+
+use crate::Dispatcher;
+
+/// Characters of the response body kept in the log.
+pub const BODY_EXCERPT_CHARS: usize = 1000;
+
+/// What the dispatcher decided for a task.
+pub enum Decision {
+    /// Publish these follow-ups, then ack.
+    Publish(Vec<Outgoing>, Option<Uuid>),
+    /// Nothing to publish: ack.
+    Skip,
+}
+
+impl Dispatcher {
+    /// Runs one task up to (not including) the follow-up publishes.
+    pub async fn attempt(&self, task: &DeliveryTask, redelivered: bool) -> Result<Decision, herald_store::Error> {
+        let Some(endpoint) = self.endpoints.get(task.endpoint_id).await? else {
+            return Ok(self.abandon(task, "endpoint deleted"));
+        };
+        if !endpoint.enabled {
+            let why = match &endpoint.disabled_reason {
+                Some(r) => format!("endpoint disabled: {r}"),
+                None => "endpoint disabled".to_owned(),
+            };
+            return Ok(self.abandon(task, &why));
+        }
+        let check_done = task.trigger == Trigger::Scheduled && (redelivered || task.attempt > 1);
+        if check_done && self.already_done(task.delivery_id).await {
+            tracing::debug!(delivery_id = %task.delivery_id, "delivery already succeeded, skipping");
+            return Ok(Decision::Skip);
+        }
+
+        let started_at = Utc::now();
+        let headers = build_headers(&endpoint, task, started_at);
+        let timeout = Duration::from_millis(u64::from(endpoint.timeout_ms));
+        let outcome = self.http.post(&endpoint.url, headers, Bytes::copy_from_slice(&task.payload), timeout).await;
+
+        let schedule = match &endpoint.retry_schedule_ms {
+            Some(ms) => RetrySchedule::from_millis(ms).unwrap_or_else(|_| self.config.retry_schedule.clone()),
+            None => self.config.retry_schedule.clone(),
+        };
+        let (status, retry_after, body, latency, error) = match outcome {
+            Ok(r) => (Some(r.status), r.retry_after, r.body, r.latency, None),
+            Err(f) => (None, None, Vec::new(), f.latency, Some(f.reason)),
+        };
+        let success = status.is_some_and(|s| (200..300).contains(&s));
+        let gone = status == Some(410);
+        if gone {
+            match self.store.disable_endpoint(endpoint.id, "410 Gone").await {
+                Ok(true) => tracing::warn!(endpoint_id = %endpoint.id, "endpoint answered 410 gone, disabled"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not disable endpoint after 410"),
+            }
+            self.endpoints.forget(endpoint.id);
+        }
+        let honour = matches!(status, Some(429 | 503));
+        let next = if success || gone {
+            None
+        } else {
+            schedule.next(task.attempt, if honour { retry_after } else { None })
+        };
+        let outcome = if success {
+            DeliveryStatus::Success
+        } else if next.is_some() {
+            DeliveryStatus::Retrying
+        } else {
+            DeliveryStatus::Failed
+        };
+        let latency_ms = latency.as_millis().min(u32::MAX as u128) as u32;
+        match outcome {
+            DeliveryStatus::Success => {
+                tracing::debug!(delivery_id = %task.delivery_id, attempt = task.attempt, latency_ms, "delivered")
+            }
+            _ => tracing::info!(
+                delivery_id = %task.delivery_id,
+                endpoint_id = %task.endpoint_id,
+                attempt = task.attempt,
+                status = status.unwrap_or(0),
+                error = error.as_deref().unwrap_or(""),
+                outcome = outcome.as_str(),
+                "delivery attempt failed"
+            ),
+        }
+
+        let mut out = Vec::with_capacity(2);
+        let next_retry_at = next.map(|n| Utc::now() + chrono::Duration::from_std(n.delay).unwrap_or_default());
+        if let Some(n) = next {
+            let retry = DeliveryTask {
+                v: task.v,
+                delivery_id: task.delivery_id,
+                event_id: task.event_id,
+                tenant_id: task.tenant_id,
+                endpoint_id: task.endpoint_id,
+                event_type: task.event_type.clone(),
+                attempt: n.attempt,
+                trigger: Trigger::Scheduled,
+                created_at: task.created_at,
+                payload: task.payload.clone(),
+            };
+            out.push(self.retry_message(n.delay, retry.encode()).await);
+        }
+        let record = Record::Attempt(AttemptRecord {
+            attempt_id: Uuid::now_v7(),
+            delivery: DeliveryKey::of(task),
+            attempt: task.attempt,
+            trigger: task.trigger,
+            started_at,
+            latency_ms,
+            response_status: status,
+            response_body: body_excerpt(&body, BODY_EXCERPT_CHARS),
+            error,
+            outcome,
+            next_retry_at,
+        });
+        out.push(self.ledger_message(vec![record]));
+        Ok(Decision::Publish(out, success.then_some(task.delivery_id)))
+    }
+
+    fn abandon(&self, task: &DeliveryTask, reason: &str) -> Decision {
+        tracing::info!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, reason, "delivery abandoned");
+        let record = Record::Abandoned(AbandonedRecord {
+            delivery: DeliveryKey::of(task),
+            at: Utc::now(),
+            reason: reason.to_owned(),
+        });
+        Decision::Publish(vec![self.ledger_message(vec![record])], None)
+    }
+
+    fn ledger_message(&self, records: Vec<Record>) -> Outgoing {
+        Outgoing {
+            exchange: self.publisher.topology().ledger_exchange(),
+            routing_key: String::new(),
+            body: LedgerBatch::new(records).encode(),
+        }
+    }
+
+    /// The message that brings a retry back after `delay`: straight to the work queue for a
+    /// zero delay, else through the delay queue for exactly that delay (declared on first use).
+    async fn retry_message(&self, delay: Duration, body: Vec<u8>) -> Outgoing {
+        let topo = self.publisher.topology();
+        let ms = delay.as_millis() as u64;
+        if ms == 0 {
+            return Outgoing { exchange: topo.deliveries_exchange(), routing_key: herald_broker::WORK_KEY.to_owned(), body };
+        }
+        self.ensure_delay_queue(ms).await;
+        Outgoing { exchange: String::new(), routing_key: topo.delay_queue(ms), body }
+    }
+
+    async fn ensure_delay_queue(&self, ms: u64) {
+        if self.delays.lock().expect("delay set lock").contains(&ms) {
+            return;
+        }
+        // A failure here surfaces as an unroutable publish, which is retried like any other.
+        match self.publisher.channel().await {
+            Ok(ch) => match self.publisher.topology().declare_delay(&ch, ms).await {
+                Ok(()) => {
+                    self.delays.lock().expect("delay set lock").insert(ms);
+                }
+                Err(e) => tracing::warn!(delay_ms = ms, error = %e, "could not declare delay queue"),
+            },
+            Err(e) => tracing::warn!(error = %e, "could not open a channel to declare a delay queue"),
+        }
+    }
+
+    fn done_key(&self, delivery_id: Uuid) -> String {
+        format!("{}:done:{delivery_id}", self.config.common.redis_prefix)
+    }
+
+    async fn already_done(&self, delivery_id: Uuid) -> bool {
+        let mut conn = self.redis.clone();
+        let r: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(self.done_key(delivery_id)).query_async(&mut conn).await;
+        // Without Redis we cannot tell: deliver again (at-least-once allows a duplicate).
+        r.unwrap_or(false)
+    }
+
+    pub async fn mark_done(&self, delivery_id: Uuid) {
+        let mut conn = self.redis.clone();
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(self.done_key(delivery_id))
+            .arg(1)
+            .arg("EX")
+            .arg(self.config.done_ttl.as_secs().max(1))
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(%delivery_id, error = %e, "could not mark delivery done in redis");
+        }
+    }
+}
+
+fn header(name: &str) -> Option<HeaderName> {
+    HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
+/// Every header of one attempt: content type, User-Agent, the tenant-prefixed event type,
+/// delivery id and attempt number, the signature headers, and the endpoint's custom headers.
+pub fn build_headers(endpoint: &Arc<Endpoint>, task: &DeliveryTask, now: DateTime<Utc>) -> HeaderMap {
+    let prefix = endpoint.header_prefix.as_str();
+    let mut h = HeaderMap::with_capacity(10 + endpoint.headers.len());
+    h.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(ua) = HeaderValue::from_str(&endpoint.user_agent) {
+        h.insert(reqwest::header::USER_AGENT, ua);
+    }
+    for (k, v) in &endpoint.headers {
+        if let (Some(k), Ok(v)) = (header(k), HeaderValue::from_str(v)) {
+            h.insert(k, v);
+        }
+    }
+    let id = task.delivery_id.to_string();
+    let fixed = [
+        (format!("{prefix}Event"), task.event_type.clone()),
+        (format!("{prefix}Delivery-Id"), id.clone()),
+        (format!("{prefix}Attempt"), task.attempt.to_string()),
+    ];
+    let input = SignInput { id: &id, timestamp: now.timestamp(), body: &task.payload };
+    let signed = signing::sign(endpoint.scheme, &endpoint.signing_secrets(now), prefix, &input);
+    for (k, v) in fixed.into_iter().chain(signed) {
+        if let (Some(k), Ok(v)) = (header(&k), HeaderValue::from_str(&v)) {
+            h.insert(k, v);
+        }
+    }
+    h
+}

@@ -1,0 +1,18 @@
+//! `herald-dispatcher`: delivers webhooks.
+
+use herald_core::config::{Env, Reader};
+use herald_dispatcher::Config;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    herald_core::telemetry::init("herald-dispatcher");
+    let config = Config::load(&Reader::new(&Env))?;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        herald_core::telemetry::wait_for_signal().await;
+        token.cancel();
+    });
+    herald_dispatcher::run(config, shutdown).await
+}

@@ -1,0 +1,40 @@
+//! Ledger settings (`HERALD_*` environment variables over the defaults documented here).
+
+use std::time::Duration;
+
+use herald_core::config::{Common, ConfigError, Reader};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: Common,
+    /// `HERALD_LEDGER_ADDR`: gRPC listen address of the delivery log API, default
+    /// `127.0.0.1:50052`.
+    pub listen_addr: String,
+    /// `HERALD_LEDGER_BATCH`: most broker messages written in one transaction, default 500.
+    pub batch_messages: usize,
+    /// `HERALD_LEDGER_BATCH_WAIT`: how long a batch waits to fill before it is written,
+    /// default `20ms`.
+    pub batch_wait: Duration,
+    /// `HERALD_LEDGER_PREFETCH`: unacknowledged messages the broker hands the ledger, default
+    /// 2000.
+    pub prefetch: u16,
+}
+
+impl Config {
+    pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let c = Self {
+            common: Common::load(r)?,
+            listen_addr: r.string("HERALD_LEDGER_ADDR", "127.0.0.1:50052"),
+            batch_messages: r.parse("HERALD_LEDGER_BATCH", 500)?,
+            batch_wait: r.duration("HERALD_LEDGER_BATCH_WAIT", Duration::from_millis(20))?,
+            prefetch: r.parse("HERALD_LEDGER_PREFETCH", 2000)?,
+        };
+        if c.batch_messages == 0 || c.batch_messages > usize::from(c.prefetch) {
+            return Err(ConfigError {
+                name: "HERALD_LEDGER_BATCH".into(),
+                message: "must be between 1 and HERALD_LEDGER_PREFETCH".into(),
+            });
+        }
+        Ok(c)
+    }
+}

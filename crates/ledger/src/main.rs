@@ -1,0 +1,19 @@
+//! `herald-ledger`: writes the delivery ledger and serves the delivery log.
+
+use herald_core::config::{Env, Reader};
+use herald_ledger::Config;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    herald_core::telemetry::init("herald-ledger");
+    let config = Config::load(&Reader::new(&Env))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen_addr).await?;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        herald_core::telemetry::wait_for_signal().await;
+        token.cancel();
+    });
+    herald_ledger::run(config, listener, shutdown).await
+}
