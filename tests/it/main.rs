@@ -1,1 +1,6 @@
+//! End-to-end tests against the real PostgreSQL, Redis and RabbitMQ on localhost.
 
+mod interop;
+mod no_loss;
+mod pipeline;
+mod validation;
