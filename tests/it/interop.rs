@@ -13,7 +13,11 @@ const STRIPE_SECRET: &str = "whsec_stripe_style_test_secret";
 
 fn python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(venv.exists(), "{} is missing: `make test` creates it (python3 -m venv .venv && pip install -r tests/interop/requirements.txt)", venv.display());
+    assert!(
+        venv.exists(),
+        "{} is missing: `make test` creates it (python3 -m venv .venv && pip install -r tests/interop/requirements.txt)",
+        venv.display()
+    );
     venv
 }
 
@@ -28,38 +32,61 @@ impl Drop for Kill {
 
 #[tokio::test]
 async fn python_verifiers_accept_standard_and_stripe_style_signatures() {
-    let herald = Herald::start(Options { retry_schedule: "".into(), ..Default::default() }).await;
+    let herald = Herald::start(Options {
+        retry_schedule: "".into(),
+        ..Default::default()
+    })
+    .await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/receiver.py");
     let mut child = Command::new(python())
         .arg(script)
-        .args(["--standard-secret", STANDARD_SECRET, "--stripe-secret", STRIPE_SECRET, "--stripe-header", "Stripe-Signature"])
+        .args([
+            "--standard-secret",
+            STANDARD_SECRET,
+            "--stripe-secret",
+            STRIPE_SECRET,
+            "--stripe-header",
+            "Stripe-Signature",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start python receiver");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _guard = Kill(child);
     let port: u16 = line.trim().parse().expect("receiver prints its port");
 
     let tenant = herald.tenant_with(Some("Stripe-"), None).await;
     herald
-        .create_endpoint(&tenant, pb::CreateEndpointRequest {
-            url: format!("http://127.0.0.1:{port}/standard"),
-            event_types: vec!["*".into()],
-            secret: Some(STANDARD_SECRET.into()),
-            ..Default::default()
-        })
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                url: format!("http://127.0.0.1:{port}/standard"),
+                event_types: vec!["*".into()],
+                secret: Some(STANDARD_SECRET.into()),
+                ..Default::default()
+            },
+        )
         .await;
     herald
-        .create_endpoint(&tenant, pb::CreateEndpointRequest {
-            url: format!("http://127.0.0.1:{port}/stripe"),
-            event_types: vec!["*".into()],
-            signing_scheme: pb::SigningScheme::Timestamped as i32,
-            secret: Some(STRIPE_SECRET.into()),
-            ..Default::default()
-        })
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                url: format!("http://127.0.0.1:{port}/stripe"),
+                event_types: vec!["*".into()],
+                signing_scheme: pb::SigningScheme::Timestamped as i32,
+                secret: Some(STRIPE_SECRET.into()),
+                ..Default::default()
+            },
+        )
         .await;
-    let payloads: [&[u8]; 3] = [b"{\"a\":1}", "{\"text\": \"caf\u{e9} \u{2603}\", \"n\": [1, 2]}".as_bytes(), b"{ }"];
+    let payloads: [&[u8]; 3] = [
+        b"{\"a\":1}",
+        "{\"text\": \"caf\u{e9} \u{2603}\", \"n\": [1, 2]}".as_bytes(),
+        b"{ }",
+    ];
     let mut event_ids = Vec::new();
     for p in payloads {
         event_ids.push(herald.publish(&tenant, "invoice.paid", p).await.event_id);
@@ -67,20 +94,34 @@ async fn python_verifiers_accept_standard_and_stripe_style_signatures() {
     // Each verdict lands in the ledger: 204 = verified, 401 = rejected (no retries configured).
     for id in &event_ids {
         for d in herald.wait_deliveries(&tenant, id, 2).await {
-            assert_eq!(d.response_status, 204, "delivery {} to {} was rejected by the verifier", d.id, d.endpoint_id);
+            assert_eq!(
+                d.response_status, 204,
+                "delivery {} to {} was rejected by the verifier",
+                d.id, d.endpoint_id
+            );
             assert_eq!(d.status, pb::DeliveryStatus::Success as i32);
         }
     }
     let body = reqwest_get(port).await;
-    assert!(body.contains("\"standard_ok\": 3") && body.contains("\"stripe_ok\": 3"), "{body}");
-    assert!(body.contains("\"standard_bad\": 0") && body.contains("\"stripe_bad\": 0"), "{body}");
+    assert!(
+        body.contains("\"standard_ok\": 3") && body.contains("\"stripe_ok\": 3"),
+        "{body}"
+    );
+    assert!(
+        body.contains("\"standard_bad\": 0") && body.contains("\"stripe_bad\": 0"),
+        "{body}"
+    );
     herald.stop().await;
 }
 
 async fn reqwest_get(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /results HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /results HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out

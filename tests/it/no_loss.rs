@@ -14,14 +14,26 @@ use herald_tests::{Herald, Options, authed};
 async fn killing_dispatchers_mid_run_loses_nothing() {
     const EVENTS: usize = 2_000;
     const ENDPOINTS: usize = 5;
-    let mut herald = Herald::start(Options { dispatchers: 0, retry_schedule: "200ms,500ms,1s".into(), ..Default::default() }).await;
+    let mut herald = Herald::start(Options {
+        dispatchers: 0,
+        retry_schedule: "200ms,500ms,1s".into(),
+        ..Default::default()
+    })
+    .await;
     let a = herald.spawn_dispatcher_process();
     let b = herald.spawn_dispatcher_process();
     let mut rx = Receiver::ok().await;
     let tenant = herald.tenant().await;
     for i in 0..ENDPOINTS {
         herald
-            .create_endpoint(&tenant, pb::CreateEndpointRequest { url: rx.url(&format!("/e{i}")), event_types: vec!["load.*".into()], ..Default::default() })
+            .create_endpoint(
+                &tenant,
+                pb::CreateEndpointRequest {
+                    url: rx.url(&format!("/e{i}")),
+                    event_types: vec!["load.*".into()],
+                    ..Default::default()
+                },
+            )
             .await;
     }
 
@@ -37,8 +49,16 @@ async fn killing_dispatchers_mid_run_loses_nothing() {
                 tasks.push(tokio::spawn(async move {
                     for i in (worker..EVENTS).step_by(8) {
                         let payload = format!("{{\"seq\":{i}}}").into_bytes();
-                        let req = pb::PublishRequest { event_type: "load.tick".into(), payload, idempotency_key: None, occurred_at: None };
-                        let r = events.publish(authed(req, &key)).await.expect("publish accepted");
+                        let req = pb::PublishRequest {
+                            event_type: "load.tick".into(),
+                            payload,
+                            idempotency_key: None,
+                            occurred_at: None,
+                        };
+                        let r = events
+                            .publish(authed(req, &key))
+                            .await
+                            .expect("publish accepted");
                         assert_eq!(r.into_inner().deliveries as usize, ENDPOINTS);
                     }
                 }));
@@ -55,7 +75,11 @@ async fn killing_dispatchers_mid_run_loses_nothing() {
     let want = EVENTS * ENDPOINTS;
     let deadline = Instant::now() + Duration::from_secs(240);
     while seen.len() < want {
-        assert!(Instant::now() < deadline, "only {} of {want} deliveries arrived", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {want} deliveries arrived",
+            seen.len()
+        );
         if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(200), rx.rx.recv()).await {
             *seen.entry(r.header("webhook-id").unwrap()).or_default() += 1;
         }
@@ -85,7 +109,10 @@ async fn killing_dispatchers_mid_run_loses_nothing() {
         if events == EVENTS as i64 && ok == want as i64 {
             break;
         }
-        assert!(Instant::now() < deadline, "ledger incomplete: {events} events, {ok} successful deliveries of {want}");
+        assert!(
+            Instant::now() < deadline,
+            "ledger incomplete: {events} events, {ok} successful deliveries of {want}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!(
@@ -93,6 +120,14 @@ async fn killing_dispatchers_mid_run_loses_nothing() {
         elapsed.as_secs_f64(),
         want as f64 / elapsed.as_secs_f64()
     );
-    let _ = herald.deliveries().await.list_deliveries(authed(pb::ListDeliveriesRequest::default(), &tenant.api_key)).await.unwrap();
+    let _ = herald
+        .deliveries()
+        .await
+        .list_deliveries(authed(
+            pb::ListDeliveriesRequest::default(),
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap();
     herald.stop().await;
 }

@@ -16,15 +16,21 @@ fn endpoint(url: String, types: &[&str]) -> pb::CreateEndpointRequest {
 }
 
 fn success(r: &pb::GetDeliveryResponse) -> bool {
-    r.delivery.as_ref().is_some_and(|d| d.status == pb::DeliveryStatus::Success as i32)
+    r.delivery
+        .as_ref()
+        .is_some_and(|d| d.status == pb::DeliveryStatus::Success as i32)
 }
 
 #[tokio::test]
 async fn publish_reaches_receiver_signed_byte_for_byte_and_ledger_records_success() {
     let herald = Herald::start(Options::default()).await;
     let mut rx = Receiver::ok().await;
-    let tenant = herald.tenant_with(Some("X-Acme-"), Some("Acme-Webhooks/1.0")).await;
-    let (ep, secret) = herald.create_endpoint(&tenant, endpoint(rx.url("/hook"), &["response.*"])).await;
+    let tenant = herald
+        .tenant_with(Some("X-Acme-"), Some("Acme-Webhooks/1.0"))
+        .await;
+    let (ep, secret) = herald
+        .create_endpoint(&tenant, endpoint(rx.url("/hook"), &["response.*"]))
+        .await;
 
     // Odd spacing and key order must survive untouched.
     let payload = b" {\"z\": 1,  \"a\" : [true, null, 2.50], \"s\": \"\\u00e9\"}\n";
@@ -34,21 +40,61 @@ async fn publish_reaches_receiver_signed_byte_for_byte_and_ledger_records_succes
 
     let got = rx.next(Duration::from_secs(10)).await;
     assert_eq!(got.path, "/hook");
-    assert_eq!(&got.body[..], &payload[..], "body must be delivered byte for byte");
-    assert_eq!(got.header("content-type").as_deref(), Some("application/json"));
-    assert_eq!(got.header("user-agent").as_deref(), Some("Acme-Webhooks/1.0"));
-    assert_eq!(got.header("x-acme-event").as_deref(), Some("response.submitted"));
+    assert_eq!(
+        &got.body[..],
+        &payload[..],
+        "body must be delivered byte for byte"
+    );
+    assert_eq!(
+        got.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        got.header("user-agent").as_deref(),
+        Some("Acme-Webhooks/1.0")
+    );
+    assert_eq!(
+        got.header("x-acme-event").as_deref(),
+        Some("response.submitted")
+    );
     assert_eq!(got.header("x-acme-attempt").as_deref(), Some("1"));
-    let delivery_id = got.header("x-acme-delivery-id").expect("delivery id header");
-    assert_eq!(got.header("webhook-id").as_deref(), Some(delivery_id.as_str()));
+    let delivery_id = got
+        .header("x-acme-delivery-id")
+        .expect("delivery id header");
+    assert_eq!(
+        got.header("webhook-id").as_deref(),
+        Some(delivery_id.as_str())
+    );
     let secret = Secret::parse(&secret, Scheme::Standard).unwrap();
     let now = chrono::Utc::now().timestamp();
     let lookup = |n: &str| got.header(n);
-    verify(Scheme::Standard, &secret, "X-Acme-", &lookup, &got.body, now, 60).expect("signature verifies");
+    verify(
+        Scheme::Standard,
+        &secret,
+        "X-Acme-",
+        &lookup,
+        &got.body,
+        now,
+        60,
+    )
+    .expect("signature verifies");
     let tampered = [&got.body[..], b" "].concat();
-    assert!(verify(Scheme::Standard, &secret, "X-Acme-", &lookup, &tampered, now, 60).is_err());
+    assert!(
+        verify(
+            Scheme::Standard,
+            &secret,
+            "X-Acme-",
+            &lookup,
+            &tampered,
+            now,
+            60
+        )
+        .is_err()
+    );
 
-    let log = herald.wait_delivery(&tenant, &delivery_id, Duration::from_secs(10), success).await;
+    let log = herald
+        .wait_delivery(&tenant, &delivery_id, Duration::from_secs(10), success)
+        .await;
     let d = log.delivery.unwrap();
     assert_eq!(d.endpoint_id, ep.id);
     assert_eq!(d.event_id, published.event_id);
@@ -58,55 +104,127 @@ async fn publish_reaches_receiver_signed_byte_for_byte_and_ledger_records_succes
     assert_eq!(log.attempts.len(), 1);
     assert_eq!(log.attempts[0].attempt, 1);
     assert_eq!(log.attempts[0].status, pb::DeliveryStatus::Success as i32);
-    let stored: String = sqlx::query_scalar("SELECT payload FROM events").fetch_one(&herald.pool).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT payload FROM events")
+        .fetch_one(&herald.pool)
+        .await
+        .unwrap();
     assert_eq!(stored.as_bytes(), &payload[..]);
     herald.stop().await;
 }
 
 #[tokio::test]
 async fn failing_receiver_is_retried_on_tiers_until_it_succeeds() {
-    let herald = Herald::start(Options { retry_schedule: "300ms,600ms,900ms".into(), ..Default::default() }).await;
-    let mut rx = Receiver::start(|_, n| if n <= 2 { Reply { body: "not yet".into(), ..Reply::status(500) } } else { Reply::status(200) }).await;
+    let herald = Herald::start(Options {
+        retry_schedule: "300ms,600ms,900ms".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut rx = Receiver::start(|_, n| {
+        if n <= 2 {
+            Reply {
+                body: "not yet".into(),
+                ..Reply::status(500)
+            }
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
     let tenant = herald.tenant().await;
-    herald.create_endpoint(&tenant, endpoint(rx.url("/flaky"), &["*"])).await;
-    herald.publish(&tenant, "order.created", br#"{"id":1}"#).await;
+    herald
+        .create_endpoint(&tenant, endpoint(rx.url("/flaky"), &["*"]))
+        .await;
+    herald
+        .publish(&tenant, "order.created", br#"{"id":1}"#)
+        .await;
 
-    let attempts: Vec<_> = [rx.next(Duration::from_secs(10)).await, rx.next(Duration::from_secs(10)).await, rx.next(Duration::from_secs(10)).await].into();
-    let ids: Vec<_> = attempts.iter().map(|r| r.header("webhook-id").unwrap()).collect();
-    assert!(ids.iter().all(|i| *i == ids[0]), "delivery id is stable across retries");
-    let numbers: Vec<_> = attempts.iter().map(|r| r.header("webhook-attempt").unwrap()).collect();
+    let attempts: Vec<_> = [
+        rx.next(Duration::from_secs(10)).await,
+        rx.next(Duration::from_secs(10)).await,
+        rx.next(Duration::from_secs(10)).await,
+    ]
+    .into();
+    let ids: Vec<_> = attempts
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "delivery id is stable across retries"
+    );
+    let numbers: Vec<_> = attempts
+        .iter()
+        .map(|r| r.header("webhook-attempt").unwrap())
+        .collect();
     assert_eq!(numbers, ["1", "2", "3"]);
     for (i, want) in [300u64, 600].iter().enumerate() {
         let gap = attempts[i + 1].at - attempts[i].at;
-        assert!(gap >= Duration::from_millis(*want), "gap {i} was {gap:?}, tier is {want} ms");
-        assert!(gap < Duration::from_millis(want + 2000), "gap {i} was {gap:?}, tier is {want} ms");
+        assert!(
+            gap >= Duration::from_millis(*want),
+            "gap {i} was {gap:?}, tier is {want} ms"
+        );
+        assert!(
+            gap < Duration::from_millis(want + 2000),
+            "gap {i} was {gap:?}, tier is {want} ms"
+        );
     }
-    let log = herald.wait_delivery(&tenant, &ids[0], Duration::from_secs(10), |r| success(r) && r.attempts.len() == 3).await;
+    let log = herald
+        .wait_delivery(&tenant, &ids[0], Duration::from_secs(10), |r| {
+            success(r) && r.attempts.len() == 3
+        })
+        .await;
     let d = log.delivery.unwrap();
     assert_eq!(d.attempt_count, 3);
-    let statuses: Vec<_> = log.attempts.iter().map(|a| (a.attempt, a.status, a.response_status)).collect();
-    let (retrying, ok) = (pb::DeliveryStatus::Retrying as i32, pb::DeliveryStatus::Success as i32);
-    assert_eq!(statuses, [(1, retrying, 500), (2, retrying, 500), (3, ok, 200)]);
+    let statuses: Vec<_> = log
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.status, a.response_status))
+        .collect();
+    let (retrying, ok) = (
+        pb::DeliveryStatus::Retrying as i32,
+        pb::DeliveryStatus::Success as i32,
+    );
+    assert_eq!(
+        statuses,
+        [(1, retrying, 500), (2, retrying, 500), (3, ok, 200)]
+    );
     assert_eq!(log.attempts[0].response_body, "not yet");
-    assert!(rx.drain_for(Duration::from_millis(1500)).await.is_empty(), "no attempt after success");
+    assert!(
+        rx.drain_for(Duration::from_millis(1500)).await.is_empty(),
+        "no attempt after success"
+    );
     herald.stop().await;
 }
 
 #[tokio::test]
 async fn always_failing_receiver_ends_failed_after_the_last_tier() {
-    let herald = Herald::start(Options { retry_schedule: "200ms,200ms".into(), ..Default::default() }).await;
+    let herald = Herald::start(Options {
+        retry_schedule: "200ms,200ms".into(),
+        ..Default::default()
+    })
+    .await;
     let mut rx = Receiver::start(|_, _| Reply::status(503)).await;
     let tenant = herald.tenant().await;
-    herald.create_endpoint(&tenant, endpoint(rx.url("/down"), &["*"])).await;
+    herald
+        .create_endpoint(&tenant, endpoint(rx.url("/down"), &["*"]))
+        .await;
     let published = herald.publish(&tenant, "a.b", b"{}").await;
     for _ in 0..3 {
         rx.next(Duration::from_secs(10)).await;
     }
-    assert!(rx.drain_for(Duration::from_millis(1200)).await.is_empty(), "three attempts, no more");
-    let delivery = &herald.wait_deliveries(&tenant, &published.event_id, 1).await[0];
+    assert!(
+        rx.drain_for(Duration::from_millis(1200)).await.is_empty(),
+        "three attempts, no more"
+    );
+    let delivery = &herald
+        .wait_deliveries(&tenant, &published.event_id, 1)
+        .await[0];
     let log = herald
         .wait_delivery(&tenant, &delivery.id, Duration::from_secs(10), |r| {
-            r.delivery.as_ref().is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32) && r.attempts.len() == 3
+            r.delivery
+                .as_ref()
+                .is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32)
+                && r.attempts.len() == 3
         })
         .await;
     let d = log.delivery.unwrap();
@@ -114,32 +232,87 @@ async fn always_failing_receiver_ends_failed_after_the_last_tier() {
     assert_eq!(d.response_status, 503);
     assert!(d.next_retry_at.is_none());
     let rows: Vec<_> = log.attempts.iter().map(|a| (a.attempt, a.status)).collect();
-    let (retrying, failed) = (pb::DeliveryStatus::Retrying as i32, pb::DeliveryStatus::Failed as i32);
+    let (retrying, failed) = (
+        pb::DeliveryStatus::Retrying as i32,
+        pb::DeliveryStatus::Failed as i32,
+    );
     assert_eq!(rows, [(1, retrying), (2, retrying), (3, failed)]);
-    assert!(log.attempts.iter().all(|a| a.response_status == 503 && a.started_at.is_some() && a.trigger == "scheduled"));
+    assert!(
+        log.attempts.iter().all(|a| a.response_status == 503
+            && a.started_at.is_some()
+            && a.trigger == "scheduled")
+    );
     herald.stop().await;
 }
 
 #[tokio::test]
 async fn connection_errors_and_timeouts_are_retried_and_recorded() {
-    let herald = Herald::start(Options { retry_schedule: "100ms".into(), ..Default::default() }).await;
-    let mut slow = Receiver::start(|_, _| Reply { delay: Duration::from_secs(3), ..Reply::status(200) }).await;
+    let herald = Herald::start(Options {
+        retry_schedule: "100ms".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut slow = Receiver::start(|_, _| Reply {
+        delay: Duration::from_secs(3),
+        ..Reply::status(200)
+    })
+    .await;
     let tenant = herald.tenant().await;
     // Nothing listens on port 9 of loopback.
-    herald.create_endpoint(&tenant, endpoint("http://127.0.0.1:9/refused".into(), &["conn.*"])).await;
+    herald
+        .create_endpoint(
+            &tenant,
+            endpoint("http://127.0.0.1:9/refused".into(), &["conn.*"]),
+        )
+        .await;
     let (_, _) = herald
-        .create_endpoint(&tenant, pb::CreateEndpointRequest { timeout_ms: Some(300), ..endpoint(slow.url("/slow"), &["slow.*"]) })
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                timeout_ms: Some(300),
+                ..endpoint(slow.url("/slow"), &["slow.*"])
+            },
+        )
         .await;
     let refused = herald.publish(&tenant, "conn.x", b"{}").await;
     let timed_out = herald.publish(&tenant, "slow.x", b"{}").await;
-    let failed = |r: &pb::GetDeliveryResponse| r.delivery.as_ref().is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32) && r.attempts.len() == 2;
-    let d = herald.wait_deliveries(&tenant, &refused.event_id, 1).await.remove(0);
-    let log = herald.wait_delivery(&tenant, &d.id, Duration::from_secs(10), failed).await;
-    assert!(log.attempts.iter().all(|a| a.response_status == 0 && a.error.contains("connection")), "{:?}", log.attempts);
-    let d = herald.wait_deliveries(&tenant, &timed_out.event_id, 1).await.remove(0);
-    let log = herald.wait_delivery(&tenant, &d.id, Duration::from_secs(10), failed).await;
-    assert!(log.attempts.iter().all(|a| a.error.contains("timeout")), "{:?}", log.attempts);
-    assert!(log.attempts.iter().all(|a| a.latency_ms >= 300 && a.latency_ms < 2000));
+    let failed = |r: &pb::GetDeliveryResponse| {
+        r.delivery
+            .as_ref()
+            .is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32)
+            && r.attempts.len() == 2
+    };
+    let d = herald
+        .wait_deliveries(&tenant, &refused.event_id, 1)
+        .await
+        .remove(0);
+    let log = herald
+        .wait_delivery(&tenant, &d.id, Duration::from_secs(10), failed)
+        .await;
+    assert!(
+        log.attempts
+            .iter()
+            .all(|a| a.response_status == 0 && a.error.contains("connection")),
+        "{:?}",
+        log.attempts
+    );
+    let d = herald
+        .wait_deliveries(&tenant, &timed_out.event_id, 1)
+        .await
+        .remove(0);
+    let log = herald
+        .wait_delivery(&tenant, &d.id, Duration::from_secs(10), failed)
+        .await;
+    assert!(
+        log.attempts.iter().all(|a| a.error.contains("timeout")),
+        "{:?}",
+        log.attempts
+    );
+    assert!(
+        log.attempts
+            .iter()
+            .all(|a| a.latency_ms >= 300 && a.latency_ms < 2000)
+    );
     let _ = slow.drain_for(Duration::from_millis(10)).await;
     herald.stop().await;
 }
@@ -149,11 +322,18 @@ async fn idempotency_key_returns_the_first_event_and_delivers_once() {
     let herald = Herald::start(Options::default()).await;
     let mut rx = Receiver::ok().await;
     let tenant = herald.tenant().await;
-    herald.create_endpoint(&tenant, endpoint(rx.url("/h"), &["*"])).await;
+    herald
+        .create_endpoint(&tenant, endpoint(rx.url("/h"), &["*"]))
+        .await;
     let mut events = herald.events().await;
     let req = || {
         authed(
-            pb::PublishRequest { event_type: "a.b".into(), payload: b"{}".to_vec(), idempotency_key: Some("order-42".into()), occurred_at: None },
+            pb::PublishRequest {
+                event_type: "a.b".into(),
+                payload: b"{}".to_vec(),
+                idempotency_key: Some("order-42".into()),
+                occurred_at: None,
+            },
             &tenant.api_key,
         )
     };
@@ -164,12 +344,20 @@ async fn idempotency_key_returns_the_first_event_and_delivers_once() {
     assert_eq!(first.event_id, second.event_id);
     assert_eq!(second.deliveries, 1);
     rx.next(Duration::from_secs(10)).await;
-    assert!(rx.drain_for(Duration::from_millis(800)).await.is_empty(), "a duplicate publish delivers nothing");
+    assert!(
+        rx.drain_for(Duration::from_millis(800)).await.is_empty(),
+        "a duplicate publish delivers nothing"
+    );
     // Another tenant's identical key is its own.
     let other = herald.tenant().await;
     let theirs = events
         .publish(authed(
-            pb::PublishRequest { event_type: "a.b".into(), payload: b"{}".to_vec(), idempotency_key: Some("order-42".into()), occurred_at: None },
+            pb::PublishRequest {
+                event_type: "a.b".into(),
+                payload: b"{}".to_vec(),
+                idempotency_key: Some("order-42".into()),
+                occurred_at: None,
+            },
             &other.api_key,
         ))
         .await
@@ -184,10 +372,21 @@ async fn subscriptions_match_exactly_by_prefix_and_by_star() {
     let herald = Herald::start(Options::default()).await;
     let mut rx = Receiver::ok().await;
     let tenant = herald.tenant().await;
-    herald.create_endpoint(&tenant, endpoint(rx.url("/prefix"), &["response.*"])).await;
-    herald.create_endpoint(&tenant, endpoint(rx.url("/star"), &["*"])).await;
-    herald.create_endpoint(&tenant, endpoint(rx.url("/exact"), &["call.ended"])).await;
-    herald.create_endpoint(&tenant, endpoint(rx.url("/both"), &["call.ended", "response.started"])).await;
+    herald
+        .create_endpoint(&tenant, endpoint(rx.url("/prefix"), &["response.*"]))
+        .await;
+    herald
+        .create_endpoint(&tenant, endpoint(rx.url("/star"), &["*"]))
+        .await;
+    herald
+        .create_endpoint(&tenant, endpoint(rx.url("/exact"), &["call.ended"]))
+        .await;
+    herald
+        .create_endpoint(
+            &tenant,
+            endpoint(rx.url("/both"), &["call.ended", "response.started"]),
+        )
+        .await;
 
     let cases = [
         ("response.started", vec!["/both", "/prefix", "/star"]),
@@ -210,7 +409,13 @@ async fn subscriptions_match_exactly_by_prefix_and_by_star() {
     }
     // Another tenant's endpoints never see this tenant's events.
     let other = herald.tenant().await;
-    assert_eq!(herald.publish(&other, "response.started", b"{}").await.deliveries, 0);
+    assert_eq!(
+        herald
+            .publish(&other, "response.started", b"{}")
+            .await
+            .deliveries,
+        0
+    );
     assert!(rx.drain_for(Duration::from_millis(500)).await.is_empty());
     herald.stop().await;
 }
@@ -221,7 +426,13 @@ async fn disabled_endpoint_gets_nothing_until_enabled_again() {
     let mut rx = Receiver::ok().await;
     let tenant = herald.tenant().await;
     let (ep, _) = herald
-        .create_endpoint(&tenant, pb::CreateEndpointRequest { enabled: Some(false), ..endpoint(rx.url("/off"), &["*"]) })
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                enabled: Some(false),
+                ..endpoint(rx.url("/off"), &["*"])
+            },
+        )
         .await;
     assert!(!ep.enabled);
     assert_eq!(herald.publish(&tenant, "a.b", b"{}").await.deliveries, 0);
@@ -229,7 +440,14 @@ async fn disabled_endpoint_gets_nothing_until_enabled_again() {
 
     let mut endpoints = herald.endpoints().await;
     let on = endpoints
-        .update_endpoint(authed(pb::UpdateEndpointRequest { id: ep.id.clone(), enabled: Some(true), ..Default::default() }, &tenant.api_key))
+        .update_endpoint(authed(
+            pb::UpdateEndpointRequest {
+                id: ep.id.clone(),
+                enabled: Some(true),
+                ..Default::default()
+            },
+            &tenant.api_key,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -241,22 +459,41 @@ async fn disabled_endpoint_gets_nothing_until_enabled_again() {
 
 #[tokio::test]
 async fn deleting_an_endpoint_stops_its_queued_retries() {
-    let herald = Herald::start(Options { retry_schedule: "1s,1s,1s".into(), ..Default::default() }).await;
+    let herald = Herald::start(Options {
+        retry_schedule: "1s,1s,1s".into(),
+        ..Default::default()
+    })
+    .await;
     let mut rx = Receiver::start(|_, _| Reply::status(500)).await;
     let tenant = herald.tenant().await;
-    let (ep, _) = herald.create_endpoint(&tenant, endpoint(rx.url("/gone-soon"), &["*"])).await;
+    let (ep, _) = herald
+        .create_endpoint(&tenant, endpoint(rx.url("/gone-soon"), &["*"]))
+        .await;
     let published = herald.publish(&tenant, "a.b", b"{}").await;
     rx.next(Duration::from_secs(10)).await;
     herald
         .endpoints()
         .await
-        .delete_endpoint(authed(pb::DeleteEndpointRequest { id: ep.id.clone() }, &tenant.api_key))
+        .delete_endpoint(authed(
+            pb::DeleteEndpointRequest { id: ep.id.clone() },
+            &tenant.api_key,
+        ))
         .await
         .unwrap();
-    assert!(rx.drain_for(Duration::from_millis(3500)).await.is_empty(), "no retry reaches a deleted endpoint");
-    let d = herald.wait_deliveries(&tenant, &published.event_id, 1).await.remove(0);
+    assert!(
+        rx.drain_for(Duration::from_millis(3500)).await.is_empty(),
+        "no retry reaches a deleted endpoint"
+    );
+    let d = herald
+        .wait_deliveries(&tenant, &published.event_id, 1)
+        .await
+        .remove(0);
     let log = herald
-        .wait_delivery(&tenant, &d.id, Duration::from_secs(5), |r| r.delivery.as_ref().is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32))
+        .wait_delivery(&tenant, &d.id, Duration::from_secs(5), |r| {
+            r.delivery
+                .as_ref()
+                .is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32)
+        })
         .await;
     assert!(log.delivery.unwrap().last_error.contains("deleted"));
     herald.stop().await;
@@ -267,17 +504,38 @@ async fn gone_disables_the_endpoint_with_the_reason() {
     let herald = Herald::start(Options::default()).await;
     let mut rx = Receiver::start(|_, _| Reply::status(410)).await;
     let tenant = herald.tenant().await;
-    let (ep, _) = herald.create_endpoint(&tenant, endpoint(rx.url("/gone"), &["*"])).await;
+    let (ep, _) = herald
+        .create_endpoint(&tenant, endpoint(rx.url("/gone"), &["*"]))
+        .await;
     let published = herald.publish(&tenant, "a.b", b"{}").await;
     rx.next(Duration::from_secs(10)).await;
-    let d = herald.wait_deliveries(&tenant, &published.event_id, 1).await.remove(0);
+    let d = herald
+        .wait_deliveries(&tenant, &published.event_id, 1)
+        .await
+        .remove(0);
     herald
-        .wait_delivery(&tenant, &d.id, Duration::from_secs(5), |r| r.delivery.as_ref().is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32))
+        .wait_delivery(&tenant, &d.id, Duration::from_secs(5), |r| {
+            r.delivery
+                .as_ref()
+                .is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32)
+        })
         .await;
-    let now = herald.endpoints().await.get_endpoint(authed(pb::GetEndpointRequest { id: ep.id }, &tenant.api_key)).await.unwrap().into_inner();
+    let now = herald
+        .endpoints()
+        .await
+        .get_endpoint(authed(
+            pb::GetEndpointRequest { id: ep.id },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!now.enabled);
     assert_eq!(now.disabled_reason, "410 Gone");
-    assert!(rx.drain_for(Duration::from_millis(1000)).await.is_empty(), "410 is not retried");
+    assert!(
+        rx.drain_for(Duration::from_millis(1000)).await.is_empty(),
+        "410 is not retried"
+    );
     herald.stop().await;
 }
 
@@ -285,37 +543,69 @@ async fn gone_disables_the_endpoint_with_the_reason() {
 async fn timestamped_and_hex_schemes_use_the_tenant_prefix() {
     let herald = Herald::start(Options::default()).await;
     let mut rx = Receiver::ok().await;
-    let tenant = herald.tenant_with(Some("X-Sayify-"), Some("Sayify-Webhooks/1.0")).await;
-    herald
-        .create_endpoint(&tenant, pb::CreateEndpointRequest {
-            signing_scheme: pb::SigningScheme::Hex as i32,
-            secret: Some("It's a Secret to Everybody".into()),
-            ..endpoint(rx.url("/hex"), &["hex.*"])
-        })
+    let tenant = herald
+        .tenant_with(Some("X-Sayify-"), Some("Sayify-Webhooks/1.0"))
         .await;
     herald
-        .create_endpoint(&tenant, pb::CreateEndpointRequest {
-            signing_scheme: pb::SigningScheme::Timestamped as i32,
-            secret: Some("whsec_plain_text_secret".into()),
-            ..endpoint(rx.url("/ts"), &["ts.*"])
-        })
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                signing_scheme: pb::SigningScheme::Hex as i32,
+                secret: Some("It's a Secret to Everybody".into()),
+                ..endpoint(rx.url("/hex"), &["hex.*"])
+            },
+        )
+        .await;
+    herald
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                signing_scheme: pb::SigningScheme::Timestamped as i32,
+                secret: Some("whsec_plain_text_secret".into()),
+                ..endpoint(rx.url("/ts"), &["ts.*"])
+            },
+        )
         .await;
     herald.publish(&tenant, "hex.x", b"{\"hello\":1}").await;
     let got = rx.next(Duration::from_secs(10)).await;
     let secret = Secret::parse("It's a Secret to Everybody", Scheme::Hex).unwrap();
     let sig = got.header("x-sayify-signature").unwrap();
     assert!(sig.starts_with("sha256="));
-    verify(Scheme::Hex, &secret, "X-Sayify-", &|n: &str| got.header(n), &got.body, 0, 0).expect("hex verifies");
-    assert_eq!(got.header("user-agent").as_deref(), Some("Sayify-Webhooks/1.0"));
+    verify(
+        Scheme::Hex,
+        &secret,
+        "X-Sayify-",
+        &|n: &str| got.header(n),
+        &got.body,
+        0,
+        0,
+    )
+    .expect("hex verifies");
+    assert_eq!(
+        got.header("user-agent").as_deref(),
+        Some("Sayify-Webhooks/1.0")
+    );
     assert!(got.header("x-sayify-delivery-id").is_some());
 
     herald.publish(&tenant, "ts.x", b"{\"n\":2}").await;
     let got = rx.next(Duration::from_secs(10)).await;
     let sig = got.header("x-sayify-signature").unwrap();
     assert!(sig.starts_with("t="), "{sig}");
-    assert_eq!(got.header("x-sayify-id"), got.header("x-sayify-delivery-id"));
+    assert_eq!(
+        got.header("x-sayify-id"),
+        got.header("x-sayify-delivery-id")
+    );
     let secret = Secret::parse("whsec_plain_text_secret", Scheme::Timestamped).unwrap();
     let now = chrono::Utc::now().timestamp();
-    verify(Scheme::Timestamped, &secret, "X-Sayify-", &|n: &str| got.header(n), &got.body, now, 60).expect("timestamped verifies");
+    verify(
+        Scheme::Timestamped,
+        &secret,
+        "X-Sayify-",
+        &|n: &str| got.header(n),
+        &got.body,
+        now,
+        60,
+    )
+    .expect("timestamped verifies");
     herald.stop().await;
 }

@@ -6,16 +6,32 @@ use herald_tests::{ADMIN_TOKEN, Herald, Options, authed};
 use tonic::Code;
 
 fn publish(event_type: &str, payload: &[u8]) -> pb::PublishRequest {
-    pb::PublishRequest { event_type: event_type.into(), payload: payload.to_vec(), idempotency_key: None, occurred_at: None }
+    pb::PublishRequest {
+        event_type: event_type.into(),
+        payload: payload.to_vec(),
+        idempotency_key: None,
+        occurred_at: None,
+    }
 }
 
 #[tokio::test]
 async fn bad_events_are_rejected_precisely_and_nothing_is_stored() {
-    let herald = Herald::start(Options { env: vec![("HERALD_MAX_PAYLOAD_BYTES".into(), "1024".into())], ..Default::default() }).await;
+    let herald = Herald::start(Options {
+        env: vec![("HERALD_MAX_PAYLOAD_BYTES".into(), "1024".into())],
+        ..Default::default()
+    })
+    .await;
     let rx = Receiver::ok().await;
     let tenant = herald.tenant().await;
     herald
-        .create_endpoint(&tenant, pb::CreateEndpointRequest { url: rx.url("/h"), event_types: vec!["*".into()], ..Default::default() })
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                url: rx.url("/h"),
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+        )
         .await;
     let mut events = herald.events().await;
     let big = format!("{{\"x\":\"{}\"}}", "a".repeat(2000));
@@ -31,28 +47,57 @@ async fn bad_events_are_rejected_precisely_and_nothing_is_stored() {
         (publish(&"x".repeat(129), b"{}"), "at most 128"),
     ];
     for (req, needle) in cases {
-        let what = format!("{:?}", String::from_utf8_lossy(&req.payload[..req.payload.len().min(20)]));
-        let err = events.publish(authed(req, &tenant.api_key)).await.expect_err(&what);
+        let what = format!(
+            "{:?}",
+            String::from_utf8_lossy(&req.payload[..req.payload.len().min(20)])
+        );
+        let err = events
+            .publish(authed(req, &tenant.api_key))
+            .await
+            .expect_err(&what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-        assert!(err.message().contains(needle), "{what}: {:?} should mention {needle:?}", err.message());
+        assert!(
+            err.message().contains(needle),
+            "{what}: {:?} should mention {needle:?}",
+            err.message()
+        );
     }
     // A batch answers per event: good ones are accepted, bad ones explained.
     let batch = events
-        .publish_batch(authed(pb::PublishBatchRequest { events: vec![publish("a.b", b"{}"), publish("a.b", b"nope")] }, &tenant.api_key))
+        .publish_batch(authed(
+            pb::PublishBatchRequest {
+                events: vec![publish("a.b", b"{}"), publish("a.b", b"nope")],
+            },
+            &tenant.api_key,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert!(matches!(batch.results[0].outcome, Some(pb::publish_result::Outcome::Accepted(_))));
+    assert!(matches!(
+        batch.results[0].outcome,
+        Some(pb::publish_result::Outcome::Accepted(_))
+    ));
     match &batch.results[1].outcome {
-        Some(pb::publish_result::Outcome::Error(e)) => assert_eq!(e.code, Code::InvalidArgument as i32),
+        Some(pb::publish_result::Outcome::Error(e)) => {
+            assert_eq!(e.code, Code::InvalidArgument as i32)
+        }
         other => panic!("expected an error, got {other:?}"),
     }
-    let too_many = pb::PublishBatchRequest { events: (0..1001).map(|_| publish("a.b", b"{}")).collect() };
-    let err = events.publish_batch(authed(too_many, &tenant.api_key)).await.unwrap_err();
+    let too_many = pb::PublishBatchRequest {
+        events: (0..1001).map(|_| publish("a.b", b"{}")).collect(),
+    };
+    let err = events
+        .publish_batch(authed(too_many, &tenant.api_key))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("at most 1000"));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(herald.count("events").await, 1, "only the one good event is recorded");
+    assert_eq!(
+        herald.count("events").await,
+        1,
+        "only the one good event is recorded"
+    );
     herald.stop().await;
 }
 
@@ -61,35 +106,129 @@ async fn bad_endpoints_are_rejected_precisely_and_nothing_is_stored() {
     let herald = Herald::start(Options::default()).await;
     let tenant = herald.tenant().await;
     let mut endpoints = herald.endpoints().await;
-    let base = || pb::CreateEndpointRequest { url: "https://example.com/hook".into(), event_types: vec!["*".into()], ..Default::default() };
+    let base = || pb::CreateEndpointRequest {
+        url: "https://example.com/hook".into(),
+        event_types: vec!["*".into()],
+        ..Default::default()
+    };
     let cases: Vec<(pb::CreateEndpointRequest, &str)> = vec![
-        (pb::CreateEndpointRequest { url: "not a url".into(), ..base() }, "not a valid URL"),
-        (pb::CreateEndpointRequest { url: "ftp://example.com/x".into(), ..base() }, "not supported"),
-        (pb::CreateEndpointRequest { url: "http://10.0.0.1/x".into(), ..base() }, "private address"),
-        (pb::CreateEndpointRequest { url: "http://169.254.169.254/latest".into(), ..base() }, "metadata"),
-        (pb::CreateEndpointRequest { url: "https://u:p@example.com/".into(), ..base() }, "credentials"),
-        (pb::CreateEndpointRequest { event_types: vec![], ..base() }, "event_types is empty"),
-        (pb::CreateEndpointRequest { event_types: vec!["resp*".into()], ..base() }, "wildcards"),
-        (pb::CreateEndpointRequest { secret: Some("whsec_???".into()), ..base() }, "secret"),
-        (pb::CreateEndpointRequest { timeout_ms: Some(0), ..base() }, "timeout_ms"),
-        (pb::CreateEndpointRequest { retry_schedule_ms: vec![90_000_000], ..base() }, "24h"),
-        (pb::CreateEndpointRequest { signing_scheme: 42, ..base() }, "signing_scheme"),
         (
-            pb::CreateEndpointRequest { headers: [("Content-Type".to_string(), "x".to_string())].into(), ..base() },
+            pb::CreateEndpointRequest {
+                url: "not a url".into(),
+                ..base()
+            },
+            "not a valid URL",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                url: "ftp://example.com/x".into(),
+                ..base()
+            },
+            "not supported",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                url: "http://10.0.0.1/x".into(),
+                ..base()
+            },
+            "private address",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                url: "http://169.254.169.254/latest".into(),
+                ..base()
+            },
+            "metadata",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                url: "https://u:p@example.com/".into(),
+                ..base()
+            },
+            "credentials",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                event_types: vec![],
+                ..base()
+            },
+            "event_types is empty",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                event_types: vec!["resp*".into()],
+                ..base()
+            },
+            "wildcards",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                secret: Some("whsec_???".into()),
+                ..base()
+            },
+            "secret",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                timeout_ms: Some(0),
+                ..base()
+            },
+            "timeout_ms",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                retry_schedule_ms: vec![90_000_000],
+                ..base()
+            },
+            "24h",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                signing_scheme: 42,
+                ..base()
+            },
+            "signing_scheme",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                headers: [("Content-Type".to_string(), "x".to_string())].into(),
+                ..base()
+            },
             "cannot be overridden",
         ),
     ];
     for (req, needle) in cases {
         let what = format!("{} {:?}", req.url, req.event_types);
-        let err = endpoints.create_endpoint(authed(req, &tenant.api_key)).await.expect_err(&what);
+        let err = endpoints
+            .create_endpoint(authed(req, &tenant.api_key))
+            .await
+            .expect_err(&what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-        assert!(err.message().contains(needle), "{what}: {:?} should mention {needle:?}", err.message());
+        assert!(
+            err.message().contains(needle),
+            "{what}: {:?} should mention {needle:?}",
+            err.message()
+        );
     }
     assert_eq!(herald.count("endpoints").await, 0);
 
-    let err = endpoints.get_endpoint(authed(pb::GetEndpointRequest { id: uuid::Uuid::now_v7().to_string() }, &tenant.api_key)).await.unwrap_err();
+    let err = endpoints
+        .get_endpoint(authed(
+            pb::GetEndpointRequest {
+                id: uuid::Uuid::now_v7().to_string(),
+            },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = endpoints.get_endpoint(authed(pb::GetEndpointRequest { id: "x".into() }, &tenant.api_key)).await.unwrap_err();
+    let err = endpoints
+        .get_endpoint(authed(
+            pb::GetEndpointRequest { id: "x".into() },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     herald.stop().await;
 }
@@ -100,36 +239,100 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
     let a = herald.tenant().await;
     let b = herald.tenant().await;
     let (ep, _) = herald
-        .create_endpoint(&a, pb::CreateEndpointRequest { url: "https://example.com/a".into(), event_types: vec!["*".into()], ..Default::default() })
+        .create_endpoint(
+            &a,
+            pb::CreateEndpointRequest {
+                url: "https://example.com/a".into(),
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+        )
         .await;
     let mut endpoints = herald.endpoints().await;
     let mut events = herald.events().await;
 
-    let missing = events.publish(tonic::Request::new(publish("a.b", b"{}"))).await.unwrap_err();
+    let missing = events
+        .publish(tonic::Request::new(publish("a.b", b"{}")))
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::Unauthenticated);
-    let wrong = events.publish(authed(publish("a.b", b"{}"), "hk_not-a-real-key")).await.unwrap_err();
+    let wrong = events
+        .publish(authed(publish("a.b", b"{}"), "hk_not-a-real-key"))
+        .await
+        .unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated);
     let tenant_key_on_admin = herald
         .admin()
         .await
-        .create_tenant(authed(pb::CreateTenantRequest { name: "x".into(), ..Default::default() }, &a.api_key))
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "x".into(),
+                ..Default::default()
+            },
+            &a.api_key,
+        ))
         .await
         .unwrap_err();
     assert_eq!(tenant_key_on_admin.code(), Code::PermissionDenied);
 
     // Tenant B sees none of tenant A's resources, exactly as if they did not exist.
     let id = || ep.id.clone();
-    assert_eq!(endpoints.get_endpoint(authed(pb::GetEndpointRequest { id: id() }, &b.api_key)).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(
-        endpoints.update_endpoint(authed(pb::UpdateEndpointRequest { id: id(), enabled: Some(false), ..Default::default() }, &b.api_key)).await.unwrap_err().code(),
+        endpoints
+            .get_endpoint(authed(pb::GetEndpointRequest { id: id() }, &b.api_key))
+            .await
+            .unwrap_err()
+            .code(),
         Code::NotFound
     );
-    assert_eq!(endpoints.delete_endpoint(authed(pb::DeleteEndpointRequest { id: id() }, &b.api_key)).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(endpoints.get_endpoint_secret(authed(pb::GetEndpointSecretRequest { id: id() }, &b.api_key)).await.unwrap_err().code(), Code::NotFound);
-    let listed = endpoints.list_endpoints(authed(pb::ListEndpointsRequest::default(), &b.api_key)).await.unwrap().into_inner();
+    assert_eq!(
+        endpoints
+            .update_endpoint(authed(
+                pb::UpdateEndpointRequest {
+                    id: id(),
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+                &b.api_key
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        endpoints
+            .delete_endpoint(authed(pb::DeleteEndpointRequest { id: id() }, &b.api_key))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        endpoints
+            .get_endpoint_secret(authed(
+                pb::GetEndpointSecretRequest { id: id() },
+                &b.api_key
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let listed = endpoints
+        .list_endpoints(authed(pb::ListEndpointsRequest::default(), &b.api_key))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.endpoints.is_empty());
     let published = herald.publish(&a, "a.b", b"{}").await;
-    let deliveries = herald.deliveries().await.list_deliveries(authed(pb::ListDeliveriesRequest::default(), &b.api_key)).await.unwrap().into_inner();
+    let deliveries = herald
+        .deliveries()
+        .await
+        .list_deliveries(authed(pb::ListDeliveriesRequest::default(), &b.api_key))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(deliveries.deliveries.is_empty());
     let a_deliveries = loop {
         let d = herald.deliveries_of(&a, &published.event_id).await;
@@ -138,17 +341,53 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let err = herald.deliveries().await.get_delivery(authed(pb::GetDeliveryRequest { id: a_deliveries[0].id.clone() }, &b.api_key)).await.unwrap_err();
+    let err = herald
+        .deliveries()
+        .await
+        .get_delivery(authed(
+            pb::GetDeliveryRequest {
+                id: a_deliveries[0].id.clone(),
+            },
+            &b.api_key,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let still = endpoints.get_endpoint(authed(pb::GetEndpointRequest { id: id() }, &a.api_key)).await.unwrap().into_inner();
+    let still = endpoints
+        .get_endpoint(authed(pb::GetEndpointRequest { id: id() }, &a.api_key))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(still.enabled, "B's failed update changed nothing");
 
     // A revoked key stops working at once.
     let mut admin = herald.admin().await;
-    let key = admin.create_api_key(authed(pb::CreateApiKeyRequest { tenant_id: a.id.clone(), name: "tmp".into() }, ADMIN_TOKEN)).await.unwrap().into_inner();
-    events.publish(authed(publish("a.b", b"{}"), &key.api_key)).await.unwrap();
-    admin.revoke_api_key(authed(pb::RevokeApiKeyRequest { key_id: key.key_id }, ADMIN_TOKEN)).await.unwrap();
-    let revoked = events.publish(authed(publish("a.b", b"{}"), &key.api_key)).await.unwrap_err();
+    let key = admin
+        .create_api_key(authed(
+            pb::CreateApiKeyRequest {
+                tenant_id: a.id.clone(),
+                name: "tmp".into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    events
+        .publish(authed(publish("a.b", b"{}"), &key.api_key))
+        .await
+        .unwrap();
+    admin
+        .revoke_api_key(authed(
+            pb::RevokeApiKeyRequest { key_id: key.key_id },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let revoked = events
+        .publish(authed(publish("a.b", b"{}"), &key.api_key))
+        .await
+        .unwrap_err();
     assert_eq!(revoked.code(), Code::Unauthenticated);
     herald.stop().await;
 }

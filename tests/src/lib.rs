@@ -37,7 +37,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { retry_schedule: "200ms,400ms,800ms".into(), dispatchers: 1, env: Vec::new() }
+        Self {
+            retry_schedule: "200ms,400ms,800ms".into(),
+            dispatchers: 1,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -64,7 +68,10 @@ pub struct Tenant {
 /// A request carrying `authorization: Bearer <token>`.
 pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
     r
 }
 
@@ -118,8 +125,12 @@ impl Herald {
         let mut delays_ms = delays_of(&opts.retry_schedule);
         delays_ms.extend([100, 200, 300, 400, 500, 800, 1000, 2000, 60_000, 300_000]);
 
-        let ingest_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let ledger_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ingest_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let ledger_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let ingest_addr = ingest_listener.local_addr().unwrap();
         let ledger_addr = ledger_listener.local_addr().unwrap();
         let reader = Reader::new(&env);
@@ -141,7 +152,10 @@ impl Herald {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(3)
             .connect_with(
-                DATABASE_URL.parse::<sqlx::postgres::PgConnectOptions>().unwrap().options([("search_path", name.as_str())]),
+                DATABASE_URL
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .unwrap()
+                    .options([("search_path", name.as_str())]),
             )
             .await
             .expect("postgres");
@@ -176,8 +190,23 @@ impl Herald {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tenants").fetch_one(&self.pool).await.is_ok();
-            if ok && self.admin().await.get_tenant(authed(pb::GetTenantRequest { id: uuid::Uuid::nil().to_string() }, ADMIN_TOKEN)).await.is_err_and(|s| s.code() == tonic::Code::NotFound) {
+            let ok = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM tenants")
+                .fetch_one(&self.pool)
+                .await
+                .is_ok();
+            if ok
+                && self
+                    .admin()
+                    .await
+                    .get_tenant(authed(
+                        pb::GetTenantRequest {
+                            id: uuid::Uuid::nil().to_string(),
+                        },
+                        ADMIN_TOKEN,
+                    ))
+                    .await
+                    .is_err_and(|s| s.code() == tonic::Code::NotFound)
+            {
                 return;
             }
             assert!(Instant::now() < deadline, "ingest did not become ready");
@@ -187,7 +216,8 @@ impl Herald {
 
     /// Starts one more in-process dispatcher.
     pub fn start_dispatcher(&mut self) {
-        let cfg = herald_dispatcher::Config::load(&Reader::new(&self.env)).expect("dispatcher config");
+        let cfg =
+            herald_dispatcher::Config::load(&Reader::new(&self.env)).expect("dispatcher config");
         let token = CancellationToken::new();
         let t = token.clone();
         self.dispatchers.push((
@@ -203,7 +233,11 @@ impl Herald {
     /// Starts a dispatcher as a real process (`herald-dispatcher` binary); returns its index.
     pub fn spawn_dispatcher_process(&mut self) -> usize {
         let bin = bin_dir().join("herald-dispatcher");
-        assert!(bin.exists(), "{} is missing: run `cargo build --bins` first (make test does)", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins` first (make test does)",
+            bin.display()
+        );
         let child = Command::new(bin)
             .envs(&self.env)
             .env("HERALD_LOG", "warn")
@@ -235,11 +269,19 @@ impl Herald {
     }
 
     pub async fn ingest_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.ingest_addr)).unwrap().connect().await.expect("connect ingest")
+        Channel::from_shared(format!("http://{}", self.ingest_addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect ingest")
     }
 
     pub async fn ledger_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.ledger_addr)).unwrap().connect().await.expect("connect ledger")
+        Channel::from_shared(format!("http://{}", self.ledger_addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect ledger")
     }
 
     pub async fn admin(&self) -> pb::admin_client::AdminClient<Channel> {
@@ -263,7 +305,11 @@ impl Herald {
     }
 
     /// Creates a tenant (optionally with a header prefix and User-Agent) and an API key.
-    pub async fn tenant_with(&self, header_prefix: Option<&str>, user_agent: Option<&str>) -> Tenant {
+    pub async fn tenant_with(
+        &self,
+        header_prefix: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Tenant {
         let mut admin = self.admin().await;
         let t = admin
             .create_tenant(authed(
@@ -278,11 +324,20 @@ impl Herald {
             .expect("create tenant")
             .into_inner();
         let k = admin
-            .create_api_key(authed(pb::CreateApiKeyRequest { tenant_id: t.id.clone(), name: "test".into() }, ADMIN_TOKEN))
+            .create_api_key(authed(
+                pb::CreateApiKeyRequest {
+                    tenant_id: t.id.clone(),
+                    name: "test".into(),
+                },
+                ADMIN_TOKEN,
+            ))
             .await
             .expect("create key")
             .into_inner();
-        Tenant { id: t.id, api_key: k.api_key }
+        Tenant {
+            id: t.id,
+            api_key: k.api_key,
+        }
     }
 
     pub async fn tenant(&self) -> Tenant {
@@ -290,16 +345,36 @@ impl Herald {
     }
 
     /// Creates an endpoint from a request; returns (endpoint, secret).
-    pub async fn create_endpoint(&self, tenant: &Tenant, req: pb::CreateEndpointRequest) -> (pb::Endpoint, String) {
-        let r = self.endpoints().await.create_endpoint(authed(req, &tenant.api_key)).await.expect("create endpoint").into_inner();
+    pub async fn create_endpoint(
+        &self,
+        tenant: &Tenant,
+        req: pb::CreateEndpointRequest,
+    ) -> (pb::Endpoint, String) {
+        let r = self
+            .endpoints()
+            .await
+            .create_endpoint(authed(req, &tenant.api_key))
+            .await
+            .expect("create endpoint")
+            .into_inner();
         (r.endpoint.expect("endpoint"), r.secret)
     }
 
-    pub async fn publish(&self, tenant: &Tenant, event_type: &str, payload: &[u8]) -> pb::PublishResponse {
+    pub async fn publish(
+        &self,
+        tenant: &Tenant,
+        event_type: &str,
+        payload: &[u8],
+    ) -> pb::PublishResponse {
         self.events()
             .await
             .publish(authed(
-                pb::PublishRequest { event_type: event_type.into(), payload: payload.to_vec(), idempotency_key: None, occurred_at: None },
+                pb::PublishRequest {
+                    event_type: event_type.into(),
+                    payload: payload.to_vec(),
+                    idempotency_key: None,
+                    occurred_at: None,
+                },
                 &tenant.api_key,
             ))
             .await
@@ -318,13 +393,23 @@ impl Herald {
         let mut client = self.deliveries().await;
         let deadline = Instant::now() + within;
         loop {
-            let r = client.get_delivery(authed(pb::GetDeliveryRequest { id: delivery_id.into() }, &tenant.api_key)).await;
+            let r = client
+                .get_delivery(authed(
+                    pb::GetDeliveryRequest {
+                        id: delivery_id.into(),
+                    },
+                    &tenant.api_key,
+                ))
+                .await;
             if let Ok(r) = &r
                 && check(r.get_ref())
             {
                 return r.get_ref().clone();
             }
-            assert!(Instant::now() < deadline, "delivery {delivery_id} did not reach the expected state: {r:?}");
+            assert!(
+                Instant::now() < deadline,
+                "delivery {delivery_id} did not reach the expected state: {r:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -334,7 +419,11 @@ impl Herald {
         self.deliveries()
             .await
             .list_deliveries(authed(
-                pb::ListDeliveriesRequest { event_id: Some(event_id.into()), page_size: 500, ..Default::default() },
+                pb::ListDeliveriesRequest {
+                    event_id: Some(event_id.into()),
+                    page_size: 500,
+                    ..Default::default()
+                },
                 &tenant.api_key,
             ))
             .await
@@ -344,14 +433,26 @@ impl Herald {
     }
 
     /// Polls the ledger until an event has `n` deliveries, none of them still pending.
-    pub async fn wait_deliveries(&self, tenant: &Tenant, event_id: &str, n: usize) -> Vec<pb::Delivery> {
+    pub async fn wait_deliveries(
+        &self,
+        tenant: &Tenant,
+        event_id: &str,
+        n: usize,
+    ) -> Vec<pb::Delivery> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let ds = self.deliveries_of(tenant, event_id).await;
-            if ds.len() == n && ds.iter().all(|d| d.status != pb::DeliveryStatus::Pending as i32) {
+            if ds.len() == n
+                && ds
+                    .iter()
+                    .all(|d| d.status != pb::DeliveryStatus::Pending as i32)
+            {
                 return ds;
             }
-            assert!(Instant::now() < deadline, "deliveries of {event_id} did not settle: {ds:?}");
+            assert!(
+                Instant::now() < deadline,
+                "deliveries of {event_id} did not settle: {ds:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -359,7 +460,10 @@ impl Herald {
     /// Rows in a table of this installation.
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT count(*) FROM {table}");
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.expect("count")
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
     }
 
     /// Stops every service gracefully and removes the installation's schema, queues and keys.
@@ -373,7 +477,11 @@ impl Herald {
             let _ = c.wait();
         }
         self.processes.clear();
-        for (t, h) in self.dispatchers.drain(..).chain(self.services.drain(..).rev()) {
+        for (t, h) in self
+            .dispatchers
+            .drain(..)
+            .chain(self.services.drain(..).rev())
+        {
             t.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
         }
@@ -395,15 +503,22 @@ pub async fn cleanup(name: &str, delays_ms: &[u64]) {
     if let Ok(conn) = herald_broker::connect(AMQP_URL, "herald-tests-cleanup").await
         && let Ok(ch) = conn.create_channel().await
     {
-        let _ = Topology::new(name, QueueType::Quorum).delete(&ch, delays_ms).await;
+        let _ = Topology::new(name, QueueType::Quorum)
+            .delete(&ch, delays_ms)
+            .await;
         let _ = conn.close(200, "done".into()).await;
     }
     if let Ok(client) = redis::Client::open(REDIS_URL)
         && let Ok(mut conn) = client.get_multiplexed_async_connection().await
     {
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{name}:*")).query_async(&mut conn).await.unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{name}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
         for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
         }
     }
 }
@@ -424,7 +539,11 @@ impl Drop for Herald {
         }
         let (name, delays) = (self.name.clone(), self.delays_ms.clone());
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(cleanup(&name, &delays));
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(cleanup(&name, &delays));
         })
         .join();
     }

@@ -24,7 +24,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
@@ -39,7 +42,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
     }
 }
 
@@ -71,13 +79,21 @@ async fn handle(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: B
     };
     s.total.fetch_add(1, Ordering::Relaxed);
     let reply = (s.policy)(&path, n);
-    let _ = s.tx.send(Received { path, headers, body, at: Instant::now() });
+    let _ = s.tx.send(Received {
+        path,
+        headers,
+        body,
+        at: Instant::now(),
+    });
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
     let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (k, v) in reply.headers {
-        resp.headers_mut().insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        resp.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     resp
 }
@@ -87,14 +103,24 @@ impl Receiver {
     pub async fn start(policy: impl Fn(&str, usize) -> Reply + Send + Sync + 'static) -> Receiver {
         let (tx, rx) = mpsc::unbounded_channel();
         let total = Arc::new(AtomicUsize::new(0));
-        let state = AppState { tx, policy: Arc::new(policy), counts: Arc::default(), total: total.clone() };
+        let state = AppState {
+            tx,
+            policy: Arc::new(policy),
+            counts: Arc::default(),
+            total: total.clone(),
+        };
         let app = Router::new().fallback(handle).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Receiver { base_url, rx, total, task }
+        Receiver {
+            base_url,
+            rx,
+            total,
+            task,
+        }
     }
 
     /// Answers 200 to everything.
@@ -113,7 +139,10 @@ impl Receiver {
 
     /// Waits for the next request, failing the test after `within`.
     pub async fn next(&mut self, within: Duration) -> Received {
-        tokio::time::timeout(within, self.rx.recv()).await.expect("no request arrived in time").expect("receiver closed")
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .expect("no request arrived in time")
+            .expect("receiver closed")
     }
 
     /// Collects requests for `during`.

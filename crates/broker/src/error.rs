@@ -11,7 +11,10 @@ pub enum Error {
     Nacked,
     /// A mandatory message matched no queue (topology missing).
     #[error("message to {exchange:?}/{routing_key:?} matched no queue")]
-    Unroutable { exchange: String, routing_key: String },
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
     /// The broker rejected a declaration (e.g. a queue exists with other arguments).
     #[error("broker topology error: {0}")]
     Topology(String),

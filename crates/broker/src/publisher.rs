@@ -30,7 +30,9 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, props)).await {
         Ok(result) => Ok(result?),
-        Err(_) => Err(Error::Unavailable("connecting to the broker timed out".into())),
+        Err(_) => Err(Error::Unavailable(
+            "connecting to the broker timed out".into(),
+        )),
     }
 }
 
@@ -63,7 +65,12 @@ struct Inner {
 
 impl Publisher {
     /// Connects and declares the topology; fails if the broker is unreachable at start.
-    pub async fn connect(url: &str, name: &str, topology: Topology, channels: usize) -> Result<Self> {
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        topology: Topology,
+        channels: usize,
+    ) -> Result<Self> {
         let p = Self {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
@@ -127,7 +134,10 @@ impl Publisher {
             channels.push(ch);
         }
         self.inner.topology.declare(&channels[0]).await?;
-        Ok(Session { connection, channels })
+        Ok(Session {
+            connection,
+            channels,
+        })
     }
 
     /// A confirm-mode channel for declarations (e.g. lazily declared delay queues).
@@ -165,7 +175,10 @@ fn properties() -> BasicProperties {
 }
 
 async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
-    let options = BasicPublishOptions { mandatory: true, immediate: false };
+    let options = BasicPublishOptions {
+        mandatory: true,
+        immediate: false,
+    };
     let mut confirms = Vec::with_capacity(messages.len());
     for m in messages {
         let confirm = channel

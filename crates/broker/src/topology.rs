@@ -29,7 +29,9 @@ impl FromStr for QueueType {
         match s {
             "classic" => Ok(QueueType::Classic),
             "quorum" => Ok(QueueType::Quorum),
-            other => Err(format!("unknown queue type {other:?} (use classic or quorum)")),
+            other => Err(format!(
+                "unknown queue type {other:?} (use classic or quorum)"
+            )),
         }
     }
 }
@@ -53,7 +55,11 @@ fn long(s: &str) -> AMQPValue {
 
 impl Topology {
     pub fn new(prefix: impl Into<String>, queue_type: QueueType) -> Self {
-        Self { prefix: prefix.into(), queue_type, delivery_limit: 20 }
+        Self {
+            prefix: prefix.into(),
+            queue_type,
+            delivery_limit: 20,
+        }
     }
 
     pub fn deliveries_exchange(&self) -> String {
@@ -105,7 +111,10 @@ impl Topology {
     }
 
     async fn queue(&self, ch: &Channel, name: &str, args: FieldTable) -> Result<()> {
-        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let opts = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         ch.queue_declare(short(name), opts, args)
             .await
             .map(|_| ())
@@ -113,7 +122,10 @@ impl Topology {
     }
 
     async fn exchange(&self, ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {
-        let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let opts = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         ch.exchange_declare(short(name), kind, opts, FieldTable::default())
             .await
             .map_err(|e| Error::Topology(format!("declaring exchange {name}: {e}")))
@@ -133,17 +145,30 @@ impl Topology {
 
     /// Declares every fixed exchange and queue; safe to run from every service at start.
     pub async fn declare(&self, ch: &Channel) -> Result<()> {
-        self.exchange(ch, &self.dead_exchange(), ExchangeKind::Fanout).await?;
+        self.exchange(ch, &self.dead_exchange(), ExchangeKind::Fanout)
+            .await?;
         self.queue(ch, &self.dead_queue(), self.base_args()).await?;
-        self.bind(ch, &self.dead_queue(), &self.dead_exchange(), "").await?;
+        self.bind(ch, &self.dead_queue(), &self.dead_exchange(), "")
+            .await?;
 
-        self.exchange(ch, &self.deliveries_exchange(), ExchangeKind::Direct).await?;
-        self.queue(ch, &self.work_queue(), self.consumed_args()).await?;
-        self.bind(ch, &self.work_queue(), &self.deliveries_exchange(), WORK_KEY).await?;
+        self.exchange(ch, &self.deliveries_exchange(), ExchangeKind::Direct)
+            .await?;
+        self.queue(ch, &self.work_queue(), self.consumed_args())
+            .await?;
+        self.bind(
+            ch,
+            &self.work_queue(),
+            &self.deliveries_exchange(),
+            WORK_KEY,
+        )
+        .await?;
 
-        self.exchange(ch, &self.ledger_exchange(), ExchangeKind::Fanout).await?;
-        self.queue(ch, &self.ledger_queue(), self.consumed_args()).await?;
-        self.bind(ch, &self.ledger_queue(), &self.ledger_exchange(), "").await?;
+        self.exchange(ch, &self.ledger_exchange(), ExchangeKind::Fanout)
+            .await?;
+        self.queue(ch, &self.ledger_queue(), self.consumed_args())
+            .await?;
+        self.bind(ch, &self.ledger_queue(), &self.ledger_exchange(), "")
+            .await?;
         Ok(())
     }
 
@@ -151,8 +176,14 @@ impl Topology {
     /// work queue.
     pub async fn declare_delay(&self, ch: &Channel, delay_ms: u64) -> Result<()> {
         let mut args = self.base_args();
-        args.insert(short("x-message-ttl"), AMQPValue::LongLongInt(delay_ms as i64));
-        args.insert(short("x-dead-letter-exchange"), long(&self.deliveries_exchange()));
+        args.insert(
+            short("x-message-ttl"),
+            AMQPValue::LongLongInt(delay_ms as i64),
+        );
+        args.insert(
+            short("x-dead-letter-exchange"),
+            long(&self.deliveries_exchange()),
+        );
         args.insert(short("x-dead-letter-routing-key"), long(WORK_KEY));
         if self.queue_type == QueueType::Quorum {
             args.insert(short("x-dead-letter-strategy"), long("at-least-once"));
@@ -167,10 +198,16 @@ impl Topology {
         let mut queues = vec![self.work_queue(), self.ledger_queue(), self.dead_queue()];
         queues.extend(delays.iter().map(|d| self.delay_queue(*d)));
         for q in queues {
-            ch.queue_delete(short(&q), QueueDeleteOptions::default()).await?;
+            ch.queue_delete(short(&q), QueueDeleteOptions::default())
+                .await?;
         }
-        for x in [self.deliveries_exchange(), self.ledger_exchange(), self.dead_exchange()] {
-            ch.exchange_delete(short(&x), ExchangeDeleteOptions::default()).await?;
+        for x in [
+            self.deliveries_exchange(),
+            self.ledger_exchange(),
+            self.dead_exchange(),
+        ] {
+            ch.exchange_delete(short(&x), ExchangeDeleteOptions::default())
+                .await?;
         }
         Ok(())
     }

@@ -101,7 +101,10 @@ pub struct Common {
 impl Common {
     pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
         let c = Self {
-            database_url: r.string("HERALD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+            database_url: r.string(
+                "HERALD_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ),
             database_schema: r.string("HERALD_DATABASE_SCHEMA", "herald"),
             database_max_connections: r.parse("HERALD_DATABASE_MAX_CONNECTIONS", 10)?,
             amqp_url: r.string("HERALD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),

@@ -102,7 +102,12 @@ pub struct Matcher<T> {
 
 impl<T> Default for Matcher<T> {
     fn default() -> Self {
-        Self { items: Vec::new(), all: Vec::new(), exact: HashMap::new(), prefix: HashMap::new() }
+        Self {
+            items: Vec::new(),
+            all: Vec::new(),
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+        }
     }
 }
 
@@ -188,7 +193,13 @@ mod tests {
     fn matcher_agrees_with_patterns_and_dedupes() {
         let entries = vec![
             ("all", vec![Pattern::All]),
-            ("resp", vec![Pattern::Prefix("response".into()), Pattern::Exact("response.started".into())]),
+            (
+                "resp",
+                vec![
+                    Pattern::Prefix("response".into()),
+                    Pattern::Exact("response.started".into()),
+                ],
+            ),
             ("deep", vec![Pattern::Prefix("a.b".into())]),
             ("exact", vec![Pattern::Exact("call.ended".into())]),
         ];

@@ -68,7 +68,10 @@ impl FromStr for Cidr {
 
 /// Parses a comma-separated list of networks.
 pub fn parse_networks(s: &str) -> Result<Vec<Cidr>> {
-    s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect()
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect()
 }
 
 /// Why an address is refused, or `None` when it is a public address.
@@ -161,10 +164,25 @@ mod tests {
     #[test]
     fn refuses_internal_ranges() {
         for s in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
-            "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255",
-            "::1", "::", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-            "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "ff02::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "ff02::1",
         ] {
             assert!(forbidden_reason(ip(s)).is_some(), "{s} should be refused");
         }
@@ -172,7 +190,14 @@ mod tests {
 
     #[test]
     fn allows_public_addresses() {
-        for s in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(forbidden_reason(ip(s)).is_none(), "{s} should be allowed");
         }
     }
@@ -185,7 +210,17 @@ mod tests {
         assert!(p.check(ip("10.0.0.1")).is_err());
         assert!(parse_networks("10.0.0.0/33").is_err());
         assert!(parse_networks("nonsense").is_err());
-        assert!("10.0.0.0/8".parse::<Cidr>().unwrap().contains(ip("10.255.0.1")));
-        assert!(!"10.0.0.0/9".parse::<Cidr>().unwrap().contains(ip("10.128.0.1")));
+        assert!(
+            "10.0.0.0/8"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains(ip("10.255.0.1"))
+        );
+        assert!(
+            !"10.0.0.0/9"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains(ip("10.128.0.1"))
+        );
     }
 }

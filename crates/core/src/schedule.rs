@@ -36,7 +36,9 @@ impl Default for RetrySchedule {
     /// 1 min, 5 min, 15 min, 1 h, 6 h.
     fn default() -> Self {
         Self {
-            delays: [60, 300, 900, 3600, 21600].map(Duration::from_secs).to_vec(),
+            delays: [60, 300, 900, 3600, 21600]
+                .map(Duration::from_secs)
+                .to_vec(),
         }
     }
 }
@@ -69,7 +71,11 @@ impl RetrySchedule {
 
     /// From whole milliseconds (the API's form).
     pub fn from_millis(ms: &[u32]) -> Result<Self> {
-        Self::new(ms.iter().map(|m| Duration::from_millis(u64::from(*m))).collect())
+        Self::new(
+            ms.iter()
+                .map(|m| Duration::from_millis(u64::from(*m)))
+                .collect(),
+        )
     }
 
     /// Parses `1m,5m,15m,1h,6h` (units ms, s, m, h; a bare number is milliseconds).
@@ -137,9 +143,11 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         Some(i) => t.split_at(i),
         None => (t, "ms"),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| invalid(format!("{text:?} is not a duration (use e.g. 500ms, 30s, 5m, 1h)")))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        invalid(format!(
+            "{text:?} is not a duration (use e.g. 500ms, 30s, 5m, 1h)"
+        ))
+    })?;
     let ms = match unit {
         "ms" => Some(n),
         "s" => n.checked_mul(1_000),
@@ -160,11 +168,11 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".to_owned()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -190,8 +198,20 @@ mod tests {
     fn walks_the_tiers_then_stops() {
         let s = RetrySchedule::default();
         let got: Vec<_> = (1..=6).map(|a| s.next(a, None)).collect();
-        assert_eq!(got[0], Some(NextAttempt { attempt: 2, delay: secs(60) }));
-        assert_eq!(got[4], Some(NextAttempt { attempt: 6, delay: secs(21600) }));
+        assert_eq!(
+            got[0],
+            Some(NextAttempt {
+                attempt: 2,
+                delay: secs(60)
+            })
+        );
+        assert_eq!(
+            got[4],
+            Some(NextAttempt {
+                attempt: 6,
+                delay: secs(21600)
+            })
+        );
         assert_eq!(got[5], None);
     }
 
@@ -200,16 +220,25 @@ mod tests {
         let s = RetrySchedule::default();
         assert_eq!(
             s.next(1, Some(secs(120))),
-            Some(NextAttempt { attempt: 3, delay: secs(300) })
+            Some(NextAttempt {
+                attempt: 3,
+                delay: secs(300)
+            })
         );
         assert_eq!(
             s.next(1, Some(secs(30))),
-            Some(NextAttempt { attempt: 2, delay: secs(60) })
+            Some(NextAttempt {
+                attempt: 2,
+                delay: secs(60)
+            })
         );
         // Longer than any tier: the last tier.
         assert_eq!(
             s.next(2, Some(secs(100_000))),
-            Some(NextAttempt { attempt: 6, delay: secs(21600) })
+            Some(NextAttempt {
+                attempt: 6,
+                delay: secs(21600)
+            })
         );
     }
 
@@ -220,9 +249,19 @@ mod tests {
             &[secs(0), Duration::from_millis(100), secs(120), secs(3600)]
         );
         assert!(RetrySchedule::parse("5x").is_err());
-        assert!(RetrySchedule::parse("25h").unwrap_err().to_string().contains("24h"));
+        assert!(
+            RetrySchedule::parse("25h")
+                .unwrap_err()
+                .to_string()
+                .contains("24h")
+        );
         assert!(RetrySchedule::parse(&vec!["1s"; 21].join(",")).is_err());
-        assert!(RetrySchedule::parse(&vec!["24h"; 8].join(",")).unwrap_err().to_string().contains("7 days"));
+        assert!(
+            RetrySchedule::parse(&["24h"; 8].join(","))
+                .unwrap_err()
+                .to_string()
+                .contains("7 days")
+        );
         assert!(RetrySchedule::parse("").unwrap().next(1, None).is_none());
     }
 }

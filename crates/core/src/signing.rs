@@ -129,7 +129,9 @@ impl Secret {
         match scheme {
             // A stored standard secret was validated at write time; fall back to the raw bytes
             // rather than panic if it was not.
-            Scheme::Standard => self.standard_key().unwrap_or_else(|_| self.0.as_bytes().to_vec()),
+            Scheme::Standard => self
+                .standard_key()
+                .unwrap_or_else(|_| self.0.as_bytes().to_vec()),
             Scheme::Timestamped | Scheme::Hex => self.0.as_bytes().to_vec(),
         }
     }
@@ -198,7 +200,10 @@ pub fn sign(
                 .first()
                 .map(|s| mac(&s.key_for(scheme), &[input.body]))
                 .unwrap_or_default();
-            vec![(format!("{prefix}Signature"), format!("sha256={}", hex::encode(raw)))]
+            vec![(
+                format!("{prefix}Signature"),
+                format!("sha256={}", hex::encode(raw)),
+            )]
         }
     }
 }
@@ -246,10 +251,18 @@ pub fn verify(
             fresh(ts)?;
             let expected = mac(&key, &[id.as_bytes(), b".", ts_text.as_bytes(), b".", body]);
             let sigs = need("webhook-signature")?;
-            let ok = sigs.split(' ').filter_map(|s| s.strip_prefix("v1,")).any(|s| {
-                B64.decode(s).is_ok_and(|raw| constant_time_eq(&raw, &expected))
-            });
-            if ok { Ok(()) } else { Err(VerifyError::NoMatch) }
+            let ok = sigs
+                .split(' ')
+                .filter_map(|s| s.strip_prefix("v1,"))
+                .any(|s| {
+                    B64.decode(s)
+                        .is_ok_and(|raw| constant_time_eq(&raw, &expected))
+                });
+            if ok {
+                Ok(())
+            } else {
+                Err(VerifyError::NoMatch)
+            }
         }
         Scheme::Timestamped => {
             let name = format!("{prefix}Signature");
@@ -271,7 +284,11 @@ pub fn verify(
             let ok = sigs
                 .iter()
                 .any(|s| hex::decode(s).is_ok_and(|raw| constant_time_eq(&raw, &expected)));
-            if ok { Ok(()) } else { Err(VerifyError::NoMatch) }
+            if ok {
+                Ok(())
+            } else {
+                Err(VerifyError::NoMatch)
+            }
         }
         Scheme::Hex => {
             let name = format!("{prefix}Signature");
@@ -308,7 +325,8 @@ mod tests {
 
     #[test]
     fn standard_webhooks_known_answer() {
-        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Scheme::Standard).unwrap();
+        let secret =
+            Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Scheme::Standard).unwrap();
         let input = SignInput {
             id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
             timestamp: 1614265330,
@@ -323,13 +341,32 @@ mod tests {
             )
         );
         let f = lookup(&headers);
-        assert_eq!(verify(Scheme::Standard, &secret, "", &f, input.body, 1614265330, 300), Ok(()));
+        assert_eq!(
+            verify(
+                Scheme::Standard,
+                &secret,
+                "",
+                &f,
+                input.body,
+                1614265330,
+                300
+            ),
+            Ok(())
+        );
         assert_eq!(
             verify(Scheme::Standard, &secret, "", &f, b"{}", 1614265330, 300),
             Err(VerifyError::NoMatch)
         );
         assert_eq!(
-            verify(Scheme::Standard, &secret, "", &f, input.body, 1614265330 + 301, 300),
+            verify(
+                Scheme::Standard,
+                &secret,
+                "",
+                &f,
+                input.body,
+                1614265330 + 301,
+                300
+            ),
             Err(VerifyError::Expired)
         );
     }
@@ -337,13 +374,18 @@ mod tests {
     #[test]
     fn hex_known_answer() {
         let secret = Secret::parse("It's a Secret to Everybody", Scheme::Hex).unwrap();
-        let input = SignInput { id: "x", timestamp: 0, body: b"Hello, World!" };
+        let input = SignInput {
+            id: "x",
+            timestamp: 0,
+            body: b"Hello, World!",
+        };
         let headers = sign(Scheme::Hex, &[&secret], "X-Hub-", &input);
         assert_eq!(
             headers,
             vec![(
                 "X-Hub-Signature".to_owned(),
-                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17".to_owned()
+                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+                    .to_owned()
             )]
         );
     }
@@ -353,10 +395,17 @@ mod tests {
         // HMAC-SHA256(key = "whsec_test_secret", "1700000000.{\"a\":1}"), computed independently
         // with Python's hmac module.
         let secret = Secret::parse("whsec_test_secret", Scheme::Timestamped).unwrap();
-        let input = SignInput { id: "d1", timestamp: 1_700_000_000, body: br#"{"a":1}"# };
+        let input = SignInput {
+            id: "d1",
+            timestamp: 1_700_000_000,
+            body: br#"{"a":1}"#,
+        };
         let headers = sign(Scheme::Timestamped, &[&secret], "Webhook-", &input);
         assert_eq!(headers[0], ("Webhook-Id".to_owned(), "d1".to_owned()));
-        assert_eq!(headers[1], ("Webhook-Timestamp".to_owned(), "1700000000".to_owned()));
+        assert_eq!(
+            headers[1],
+            ("Webhook-Timestamp".to_owned(), "1700000000".to_owned())
+        );
         assert_eq!(
             headers[2].1,
             "t=1700000000,v1=aecbc681fe3d2604c08ff8e880a0988d997a12367fcf9545e6a3b90c1dfc04b7"
@@ -367,14 +416,21 @@ mod tests {
     fn rotation_sends_both_signatures_and_each_verifies() {
         let new = Secret::generate();
         let old = Secret::generate();
-        let input = SignInput { id: "d", timestamp: 100, body: b"{}" };
+        let input = SignInput {
+            id: "d",
+            timestamp: 100,
+            body: b"{}",
+        };
         for scheme in [Scheme::Standard, Scheme::Timestamped] {
             let headers = sign(scheme, &[&new, &old], "P-", &input);
             let f = lookup(&headers);
             assert_eq!(verify(scheme, &new, "P-", &f, b"{}", 100, 5), Ok(()));
             assert_eq!(verify(scheme, &old, "P-", &f, b"{}", 100, 5), Ok(()));
             let other = Secret::generate();
-            assert_eq!(verify(scheme, &other, "P-", &f, b"{}", 100, 5), Err(VerifyError::NoMatch));
+            assert_eq!(
+                verify(scheme, &other, "P-", &f, b"{}", 100, 5),
+                Err(VerifyError::NoMatch)
+            );
         }
         let sig = &sign(Scheme::Standard, &[&new, &old], "", &input)[2].1;
         assert_eq!(sig.split(' ').count(), 2);

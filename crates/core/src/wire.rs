@@ -198,7 +198,11 @@ struct Versioned {
 
 fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
     let Versioned { v } = serde_json::from_slice(bytes)?;
-    if v == VERSION { Ok(()) } else { Err(DecodeError::Version(v)) }
+    if v == VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError::Version(v))
+    }
 }
 
 impl DeliveryTask {
@@ -212,7 +216,10 @@ impl DeliveryTask {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let split = bytes.iter().position(|b| *b == b'\n').ok_or(DecodeError::Framing)?;
+        let split = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or(DecodeError::Framing)?;
         let (meta, rest) = bytes.split_at(split);
         check_version(meta)?;
         let mut task: DeliveryTask = serde_json::from_slice(meta)?;
@@ -223,7 +230,10 @@ impl DeliveryTask {
 
 impl LedgerBatch {
     pub fn new(records: Vec<Record>) -> Self {
-        Self { v: VERSION, records }
+        Self {
+            v: VERSION,
+            records,
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -272,7 +282,10 @@ mod tests {
 
     #[test]
     fn unknown_version_is_refused() {
-        assert!(matches!(LedgerBatch::decode(br#"{"v":2,"records":[]}"#), Err(DecodeError::Version(2))));
+        assert!(matches!(
+            LedgerBatch::decode(br#"{"v":2,"records":[]}"#),
+            Err(DecodeError::Version(2))
+        ));
         assert!(LedgerBatch::decode(b"garbage").is_err());
     }
 

@@ -8,16 +8,23 @@ use std::time::{Duration, Instant};
 use herald_store::{Endpoint, Store};
 use uuid::Uuid;
 
+/// Endpoint id → (when it was loaded, the endpoint or `None` when it does not exist).
+type Entries = HashMap<Uuid, (Instant, Option<Arc<Endpoint>>)>;
+
 #[derive(Clone)]
 pub struct EndpointCache {
     store: Store,
     ttl: Duration,
-    entries: Arc<Mutex<HashMap<Uuid, (Instant, Option<Arc<Endpoint>>)>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl EndpointCache {
     pub fn new(store: Store, ttl: Duration) -> Self {
-        Self { store, ttl, entries: Arc::default() }
+        Self {
+            store,
+            ttl,
+            entries: Arc::default(),
+        }
     }
 
     /// The endpoint, `None` once deleted.
@@ -37,6 +44,9 @@ impl EndpointCache {
     }
 
     pub fn forget(&self, id: Uuid) {
-        self.entries.lock().expect("endpoint cache lock").remove(&id);
+        self.entries
+            .lock()
+            .expect("endpoint cache lock")
+            .remove(&id);
     }
 }

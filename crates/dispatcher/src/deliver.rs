@@ -15,8 +15,8 @@ use herald_broker::Outgoing;
 use herald_core::schedule::RetrySchedule;
 use herald_core::signing::{self, SignInput};
 use herald_core::wire::{
-    AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, DeliveryTask, LedgerBatch, Record, Trigger,
-    body_excerpt,
+    AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, DeliveryTask, LedgerBatch, Record,
+    Trigger, body_excerpt,
 };
 use herald_store::Endpoint;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -37,7 +37,11 @@ pub enum Decision {
 
 impl Dispatcher {
     /// Runs one task up to (not including) the follow-up publishes.
-    pub async fn attempt(&self, task: &DeliveryTask, redelivered: bool) -> Result<Decision, herald_store::Error> {
+    pub async fn attempt(
+        &self,
+        task: &DeliveryTask,
+        redelivered: bool,
+    ) -> Result<Decision, herald_store::Error> {
         let Some(endpoint) = self.endpoints.get(task.endpoint_id).await? else {
             return Ok(self.abandon(task, "endpoint deleted"));
         };
@@ -57,10 +61,19 @@ impl Dispatcher {
         let started_at = Utc::now();
         let headers = build_headers(&endpoint, task, started_at);
         let timeout = Duration::from_millis(u64::from(endpoint.timeout_ms));
-        let outcome = self.http.post(&endpoint.url, headers, Bytes::copy_from_slice(&task.payload), timeout).await;
+        let outcome = self
+            .http
+            .post(
+                &endpoint.url,
+                headers,
+                Bytes::copy_from_slice(&task.payload),
+                timeout,
+            )
+            .await;
 
         let schedule = match &endpoint.retry_schedule_ms {
-            Some(ms) => RetrySchedule::from_millis(ms).unwrap_or_else(|_| self.config.retry_schedule.clone()),
+            Some(ms) => RetrySchedule::from_millis(ms)
+                .unwrap_or_else(|_| self.config.retry_schedule.clone()),
             None => self.config.retry_schedule.clone(),
         };
         let (status, retry_after, body, latency, error) = match outcome {
@@ -71,9 +84,13 @@ impl Dispatcher {
         let gone = status == Some(410);
         if gone {
             match self.store.disable_endpoint(endpoint.id, "410 Gone").await {
-                Ok(true) => tracing::warn!(endpoint_id = %endpoint.id, "endpoint answered 410 gone, disabled"),
+                Ok(true) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, "endpoint answered 410 gone, disabled")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not disable endpoint after 410"),
+                Err(e) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not disable endpoint after 410")
+                }
             }
             self.endpoints.forget(endpoint.id);
         }
@@ -107,7 +124,8 @@ impl Dispatcher {
         }
 
         let mut out = Vec::with_capacity(2);
-        let next_retry_at = next.map(|n| Utc::now() + chrono::Duration::from_std(n.delay).unwrap_or_default());
+        let next_retry_at =
+            next.map(|n| Utc::now() + chrono::Duration::from_std(n.delay).unwrap_or_default());
         if let Some(n) = next {
             let retry = DeliveryTask {
                 v: task.v,
@@ -164,10 +182,18 @@ impl Dispatcher {
         let topo = self.publisher.topology();
         let ms = delay.as_millis() as u64;
         if ms == 0 {
-            return Outgoing { exchange: topo.deliveries_exchange(), routing_key: herald_broker::WORK_KEY.to_owned(), body };
+            return Outgoing {
+                exchange: topo.deliveries_exchange(),
+                routing_key: herald_broker::WORK_KEY.to_owned(),
+                body,
+            };
         }
         self.ensure_delay_queue(ms).await;
-        Outgoing { exchange: String::new(), routing_key: topo.delay_queue(ms), body }
+        Outgoing {
+            exchange: String::new(),
+            routing_key: topo.delay_queue(ms),
+            body,
+        }
     }
 
     async fn ensure_delay_queue(&self, ms: u64) {
@@ -180,9 +206,13 @@ impl Dispatcher {
                 Ok(()) => {
                     self.delays.lock().expect("delay set lock").insert(ms);
                 }
-                Err(e) => tracing::warn!(delay_ms = ms, error = %e, "could not declare delay queue"),
+                Err(e) => {
+                    tracing::warn!(delay_ms = ms, error = %e, "could not declare delay queue")
+                }
             },
-            Err(e) => tracing::warn!(error = %e, "could not open a channel to declare a delay queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open a channel to declare a delay queue")
+            }
         }
     }
 
@@ -192,7 +222,10 @@ impl Dispatcher {
 
     async fn already_done(&self, delivery_id: Uuid) -> bool {
         let mut conn = self.redis.clone();
-        let r: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(self.done_key(delivery_id)).query_async(&mut conn).await;
+        let r: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(self.done_key(delivery_id))
+            .query_async(&mut conn)
+            .await;
         // Without Redis we cannot tell: deliver again (at-least-once allows a duplicate).
         r.unwrap_or(false)
     }
@@ -218,10 +251,17 @@ fn header(name: &str) -> Option<HeaderName> {
 
 /// Every header of one attempt: content type, User-Agent, the tenant-prefixed event type,
 /// delivery id and attempt number, the signature headers, and the endpoint's custom headers.
-pub fn build_headers(endpoint: &Arc<Endpoint>, task: &DeliveryTask, now: DateTime<Utc>) -> HeaderMap {
+pub fn build_headers(
+    endpoint: &Arc<Endpoint>,
+    task: &DeliveryTask,
+    now: DateTime<Utc>,
+) -> HeaderMap {
     let prefix = endpoint.header_prefix.as_str();
     let mut h = HeaderMap::with_capacity(10 + endpoint.headers.len());
-    h.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(ua) = HeaderValue::from_str(&endpoint.user_agent) {
         h.insert(reqwest::header::USER_AGENT, ua);
     }
@@ -236,8 +276,17 @@ pub fn build_headers(endpoint: &Arc<Endpoint>, task: &DeliveryTask, now: DateTim
         (format!("{prefix}Delivery-Id"), id.clone()),
         (format!("{prefix}Attempt"), task.attempt.to_string()),
     ];
-    let input = SignInput { id: &id, timestamp: now.timestamp(), body: &task.payload };
-    let signed = signing::sign(endpoint.scheme, &endpoint.signing_secrets(now), prefix, &input);
+    let input = SignInput {
+        id: &id,
+        timestamp: now.timestamp(),
+        body: &task.payload,
+    };
+    let signed = signing::sign(
+        endpoint.scheme,
+        &endpoint.signing_secrets(now),
+        prefix,
+        &input,
+    );
     for (k, v) in fixed.into_iter().chain(signed) {
         if let (Some(k), Ok(v)) = (header(&k), HeaderValue::from_str(&v)) {
             h.insert(k, v);

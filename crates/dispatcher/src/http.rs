@@ -34,7 +34,8 @@ impl Resolve for GuardedResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refused = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -67,13 +68,19 @@ impl Client {
     pub fn new(policy: AddressPolicy, max_body: usize) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { http, policy, max_body })
+        Ok(Self {
+            http,
+            policy,
+            max_body,
+        })
     }
 
     /// POSTs `body` with `headers`, bounded by `timeout` for the whole exchange.
@@ -85,7 +92,10 @@ impl Client {
         timeout: Duration,
     ) -> Result<Response, Failure> {
         let start = Instant::now();
-        let fail = |reason: String| Failure { reason, latency: start.elapsed() };
+        let fail = |reason: String| Failure {
+            reason,
+            latency: start.elapsed(),
+        };
         let parsed = reqwest::Url::parse(url).map_err(|_| fail("invalid url".into()))?;
         // Literal IPs bypass the resolver: check them here.
         let literal = match parsed.host() {
@@ -99,7 +109,13 @@ impl Client {
             return Err(fail(format!("blocked_address: {ip} is a {reason}")));
         }
         let exchange = async {
-            let mut resp = self.http.post(parsed).headers(headers).body(body).send().await?;
+            let mut resp = self
+                .http
+                .post(parsed)
+                .headers(headers)
+                .body(body)
+                .send()
+                .await?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -109,14 +125,20 @@ impl Client {
             let mut body = Vec::new();
             while body.len() < self.max_body {
                 match resp.chunk().await? {
-                    Some(chunk) => body.extend_from_slice(&chunk[..chunk.len().min(self.max_body - body.len())]),
+                    Some(chunk) => body
+                        .extend_from_slice(&chunk[..chunk.len().min(self.max_body - body.len())]),
                     None => break,
                 }
             }
             Ok::<_, reqwest::Error>((status, retry_after, body))
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((status, retry_after, body))) => Ok(Response { status, retry_after, body, latency: start.elapsed() }),
+            Ok(Ok((status, retry_after, body))) => Ok(Response {
+                status,
+                retry_after,
+                body,
+                latency: start.elapsed(),
+            }),
             Ok(Err(e)) => Err(fail(describe(&e))),
             Err(_) => Err(fail(format!("timeout after {} ms", timeout.as_millis()))),
         }
@@ -153,7 +175,10 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -163,8 +188,12 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
-        let future = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(600));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let future =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(600));
         let d = parse_retry_after(&future).unwrap();
         assert!(d > Duration::from_secs(590) && d <= Duration::from_secs(600));
         assert_eq!(parse_retry_after("soon"), None);

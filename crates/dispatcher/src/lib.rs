@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_broker::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
-use herald_broker::lapin::types::{FieldTable, ShortString};
 use herald_broker::lapin::message::Delivery;
+use herald_broker::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use herald_broker::lapin::types::{FieldTable, ShortString};
 use herald_broker::{Publisher, QueueType, Topology};
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
@@ -30,8 +32,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
-pub use crate::deliver::build_headers;
 use crate::deliver::Decision;
+pub use crate::deliver::build_headers;
 
 /// Shared handles of one dispatcher.
 #[derive(Clone)]
@@ -49,14 +51,29 @@ pub(crate) struct Dispatcher {
 /// `HERALD_SHUTDOWN_GRACE` to finish, the rest go back to the broker unacked.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &config.common;
-    let store = Store::connect(&c.database_url, &c.database_schema, c.database_max_connections).await?;
+    let store = Store::connect(
+        &c.database_url,
+        &c.database_schema,
+        c.database_max_connections,
+    )
+    .await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
-    let publisher = Publisher::connect(&c.amqp_url, "herald-dispatcher", topology, config.publish_channels).await?;
-    let redis = redis::aio::ConnectionManager::new(redis::Client::open(c.redis_url.as_str())?).await?;
+    let publisher = Publisher::connect(
+        &c.amqp_url,
+        "herald-dispatcher",
+        topology,
+        config.publish_channels,
+    )
+    .await?;
+    let redis =
+        redis::aio::ConnectionManager::new(redis::Client::open(c.redis_url.as_str())?).await?;
     let d = Dispatcher {
         endpoints: cache::EndpointCache::new(store.clone(), config.endpoint_cache_ttl),
-        http: http::Client::new(AddressPolicy::new(config.allow_networks.clone()), config.max_response_bytes)?,
+        http: http::Client::new(
+            AddressPolicy::new(config.allow_networks.clone()),
+            config.max_response_bytes,
+        )?,
         store,
         publisher: publisher.clone(),
         redis,
@@ -86,10 +103,13 @@ impl Dispatcher {
     /// One consumer session; returns `Ok` on shutdown, `Err` when the connection broke.
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let topo = self.publisher.topology().clone();
-        let conn = herald_broker::connect(&self.config.common.amqp_url, "herald-dispatcher-consumer").await?;
+        let conn =
+            herald_broker::connect(&self.config.common.amqp_url, "herald-dispatcher-consumer")
+                .await?;
         let ch = conn.create_channel().await?;
         topo.declare(&ch).await?;
-        ch.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
+        ch.basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
         let mut consumer = ch
             .basic_consume(
                 ShortString::from(topo.work_queue()),
@@ -126,8 +146,16 @@ impl Dispatcher {
         // Stop taking new tasks, let the ones in flight finish, hand back the rest.
         let _ = ch.close(200, ShortString::from("stopping")).await.err();
         let grace = self.config.shutdown_grace;
-        if tokio::time::timeout(grace, async { while inflight.join_next().await.is_some() {} }).await.is_err() {
-            tracing::warn!(left = inflight.len(), "grace period over, handing in-flight deliveries back");
+        if tokio::time::timeout(grace, async {
+            while inflight.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                left = inflight.len(),
+                "grace period over, handing in-flight deliveries back"
+            );
             inflight.abort_all();
         }
         let _ = conn.close(200, ShortString::from("stopping")).await;
@@ -139,7 +167,10 @@ impl Dispatcher {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "unreadable delivery task, dead-lettering it");
-                let _ = delivery.acker.reject(BasicRejectOptions { requeue: false }).await;
+                let _ = delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
                 return;
             }
         };
@@ -150,7 +181,13 @@ impl Dispatcher {
                 Err(e) => {
                     tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot load endpoint, holding task");
                     if !self.wait(&mut backoff, shutdown).await {
-                        let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                        let _ = delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                multiple: false,
+                            })
+                            .await;
                         return;
                     }
                 }

@@ -15,23 +15,45 @@ use tonic::transport::Channel;
 use crate::output::{self, print};
 
 #[derive(Parser)]
-#[command(name = "heraldctl", version, about = "Manage and use a Herald webhook installation")]
+#[command(
+    name = "heraldctl",
+    version,
+    about = "Manage and use a Herald webhook installation"
+)]
 pub struct Cli {
     /// Ingest gRPC address.
-    #[arg(long, env = "HERALD_INGEST_URL", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_INGEST_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     ingest: String,
     /// Ledger gRPC address (delivery log).
-    #[arg(long, env = "HERALD_LEDGER_URL", default_value = "http://127.0.0.1:50052", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_LEDGER_URL",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
     ledger: String,
     /// Tenant API key.
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
     /// Operator token (tenant and key management).
-    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "HERALD_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     admin_token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Print only this field of the result (e.g. `--get id`), for scripts without jq.
+    #[arg(long, global = true)]
+    get: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +86,21 @@ enum Command {
     /// The delivery log (API key).
     #[command(subcommand)]
     Deliveries(DeliveriesCmd),
+    /// Run a local webhook receiver that prints each delivery and checks its signature.
+    Listen {
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Secret to verify with (standard scheme unless --scheme says otherwise).
+        #[arg(long, env = "HERALD_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[arg(long, default_value = "standard")]
+        scheme: String,
+        #[arg(long, default_value = "Webhook-")]
+        prefix: String,
+        /// HTTP status to answer with.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
     /// Verify a delivery's signature as a receiver would; exits 1 when it does not verify.
     Verify {
         #[arg(long, default_value = "standard")]
@@ -95,7 +132,9 @@ enum TenantCmd {
         #[arg(long)]
         user_agent: Option<String>,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Update {
         id: String,
         #[arg(long)]
@@ -115,7 +154,9 @@ enum KeyCmd {
         #[arg(long, default_value = "default")]
         name: String,
     },
-    Revoke { key_id: String },
+    Revoke {
+        key_id: String,
+    },
 }
 
 #[derive(Args)]
@@ -157,7 +198,9 @@ enum EndpointCmd {
         #[arg(long, default_value = "")]
         cursor: String,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Update {
         id: String,
         #[command(flatten)]
@@ -167,9 +210,13 @@ enum EndpointCmd {
         #[arg(long)]
         disable: bool,
     },
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
     /// Print the signing secret.
-    Secret { id: String },
+    Secret {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,19 +246,31 @@ enum DeliveriesCmd {
         #[arg(long, default_value = "")]
         cursor: String,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
 }
 
 fn authed<T>(msg: T, token: &Option<String>, what: &str) -> anyhow::Result<Request<T>> {
-    let token = token.as_deref().with_context(|| format!("no {what}: pass --{} or set the environment variable", what.replace(' ', "-")))?;
+    let token = token.as_deref().with_context(|| {
+        format!(
+            "no {what}: pass --{} or set the environment variable",
+            what.replace(' ', "-")
+        )
+    })?;
     let mut req = Request::new(msg);
-    let value: MetadataValue<_> = format!("Bearer {token}").parse().context("credential has invalid characters")?;
+    let value: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .context("credential has invalid characters")?;
     req.metadata_mut().insert("authorization", value);
     Ok(req)
 }
 
 async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(url.to_owned())?.connect().await.with_context(|| format!("cannot connect to {url}"))
+    Channel::from_shared(url.to_owned())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
 }
 
 fn read_input(path: Option<&str>) -> anyhow::Result<Vec<u8>> {
@@ -228,7 +287,9 @@ fn read_input(path: Option<&str>) -> anyhow::Result<Vec<u8>> {
 fn parse_headers(list: &[String]) -> anyhow::Result<HashMap<String, String>> {
     list.iter()
         .map(|h| {
-            let (k, v) = h.split_once(':').with_context(|| format!("header {h:?} is not \"Name: value\""))?;
+            let (k, v) = h
+                .split_once(':')
+                .with_context(|| format!("header {h:?} is not \"Name: value\""))?;
             Ok((k.trim().to_owned(), v.trim().to_owned()))
         })
         .collect()
@@ -256,37 +317,121 @@ fn parse_status(s: &str) -> anyhow::Result<pb::DeliveryStatus> {
     })
 }
 
-const ENDPOINT_COLUMNS: &[&str] = &["id", "url", "event_types", "enabled", "signing_scheme", "disabled_reason"];
-const DELIVERY_COLUMNS: &[&str] =
-    &["id", "event_type", "endpoint_id", "status", "attempt_count", "response_status", "created_at", "next_retry_at"];
+const ENDPOINT_COLUMNS: &[&str] = &[
+    "id",
+    "url",
+    "event_types",
+    "enabled",
+    "signing_scheme",
+    "disabled_reason",
+];
+const DELIVERY_COLUMNS: &[&str] = &[
+    "id",
+    "event_type",
+    "endpoint_id",
+    "status",
+    "attempt_count",
+    "response_status",
+    "created_at",
+    "next_retry_at",
+];
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let j = cli.json;
+    if let Some(field) = cli.get.clone() {
+        let _ = output::GET.set(field);
+    }
     match cli.command {
         Command::Tenant(cmd) => {
             let mut c = pb::admin_client::AdminClient::new(channel(&cli.ingest).await?);
             let t = match cmd {
-                TenantCmd::Create { name, header_prefix, user_agent } => {
-                    c.create_tenant(authed(pb::CreateTenantRequest { name, header_prefix, user_agent }, &cli.admin_token, "admin token")?).await?
+                TenantCmd::Create {
+                    name,
+                    header_prefix,
+                    user_agent,
+                } => {
+                    c.create_tenant(authed(
+                        pb::CreateTenantRequest {
+                            name,
+                            header_prefix,
+                            user_agent,
+                        },
+                        &cli.admin_token,
+                        "admin token",
+                    )?)
+                    .await?
                 }
-                TenantCmd::Get { id } => c.get_tenant(authed(pb::GetTenantRequest { id }, &cli.admin_token, "admin token")?).await?,
-                TenantCmd::Update { id, name, header_prefix, user_agent } => {
-                    c.update_tenant(authed(pb::UpdateTenantRequest { id, name, header_prefix, user_agent }, &cli.admin_token, "admin token")?).await?
+                TenantCmd::Get { id } => {
+                    c.get_tenant(authed(
+                        pb::GetTenantRequest { id },
+                        &cli.admin_token,
+                        "admin token",
+                    )?)
+                    .await?
+                }
+                TenantCmd::Update {
+                    id,
+                    name,
+                    header_prefix,
+                    user_agent,
+                } => {
+                    c.update_tenant(authed(
+                        pb::UpdateTenantRequest {
+                            id,
+                            name,
+                            header_prefix,
+                            user_agent,
+                        },
+                        &cli.admin_token,
+                        "admin token",
+                    )?)
+                    .await?
                 }
             }
             .into_inner();
-            print(j, &[output::tenant(&t)], &["id", "name", "header_prefix", "user_agent"]);
+            print(
+                j,
+                &[output::tenant(&t)],
+                &["id", "name", "header_prefix", "user_agent"],
+            );
         }
         Command::Key(cmd) => {
             let mut c = pb::admin_client::AdminClient::new(channel(&cli.ingest).await?);
             match cmd {
                 KeyCmd::Create { tenant, name } => {
-                    let k = c.create_api_key(authed(pb::CreateApiKeyRequest { tenant_id: tenant, name }, &cli.admin_token, "admin token")?).await?.into_inner();
-                    print(j, &[json!({"key_id": k.key_id, "tenant_id": k.tenant_id, "api_key": k.api_key})], &["key_id", "tenant_id", "api_key"]);
+                    let k = c
+                        .create_api_key(authed(
+                            pb::CreateApiKeyRequest {
+                                tenant_id: tenant,
+                                name,
+                            },
+                            &cli.admin_token,
+                            "admin token",
+                        )?)
+                        .await?
+                        .into_inner();
+                    print(
+                        j,
+                        &[
+                            json!({"key_id": k.key_id, "tenant_id": k.tenant_id, "api_key": k.api_key}),
+                        ],
+                        &["key_id", "tenant_id", "api_key"],
+                    );
                 }
                 KeyCmd::Revoke { key_id } => {
-                    c.revoke_api_key(authed(pb::RevokeApiKeyRequest { key_id: key_id.clone() }, &cli.admin_token, "admin token")?).await?;
-                    print(j, &[json!({"key_id": key_id, "revoked": true})], &["key_id", "revoked"]);
+                    c.revoke_api_key(authed(
+                        pb::RevokeApiKeyRequest {
+                            key_id: key_id.clone(),
+                        },
+                        &cli.admin_token,
+                        "admin token",
+                    )?)
+                    .await?;
+                    print(
+                        j,
+                        &[json!({"key_id": key_id, "revoked": true})],
+                        &["key_id", "revoked"],
+                    );
                 }
             }
         }
@@ -294,28 +439,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut c = pb::endpoints_client::EndpointsClient::new(channel(&cli.ingest).await?);
             let key = &cli.api_key;
             match cmd {
-                EndpointCmd::Create { fields: f, disabled } => {
+                EndpointCmd::Create {
+                    fields: f,
+                    disabled,
+                } => {
                     let req = pb::CreateEndpointRequest {
                         url: f.url.context("--url is required")?,
                         description: f.description.unwrap_or_default(),
                         event_types: f.event_types,
                         enabled: Some(!disabled),
-                        signing_scheme: f.scheme.as_deref().map(parse_scheme).transpose()?.unwrap_or(pb::SigningScheme::Standard) as i32,
+                        signing_scheme: f
+                            .scheme
+                            .as_deref()
+                            .map(parse_scheme)
+                            .transpose()?
+                            .unwrap_or(pb::SigningScheme::Standard)
+                            as i32,
                         secret: f.secret,
                         timeout_ms: f.timeout_ms,
-                        retry_schedule_ms: f.retry_schedule.as_deref().map(parse_schedule).transpose()?.unwrap_or_default(),
+                        retry_schedule_ms: f
+                            .retry_schedule
+                            .as_deref()
+                            .map(parse_schedule)
+                            .transpose()?
+                            .unwrap_or_default(),
                         headers: parse_headers(&f.headers)?,
                     };
-                    let r = c.create_endpoint(authed(req, key, "api key")?).await?.into_inner();
+                    let r = c
+                        .create_endpoint(authed(req, key, "api key")?)
+                        .await?
+                        .into_inner();
                     let mut v = output::endpoint(&r.endpoint.unwrap_or_default());
                     v["secret"] = json!(r.secret);
-                    print(j, &[v], &["id", "url", "event_types", "signing_scheme", "secret"]);
+                    print(
+                        j,
+                        &[v],
+                        &["id", "url", "event_types", "signing_scheme", "secret"],
+                    );
                 }
                 EndpointCmd::List { limit, cursor } => {
-                    let r = c.list_endpoints(authed(pb::ListEndpointsRequest { page_size: limit, cursor }, key, "api key")?).await?.into_inner();
+                    let r = c
+                        .list_endpoints(authed(
+                            pb::ListEndpointsRequest {
+                                page_size: limit,
+                                cursor,
+                            },
+                            key,
+                            "api key",
+                        )?)
+                        .await?
+                        .into_inner();
                     let rows: Vec<_> = r.endpoints.iter().map(output::endpoint).collect();
                     if j {
-                        println!("{}", serde_json::to_string_pretty(&json!({"endpoints": rows, "next_cursor": r.next_cursor}))?);
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &json!({"endpoints": rows, "next_cursor": r.next_cursor})
+                            )?
+                        );
                     } else {
                         print(false, &rows, ENDPOINT_COLUMNS);
                         if !r.next_cursor.is_empty() {
@@ -324,37 +505,82 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 EndpointCmd::Get { id } => {
-                    let e = c.get_endpoint(authed(pb::GetEndpointRequest { id }, key, "api key")?).await?.into_inner();
+                    let e = c
+                        .get_endpoint(authed(pb::GetEndpointRequest { id }, key, "api key")?)
+                        .await?
+                        .into_inner();
                     print(j, &[output::endpoint(&e)], ENDPOINT_COLUMNS);
                 }
-                EndpointCmd::Update { id, fields: f, enable, disable } => {
+                EndpointCmd::Update {
+                    id,
+                    fields: f,
+                    enable,
+                    disable,
+                } => {
                     let schedule = match f.retry_schedule.as_deref() {
                         None => None,
                         Some("default") => Some(pb::DelayList { delays_ms: vec![] }),
-                        Some(s) => Some(pb::DelayList { delays_ms: parse_schedule(s)? }),
+                        Some(s) => Some(pb::DelayList {
+                            delays_ms: parse_schedule(s)?,
+                        }),
                     };
                     let req = pb::UpdateEndpointRequest {
                         id,
                         url: f.url,
                         description: f.description,
-                        event_types: (!f.event_types.is_empty()).then_some(pb::StringList { values: f.event_types }),
-                        enabled: if enable { Some(true) } else if disable { Some(false) } else { None },
-                        signing_scheme: f.scheme.as_deref().map(parse_scheme).transpose()?.map(|s| s as i32),
+                        event_types: (!f.event_types.is_empty()).then_some(pb::StringList {
+                            values: f.event_types,
+                        }),
+                        enabled: if enable {
+                            Some(true)
+                        } else if disable {
+                            Some(false)
+                        } else {
+                            None
+                        },
+                        signing_scheme: f
+                            .scheme
+                            .as_deref()
+                            .map(parse_scheme)
+                            .transpose()?
+                            .map(|s| s as i32),
                         timeout_ms: f.timeout_ms,
                         retry_schedule: schedule,
-                        headers: (!f.headers.is_empty()).then(|| parse_headers(&f.headers)).transpose()?.map(|headers| pb::HeaderMap { headers }),
+                        headers: (!f.headers.is_empty())
+                            .then(|| parse_headers(&f.headers))
+                            .transpose()?
+                            .map(|headers| pb::HeaderMap { headers }),
                         secret: f.secret,
                     };
-                    let e = c.update_endpoint(authed(req, key, "api key")?).await?.into_inner();
+                    let e = c
+                        .update_endpoint(authed(req, key, "api key")?)
+                        .await?
+                        .into_inner();
                     print(j, &[output::endpoint(&e)], ENDPOINT_COLUMNS);
                 }
                 EndpointCmd::Delete { id } => {
-                    c.delete_endpoint(authed(pb::DeleteEndpointRequest { id: id.clone() }, key, "api key")?).await?;
+                    c.delete_endpoint(authed(
+                        pb::DeleteEndpointRequest { id: id.clone() },
+                        key,
+                        "api key",
+                    )?)
+                    .await?;
                     print(j, &[json!({"id": id, "deleted": true})], &["id", "deleted"]);
                 }
                 EndpointCmd::Secret { id } => {
-                    let s = c.get_endpoint_secret(authed(pb::GetEndpointSecretRequest { id: id.clone() }, key, "api key")?).await?.into_inner();
-                    print(j, &[json!({"id": id, "secret": s.secret})], &["id", "secret"]);
+                    let s = c
+                        .get_endpoint_secret(authed(
+                            pb::GetEndpointSecretRequest { id: id.clone() },
+                            key,
+                            "api key",
+                        )?)
+                        .await?
+                        .into_inner();
+                    print(
+                        j,
+                        &[json!({"id": id, "secret": s.secret})],
+                        &["id", "secret"],
+                    );
                 }
             }
         }
@@ -362,38 +588,94 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut c = pb::event_types_client::EventTypesClient::new(channel(&cli.ingest).await?);
             let rows: Vec<pb::EventType> = match cmd {
                 EventTypeCmd::Create { name, description } => {
-                    vec![c.create_event_type(authed(pb::CreateEventTypeRequest { name, description }, &cli.api_key, "api key")?).await?.into_inner()]
+                    vec![
+                        c.create_event_type(authed(
+                            pb::CreateEventTypeRequest { name, description },
+                            &cli.api_key,
+                            "api key",
+                        )?)
+                        .await?
+                        .into_inner(),
+                    ]
                 }
-                EventTypeCmd::List => c.list_event_types(authed(pb::ListEventTypesRequest {}, &cli.api_key, "api key")?).await?.into_inner().event_types,
+                EventTypeCmd::List => {
+                    c.list_event_types(authed(
+                        pb::ListEventTypesRequest {},
+                        &cli.api_key,
+                        "api key",
+                    )?)
+                    .await?
+                    .into_inner()
+                    .event_types
+                }
             };
             let rows: Vec<_> = rows.iter().map(|t| json!({"name": t.name, "description": t.description, "created_at": output::time(&t.created_at)})).collect();
             print(j, &rows, &["name", "description", "created_at"]);
         }
-        Command::Publish { event_type, file, idempotency_key } => {
+        Command::Publish {
+            event_type,
+            file,
+            idempotency_key,
+        } => {
             let payload = read_input(file.as_deref())?;
             let mut c = pb::events_client::EventsClient::new(channel(&cli.ingest).await?);
             let r = c
-                .publish(authed(pb::PublishRequest { event_type, payload, idempotency_key, occurred_at: None }, &cli.api_key, "api key")?)
+                .publish(authed(
+                    pb::PublishRequest {
+                        event_type,
+                        payload,
+                        idempotency_key,
+                        occurred_at: None,
+                    },
+                    &cli.api_key,
+                    "api key",
+                )?)
                 .await?
                 .into_inner();
-            print(j, &[json!({"event_id": r.event_id, "deliveries": r.deliveries, "duplicate": r.duplicate})], &["event_id", "deliveries", "duplicate"]);
+            print(
+                j,
+                &[
+                    json!({"event_id": r.event_id, "deliveries": r.deliveries, "duplicate": r.duplicate}),
+                ],
+                &["event_id", "deliveries", "duplicate"],
+            );
         }
         Command::Deliveries(cmd) => {
             let mut c = pb::deliveries_client::DeliveriesClient::new(channel(&cli.ledger).await?);
             match cmd {
-                DeliveriesCmd::List { endpoint, event, status, event_type, limit, cursor } => {
+                DeliveriesCmd::List {
+                    endpoint,
+                    event,
+                    status,
+                    event_type,
+                    limit,
+                    cursor,
+                } => {
                     let req = pb::ListDeliveriesRequest {
                         endpoint_id: endpoint,
                         event_id: event,
-                        status: status.as_deref().map(parse_status).transpose()?.unwrap_or(pb::DeliveryStatus::Unspecified) as i32,
+                        status: status
+                            .as_deref()
+                            .map(parse_status)
+                            .transpose()?
+                            .unwrap_or(pb::DeliveryStatus::Unspecified)
+                            as i32,
                         event_type,
                         page_size: limit,
                         cursor,
                     };
-                    let r = c.list_deliveries(authed(req, &cli.api_key, "api key")?).await?.into_inner();
+                    let r = c
+                        .list_deliveries(authed(req, &cli.api_key, "api key")?)
+                        .await?
+                        .into_inner();
                     let rows: Vec<_> = r.deliveries.iter().map(output::delivery).collect();
                     if j {
-                        println!("{}", serde_json::to_string_pretty(&json!({"deliveries": rows, "next_cursor": r.next_cursor}))?);
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &json!({"deliveries": rows, "next_cursor": r.next_cursor})
+                            )?
+                        );
                     } else {
                         print(false, &rows, DELIVERY_COLUMNS);
                         if !r.next_cursor.is_empty() {
@@ -402,7 +684,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 DeliveriesCmd::Show { id } => {
-                    let r = c.get_delivery(authed(pb::GetDeliveryRequest { id }, &cli.api_key, "api key")?).await?.into_inner();
+                    let r = c
+                        .get_delivery(authed(
+                            pb::GetDeliveryRequest { id },
+                            &cli.api_key,
+                            "api key",
+                        )?)
+                        .await?
+                        .into_inner();
                     let d = r.delivery.unwrap_or_default();
                     if j {
                         let mut v = output::delivery(&d);
@@ -412,21 +701,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         print(false, &[output::delivery(&d)], DELIVERY_COLUMNS);
                         println!();
                         let rows: Vec<_> = r.attempts.iter().map(output::attempt).collect();
-                        print(false, &rows, &["attempt", "status", "started_at", "response_status", "latency_ms", "error", "trigger"]);
+                        print(
+                            false,
+                            &rows,
+                            &[
+                                "attempt",
+                                "status",
+                                "started_at",
+                                "response_status",
+                                "latency_ms",
+                                "error",
+                                "trigger",
+                            ],
+                        );
                     }
                 }
             }
         }
-        Command::Verify { scheme, secret, prefix, headers, body_file, tolerance } => {
+        Command::Listen {
+            port,
+            secret,
+            scheme,
+            prefix,
+            status,
+        } => {
+            crate::listen::run(port, secret, scheme.parse()?, prefix, status).await?;
+        }
+        Command::Verify {
+            scheme,
+            secret,
+            prefix,
+            headers,
+            body_file,
+            tolerance,
+        } => {
             let scheme: Scheme = scheme.parse()?;
             let body = read_input(Some(&body_file))?;
             let headers = parse_headers(&headers)?;
-            let lookup = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            let lookup = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
             let now = chrono::Utc::now().timestamp();
-            match verify(scheme, &Secret::from_stored(secret), &prefix, &lookup, &body, now, tolerance) {
+            match verify(
+                scheme,
+                &Secret::from_stored(secret),
+                &prefix,
+                &lookup,
+                &body,
+                now,
+                tolerance,
+            ) {
                 Ok(()) => print(j, &[json!({"valid": true})], &["valid"]),
                 Err(e) => {
-                    print(j, &[json!({"valid": false, "reason": e.to_string()})], &["valid", "reason"]);
+                    print(
+                        j,
+                        &[json!({"valid": false, "reason": e.to_string()})],
+                        &["valid", "reason"],
+                    );
                     std::process::exit(1);
                 }
             }

@@ -5,6 +5,7 @@
 //! (`HERALD_ADMIN_TOKEN`, `HERALD_API_KEY`) and are never printed.
 
 mod commands;
+mod listen;
 mod output;
 
 use clap::Parser;

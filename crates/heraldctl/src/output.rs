@@ -70,32 +70,73 @@ fn cell(v: &Value) -> String {
     }
 }
 
-/// Prints rows as JSON (one array) or as a table of `columns`.
+/// Field to print alone (`--get`), set once at start.
+pub static GET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Prints rows as JSON (one array), one field per line (`--get`), or as a table of `columns`.
 pub fn print(json_mode: bool, rows: &[Value], columns: &[&str]) {
+    if let Some(field) = GET.get() {
+        for r in rows {
+            match &r[field.as_str()] {
+                Value::String(s) => println!("{s}"),
+                Value::Null => println!(),
+                other => println!("{other}"),
+            }
+        }
+        return;
+    }
     if json_mode {
-        let out = if rows.len() == 1 { rows[0].clone() } else { Value::Array(rows.to_vec()) };
-        println!("{}", serde_json::to_string_pretty(&out).expect("json prints"));
+        let out = if rows.len() == 1 {
+            rows[0].clone()
+        } else {
+            Value::Array(rows.to_vec())
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("json prints")
+        );
         return;
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| columns.iter().map(|c| {
-            let mut s = cell(&r[*c]);
-            if s.chars().count() > 60 {
-                s = s.chars().take(57).collect::<String>() + "...";
-            }
-            s
-        }).collect())
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| {
+                    let mut s = cell(&r[*c]);
+                    if s.chars().count() > 60 {
+                        s = s.chars().take(57).collect::<String>() + "...";
+                    }
+                    s
+                })
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0))
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |vals: Vec<String>| {
-        vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
     };
-    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
     for r in cells {
         println!("{}", line(r));
     }

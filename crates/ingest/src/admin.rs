@@ -11,34 +11,78 @@ pub struct AdminApi(pub Ingest);
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminApi {
-    async fn create_tenant(&self, req: Request<pb::CreateTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
+    async fn create_tenant(
+        &self,
+        req: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
         self.0.admin(&req)?;
         let r = req.into_inner();
         let name = validate::name("name", &r.name)?;
-        let prefix = r.header_prefix.as_deref().map(validate::header_prefix).transpose()?;
-        let ua = r.user_agent.as_deref().map(validate::user_agent).transpose()?;
-        let t = self.0.store.create_tenant(&name, prefix.as_deref(), ua.as_deref()).await.map_err(crate::Error::from)?;
+        let prefix = r
+            .header_prefix
+            .as_deref()
+            .map(validate::header_prefix)
+            .transpose()?;
+        let ua = r
+            .user_agent
+            .as_deref()
+            .map(validate::user_agent)
+            .transpose()?;
+        let t = self
+            .0
+            .store
+            .create_tenant(&name, prefix.as_deref(), ua.as_deref())
+            .await
+            .map_err(crate::Error::from)?;
         tracing::info!(tenant_id = %t.id, "tenant created");
         Ok(Response::new(convert::tenant(&t)))
     }
 
-    async fn get_tenant(&self, req: Request<pb::GetTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
+    async fn get_tenant(
+        &self,
+        req: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
         self.0.admin(&req)?;
         let id = parse_id("id", &req.get_ref().id)?;
-        let t = self.0.store.get_tenant(id).await.map_err(crate::Error::from)?;
+        let t = self
+            .0
+            .store
+            .get_tenant(id)
+            .await
+            .map_err(crate::Error::from)?;
         Ok(Response::new(convert::tenant(&t)))
     }
 
-    async fn update_tenant(&self, req: Request<pb::UpdateTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
+    async fn update_tenant(
+        &self,
+        req: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
         self.0.admin(&req)?;
         let r = req.into_inner();
         let id = parse_id("id", &r.id)?;
         let changes = TenantChanges {
-            name: r.name.as_deref().map(|n| validate::name("name", n)).transpose()?,
-            header_prefix: r.header_prefix.as_deref().map(validate::header_prefix).transpose()?,
-            user_agent: r.user_agent.as_deref().map(validate::user_agent).transpose()?,
+            name: r
+                .name
+                .as_deref()
+                .map(|n| validate::name("name", n))
+                .transpose()?,
+            header_prefix: r
+                .header_prefix
+                .as_deref()
+                .map(validate::header_prefix)
+                .transpose()?,
+            user_agent: r
+                .user_agent
+                .as_deref()
+                .map(validate::user_agent)
+                .transpose()?,
         };
-        let t = self.0.store.update_tenant(id, &changes).await.map_err(crate::Error::from)?;
+        let t = self
+            .0
+            .store
+            .update_tenant(id, &changes)
+            .await
+            .map_err(crate::Error::from)?;
         Ok(Response::new(convert::tenant(&t)))
     }
 
@@ -49,8 +93,17 @@ impl pb::admin_server::Admin for AdminApi {
         self.0.admin(&req)?;
         let r = req.into_inner();
         let tenant_id = parse_id("tenant_id", &r.tenant_id)?;
-        let name = if r.name.trim().is_empty() { "default".to_owned() } else { validate::name("name", &r.name)? };
-        let key = self.0.store.create_api_key(tenant_id, &name).await.map_err(crate::Error::from)?;
+        let name = if r.name.trim().is_empty() {
+            "default".to_owned()
+        } else {
+            validate::name("name", &r.name)?
+        };
+        let key = self
+            .0
+            .store
+            .create_api_key(tenant_id, &name)
+            .await
+            .map_err(crate::Error::from)?;
         tracing::info!(%tenant_id, key_id = %key.id, "api key created");
         Ok(Response::new(pb::CreateApiKeyResponse {
             key_id: key.id.to_string(),
@@ -65,7 +118,11 @@ impl pb::admin_server::Admin for AdminApi {
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         self.0.admin(&req)?;
         let id = parse_id("key_id", &req.get_ref().key_id)?;
-        self.0.store.revoke_api_key(id).await.map_err(crate::Error::from)?;
+        self.0
+            .store
+            .revoke_api_key(id)
+            .await
+            .map_err(crate::Error::from)?;
         self.0.keys.clear();
         tracing::info!(key_id = %id, "api key revoked");
         Ok(Response::new(pb::RevokeApiKeyResponse {}))

@@ -8,7 +8,9 @@ use crate::Ingest;
 use crate::error::{Error, Result};
 
 fn authorization<T>(req: &Request<T>) -> Option<&str> {
-    req.metadata().get("authorization").and_then(|v| v.to_str().ok())
+    req.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
 }
 
 impl Ingest {
@@ -36,7 +38,11 @@ impl Ingest {
             ));
         };
         let same = given.len() == expected.len()
-            && given.bytes().zip(expected.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+            && given
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
         if same {
             Ok(())
         } else {

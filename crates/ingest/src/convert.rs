@@ -5,7 +5,10 @@ use herald_core::signing::Scheme;
 use herald_proto::v1 as pb;
 
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub fn scheme_to_pb(s: Scheme) -> pb::SigningScheme {
@@ -21,7 +24,9 @@ pub fn scheme_from_pb(v: i32) -> crate::Result<Scheme> {
         Ok(pb::SigningScheme::Unspecified | pb::SigningScheme::Standard) => Ok(Scheme::Standard),
         Ok(pb::SigningScheme::Timestamped) => Ok(Scheme::Timestamped),
         Ok(pb::SigningScheme::Hex) => Ok(Scheme::Hex),
-        Err(_) => Err(crate::Error::InvalidArgument(format!("unknown signing_scheme {v}"))),
+        Err(_) => Err(crate::Error::InvalidArgument(format!(
+            "unknown signing_scheme {v}"
+        ))),
     }
 }
 

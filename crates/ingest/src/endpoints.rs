@@ -38,7 +38,8 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         let tenant_row = s.store.get_tenant(tenant).await.map_err(store_err)?;
         let scheme = scheme_from_pb(r.signing_scheme)?;
         let secret = match r.secret.as_deref() {
-            Some(v) => Secret::parse(v, scheme).map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?,
+            Some(v) => Secret::parse(v, scheme)
+                .map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?,
             None => Secret::generate(),
         };
         let headers: BTreeMap<String, String> = r.headers.into_iter().collect();
@@ -50,7 +51,8 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             scheme,
             secret,
             timeout_ms: validate::timeout_ms(
-                r.timeout_ms.unwrap_or(s.config.default_timeout.as_millis().min(u32::MAX as u128) as u32),
+                r.timeout_ms
+                    .unwrap_or(s.config.default_timeout.as_millis().min(u32::MAX as u128) as u32),
             )?,
             retry_schedule_ms: if r.retry_schedule_ms.is_empty() {
                 None
@@ -67,7 +69,11 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             ))
             .into());
         }
-        let e = s.store.create_endpoint(tenant, &new).await.map_err(store_err)?;
+        let e = s
+            .store
+            .create_endpoint(tenant, &new)
+            .await
+            .map_err(store_err)?;
         s.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %e.id, "endpoint created");
         Ok(Response::new(pb::CreateEndpointResponse {
@@ -76,10 +82,18 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         }))
     }
 
-    async fn get_endpoint(&self, req: Request<pb::GetEndpointRequest>) -> Result<Response<pb::Endpoint>, Status> {
+    async fn get_endpoint(
+        &self,
+        req: Request<pb::GetEndpointRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
         let tenant = self.0.tenant(&req).await?;
         let id = parse_id("id", &req.get_ref().id)?;
-        let e = self.0.store.get_endpoint(tenant, id).await.map_err(store_err)?;
+        let e = self
+            .0
+            .store
+            .get_endpoint(tenant, id)
+            .await
+            .map_err(store_err)?;
         Ok(Response::new(convert::endpoint(&e)))
     }
 
@@ -89,9 +103,18 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
         let tenant = self.0.tenant(&req).await?;
         let r = req.get_ref();
-        let after = if r.cursor.is_empty() { None } else { Some(parse_id("cursor", &r.cursor)?) };
+        let after = if r.cursor.is_empty() {
+            None
+        } else {
+            Some(parse_id("cursor", &r.cursor)?)
+        };
         let limit = page_size(r.page_size);
-        let rows = self.0.store.list_endpoints(tenant, after, limit).await.map_err(store_err)?;
+        let rows = self
+            .0
+            .store
+            .list_endpoints(tenant, after, limit)
+            .await
+            .map_err(store_err)?;
         let next_cursor = if rows.len() as u32 == limit {
             rows.last().map(|e| e.id.to_string()).unwrap_or_default()
         } else {
@@ -115,7 +138,10 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         let scheme = r.signing_scheme.map(scheme_from_pb).transpose()?;
         let effective = scheme.unwrap_or(current.scheme);
         let secret = match r.secret.as_deref() {
-            Some(v) => Some(Secret::parse(v, effective).map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?),
+            Some(v) => Some(
+                Secret::parse(v, effective)
+                    .map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?,
+            ),
             None => {
                 if scheme.is_some() {
                     Secret::parse(current.secret.expose(), effective).map_err(|_| {
@@ -128,9 +154,20 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             }
         };
         let changes = EndpointChanges {
-            url: r.url.as_deref().map(|u| validate::url(u, s.config.require_https, &s.policy)).transpose()?,
-            description: r.description.as_deref().map(validate::description).transpose()?,
-            event_types: r.event_types.map(|l| validate::event_types(&l.values)).transpose()?,
+            url: r
+                .url
+                .as_deref()
+                .map(|u| validate::url(u, s.config.require_https, &s.policy))
+                .transpose()?,
+            description: r
+                .description
+                .as_deref()
+                .map(validate::description)
+                .transpose()?,
+            event_types: r
+                .event_types
+                .map(|l| validate::event_types(&l.values))
+                .transpose()?,
             enabled: r.enabled,
             scheme,
             secret,
@@ -147,10 +184,16 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
                 .transpose()?,
             headers: r
                 .headers
-                .map(|h| validate::headers(&h.headers.into_iter().collect(), &current.header_prefix))
+                .map(|h| {
+                    validate::headers(&h.headers.into_iter().collect(), &current.header_prefix)
+                })
                 .transpose()?,
         };
-        let e = s.store.update_endpoint(tenant, id, &changes).await.map_err(store_err)?;
+        let e = s
+            .store
+            .update_endpoint(tenant, id, &changes)
+            .await
+            .map_err(store_err)?;
         s.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %id, enabled = e.enabled, "endpoint updated");
         Ok(Response::new(convert::endpoint(&e)))
@@ -162,7 +205,11 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
     ) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
         let tenant = self.0.tenant(&req).await?;
         let id = parse_id("id", &req.get_ref().id)?;
-        self.0.store.delete_endpoint(tenant, id).await.map_err(store_err)?;
+        self.0
+            .store
+            .delete_endpoint(tenant, id)
+            .await
+            .map_err(store_err)?;
         self.0.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %id, "endpoint deleted");
         Ok(Response::new(pb::DeleteEndpointResponse {}))
@@ -174,8 +221,15 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
     ) -> Result<Response<pb::GetEndpointSecretResponse>, Status> {
         let tenant = self.0.tenant(&req).await?;
         let id = parse_id("id", &req.get_ref().id)?;
-        let e = self.0.store.get_endpoint(tenant, id).await.map_err(store_err)?;
-        Ok(Response::new(pb::GetEndpointSecretResponse { secret: e.secret.expose().to_owned() }))
+        let e = self
+            .0
+            .store
+            .get_endpoint(tenant, id)
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(pb::GetEndpointSecretResponse {
+            secret: e.secret.expose().to_owned(),
+        }))
     }
 }
 
@@ -189,7 +243,12 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         let r = req.into_inner();
         validate_event_type(&r.name).map_err(|e| Error::InvalidArgument(format!("name: {e}")))?;
         let description = validate::description(&r.description)?;
-        let t = self.0.store.create_event_type(tenant, &r.name, &description).await.map_err(store_err)?;
+        let t = self
+            .0
+            .store
+            .create_event_type(tenant, &r.name, &description)
+            .await
+            .map_err(store_err)?;
         Ok(Response::new(pb::EventType {
             name: t.name,
             description: t.description,
@@ -202,11 +261,20 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         req: Request<pb::ListEventTypesRequest>,
     ) -> Result<Response<pb::ListEventTypesResponse>, Status> {
         let tenant = self.0.tenant(&req).await?;
-        let rows = self.0.store.list_event_types(tenant).await.map_err(store_err)?;
+        let rows = self
+            .0
+            .store
+            .list_event_types(tenant)
+            .await
+            .map_err(store_err)?;
         Ok(Response::new(pb::ListEventTypesResponse {
             event_types: rows
                 .into_iter()
-                .map(|t| pb::EventType { name: t.name, description: t.description, created_at: Some(convert::ts(t.created_at)) })
+                .map(|t| pb::EventType {
+                    name: t.name,
+                    description: t.description,
+                    created_at: Some(convert::ts(t.created_at)),
+                })
                 .collect(),
         }))
     }

@@ -67,7 +67,9 @@ impl From<herald_store::Error> for Error {
             S::NotFound(what) => Error::NotFound(what),
             S::Conflict(msg) => Error::AlreadyExists(msg),
             S::Invalid(msg) => Error::InvalidArgument(msg),
-            e if e.is_unavailable() => Error::Unavailable("database unavailable, retry later".into()),
+            e if e.is_unavailable() => {
+                Error::Unavailable("database unavailable, retry later".into())
+            }
             e => Error::Internal(e.to_string()),
         }
     }
@@ -76,7 +78,9 @@ impl From<herald_store::Error> for Error {
 impl From<herald_broker::Error> for Error {
     fn from(e: herald_broker::Error) -> Self {
         tracing::warn!(error = %e, "hand-off to the broker failed");
-        Error::Unavailable("event not accepted: the message broker is unavailable, retry later".into())
+        Error::Unavailable(
+            "event not accepted: the message broker is unavailable, retry later".into(),
+        )
     }
 }
 
@@ -84,7 +88,8 @@ impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         tracing::warn!(error = %e, "redis call failed");
         Error::Unavailable(
-            "idempotency store unavailable: retry later (or publish without an idempotency key)".into(),
+            "idempotency store unavailable: retry later (or publish without an idempotency key)"
+                .into(),
         )
     }
 }

@@ -2,7 +2,9 @@
 
 use chrono::Utc;
 use herald_broker::Outgoing;
-use herald_core::wire::{DeliveryRef, DeliveryTask, EventRecord, LedgerBatch, Record, Trigger, VERSION};
+use herald_core::wire::{
+    DeliveryRef, DeliveryTask, EventRecord, LedgerBatch, Record, Trigger, VERSION,
+};
 use herald_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -24,7 +26,11 @@ enum Slot {
 
 impl Ingest {
     /// Publishes a list of validated (or already failed) events with one broker round trip.
-    async fn publish_all(&self, tenant: Uuid, input: Vec<Result<validate::Event>>) -> Vec<Result<pb::PublishResponse>> {
+    async fn publish_all(
+        &self,
+        tenant: Uuid,
+        input: Vec<Result<validate::Event>>,
+    ) -> Vec<Result<pb::PublishResponse>> {
         let mut slots = Vec::with_capacity(input.len());
         for item in input {
             let slot = match item {
@@ -33,7 +39,10 @@ impl Ingest {
                     None => Slot::Pending { event },
                     Some(key) => match self.idempotency.reserve(tenant, key).await {
                         Ok(Reservation::Fresh) => Slot::Pending { event },
-                        Ok(Reservation::Duplicate { event_id, deliveries }) => Slot::Done(Ok(pb::PublishResponse {
+                        Ok(Reservation::Duplicate {
+                            event_id,
+                            deliveries,
+                        }) => Slot::Done(Ok(pb::PublishResponse {
                             event_id: event_id.to_string(),
                             deliveries,
                             duplicate: true,
@@ -45,7 +54,13 @@ impl Ingest {
             slots.push(slot);
         }
         if !slots.iter().any(|s| matches!(s, Slot::Pending { .. })) {
-            return slots.into_iter().map(|s| match s { Slot::Done(r) => r, Slot::Pending { .. } => unreachable!() }).collect();
+            return slots
+                .into_iter()
+                .map(|s| match s {
+                    Slot::Done(r) => r,
+                    Slot::Pending { .. } => unreachable!(),
+                })
+                .collect();
         }
 
         let index = match self.subscriptions.index(tenant).await {
@@ -54,10 +69,13 @@ impl Ingest {
                 self.release_all(tenant, &slots).await;
                 let msg = e.to_string();
                 let code = e.code();
-                return slots.into_iter().map(|s| match s {
-                    Slot::Done(r) => r,
-                    Slot::Pending { .. } => Err(clone_err(code, &msg)),
-                }).collect();
+                return slots
+                    .into_iter()
+                    .map(|s| match s {
+                        Slot::Done(r) => r,
+                        Slot::Pending { .. } => Err(clone_err(code, &msg)),
+                    })
+                    .collect();
             }
         };
 
@@ -88,7 +106,10 @@ impl Ingest {
                     created_at: now,
                     payload: event.payload.clone(),
                 };
-                refs.push(DeliveryRef { delivery_id: task.delivery_id, endpoint_id: *endpoint_id });
+                refs.push(DeliveryRef {
+                    delivery_id: task.delivery_id,
+                    endpoint_id: *endpoint_id,
+                });
                 messages.push(Outgoing {
                     exchange: deliveries_x.clone(),
                     routing_key: herald_broker::WORK_KEY.to_owned(),
@@ -108,7 +129,11 @@ impl Ingest {
             }));
         }
         for chunk in chunk_records(records) {
-            messages.push(Outgoing { exchange: ledger_x.clone(), routing_key: String::new(), body: chunk });
+            messages.push(Outgoing {
+                exchange: ledger_x.clone(),
+                routing_key: String::new(),
+                body: chunk,
+            });
         }
 
         let handed_off = self.publisher.publish(&messages).await;
@@ -122,7 +147,11 @@ impl Ingest {
                             self.idempotency.complete(tenant, key, event_id, n).await;
                         }
                         tracing::debug!(%event_id, event_type = %event.event_type, deliveries = n, "event accepted");
-                        out.push(Ok(pb::PublishResponse { event_id: event_id.to_string(), deliveries: n, duplicate: false }));
+                        out.push(Ok(pb::PublishResponse {
+                            event_id: event_id.to_string(),
+                            deliveries: n,
+                            duplicate: false,
+                        }));
                     }
                     Err(e) => {
                         if let Some(key) = &event.idempotency_key {
@@ -185,15 +214,29 @@ fn chunk_records(records: Vec<Record>) -> Vec<Vec<u8>> {
 }
 
 fn to_event(r: &pb::PublishRequest, max: usize) -> Result<validate::Event> {
-    validate::event(&r.event_type, &r.payload, r.idempotency_key.as_deref(), r.occurred_at.as_ref(), max)
+    validate::event(
+        &r.event_type,
+        &r.payload,
+        r.idempotency_key.as_deref(),
+        r.occurred_at.as_ref(),
+        max,
+    )
 }
 
 #[tonic::async_trait]
 impl pb::events_server::Events for EventsApi {
-    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
         let tenant = self.0.tenant(&req).await?;
         let event = to_event(req.get_ref(), self.0.config.max_payload_bytes)?;
-        let result = self.0.publish_all(tenant, vec![Ok(event)]).await.pop().expect("one result per event");
+        let result = self
+            .0
+            .publish_all(tenant, vec![Ok(event)])
+            .await
+            .pop()
+            .expect("one result per event");
         Ok(Response::new(result?))
     }
 

@@ -33,7 +33,11 @@ pub enum Reservation {
 
 impl Idempotency {
     pub fn new(redis: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
-        Self { redis, prefix: prefix.to_owned(), ttl }
+        Self {
+            redis,
+            prefix: prefix.to_owned(),
+            ttl,
+        }
     }
 
     fn key(&self, tenant: Uuid, key: &str) -> String {
@@ -61,13 +65,16 @@ impl Idempotency {
                 None => continue,
                 Some(PENDING) => {
                     return Err(Error::Aborted(
-                        "an event with this idempotency key is being published; retry shortly".into(),
+                        "an event with this idempotency key is being published; retry shortly"
+                            .into(),
                     ));
                 }
                 Some(value) => return parse(value),
             }
         }
-        Err(Error::Aborted("idempotency key is contended; retry shortly".into()))
+        Err(Error::Aborted(
+            "idempotency key is contended; retry shortly".into(),
+        ))
     }
 
     pub async fn complete(&self, tenant: Uuid, key: &str, event_id: Uuid, deliveries: u32) {
@@ -86,8 +93,10 @@ impl Idempotency {
 
     pub async fn release(&self, tenant: Uuid, key: &str) {
         let mut conn = self.redis.clone();
-        let r: redis::RedisResult<()> =
-            redis::cmd("DEL").arg(self.key(tenant, key)).query_async(&mut conn).await;
+        let r: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(self.key(tenant, key))
+            .query_async(&mut conn)
+            .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not release idempotency key; it expires within a minute");
         }
@@ -99,7 +108,12 @@ fn parse(value: &str) -> Result<Reservation> {
     let event_id = parts.next().and_then(|p| Uuid::parse_str(p).ok());
     let deliveries = parts.next().and_then(|p| p.parse().ok());
     match (event_id, deliveries) {
-        (Some(event_id), Some(deliveries)) => Ok(Reservation::Duplicate { event_id, deliveries }),
-        _ => Err(Error::Internal(format!("unreadable idempotency record {value:?}"))),
+        (Some(event_id), Some(deliveries)) => Ok(Reservation::Duplicate {
+            event_id,
+            deliveries,
+        }),
+        _ => Err(Error::Internal(format!(
+            "unreadable idempotency record {value:?}"
+        ))),
     }
 }

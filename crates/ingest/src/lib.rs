@@ -48,18 +48,36 @@ pub(crate) struct Ingest {
 
 /// Connects to Postgres, Redis and RabbitMQ, runs migrations, declares the topology and serves
 /// gRPC on `listener` until `shutdown` is cancelled; in-flight calls finish first.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let c = &config.common;
-    let store = Store::connect(&c.database_url, &c.database_schema, c.database_max_connections).await?;
+    let store = Store::connect(
+        &c.database_url,
+        &c.database_schema,
+        c.database_max_connections,
+    )
+    .await?;
     store.migrate().await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
-    let publisher = Publisher::connect(&c.amqp_url, "herald-ingest", topology, config.publish_channels).await?;
+    let publisher = Publisher::connect(
+        &c.amqp_url,
+        "herald-ingest",
+        topology,
+        config.publish_channels,
+    )
+    .await?;
     let redis = redis::Client::open(c.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let state = Ingest {
         idempotency: idempotency::Idempotency::new(redis, &c.redis_prefix, config.idempotency_ttl),
-        subscriptions: Arc::new(subscriptions::Subscriptions::new(store.clone(), config.subscription_cache_ttl)),
+        subscriptions: Arc::new(subscriptions::Subscriptions::new(
+            store.clone(),
+            config.subscription_cache_ttl,
+        )),
         keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
         policy: AddressPolicy::new(config.allow_networks.clone()),
         store,
@@ -68,8 +86,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<EventsServer<events::EventsApi>>().await;
-    health.set_serving::<EndpointsServer<endpoints::EndpointsApi>>().await;
+    health
+        .set_serving::<EventsServer<events::EventsApi>>()
+        .await;
+    health
+        .set_serving::<EndpointsServer<endpoints::EndpointsApi>>()
+        .await;
     health.set_serving::<AdminServer<admin::AdminApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
@@ -90,7 +112,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             EndpointsServer::new(endpoints::EndpointsApi(state.clone()))
                 .max_decoding_message_size(1 << 20),
         )
-        .add_service(EventTypesServer::new(endpoints::EventTypesApi(state.clone())))
+        .add_service(EventTypesServer::new(endpoints::EventTypesApi(
+            state.clone(),
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await?;
     publisher.close().await;

@@ -27,23 +27,32 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     pub fn new(store: Store, ttl: Duration) -> Self {
-        Self { store, ttl, generation: AtomicU64::new(0), entries: Mutex::default() }
+        Self {
+            store,
+            ttl,
+            generation: AtomicU64::new(0),
+            entries: Mutex::default(),
+        }
     }
 
     pub async fn index(&self, tenant: Uuid) -> Result<Arc<Index>> {
-        if let Some((at, index)) = self.entries.lock().expect("subscriptions lock").get(&tenant)
+        if let Some((at, index)) = self
+            .entries
+            .lock()
+            .expect("subscriptions lock")
+            .get(&tenant)
             && at.elapsed() < self.ttl
         {
             return Ok(index.clone());
         }
         let generation = self.generation.load(Ordering::Acquire);
         let endpoints = self.store.tenant_endpoints(tenant).await?;
-        let index = Arc::new(Matcher::new(endpoints.into_iter().filter(|e| e.enabled).filter_map(
-            |e| {
+        let index = Arc::new(Matcher::new(
+            endpoints.into_iter().filter(|e| e.enabled).filter_map(|e| {
                 // Stored patterns were validated at write time.
                 parse_patterns(&e.event_types).ok().map(|p| (e.id, p))
-            },
-        )));
+            }),
+        ));
         if self.generation.load(Ordering::Acquire) == generation {
             self.entries
                 .lock()
@@ -55,6 +64,9 @@ impl Subscriptions {
 
     pub fn invalidate(&self, tenant: Uuid) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries.lock().expect("subscriptions lock").remove(&tenant);
+        self.entries
+            .lock()
+            .expect("subscriptions lock")
+            .remove(&tenant);
     }
 }

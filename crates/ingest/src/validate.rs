@@ -33,21 +33,30 @@ pub fn url(raw: &str, require_https: bool, policy: &AddressPolicy) -> Result<Str
     if raw.len() > MAX_URL_LEN {
         return Err(bad(format!("url is longer than {MAX_URL_LEN} characters")));
     }
-    let parsed = url::Url::parse(raw).map_err(|e| bad(format!("url {raw:?} is not a valid URL: {e}")))?;
+    let parsed =
+        url::Url::parse(raw).map_err(|e| bad(format!("url {raw:?} is not a valid URL: {e}")))?;
     match parsed.scheme() {
         "https" => {}
         "http" if !require_https => {}
         "http" => return Err(bad("url must use https")),
-        other => return Err(bad(format!("url scheme {other:?} is not supported (use https or http)"))),
+        other => {
+            return Err(bad(format!(
+                "url scheme {other:?} is not supported (use https or http)"
+            )));
+        }
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(bad("url must not contain credentials (use a custom header instead)"));
+        return Err(bad(
+            "url must not contain credentials (use a custom header instead)",
+        ));
     }
     let ip = match parsed.host() {
         None => return Err(bad("url has no host")),
         Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
         Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") => {
+        Some(url::Host::Domain(d))
+            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+        {
             Some(IpAddr::from([127, 0, 0, 1]))
         }
         Some(url::Host::Domain(_)) => None,
@@ -55,7 +64,9 @@ pub fn url(raw: &str, require_https: bool, policy: &AddressPolicy) -> Result<Str
     if let Some(ip) = ip
         && let Err(reason) = policy.check(ip)
     {
-        return Err(bad(format!("url points to a {reason}, which is not allowed")));
+        return Err(bad(format!(
+            "url points to a {reason}, which is not allowed"
+        )));
     }
     if parsed.fragment().is_some() {
         return Err(bad("url must not have a fragment (#...)"));
@@ -79,7 +90,9 @@ pub fn event_types(patterns: &[String]) -> Result<Vec<String>> {
 
 pub fn timeout_ms(ms: u32) -> Result<u32> {
     if ms == 0 || ms > MAX_TIMEOUT_MS {
-        return Err(bad(format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}")));
+        return Err(bad(format!(
+            "timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"
+        )));
     }
     Ok(ms)
 }
@@ -94,25 +107,41 @@ fn reserved(name: &str, prefix: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
-        "content-type" | "content-length" | "user-agent" | "host" | "connection"
-            | "transfer-encoding" | "te" | "upgrade" | "keep-alive" | "proxy-authorization"
+        "content-type"
+            | "content-length"
+            | "user-agent"
+            | "host"
+            | "connection"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-authorization"
     ) || n.starts_with("webhook-")
         || (!prefix.is_empty() && n.starts_with(&prefix.to_ascii_lowercase()))
 }
 
 pub fn headers(h: &BTreeMap<String, String>, prefix: &str) -> Result<BTreeMap<String, String>> {
     if h.len() > MAX_HEADERS {
-        return Err(bad(format!("at most {MAX_HEADERS} custom headers are allowed")));
+        return Err(bad(format!(
+            "at most {MAX_HEADERS} custom headers are allowed"
+        )));
     }
     for (name, value) in h {
         let token = !name.is_empty()
             && name.len() <= 128
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !token {
-            return Err(bad(format!("header name {name:?} is not a valid HTTP header name")));
+            return Err(bad(format!(
+                "header name {name:?} is not a valid HTTP header name"
+            )));
         }
         if reserved(name, prefix) {
-            return Err(bad(format!("header {name:?} is set by Herald and cannot be overridden")));
+            return Err(bad(format!(
+                "header {name:?} is set by Herald and cannot be overridden"
+            )));
         }
         if value.len() > 4096 || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(bad(format!(
@@ -125,9 +154,12 @@ pub fn headers(h: &BTreeMap<String, String>, prefix: &str) -> Result<BTreeMap<St
 
 pub fn header_prefix(p: &str) -> Result<String> {
     let ok = p.len() <= 64
-        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !ok {
-        return Err(bad("header_prefix must be at most 64 letters, digits, '-' or '_' (e.g. \"X-Acme-\")"));
+        return Err(bad(
+            "header_prefix must be at most 64 letters, digits, '-' or '_' (e.g. \"X-Acme-\")",
+        ));
     }
     Ok(p.to_owned())
 }
@@ -148,6 +180,7 @@ pub fn name(field: &str, n: &str) -> Result<String> {
 }
 
 /// A validated event, ready to fan out.
+#[derive(Debug)]
 pub struct Event {
     pub event_type: String,
     /// Exactly the bytes the publisher sent.
@@ -195,7 +228,12 @@ pub fn event(
                 .ok_or_else(|| bad("occurred_at is out of range"))?,
         ),
     };
-    Ok(Event { event_type: event_type.to_owned(), payload: payload.to_vec(), idempotency_key, occurred_at })
+    Ok(Event {
+        event_type: event_type.to_owned(),
+        payload: payload.to_vec(),
+        idempotency_key,
+        occurred_at,
+    })
 }
 
 #[cfg(test)]
@@ -227,7 +265,12 @@ mod tests {
         assert!(event("a.b", b"{", None, None, 100).is_err());
         assert!(event("a.b", b"\"s\"", None, None, 100).is_err());
         assert!(event("a..b", b"{}", None, None, 100).is_err());
-        assert!(event("a.b", &[b'{'; 101], None, None, 100).unwrap_err().to_string().contains("limit"));
+        assert!(
+            event("a.b", &[b'{'; 101], None, None, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
         assert!(event("a.b", b"{}", Some(""), None, 100).is_err());
     }
 

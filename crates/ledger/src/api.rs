@@ -14,7 +14,10 @@ pub struct DeliveriesApi {
 }
 
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
 }
 
 fn status_to_pb(s: &str) -> i32 {
@@ -39,7 +42,8 @@ fn status_from_pb(v: i32) -> Result<Option<&'static str>, Status> {
 }
 
 fn parse_id(field: &str, v: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(v.trim()).map_err(|_| Status::invalid_argument(format!("{field} {v:?} is not a valid id (UUID)")))
+    Uuid::parse_str(v.trim())
+        .map_err(|_| Status::invalid_argument(format!("{field} {v:?} is not a valid id (UUID)")))
 }
 
 fn db_err(e: sqlx::Error) -> Status {
@@ -86,7 +90,11 @@ impl From<DeliveryRow> for pb::Delivery {
             created_at: Some(ts(r.created_at)),
             last_attempt_at: r.last_attempt_at.map(ts),
             // Only a delivery that is still retrying has a next retry.
-            next_retry_at: if r.status == "retrying" { r.next_retry_at.map(ts) } else { None },
+            next_retry_at: if r.status == "retrying" {
+                r.next_retry_at.map(ts)
+            } else {
+                None
+            },
             latency_ms: r.latency_ms.unwrap_or(0).max(0) as u32,
         }
     }
@@ -105,17 +113,25 @@ struct AttemptRow {
     status: String,
 }
 
-const DELIVERY_COLUMNS: &str = "id, event_id, endpoint_id, event_type, status, attempt_count, response_status,
+const DELIVERY_COLUMNS: &str =
+    "id, event_id, endpoint_id, event_type, status, attempt_count, response_status,
     response_body, last_error, latency_ms, created_at, last_attempt_at, next_retry_at";
 
 impl DeliveriesApi {
     async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid, Status> {
-        let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         match self.keys.check(auth).await {
             Ok(KeyCheck::Tenant(t)) => Ok(t),
-            Ok(KeyCheck::Missing) => Err(Status::unauthenticated("missing API key: send \"authorization: Bearer <key>\"")),
+            Ok(KeyCheck::Missing) => Err(Status::unauthenticated(
+                "missing API key: send \"authorization: Bearer <key>\"",
+            )),
             Ok(KeyCheck::Invalid) => Err(Status::unauthenticated("invalid or revoked API key")),
-            Err(e) if e.is_unavailable() => Err(Status::unavailable("database unavailable, retry later")),
+            Err(e) if e.is_unavailable() => {
+                Err(Status::unavailable("database unavailable, retry later"))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "api key check failed");
                 Err(Status::internal("internal error"))
@@ -132,10 +148,22 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
         let tenant = self.tenant(&req).await?;
         let r = req.into_inner();
-        let endpoint = r.endpoint_id.as_deref().map(|v| parse_id("endpoint_id", v)).transpose()?;
-        let event = r.event_id.as_deref().map(|v| parse_id("event_id", v)).transpose()?;
+        let endpoint = r
+            .endpoint_id
+            .as_deref()
+            .map(|v| parse_id("endpoint_id", v))
+            .transpose()?;
+        let event = r
+            .event_id
+            .as_deref()
+            .map(|v| parse_id("event_id", v))
+            .transpose()?;
         let status = status_from_pb(r.status)?;
-        let before = if r.cursor.is_empty() { None } else { Some(parse_id("cursor", &r.cursor)?) };
+        let before = if r.cursor.is_empty() {
+            None
+        } else {
+            Some(parse_id("cursor", &r.cursor)?)
+        };
         let limit = match r.page_size {
             0 => 50,
             n => n.min(500),
@@ -178,7 +206,8 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
         let tenant = self.tenant(&req).await?;
         let id = parse_id("id", &req.get_ref().id)?;
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 AND tenant_id = $2");
+        let sql =
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 AND tenant_id = $2");
         let delivery: DeliveryRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(tenant)

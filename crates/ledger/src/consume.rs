@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_broker::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use herald_broker::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
 use herald_broker::lapin::types::{FieldTable, ShortString};
 use herald_broker::{Topology, connect};
 use herald_core::wire::LedgerBatch;
@@ -19,7 +21,12 @@ use crate::config::Config;
 use crate::write::{Batch, apply};
 
 /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away.
-pub async fn run(config: &Config, topology: &Topology, pool: &PgPool, shutdown: &CancellationToken) {
+pub async fn run(
+    config: &Config,
+    topology: &Topology,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+) {
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
         match session(config, topology, pool, shutdown).await {
@@ -36,11 +43,17 @@ pub async fn run(config: &Config, topology: &Topology, pool: &PgPool, shutdown: 
     }
 }
 
-async fn session(config: &Config, topology: &Topology, pool: &PgPool, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn session(
+    config: &Config,
+    topology: &Topology,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let conn = connect(&config.common.amqp_url, "herald-ledger").await?;
     let ch = conn.create_channel().await?;
     topology.declare(&ch).await?;
-    ch.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+    ch.basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
     let mut consumer = ch
         .basic_consume(
             ShortString::from(topology.ledger_queue()),
@@ -77,7 +90,9 @@ async fn session(config: &Config, topology: &Topology, pool: &PgPool, shutdown: 
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable ledger message, dead-lettering it");
-                    d.acker.reject(BasicRejectOptions { requeue: false }).await?;
+                    d.acker
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await?;
                 }
             }
         }
@@ -97,7 +112,8 @@ async fn session(config: &Config, topology: &Topology, pool: &PgPool, shutdown: 
                 }
             }
         }
-        ch.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+        ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await?;
         tracing::debug!(records = batch.len(), "ledger batch written");
     }
     let _ = ch.close(200, ShortString::from("stopping")).await;

@@ -22,25 +22,44 @@ pub use crate::config::Config;
 
 /// Runs migrations, consumes records and serves the delivery log on `listener` until
 /// `shutdown`; the batch in hand is written before it stops.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let c = &config.common;
-    let store = Store::connect(&c.database_url, &c.database_schema, c.database_max_connections).await?;
+    let store = Store::connect(
+        &c.database_url,
+        &c.database_schema,
+        c.database_max_connections,
+    )
+    .await?;
     store.migrate().await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
 
     let consumer = {
-        let (config, topology, pool, shutdown) = (config.clone(), topology.clone(), store.pool().clone(), shutdown.clone());
+        let (config, topology, pool, shutdown) = (
+            config.clone(),
+            topology.clone(),
+            store.pool().clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move { consume::run(&config, &topology, &pool, &shutdown).await })
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DeliveriesServer<api::DeliveriesApi>>().await;
+    health
+        .set_serving::<DeliveriesServer<api::DeliveriesApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let api = api::DeliveriesApi { pool: store.pool().clone(), keys: KeyCache::new(store.clone(), Duration::from_secs(10)) };
+    let api = api::DeliveriesApi {
+        pool: store.pool().clone(),
+        keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
+    };
     tracing::info!(addr = %listener.local_addr()?, "ledger listening");
     tonic::transport::Server::builder()
         .add_service(health_service)

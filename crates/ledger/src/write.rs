@@ -34,10 +34,18 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.events.len() + self.attempts.len() + self.abandoned.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn rank(a: &AttemptRecord) -> (bool, u32, DateTime<Utc>) {
-    (a.outcome == DeliveryStatus::Success, a.attempt, a.started_at)
+    (
+        a.outcome == DeliveryStatus::Success,
+        a.attempt,
+        a.started_at,
+    )
 }
 
 /// Writes a batch in one transaction.
@@ -52,8 +60,14 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
         let mut accepted = Vec::new();
         let mut keys: Vec<Option<String>> = Vec::new();
         let mut payloads = Vec::new();
-        let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_types, mut d_created) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_types, mut d_created) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for e in &batch.events {
             ids.push(e.event_id);
             tenants.push(e.tenant_id);

@@ -289,9 +289,11 @@ impl Store {
     }
 
     pub async fn count_endpoints(&self, tenant_id: Uuid) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM endpoints WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM endpoints WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }

@@ -19,24 +19,34 @@ pub enum KeyCheck {
     Invalid,
 }
 
+/// Key hash → (tenant, when it was looked up).
+type Entries = HashMap<Vec<u8>, (Uuid, Instant)>;
+
 /// Maps API keys to tenants, remembering answers for a short while.
 #[derive(Clone)]
 pub struct KeyCache {
     store: Store,
     ttl: Duration,
-    entries: Arc<Mutex<HashMap<Vec<u8>, (Uuid, Instant)>>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 /// The token of an `authorization: Bearer <token>` header value.
 pub fn bearer(value: Option<&str>) -> Option<&str> {
     let v = value?.trim();
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl KeyCache {
     pub fn new(store: Store, ttl: Duration) -> Self {
-        Self { store, ttl, entries: Arc::default() }
+        Self {
+            store,
+            ttl,
+            entries: Arc::default(),
+        }
     }
 
     /// Checks an `authorization` header value.

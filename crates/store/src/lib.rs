@@ -36,7 +36,9 @@ impl Store {
     /// missing), so one database can hold many isolated Herald installations.
     pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Self> {
         if schema.is_empty()
-            || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(Error::Invalid(format!(
                 "database schema {schema:?} must be letters, digits and '_'"
@@ -54,13 +56,18 @@ impl Store {
             .connect_with(options)
             .await?;
         let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-        sqlx::query(sqlx::AssertSqlSafe(create)).execute(&pool).await?;
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&pool)
+            .await?;
         Ok(Self { pool })
     }
 
     /// Applies pending migrations (idempotent; concurrent runs serialise on an advisory lock).
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| Error::Migrate(e.to_string()))
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::Migrate(e.to_string()))
     }
 
     pub fn pool(&self) -> &PgPool {

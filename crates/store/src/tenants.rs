@@ -106,7 +106,11 @@ impl Store {
         if inserted.rows_affected() == 0 {
             return Err(Error::NotFound("tenant"));
         }
-        Ok(ApiKey { id, tenant_id, secret })
+        Ok(ApiKey {
+            id,
+            tenant_id,
+            secret,
+        })
     }
 
     /// Revokes a key; revoking twice is not an error, an unknown key is.
