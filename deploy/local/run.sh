@@ -7,7 +7,7 @@ bin=target/debug
 export HERALD_ADMIN_TOKEN=${HERALD_ADMIN_TOKEN:-herald-dev-admin-token}
 # Local receivers live on loopback; production leaves this empty.
 export HERALD_ALLOW_NETWORKS=${HERALD_ALLOW_NETWORKS:-127.0.0.0/8,::1/128}
-export HERALD_LOG=${HERALD_LOG:-info}
+export HERALD_LOG=${HERALD_LOG:-info,sqlx=warn,lapin=warn}
 
 "$bin/herald-ingest" migrate
 pids=()

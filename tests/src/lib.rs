@@ -317,6 +317,7 @@ impl Herald {
                     name: "test tenant".into(),
                     header_prefix: header_prefix.map(str::to_owned),
                     user_agent: user_agent.map(str::to_owned),
+                    ..Default::default()
                 },
                 ADMIN_TOKEN,
             ))

@@ -5,10 +5,12 @@
 
 pub mod config;
 pub mod error;
+pub mod filter;
 pub mod matching;
 pub mod net;
 pub mod schedule;
 pub mod signing;
+pub mod stats;
 pub mod telemetry;
 pub mod wire;
 

@@ -24,8 +24,10 @@ pub enum Trigger {
     /// The first attempt or a retry on the schedule.
     #[default]
     Scheduled,
-    /// An operator asked for it (redeliver, replay).
+    /// An operator asked for it (redeliver, replay): one attempt, no retries.
     Manual,
+    /// A test send (`SendTest`), made synchronously by ingest.
+    Test,
 }
 
 impl Trigger {
@@ -33,6 +35,7 @@ impl Trigger {
         match self {
             Trigger::Scheduled => "scheduled",
             Trigger::Manual => "manual",
+            Trigger::Test => "test",
         }
     }
 }
@@ -116,6 +119,58 @@ pub struct EventRecord {
     /// The payload exactly as published.
     pub payload: String,
     pub deliveries: Vec<DeliveryRef>,
+    /// A synthetic event made by `SendTest`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
+}
+
+impl EventRecord {
+    /// A new event and one first-attempt delivery task per target endpoint: what ingest (and
+    /// the dispatcher, for operational events) hands to the broker.
+    pub fn fan_out(
+        tenant_id: Uuid,
+        event_type: &str,
+        payload: &[u8],
+        occurred_at: DateTime<Utc>,
+        idempotency_key: Option<String>,
+        targets: &[Uuid],
+    ) -> (Self, Vec<DeliveryTask>) {
+        let event_id = Uuid::now_v7();
+        let accepted_at = Utc::now();
+        let tasks: Vec<DeliveryTask> = targets
+            .iter()
+            .map(|endpoint_id| DeliveryTask {
+                v: VERSION,
+                delivery_id: Uuid::now_v7(),
+                event_id,
+                tenant_id,
+                endpoint_id: *endpoint_id,
+                event_type: event_type.to_owned(),
+                attempt: 1,
+                trigger: Trigger::Scheduled,
+                created_at: accepted_at,
+                payload: payload.to_vec(),
+            })
+            .collect();
+        let record = EventRecord {
+            event_id,
+            tenant_id,
+            event_type: event_type.to_owned(),
+            occurred_at,
+            accepted_at,
+            idempotency_key,
+            payload: String::from_utf8_lossy(payload).into_owned(),
+            deliveries: tasks
+                .iter()
+                .map(|t| DeliveryRef {
+                    delivery_id: t.delivery_id,
+                    endpoint_id: t.endpoint_id,
+                })
+                .collect(),
+            test: false,
+        };
+        (record, tasks)
+    }
 }
 
 /// A delivery created by an event.

@@ -33,6 +33,15 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `HERALD_PUBLISH_CHANNELS`: broker channels used for follow-up publishes, default 4.
     pub publish_channels: usize,
+    /// `HERALD_FAILING_AFTER_ATTEMPTS`: failed attempts in a row after which the tenant gets an
+    /// `endpoint.failing` event (once per streak), default 5; 0 never.
+    pub failing_after_attempts: u32,
+    /// `HERALD_DISABLE_AFTER_FAILURES`: deliveries ending `failed` in a row after which an
+    /// endpoint is disabled automatically, default 10; 0 never.
+    pub disable_after_failures: u32,
+    /// `HERALD_DISABLE_AFTER_SPAN`: ... provided the streak spans at least this long, default
+    /// `72h`.
+    pub disable_after_span: Duration,
 }
 
 impl Config {
@@ -56,6 +65,10 @@ impl Config {
             max_response_bytes: r.parse("HERALD_MAX_RESPONSE_BYTES", 64 * 1024)?,
             shutdown_grace: r.duration("HERALD_SHUTDOWN_GRACE", Duration::from_secs(25))?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 4)?,
+            failing_after_attempts: r.parse("HERALD_FAILING_AFTER_ATTEMPTS", 5)?,
+            disable_after_failures: r.parse("HERALD_DISABLE_AFTER_FAILURES", 10)?,
+            disable_after_span: r
+                .duration("HERALD_DISABLE_AFTER_SPAN", Duration::from_secs(72 * 3600))?,
         })
     }
 }

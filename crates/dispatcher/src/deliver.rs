@@ -18,7 +18,7 @@ use herald_core::wire::{
     AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, DeliveryTask, LedgerBatch, Record,
     Trigger, body_excerpt,
 };
-use herald_store::Endpoint;
+use herald_store::{Endpoint, FailurePolicy, Outcome, Streak, SubscriptionIndex};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use uuid::Uuid;
 
@@ -33,7 +33,12 @@ pub enum Decision {
     Publish(Vec<Outgoing>, Option<Uuid>),
     /// Nothing to publish: ack.
     Skip,
+    /// Not attempted (shutting down while waiting for a rate-limit token): hand it back.
+    Requeue,
 }
+
+/// Longest rate-limit wait spent holding the task; a longer one parks it on a delay queue.
+const MAX_RATE_WAIT: Duration = Duration::from_millis(250);
 
 impl Dispatcher {
     /// Runs one task up to (not including) the follow-up publishes.
@@ -41,6 +46,7 @@ impl Dispatcher {
         &self,
         task: &DeliveryTask,
         redelivered: bool,
+        shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Decision, herald_store::Error> {
         let Some(endpoint) = self.endpoints.get(task.endpoint_id).await? else {
             return Ok(self.abandon(task, "endpoint deleted"));
@@ -56,6 +62,30 @@ impl Dispatcher {
         if check_done && self.already_done(task.delivery_id).await {
             tracing::debug!(delivery_id = %task.delivery_id, "delivery already succeeded, skipping");
             return Ok(Decision::Skip);
+        }
+        if endpoint.rate_limit_per_second > 0 {
+            loop {
+                let wait = self
+                    .limiter
+                    .take(endpoint.id, endpoint.rate_limit_per_second)
+                    .await;
+                if wait.is_zero() {
+                    break;
+                }
+                if wait > MAX_RATE_WAIT {
+                    // Park it instead of holding a slot: back on the work queue after the wait.
+                    let secs = wait.as_secs().clamp(1, 60);
+                    tracing::debug!(delivery_id = %task.delivery_id, wait_s = secs, "rate limited, parking delivery");
+                    let again = self
+                        .retry_message(Duration::from_secs(secs), task.encode())
+                        .await;
+                    return Ok(Decision::Publish(vec![again], None));
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(Decision::Requeue),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
         }
 
         let started_at = Utc::now();
@@ -95,7 +125,8 @@ impl Dispatcher {
             self.endpoints.forget(endpoint.id);
         }
         let honour = matches!(status, Some(429 | 503));
-        let next = if success || gone {
+        // A manual attempt (redeliver, replay) is one attempt: it never starts a schedule.
+        let next = if success || gone || task.trigger == Trigger::Manual {
             None
         } else {
             schedule.next(task.attempt, if honour { retry_after } else { None })
@@ -155,7 +186,136 @@ impl Dispatcher {
             next_retry_at,
         });
         out.push(self.ledger_message(vec![record]));
+        if gone {
+            out.extend(
+                self.operational_event(&endpoint, "endpoint.disabled", "410 Gone")
+                    .await,
+            );
+        }
+        out.extend(self.track_streak(&endpoint, outcome).await);
         Ok(Decision::Publish(out, success.then_some(task.delivery_id)))
+    }
+
+    /// Folds an outcome into the endpoint's failure streak; returns the operational events
+    /// (`endpoint.failing`, `endpoint.disabled`, `endpoint.recovered`) it causes. A database
+    /// error here is logged and skipped: the delivery itself must not wait on bookkeeping.
+    async fn track_streak(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        outcome: DeliveryStatus,
+    ) -> Vec<Outgoing> {
+        let policy = FailurePolicy {
+            failing_after_attempts: self.config.failing_after_attempts,
+            disable_after_failures: self.config.disable_after_failures,
+            disable_after_span: chrono::Duration::from_std(self.config.disable_after_span)
+                .unwrap_or(chrono::Duration::MAX),
+        };
+        let mut steps = Vec::with_capacity(2);
+        if outcome == DeliveryStatus::Success {
+            let seen = self
+                .recent_failures
+                .lock()
+                .expect("recent failures lock")
+                .remove(&endpoint.id);
+            if seen || endpoint.failed_attempts > 0 || endpoint.consecutive_failures > 0 {
+                steps.push(Outcome::Success);
+            }
+        } else {
+            self.recent_failures
+                .lock()
+                .expect("recent failures lock")
+                .insert(endpoint.id);
+            steps.push(Outcome::FailedAttempt);
+            if outcome == DeliveryStatus::Failed {
+                steps.push(Outcome::Failed);
+            }
+        }
+        let mut out = Vec::new();
+        for step in steps {
+            match self.store.record_outcome(endpoint.id, step, &policy).await {
+                Ok(Streak::Unchanged) => {}
+                Ok(Streak::Failing { failed_attempts }) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, failed_attempts, "endpoint is failing");
+                    let reason = format!("{failed_attempts} attempts in a row failed");
+                    out.extend(
+                        self.operational_event(endpoint, "endpoint.failing", &reason)
+                            .await,
+                    );
+                }
+                Ok(Streak::Disabled { reason }) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, reason = %reason, "endpoint disabled automatically");
+                    self.endpoints.forget(endpoint.id);
+                    out.extend(
+                        self.operational_event(endpoint, "endpoint.disabled", &reason)
+                            .await,
+                    );
+                }
+                Ok(Streak::Recovered) => {
+                    tracing::info!(endpoint_id = %endpoint.id, "endpoint recovered");
+                    out.extend(
+                        self.operational_event(
+                            endpoint,
+                            "endpoint.recovered",
+                            "a delivery succeeded",
+                        )
+                        .await,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not update the endpoint's failure streak");
+                }
+            }
+        }
+        out
+    }
+
+    /// An operational event about `endpoint`, fanned out to the tenant's endpoints subscribed
+    /// to it (a disabled endpoint is not among them): the delivery tasks and the ledger record.
+    async fn operational_event(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        event_type: &str,
+        reason: &str,
+    ) -> Vec<Outgoing> {
+        let index = match SubscriptionIndex::load(&self.store, endpoint.tenant_id).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(endpoint_id = %endpoint.id, event_type, error = %e, "could not load subscriptions for an operational event");
+                return Vec::new();
+            }
+        };
+        let now = Utc::now();
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "type": event_type,
+            "timestamp": now.to_rfc3339(),
+            "data": {
+                "endpoint_id": endpoint.id.to_string(),
+                "url": endpoint.url,
+                "reason": reason,
+            },
+        }))
+        .expect("a JSON value always serialises");
+        let targets = index.targets(event_type, &payload);
+        let (record, tasks) = herald_core::wire::EventRecord::fan_out(
+            endpoint.tenant_id,
+            event_type,
+            &payload,
+            now,
+            None,
+            &targets,
+        );
+        let topo = self.publisher.topology();
+        let mut out: Vec<Outgoing> = tasks
+            .iter()
+            .map(|t| Outgoing {
+                exchange: topo.deliveries_exchange(),
+                routing_key: herald_broker::WORK_KEY.to_owned(),
+                body: t.encode(),
+            })
+            .collect();
+        out.push(self.ledger_message(vec![Record::Event(record)]));
+        tracing::info!(endpoint_id = %endpoint.id, event_type, deliveries = tasks.len(), "operational event");
+        out
     }
 
     fn abandon(&self, task: &DeliveryTask, reason: &str) -> Decision {

@@ -11,7 +11,8 @@
 mod cache;
 mod config;
 mod deliver;
-mod http;
+pub mod http;
+mod ratelimit;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
 use crate::deliver::Decision;
-pub use crate::deliver::build_headers;
+pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers};
 
 /// Shared handles of one dispatcher.
 #[derive(Clone)]
@@ -45,6 +46,10 @@ pub(crate) struct Dispatcher {
     endpoints: cache::EndpointCache,
     http: http::Client,
     delays: Arc<Mutex<HashSet<u64>>>,
+    limiter: ratelimit::RateLimiter,
+    /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
+    /// failure streak even when the cached endpoint does not show one yet.
+    recent_failures: Arc<Mutex<HashSet<uuid::Uuid>>>,
 }
 
 /// Connects, then consumes the work queue until `shutdown`; in-flight deliveries get
@@ -76,8 +81,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )?,
         store,
         publisher: publisher.clone(),
+        limiter: ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
         redis,
         delays: Arc::default(),
+        recent_failures: Arc::default(),
         config: Arc::new(config),
     };
     let mut backoff = Duration::from_millis(500);
@@ -176,7 +183,7 @@ impl Dispatcher {
         };
         let mut backoff = Duration::from_millis(200);
         let decision = loop {
-            match self.attempt(&task, delivery.redelivered).await {
+            match self.attempt(&task, delivery.redelivered, shutdown).await {
                 Ok(d) => break d,
                 Err(e) => {
                     tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot load endpoint, holding task");
@@ -193,6 +200,16 @@ impl Dispatcher {
                 }
             }
         };
+        if let Decision::Requeue = decision {
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+            return;
+        }
         if let Decision::Publish(messages, done) = decision {
             let mut backoff = Duration::from_millis(200);
             while let Err(e) = self.publisher.publish(&messages).await {

@@ -131,6 +131,12 @@ enum TenantCmd {
         header_prefix: Option<String>,
         #[arg(long)]
         user_agent: Option<String>,
+        /// Endpoint URLs must use https (true/false).
+        #[arg(long)]
+        require_https: Option<bool>,
+        /// Refuse events whose type was not created (true/false).
+        #[arg(long)]
+        reject_unknown_event_types: Option<bool>,
     },
     Get {
         id: String,
@@ -143,6 +149,10 @@ enum TenantCmd {
         header_prefix: Option<String>,
         #[arg(long)]
         user_agent: Option<String>,
+        #[arg(long)]
+        require_https: Option<bool>,
+        #[arg(long)]
+        reject_unknown_event_types: Option<bool>,
     },
 }
 
@@ -181,6 +191,12 @@ struct EndpointFields {
     /// Custom header "Name: value" (repeat).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// Payload filter, a JSON object such as '{"data.amount": {"$gt": 100}}' ("" removes it).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Most deliveries per second (0: unlimited).
+    #[arg(long)]
+    rate_limit: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -217,6 +233,34 @@ enum EndpointCmd {
     Secret {
         id: String,
     },
+    /// Send a test event to the endpoint now and print the outcome.
+    Test {
+        id: String,
+        /// Event type (default webhook.test).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// File holding a JSON payload (default: a generated one).
+        #[arg(long)]
+        file: Option<String>,
+    },
+    /// Rotate the signing secret; the old one keeps signing during the grace period.
+    RotateSecret {
+        id: String,
+        /// Grace period, e.g. 24h, 30m, 0s.
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        /// The new secret (default: generated).
+        #[arg(long, hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Check a payload filter against a sample payload.
+    TestFilter {
+        #[arg(long)]
+        filter: String,
+        /// File holding the sample JSON payload ("-" or absent: standard input).
+        #[arg(long)]
+        file: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,8 +269,29 @@ enum EventTypeCmd {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
+        #[arg(long, default_value = "")]
+        group: String,
     },
-    List,
+    List {
+        /// Include archived types.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    Update {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    Archive {
+        name: String,
+    },
+    Unarchive {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -245,13 +310,41 @@ enum DeliveriesCmd {
         limit: u32,
         #[arg(long, default_value = "")]
         cursor: String,
+        /// Created at or after (RFC 3339, e.g. 2026-11-23T08:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Created before (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
     },
     Show {
         id: String,
     },
+    /// The latest deliveries across all endpoints.
+    Activity {
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
+    /// A new attempt of one delivery, now.
+    Redeliver {
+        id: String,
+    },
+    /// Re-send an endpoint's deliveries (default: the failed ones).
+    Replay {
+        endpoint: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// pending, success, retrying or failed.
+        #[arg(long, default_value = "failed")]
+        status: String,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
 }
 
-fn authed<T>(msg: T, token: &Option<String>, what: &str) -> anyhow::Result<Request<T>> {
+pub(crate) fn authed<T>(msg: T, token: &Option<String>, what: &str) -> anyhow::Result<Request<T>> {
     let token = token.as_deref().with_context(|| {
         format!(
             "no {what}: pass --{} or set the environment variable",
@@ -307,7 +400,7 @@ fn parse_schedule(s: &str) -> anyhow::Result<Vec<u32>> {
     Ok(herald_core::schedule::RetrySchedule::parse(s)?.as_millis())
 }
 
-fn parse_status(s: &str) -> anyhow::Result<pb::DeliveryStatus> {
+pub(crate) fn parse_status(s: &str) -> anyhow::Result<pb::DeliveryStatus> {
     Ok(match s {
         "pending" => pb::DeliveryStatus::Pending,
         "success" => pb::DeliveryStatus::Success,
@@ -323,6 +416,9 @@ const ENDPOINT_COLUMNS: &[&str] = &[
     "event_types",
     "enabled",
     "signing_scheme",
+    "last_status",
+    "total_deliveries",
+    "success_rate",
     "disabled_reason",
 ];
 const DELIVERY_COLUMNS: &[&str] = &[
@@ -349,12 +445,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     header_prefix,
                     user_agent,
+                    require_https,
+                    reject_unknown_event_types,
                 } => {
                     c.create_tenant(authed(
                         pb::CreateTenantRequest {
                             name,
                             header_prefix,
                             user_agent,
+                            require_https,
+                            reject_unknown_event_types,
                         },
                         &cli.admin_token,
                         "admin token",
@@ -374,6 +474,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     header_prefix,
                     user_agent,
+                    require_https,
+                    reject_unknown_event_types,
                 } => {
                     c.update_tenant(authed(
                         pb::UpdateTenantRequest {
@@ -381,6 +483,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             name,
                             header_prefix,
                             user_agent,
+                            require_https,
+                            reject_unknown_event_types,
                         },
                         &cli.admin_token,
                         "admin token",
@@ -464,6 +568,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             .transpose()?
                             .unwrap_or_default(),
                         headers: parse_headers(&f.headers)?,
+                        filter: f.filter,
+                        rate_limit_per_second: f.rate_limit,
                     };
                     let r = c
                         .create_endpoint(authed(req, key, "api key")?)
@@ -551,6 +657,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             .transpose()?
                             .map(|headers| pb::HeaderMap { headers }),
                         secret: f.secret,
+                        filter: f.filter,
+                        rate_limit_per_second: f.rate_limit,
                     };
                     let e = c
                         .update_endpoint(authed(req, key, "api key")?)
@@ -566,6 +674,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?)
                     .await?;
                     print(j, &[json!({"id": id, "deleted": true})], &["id", "deleted"]);
+                }
+                EndpointCmd::Test {
+                    id,
+                    event_type,
+                    file,
+                } => {
+                    let payload = file.as_deref().map(|f| read_input(Some(f))).transpose()?;
+                    crate::page::send_test(&mut c, key, j, id, event_type, payload).await?;
+                }
+                EndpointCmd::RotateSecret { id, grace, secret } => {
+                    crate::page::rotate_secret(&mut c, key, j, id, &grace, secret).await?;
+                }
+                EndpointCmd::TestFilter { filter, file } => {
+                    let payload = read_input(file.as_deref())?;
+                    crate::page::test_filter(&mut c, key, j, filter, payload).await?;
                 }
                 EndpointCmd::Secret { id } => {
                     let s = c
@@ -587,10 +710,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EventType(cmd) => {
             let mut c = pb::event_types_client::EventTypesClient::new(channel(&cli.ingest).await?);
             let rows: Vec<pb::EventType> = match cmd {
-                EventTypeCmd::Create { name, description } => {
+                EventTypeCmd::Create {
+                    name,
+                    description,
+                    group,
+                } => {
                     vec![
                         c.create_event_type(authed(
-                            pb::CreateEventTypeRequest { name, description },
+                            pb::CreateEventTypeRequest {
+                                name,
+                                description,
+                                group,
+                            },
                             &cli.api_key,
                             "api key",
                         )?)
@@ -598,9 +729,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .into_inner(),
                     ]
                 }
-                EventTypeCmd::List => {
+                EventTypeCmd::List { all, group } => {
                     c.list_event_types(authed(
-                        pb::ListEventTypesRequest {},
+                        pb::ListEventTypesRequest {
+                            include_archived: all,
+                            group,
+                        },
                         &cli.api_key,
                         "api key",
                     )?)
@@ -608,9 +742,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .into_inner()
                     .event_types
                 }
+                EventTypeCmd::Update {
+                    name,
+                    description,
+                    group,
+                } => vec![
+                    crate::page::update_event_type(
+                        &mut c,
+                        &cli.api_key,
+                        name,
+                        description,
+                        group,
+                        None,
+                    )
+                    .await?,
+                ],
+                EventTypeCmd::Archive { name } => vec![
+                    crate::page::update_event_type(
+                        &mut c,
+                        &cli.api_key,
+                        name,
+                        None,
+                        None,
+                        Some(true),
+                    )
+                    .await?,
+                ],
+                EventTypeCmd::Unarchive { name } => vec![
+                    crate::page::update_event_type(
+                        &mut c,
+                        &cli.api_key,
+                        name,
+                        None,
+                        None,
+                        Some(false),
+                    )
+                    .await?,
+                ],
             };
-            let rows: Vec<_> = rows.iter().map(|t| json!({"name": t.name, "description": t.description, "created_at": output::time(&t.created_at)})).collect();
-            print(j, &rows, &["name", "description", "created_at"]);
+            let rows: Vec<_> = rows.iter().map(output::event_type).collect();
+            print(
+                j,
+                &rows,
+                &["name", "group", "description", "archived", "created_at"],
+            );
         }
         Command::Publish {
             event_type,
@@ -650,8 +825,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     event_type,
                     limit,
                     cursor,
+                    since,
+                    until,
                 } => {
                     let req = pb::ListDeliveriesRequest {
+                        since: since.as_deref().map(crate::page::parse_time).transpose()?,
+                        until: until.as_deref().map(crate::page::parse_time).transpose()?,
                         endpoint_id: endpoint,
                         event_id: event,
                         status: status
@@ -682,6 +861,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             println!("next page: --cursor {}", r.next_cursor);
                         }
                     }
+                }
+                DeliveriesCmd::Activity { limit } => {
+                    crate::page::activity(&mut c, &cli.api_key, j, limit).await?;
+                }
+                DeliveriesCmd::Redeliver { id } => {
+                    crate::page::redeliver(&mut c, &cli.api_key, j, id).await?;
+                }
+                DeliveriesCmd::Replay {
+                    endpoint,
+                    since,
+                    until,
+                    status,
+                    limit,
+                } => {
+                    let req = pb::ReplayEndpointRequest {
+                        endpoint_id: endpoint,
+                        since: since.as_deref().map(crate::page::parse_time).transpose()?,
+                        until: until.as_deref().map(crate::page::parse_time).transpose()?,
+                        status: parse_status(&status)? as i32,
+                        limit,
+                    };
+                    crate::page::replay(&mut c, &cli.api_key, j, req).await?;
                 }
                 DeliveriesCmd::Show { id } => {
                     let r = c

@@ -7,6 +7,7 @@
 mod commands;
 mod listen;
 mod output;
+mod page;
 
 use clap::Parser;
 

@@ -40,7 +40,23 @@ pub fn endpoint(e: &pb::Endpoint) -> Value {
         "enabled": e.enabled, "signing_scheme": scheme(e.signing_scheme), "timeout_ms": e.timeout_ms,
         "retry_schedule_ms": e.retry_schedule_ms, "headers": e.headers, "disabled_reason": e.disabled_reason,
         "created_at": time(&e.created_at), "updated_at": time(&e.updated_at),
+        "filter": e.filter, "rate_limit_per_second": e.rate_limit_per_second,
+        "consecutive_failures": e.consecutive_failures, "disabled_at": time(&e.disabled_at),
+        "stats": e.stats.as_ref().map(|s| json!({
+            "last_status": status(s.last_status), "total_deliveries": s.total_deliveries,
+            "last_delivery_at": time(&s.last_delivery_at), "window_hours": s.window_hours,
+            "success_rate": s.success_rate, "p50_latency_ms": s.p50_latency_ms,
+            "p95_latency_ms": s.p95_latency_ms,
+        })),
+        "last_status": e.stats.as_ref().map(|s| status(s.last_status)),
+        "total_deliveries": e.stats.as_ref().map(|s| s.total_deliveries),
+        "success_rate": e.stats.as_ref().map(|s| format!("{:.1}%", s.success_rate * 100.0)),
     })
+}
+
+pub fn event_type(t: &pb::EventType) -> Value {
+    json!({"name": t.name, "description": t.description, "group": t.group, "archived": t.archived,
+        "created_at": time(&t.created_at)})
 }
 
 pub fn delivery(d: &pb::Delivery) -> Value {
@@ -49,6 +65,7 @@ pub fn delivery(d: &pb::Delivery) -> Value {
         "status": status(d.status), "attempt_count": d.attempt_count, "response_status": d.response_status,
         "response_body": d.response_body, "last_error": d.last_error, "latency_ms": d.latency_ms,
         "created_at": time(&d.created_at), "last_attempt_at": time(&d.last_attempt_at), "next_retry_at": time(&d.next_retry_at),
+        "test": d.test,
     })
 }
 

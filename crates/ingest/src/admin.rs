@@ -28,10 +28,17 @@ impl pb::admin_server::Admin for AdminApi {
             .as_deref()
             .map(validate::user_agent)
             .transpose()?;
+        let changes = TenantChanges {
+            name: Some(name),
+            header_prefix: prefix,
+            user_agent: ua,
+            require_https: r.require_https,
+            reject_unknown_event_types: r.reject_unknown_event_types,
+        };
         let t = self
             .0
             .store
-            .create_tenant(&name, prefix.as_deref(), ua.as_deref())
+            .create_tenant(&changes)
             .await
             .map_err(crate::Error::from)?;
         tracing::info!(tenant_id = %t.id, "tenant created");
@@ -76,6 +83,8 @@ impl pb::admin_server::Admin for AdminApi {
                 .as_deref()
                 .map(validate::user_agent)
                 .transpose()?,
+            require_https: r.require_https,
+            reject_unknown_event_types: r.reject_unknown_event_types,
         };
         let t = self
             .0

@@ -33,6 +33,9 @@ pub struct Config {
     pub max_endpoints_per_tenant: i64,
     /// `HERALD_PUBLISH_CHANNELS`: broker channels used for publishing, default 4.
     pub publish_channels: usize,
+    /// `HERALD_STATS_WINDOW`: window of the success rate and latency percentiles shown on
+    /// endpoints (whole hours), default `24h`.
+    pub stats_window: Duration,
 }
 
 impl Config {
@@ -55,6 +58,7 @@ impl Config {
             })?,
             max_endpoints_per_tenant: r.parse("HERALD_MAX_ENDPOINTS_PER_TENANT", 1000)?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 4)?,
+            stats_window: r.duration("HERALD_STATS_WINDOW", Duration::from_secs(24 * 3600))?,
         })
     }
 }

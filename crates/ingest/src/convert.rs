@@ -30,6 +30,51 @@ pub fn scheme_from_pb(v: i32) -> crate::Result<Scheme> {
     }
 }
 
+/// Delivery status text (as stored) to the API enum.
+pub fn status_to_pb(s: &str) -> pb::DeliveryStatus {
+    use herald_core::wire::DeliveryStatus as S;
+    match S::parse(s) {
+        Some(S::Pending) => pb::DeliveryStatus::Pending,
+        Some(S::Success) => pb::DeliveryStatus::Success,
+        Some(S::Retrying) => pb::DeliveryStatus::Retrying,
+        Some(S::Failed) => pb::DeliveryStatus::Failed,
+        None => pb::DeliveryStatus::Unspecified,
+    }
+}
+
+pub fn stats(s: &herald_store::EndpointStats, window_hours: u32) -> pb::EndpointStats {
+    use herald_core::stats::quantile;
+    pb::EndpointStats {
+        last_status: s
+            .last_status
+            .as_deref()
+            .map_or(pb::DeliveryStatus::Unspecified, status_to_pb) as i32,
+        total_deliveries: s.total_deliveries,
+        last_delivery_at: s.last_delivery_at.map(ts),
+        window_hours,
+        window_attempts: s.window_attempts,
+        window_successes: s.window_successes,
+        success_rate: if s.window_attempts == 0 {
+            0.0
+        } else {
+            s.window_successes as f64 / s.window_attempts as f64
+        },
+        p50_latency_ms: quantile(&s.latency, 0.5).unwrap_or(0),
+        p95_latency_ms: quantile(&s.latency, 0.95).unwrap_or(0),
+    }
+}
+
+/// An endpoint with its statistics (`None`: none recorded yet).
+pub fn endpoint_with_stats(
+    e: &herald_store::Endpoint,
+    s: Option<&herald_store::EndpointStats>,
+    window_hours: u32,
+) -> pb::Endpoint {
+    let mut out = endpoint(e);
+    out.stats = Some(stats(&s.cloned().unwrap_or_default(), window_hours));
+    out
+}
+
 pub fn endpoint(e: &herald_store::Endpoint) -> pb::Endpoint {
     pb::Endpoint {
         id: e.id.to_string(),
@@ -44,6 +89,11 @@ pub fn endpoint(e: &herald_store::Endpoint) -> pb::Endpoint {
         created_at: Some(ts(e.created_at)),
         updated_at: Some(ts(e.updated_at)),
         headers: e.headers.clone().into_iter().collect(),
+        filter: e.filter.as_ref().map(|f| f.to_string()).unwrap_or_default(),
+        rate_limit_per_second: e.rate_limit_per_second,
+        disabled_at: e.disabled_at.map(ts),
+        stats: None,
+        consecutive_failures: e.consecutive_failures,
     }
 }
 
@@ -54,5 +104,17 @@ pub fn tenant(t: &herald_store::Tenant) -> pb::Tenant {
         header_prefix: t.header_prefix.clone(),
         user_agent: t.user_agent.clone(),
         created_at: Some(ts(t.created_at)),
+        require_https: t.require_https,
+        reject_unknown_event_types: t.reject_unknown_event_types,
+    }
+}
+
+pub fn event_type(t: herald_store::EventType) -> pb::EventType {
+    pb::EventType {
+        name: t.name,
+        description: t.description,
+        created_at: Some(ts(t.created_at)),
+        group: t.group,
+        archived: t.archived,
     }
 }

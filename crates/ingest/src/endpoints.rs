@@ -1,16 +1,30 @@
 //! The Endpoints and EventTypes services.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::Utc;
+use herald_core::filter::Filter;
 use herald_core::matching::validate_event_type;
 use herald_core::signing::Secret;
+use herald_core::wire::{
+    AttemptRecord, DeliveryKey, DeliveryRef, DeliveryStatus, DeliveryTask, EventRecord,
+    LedgerBatch, Record, Trigger, VERSION, body_excerpt,
+};
 use herald_proto::v1 as pb;
-use herald_store::{EndpointChanges, NewEndpoint};
+use herald_store::{EndpointChanges, EventTypeChanges, NewEndpoint};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::convert::{self, scheme_from_pb};
 use crate::error::{Error, parse_id};
 use crate::{Ingest, validate};
+
+/// Event type of a test send when none is given.
+const TEST_EVENT_TYPE: &str = "webhook.test";
+/// Rotation grace period when none is given.
+const DEFAULT_GRACE_SECONDS: u32 = 24 * 3600;
 
 pub struct EndpointsApi(pub Ingest);
 pub struct EventTypesApi(pub Ingest);
@@ -37,6 +51,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         let r = req.into_inner();
         let tenant_row = s.store.get_tenant(tenant).await.map_err(store_err)?;
         let scheme = scheme_from_pb(r.signing_scheme)?;
+        let require_https = s.config.require_https || tenant_row.require_https;
         let secret = match r.secret.as_deref() {
             Some(v) => Secret::parse(v, scheme)
                 .map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?,
@@ -44,7 +59,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         };
         let headers: BTreeMap<String, String> = r.headers.into_iter().collect();
         let new = NewEndpoint {
-            url: validate::url(&r.url, s.config.require_https, &s.policy)?,
+            url: validate::url(&r.url, require_https, &s.policy)?,
             description: validate::description(&r.description)?,
             event_types: validate::event_types(&r.event_types)?,
             enabled: r.enabled.unwrap_or(true),
@@ -60,6 +75,8 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
                 Some(validate::retry_schedule(&r.retry_schedule_ms)?)
             },
             headers: validate::headers(&headers, &tenant_row.header_prefix)?,
+            filter: validate::filter(r.filter.as_deref().unwrap_or_default())?,
+            rate_limit_per_second: validate::rate_limit(r.rate_limit_per_second.unwrap_or(0))?,
         };
         let count = s.store.count_endpoints(tenant).await.map_err(store_err)?;
         if count >= s.config.max_endpoints_per_tenant {
@@ -77,7 +94,11 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         s.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %e.id, "endpoint created");
         Ok(Response::new(pb::CreateEndpointResponse {
-            endpoint: Some(convert::endpoint(&e)),
+            endpoint: Some(convert::endpoint_with_stats(
+                &e,
+                None,
+                s.stats_window_hours(),
+            )),
             secret: e.secret.expose().to_owned(),
         }))
     }
@@ -94,7 +115,18 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .get_endpoint(tenant, id)
             .await
             .map_err(store_err)?;
-        Ok(Response::new(convert::endpoint(&e)))
+        let window = self.0.stats_window_hours();
+        let stats = self
+            .0
+            .store
+            .endpoint_stats(&[e.id], window)
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(convert::endpoint_with_stats(
+            &e,
+            stats.get(&e.id),
+            window,
+        )))
     }
 
     async fn list_endpoints(
@@ -120,8 +152,19 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         } else {
             String::new()
         };
+        let window = self.0.stats_window_hours();
+        let ids: Vec<Uuid> = rows.iter().map(|e| e.id).collect();
+        let stats = self
+            .0
+            .store
+            .endpoint_stats(&ids, window)
+            .await
+            .map_err(store_err)?;
         Ok(Response::new(pb::ListEndpointsResponse {
-            endpoints: rows.iter().map(convert::endpoint).collect(),
+            endpoints: rows
+                .iter()
+                .map(|e| convert::endpoint_with_stats(e, stats.get(&e.id), window))
+                .collect(),
             next_cursor,
         }))
     }
@@ -135,6 +178,12 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         let r = req.into_inner();
         let id = parse_id("id", &r.id)?;
         let current = s.store.get_endpoint(tenant, id).await.map_err(store_err)?;
+        let require_https = s.config.require_https
+            || s.store
+                .get_tenant(tenant)
+                .await
+                .map_err(store_err)?
+                .require_https;
         let scheme = r.signing_scheme.map(scheme_from_pb).transpose()?;
         let effective = scheme.unwrap_or(current.scheme);
         let secret = match r.secret.as_deref() {
@@ -157,7 +206,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             url: r
                 .url
                 .as_deref()
-                .map(|u| validate::url(u, s.config.require_https, &s.policy))
+                .map(|u| validate::url(u, require_https, &s.policy))
                 .transpose()?,
             description: r
                 .description
@@ -188,6 +237,11 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
                     validate::headers(&h.headers.into_iter().collect(), &current.header_prefix)
                 })
                 .transpose()?,
+            filter: r.filter.as_deref().map(validate::filter).transpose()?,
+            rate_limit_per_second: r
+                .rate_limit_per_second
+                .map(validate::rate_limit)
+                .transpose()?,
         };
         let e = s
             .store
@@ -196,7 +250,17 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .map_err(store_err)?;
         s.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %id, enabled = e.enabled, "endpoint updated");
-        Ok(Response::new(convert::endpoint(&e)))
+        let window = s.stats_window_hours();
+        let stats = s
+            .store
+            .endpoint_stats(&[e.id], window)
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(convert::endpoint_with_stats(
+            &e,
+            stats.get(&e.id),
+            window,
+        )))
     }
 
     async fn delete_endpoint(
@@ -231,6 +295,189 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             secret: e.secret.expose().to_owned(),
         }))
     }
+
+    async fn rotate_secret(
+        &self,
+        req: Request<pb::RotateSecretRequest>,
+    ) -> Result<Response<pb::RotateSecretResponse>, Status> {
+        let s = &self.0;
+        let tenant = s.tenant(&req).await?;
+        let r = req.into_inner();
+        let id = parse_id("endpoint_id", &r.endpoint_id)?;
+        let grace = r.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+        if grace > validate::MAX_GRACE_SECONDS {
+            return Err(Error::InvalidArgument(format!(
+                "grace_period_seconds must be at most {} (7 days)",
+                validate::MAX_GRACE_SECONDS
+            ))
+            .into());
+        }
+        let current = s.store.get_endpoint(tenant, id).await.map_err(store_err)?;
+        let secret = match r.secret.as_deref() {
+            Some(v) => Secret::parse(v, current.scheme)
+                .map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?,
+            None => Secret::generate(),
+        };
+        if secret.expose() == current.secret.expose() {
+            return Err(Error::InvalidArgument(
+                "secret: the new secret must differ from the current one".into(),
+            )
+            .into());
+        }
+        let until = Utc::now() + chrono::Duration::seconds(i64::from(grace));
+        let e = s
+            .store
+            .rotate_secret(tenant, id, &secret, until)
+            .await
+            .map_err(store_err)?;
+        tracing::info!(tenant_id = %tenant, endpoint_id = %id, grace_seconds = grace, "endpoint secret rotated");
+        Ok(Response::new(pb::RotateSecretResponse {
+            secret: e.secret.expose().to_owned(),
+            previous_expires_at: Some(convert::ts(until)),
+        }))
+    }
+
+    async fn send_test(
+        &self,
+        req: Request<pb::SendTestRequest>,
+    ) -> Result<Response<pb::SendTestResponse>, Status> {
+        let s = &self.0;
+        let tenant = s.tenant(&req).await?;
+        let r = req.into_inner();
+        let id = parse_id("endpoint_id", &r.endpoint_id)?;
+        let event_type = r.event_type.as_deref().unwrap_or(TEST_EVENT_TYPE);
+        let payload = match r.payload {
+            Some(p) => p,
+            None => serde_json::to_vec(&serde_json::json!({
+                "type": event_type,
+                "data": {
+                    "message": "This is a test delivery from Herald.",
+                    "endpoint_id": id.to_string(),
+                },
+                "created_at": Utc::now().to_rfc3339(),
+            }))
+            .expect("a JSON value always serialises"),
+        };
+        let event = validate::event(event_type, &payload, None, None, s.config.max_payload_bytes)?;
+        let endpoint = Arc::new(s.store.get_endpoint(tenant, id).await.map_err(store_err)?);
+        Ok(Response::new(s.send_test(endpoint, event).await))
+    }
+
+    async fn test_filter(
+        &self,
+        req: Request<pb::TestFilterRequest>,
+    ) -> Result<Response<pb::TestFilterResponse>, Status> {
+        self.0.tenant(&req).await?;
+        let r = req.into_inner();
+        let doc = validate::filter(&r.filter)?
+            .ok_or_else(|| Error::InvalidArgument("filter is empty".into()))?;
+        let filter = Filter::parse(&doc).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let payload: serde_json::Value = serde_json::from_slice(&r.payload)
+            .map_err(|e| Error::InvalidArgument(format!("payload is not valid JSON: {e}")))?;
+        let explanation = filter.explain(&payload);
+        Ok(Response::new(pb::TestFilterResponse {
+            matches: explanation.is_none(),
+            explanation: explanation.unwrap_or_default(),
+        }))
+    }
+}
+
+impl Ingest {
+    /// Window of the statistics shown on endpoints, in hours.
+    pub fn stats_window_hours(&self) -> u32 {
+        (self.config.stats_window.as_secs() / 3600).max(1) as u32
+    }
+
+    /// POSTs a synthetic event to one endpoint now and records it in the ledger as a test
+    /// delivery (trigger `test`). A test is one attempt: it is never retried.
+    async fn send_test(
+        &self,
+        endpoint: Arc<herald_store::Endpoint>,
+        event: validate::Event,
+    ) -> pb::SendTestResponse {
+        let now = Utc::now();
+        let task = DeliveryTask {
+            v: VERSION,
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            tenant_id: endpoint.tenant_id,
+            endpoint_id: endpoint.id,
+            event_type: event.event_type,
+            attempt: 1,
+            trigger: Trigger::Test,
+            created_at: now,
+            payload: event.payload,
+        };
+        let headers = herald_dispatcher::build_headers(&endpoint, &task, now);
+        let timeout = Duration::from_millis(u64::from(endpoint.timeout_ms));
+        let outcome = self
+            .http
+            .post(
+                &endpoint.url,
+                headers,
+                bytes::Bytes::copy_from_slice(&task.payload),
+                timeout,
+            )
+            .await;
+        let (status, body, latency, error) = match outcome {
+            Ok(r) => (Some(r.status), r.body, r.latency, None),
+            Err(f) => (None, Vec::new(), f.latency, Some(f.reason)),
+        };
+        let success = status.is_some_and(|c| (200..300).contains(&c));
+        let latency_ms = latency.as_millis().min(u32::MAX as u128) as u32;
+        let excerpt = body_excerpt(&body, herald_dispatcher::BODY_EXCERPT_CHARS);
+        let records = vec![
+            Record::Event(EventRecord {
+                event_id: task.event_id,
+                tenant_id: task.tenant_id,
+                event_type: task.event_type.clone(),
+                occurred_at: now,
+                accepted_at: now,
+                idempotency_key: None,
+                payload: String::from_utf8_lossy(&task.payload).into_owned(),
+                deliveries: vec![DeliveryRef {
+                    delivery_id: task.delivery_id,
+                    endpoint_id: task.endpoint_id,
+                }],
+                test: true,
+            }),
+            Record::Attempt(AttemptRecord {
+                attempt_id: Uuid::now_v7(),
+                delivery: DeliveryKey::of(&task),
+                attempt: 1,
+                trigger: Trigger::Test,
+                started_at: now,
+                latency_ms,
+                response_status: status,
+                response_body: excerpt.clone(),
+                error: error.clone(),
+                outcome: if success {
+                    DeliveryStatus::Success
+                } else {
+                    DeliveryStatus::Failed
+                },
+                next_retry_at: None,
+            }),
+        ];
+        let message = herald_broker::Outgoing {
+            exchange: self.publisher.topology().ledger_exchange(),
+            routing_key: String::new(),
+            body: LedgerBatch::new(records).encode(),
+        };
+        if let Err(e) = self.publisher.publish(&[message]).await {
+            tracing::warn!(endpoint_id = %endpoint.id, error = %e, "test delivery sent but not recorded: broker unavailable");
+        }
+        tracing::info!(endpoint_id = %endpoint.id, delivery_id = %task.delivery_id, success, status = status.unwrap_or(0), "test delivery sent");
+        pb::SendTestResponse {
+            delivery_id: task.delivery_id.to_string(),
+            event_id: task.event_id.to_string(),
+            success,
+            response_status: u32::from(status.unwrap_or(0)),
+            latency_ms,
+            response_body: excerpt,
+            error: error.unwrap_or_default(),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -243,17 +490,41 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         let r = req.into_inner();
         validate_event_type(&r.name).map_err(|e| Error::InvalidArgument(format!("name: {e}")))?;
         let description = validate::description(&r.description)?;
+        let group = validate::group(&r.group)?;
         let t = self
             .0
             .store
-            .create_event_type(tenant, &r.name, &description)
+            .create_event_type(tenant, &r.name, &description, &group)
             .await
             .map_err(store_err)?;
-        Ok(Response::new(pb::EventType {
-            name: t.name,
-            description: t.description,
-            created_at: Some(convert::ts(t.created_at)),
-        }))
+        self.0.subscriptions.invalidate(tenant);
+        Ok(Response::new(convert::event_type(t)))
+    }
+
+    async fn update_event_type(
+        &self,
+        req: Request<pb::UpdateEventTypeRequest>,
+    ) -> Result<Response<pb::EventType>, Status> {
+        let tenant = self.0.tenant(&req).await?;
+        let r = req.into_inner();
+        validate_event_type(&r.name).map_err(|e| Error::InvalidArgument(format!("name: {e}")))?;
+        let changes = EventTypeChanges {
+            description: r
+                .description
+                .as_deref()
+                .map(validate::description)
+                .transpose()?,
+            group: r.group.as_deref().map(validate::group).transpose()?,
+            archived: r.archived,
+        };
+        let t = self
+            .0
+            .store
+            .update_event_type(tenant, &r.name, &changes)
+            .await
+            .map_err(store_err)?;
+        self.0.subscriptions.invalidate(tenant);
+        Ok(Response::new(convert::event_type(t)))
     }
 
     async fn list_event_types(
@@ -261,21 +532,15 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         req: Request<pb::ListEventTypesRequest>,
     ) -> Result<Response<pb::ListEventTypesResponse>, Status> {
         let tenant = self.0.tenant(&req).await?;
+        let r = req.get_ref();
         let rows = self
             .0
             .store
-            .list_event_types(tenant)
+            .list_event_types(tenant, r.include_archived, r.group.as_deref())
             .await
             .map_err(store_err)?;
         Ok(Response::new(pb::ListEventTypesResponse {
-            event_types: rows
-                .into_iter()
-                .map(|t| pb::EventType {
-                    name: t.name,
-                    description: t.description,
-                    created_at: Some(convert::ts(t.created_at)),
-                })
-                .collect(),
+            event_types: rows.into_iter().map(convert::event_type).collect(),
         }))
     }
 }

@@ -2,9 +2,7 @@
 
 use chrono::Utc;
 use herald_broker::Outgoing;
-use herald_core::wire::{
-    DeliveryRef, DeliveryTask, EventRecord, LedgerBatch, Record, Trigger, VERSION,
-};
+use herald_core::wire::{EventRecord, LedgerBatch, Record};
 use herald_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -79,6 +77,22 @@ impl Ingest {
             }
         };
 
+        if index.reject_unknown {
+            for slot in &mut slots {
+                if let Slot::Pending { event } = slot
+                    && !index.accepts(&event.event_type)
+                {
+                    if let Some(key) = &event.idempotency_key {
+                        self.idempotency.release(tenant, key).await;
+                    }
+                    *slot = Slot::Done(Err(Error::InvalidArgument(format!(
+                        "event type {:?} is not one of this tenant's event types (create it with CreateEventType, or unarchive it)",
+                        event.event_type
+                    ))));
+                }
+            }
+        }
+
         let topo = self.publisher.topology();
         let (deliveries_x, ledger_x) = (topo.deliveries_exchange(), topo.ledger_exchange());
         let now = Utc::now();
@@ -90,43 +104,24 @@ impl Ingest {
                 accepted.push(None);
                 continue;
             };
-            let event_id = Uuid::now_v7();
-            let endpoints = index.matching(&event.event_type);
-            let mut refs = Vec::with_capacity(endpoints.len());
-            for endpoint_id in endpoints {
-                let task = DeliveryTask {
-                    v: VERSION,
-                    delivery_id: Uuid::now_v7(),
-                    event_id,
-                    tenant_id: tenant,
-                    endpoint_id: *endpoint_id,
-                    event_type: event.event_type.clone(),
-                    attempt: 1,
-                    trigger: Trigger::Scheduled,
-                    created_at: now,
-                    payload: event.payload.clone(),
-                };
-                refs.push(DeliveryRef {
-                    delivery_id: task.delivery_id,
-                    endpoint_id: *endpoint_id,
-                });
+            let targets = index.targets(&event.event_type, &event.payload);
+            let (record, tasks) = EventRecord::fan_out(
+                tenant,
+                &event.event_type,
+                &event.payload,
+                event.occurred_at.unwrap_or(now),
+                event.idempotency_key.clone(),
+                &targets,
+            );
+            for task in &tasks {
                 messages.push(Outgoing {
                     exchange: deliveries_x.clone(),
                     routing_key: herald_broker::WORK_KEY.to_owned(),
                     body: task.encode(),
                 });
             }
-            accepted.push(Some((event_id, refs.len() as u32)));
-            records.push(Record::Event(EventRecord {
-                event_id,
-                tenant_id: tenant,
-                event_type: event.event_type.clone(),
-                occurred_at: event.occurred_at.unwrap_or(now),
-                accepted_at: now,
-                idempotency_key: event.idempotency_key.clone(),
-                payload: String::from_utf8_lossy(&event.payload).into_owned(),
-                deliveries: refs,
-            }));
+            accepted.push(Some((record.event_id, tasks.len() as u32)));
+            records.push(Record::Event(record));
         }
         for chunk in chunk_records(records) {
             messages.push(Outgoing {

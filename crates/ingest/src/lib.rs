@@ -44,6 +44,8 @@ pub(crate) struct Ingest {
     pub subscriptions: Arc<subscriptions::Subscriptions>,
     pub idempotency: idempotency::Idempotency,
     pub policy: AddressPolicy,
+    /// Outbound client for test sends (the dispatcher's: same address guard, no redirects).
+    pub http: herald_dispatcher::http::Client,
 }
 
 /// Connects to Postgres, Redis and RabbitMQ, runs migrations, declares the topology and serves
@@ -80,6 +82,10 @@ pub async fn run(
         )),
         keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
         policy: AddressPolicy::new(config.allow_networks.clone()),
+        http: herald_dispatcher::http::Client::new(
+            AddressPolicy::new(config.allow_networks.clone()),
+            64 * 1024,
+        )?,
         store,
         publisher: publisher.clone(),
         config: Arc::new(config),

@@ -1,4 +1,6 @@
-//! Per-tenant subscription index, cached so a publish costs no database query.
+//! Per-tenant subscription index, cached so a publish costs no database query: the enabled
+//! endpoints by subscription pattern with their payload filters (parsed once, here), and the
+//! tenant's event-type policy (reject unknown types, and the live types it knows).
 //!
 //! Changes made through this instance invalidate the tenant's entry at once; changes made
 //! through another instance apply within `HERALD_SUBSCRIPTION_CACHE_TTL`. A load that raced
@@ -9,14 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::matching::{Matcher, parse_patterns};
-use herald_store::Store;
+use herald_store::{Store, SubscriptionIndex};
 use uuid::Uuid;
 
 use crate::error::Result;
 
-/// The enabled endpoints of one tenant, indexed by subscription.
-pub type Index = Matcher<Uuid>;
+/// What a publish needs to know about one tenant.
+pub type Index = SubscriptionIndex;
 
 pub struct Subscriptions {
     store: Store,
@@ -46,13 +47,7 @@ impl Subscriptions {
             return Ok(index.clone());
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let endpoints = self.store.tenant_endpoints(tenant).await?;
-        let index = Arc::new(Matcher::new(
-            endpoints.into_iter().filter(|e| e.enabled).filter_map(|e| {
-                // Stored patterns were validated at write time.
-                parse_patterns(&e.event_types).ok().map(|p| (e.id, p))
-            }),
-        ));
+        let index = Arc::new(SubscriptionIndex::load(&self.store, tenant).await?);
         if self.generation.load(Ordering::Acquire) == generation {
             self.entries
                 .lock()

@@ -81,6 +81,46 @@ pub fn description(d: &str) -> Result<String> {
     Ok(d.to_owned())
 }
 
+/// Most deliveries per second an endpoint may be limited to.
+pub const MAX_RATE_LIMIT: u32 = 100_000;
+/// Longest rotation grace period.
+pub const MAX_GRACE_SECONDS: u32 = 7 * 24 * 3600;
+
+/// A payload filter as JSON text; empty means no filter.
+pub fn filter(text: &str) -> Result<Option<serde_json::Value>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if text.len() > herald_core::filter::MAX_FILTER_BYTES {
+        return Err(bad(format!(
+            "filter is {} bytes; at most {} are allowed",
+            text.len(),
+            herald_core::filter::MAX_FILTER_BYTES
+        )));
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("filter is not valid JSON: {e}")))?;
+    herald_core::filter::Filter::parse(&doc).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(doc))
+}
+
+pub fn rate_limit(n: u32) -> Result<u32> {
+    if n > MAX_RATE_LIMIT {
+        return Err(bad(format!(
+            "rate_limit_per_second must be at most {MAX_RATE_LIMIT} (0 for no limit)"
+        )));
+    }
+    Ok(n)
+}
+
+/// An event type group: free text for a page heading.
+pub fn group(g: &str) -> Result<String> {
+    if g.chars().count() > 128 {
+        return Err(bad("group is longer than 128 characters"));
+    }
+    Ok(g.trim().to_owned())
+}
+
 pub fn event_types(patterns: &[String]) -> Result<Vec<String>> {
     parse_patterns(patterns)?;
     let mut v = patterns.to_vec();

@@ -1,16 +1,40 @@
 //! The Deliveries service: the delivery log, per tenant.
 
 use chrono::{DateTime, Utc};
-use herald_core::wire::DeliveryStatus;
+use herald_broker::{Outgoing, Publisher};
+use herald_core::wire::{DeliveryStatus, DeliveryTask, Trigger, VERSION};
 use herald_proto::v1 as pb;
 use herald_store::{KeyCache, KeyCheck};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+/// Most deliveries one ReplayEndpoint call queues.
+pub const MAX_REPLAY: u32 = 10_000;
+/// Broker messages per confirmed publish while replaying.
+const REPLAY_CHUNK: usize = 500;
+
 pub struct DeliveriesApi {
     pub pool: PgPool,
     pub keys: KeyCache,
+    /// Publishes manual attempts (Redeliver, ReplayEndpoint) to the work exchange.
+    pub publisher: Publisher,
+}
+
+fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
+}
+
+/// The smallest UUIDv7 of a millisecond: ids are UUIDv7 made when the row was created, so a
+/// time bound is an id bound and range queries use the `(tenant_id, id)` indexes.
+fn first_id_at(t: DateTime<Utc>) -> Uuid {
+    let ms = t.timestamp_millis().max(0) as u64;
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6] = 0x70;
+    b[8] = 0x80;
+    Uuid::from_bytes(b)
 }
 
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -73,6 +97,7 @@ struct DeliveryRow {
     created_at: DateTime<Utc>,
     last_attempt_at: Option<DateTime<Utc>>,
     next_retry_at: Option<DateTime<Utc>>,
+    test: bool,
 }
 
 impl From<DeliveryRow> for pb::Delivery {
@@ -96,6 +121,7 @@ impl From<DeliveryRow> for pb::Delivery {
                 None
             },
             latency_ms: r.latency_ms.unwrap_or(0).max(0) as u32,
+            test: r.test,
         }
     }
 }
@@ -115,7 +141,7 @@ struct AttemptRow {
 
 const DELIVERY_COLUMNS: &str =
     "id, event_id, endpoint_id, event_type, status, attempt_count, response_status,
-    response_body, last_error, latency_ms, created_at, last_attempt_at, next_retry_at";
+    response_body, last_error, latency_ms, created_at, last_attempt_at, next_retry_at, test";
 
 impl DeliveriesApi {
     async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid, Status> {
@@ -168,6 +194,23 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             0 => 50,
             n => n.min(500),
         };
+        let since = r
+            .since
+            .as_ref()
+            .map(|t| from_ts("since", t))
+            .transpose()?
+            .map(first_id_at);
+        let until = r
+            .until
+            .as_ref()
+            .map(|t| from_ts("until", t))
+            .transpose()?
+            .map(first_id_at);
+        // The cursor and `until` are both exclusive upper bounds: the smaller one wins.
+        let before = match (before, until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries
              WHERE tenant_id = $1
@@ -176,6 +219,7 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
                AND ($4::text IS NULL OR status = $4)
                AND ($5::text IS NULL OR event_type = $5)
                AND ($6::uuid IS NULL OR id < $6)
+               AND ($8::uuid IS NULL OR id >= $8)
              ORDER BY id DESC LIMIT $7"
         );
         let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -186,6 +230,7 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             .bind(r.event_type.as_deref())
             .bind(before)
             .bind(i64::from(limit))
+            .bind(since)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
@@ -241,5 +286,217 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn list_recent_activity(
+        &self,
+        req: Request<pb::ListRecentActivityRequest>,
+    ) -> Result<Response<pb::ListRecentActivityResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        let limit = match req.get_ref().limit {
+            0 => 10,
+            n => n.min(100),
+        };
+        let rows: Vec<ActivityRow> = sqlx::query_as(
+            "SELECT d.id, d.event_id, d.event_type, d.endpoint_id, e.url, d.status,
+                    d.response_status, d.attempt_count, COALESCE(d.last_attempt_at, d.created_at) AS at,
+                    d.test
+             FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id AND e.tenant_id = d.tenant_id
+             WHERE d.tenant_id = $1
+             ORDER BY d.id DESC LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(Response::new(pb::ListRecentActivityResponse {
+            items: rows
+                .into_iter()
+                .map(|r| pb::ActivityItem {
+                    delivery_id: r.id.to_string(),
+                    event_id: r.event_id.to_string(),
+                    event_type: r.event_type,
+                    endpoint_id: r.endpoint_id.to_string(),
+                    endpoint_url: r.url.unwrap_or_default(),
+                    status: status_to_pb(&r.status),
+                    response_status: r.response_status.unwrap_or(0).max(0) as u32,
+                    attempt_count: r.attempt_count.max(0) as u32,
+                    at: Some(ts(r.at)),
+                    test: r.test,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn redeliver(
+        &self,
+        req: Request<pb::RedeliverRequest>,
+    ) -> Result<Response<pb::RedeliverResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        let id = parse_id("delivery_id", &req.get_ref().delivery_id)?;
+        let row: ReplayRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{REPLAY_SELECT} WHERE d.id = $1 AND d.tenant_id = $2"
+        )))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Status::not_found("delivery not found"))?;
+        self.check_endpoint(tenant, row.endpoint_id).await?;
+        let attempt = row.attempt_count.max(0) as u32 + 1;
+        let message = self.manual_task(row)?;
+        self.publisher.publish(&[message]).await.map_err(|e| {
+            tracing::warn!(error = %e, "redeliver: broker unavailable");
+            Status::unavailable("the message broker is unavailable, retry later")
+        })?;
+        tracing::info!(tenant_id = %tenant, delivery_id = %id, attempt, "manual redelivery queued");
+        Ok(Response::new(pb::RedeliverResponse {
+            delivery_id: id.to_string(),
+            attempt,
+        }))
+    }
+
+    async fn replay_endpoint(
+        &self,
+        req: Request<pb::ReplayEndpointRequest>,
+    ) -> Result<Response<pb::ReplayEndpointResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        let r = req.into_inner();
+        let endpoint = parse_id("endpoint_id", &r.endpoint_id)?;
+        let status = status_from_pb(r.status)?.unwrap_or("failed");
+        let since = r.since.as_ref().map(|t| from_ts("since", t)).transpose()?;
+        let until = r.until.as_ref().map(|t| from_ts("until", t)).transpose()?;
+        if let (Some(a), Some(b)) = (since, until)
+            && a >= b
+        {
+            return Err(Status::invalid_argument("since must be before until"));
+        }
+        if r.limit > MAX_REPLAY {
+            return Err(Status::invalid_argument(format!(
+                "limit must be at most {MAX_REPLAY}"
+            )));
+        }
+        let limit = if r.limit == 0 { MAX_REPLAY } else { r.limit };
+        self.check_endpoint(tenant, endpoint).await?;
+        let rows: Vec<ReplayRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{REPLAY_SELECT}
+             WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND d.status = $3 AND NOT d.test
+               AND ($4::uuid IS NULL OR d.id >= $4) AND ($5::uuid IS NULL OR d.id < $5)
+             ORDER BY d.id LIMIT $6"
+        )))
+        .bind(endpoint)
+        .bind(tenant)
+        .bind(status)
+        .bind(since.map(first_id_at))
+        .bind(until.map(first_id_at))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let truncated = rows.len() as u64 > u64::from(limit);
+        let rows: Vec<ReplayRow> = rows.into_iter().take(limit as usize).collect();
+        let last_created_at = rows.last().map(|r| ts(r.created_at));
+        let mut queued = 0u32;
+        let messages = rows
+            .into_iter()
+            .map(|r| self.manual_task(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        for chunk in messages.chunks(REPLAY_CHUNK) {
+            self.publisher.publish(chunk).await.map_err(|e| {
+                tracing::warn!(error = %e, queued, "replay: broker unavailable");
+                Status::unavailable(format!(
+                    "the message broker became unavailable after {queued} deliveries were queued; retry with since moved on"
+                ))
+            })?;
+            queued += chunk.len() as u32;
+        }
+        tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint, queued, truncated, "replay queued");
+        Ok(Response::new(pb::ReplayEndpointResponse {
+            queued,
+            truncated,
+            last_created_at,
+        }))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ActivityRow {
+    id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    endpoint_id: Uuid,
+    url: Option<String>,
+    status: String,
+    response_status: Option<i32>,
+    attempt_count: i32,
+    at: DateTime<Utc>,
+    test: bool,
+}
+
+/// A delivery with what a new attempt of it needs.
+#[derive(sqlx::FromRow)]
+struct ReplayRow {
+    id: Uuid,
+    event_id: Uuid,
+    tenant_id: Uuid,
+    endpoint_id: Uuid,
+    event_type: String,
+    attempt_count: i32,
+    created_at: DateTime<Utc>,
+    payload: Option<String>,
+}
+
+const REPLAY_SELECT: &str = "SELECT d.id, d.event_id, d.tenant_id, d.endpoint_id, d.event_type,
+        d.attempt_count, d.created_at, e.payload
+     FROM deliveries d LEFT JOIN events e ON e.id = d.event_id";
+
+impl DeliveriesApi {
+    /// A manual attempt must go to an endpoint that still exists and is enabled.
+    async fn check_endpoint(&self, tenant: Uuid, endpoint: Uuid) -> Result<(), Status> {
+        let enabled: Option<bool> =
+            sqlx::query_scalar("SELECT enabled FROM endpoints WHERE id = $1 AND tenant_id = $2")
+                .bind(endpoint)
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        match enabled {
+            None => Err(Status::not_found(
+                "endpoint not found (it may have been deleted)",
+            )),
+            Some(false) => Err(Status::failed_precondition(
+                "the endpoint is disabled: enable it before re-sending deliveries",
+            )),
+            Some(true) => Ok(()),
+        }
+    }
+
+    /// The work-queue message of one manual attempt (one attempt, no retries).
+    fn manual_task(&self, r: ReplayRow) -> Result<Outgoing, Status> {
+        let payload = r.payload.ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "the event of delivery {} is not in the ledger yet; retry in a moment",
+                r.id
+            ))
+        })?;
+        let task = DeliveryTask {
+            v: VERSION,
+            delivery_id: r.id,
+            event_id: r.event_id,
+            tenant_id: r.tenant_id,
+            endpoint_id: r.endpoint_id,
+            event_type: r.event_type,
+            attempt: r.attempt_count.max(0) as u32 + 1,
+            trigger: Trigger::Manual,
+            created_at: r.created_at,
+            payload: payload.into_bytes(),
+        };
+        Ok(Outgoing {
+            exchange: self.publisher.topology().deliveries_exchange(),
+            routing_key: herald_broker::WORK_KEY.to_owned(),
+            body: task.encode(),
+        })
     }
 }

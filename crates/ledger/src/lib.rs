@@ -11,7 +11,7 @@ pub mod write;
 
 use std::time::Duration;
 
-use herald_broker::{QueueType, Topology};
+use herald_broker::{Publisher, QueueType, Topology};
 use herald_proto::v1::deliveries_server::DeliveriesServer;
 use herald_store::{KeyCache, Store};
 use tokio::net::TcpListener;
@@ -56,9 +56,11 @@ pub async fn run(
         .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
     let api = api::DeliveriesApi {
         pool: store.pool().clone(),
         keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
+        publisher: publisher.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "ledger listening");
     tonic::transport::Server::builder()
@@ -68,6 +70,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await?;
     consumer.await?;
+    publisher.close().await;
     tracing::info!("ledger stopped");
     Ok(())
 }

@@ -6,10 +6,14 @@
 //! twice, or an attempt record that overtakes its event record, converges to the same state.
 //! One transaction per batch, multi-row `UNNEST` inserts: a few statements for hundreds of
 //! records.
+//!
+//! Per-endpoint statistics are kept in the same transaction from what the batch really
+//! inserted (`RETURNING`), so a record applied twice counts once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
+use herald_core::stats;
 use herald_core::wire::{AbandonedRecord, AttemptRecord, DeliveryStatus, EventRecord, Record};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -51,6 +55,7 @@ fn rank(a: &AttemptRecord) -> (bool, u32, DateTime<Utc>) {
 /// Writes a batch in one transaction.
 pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let mut stats = StatsDelta::default();
 
     if !batch.events.is_empty() {
         let mut ids = Vec::new();
@@ -60,6 +65,7 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
         let mut accepted = Vec::new();
         let mut keys: Vec<Option<String>> = Vec::new();
         let mut payloads = Vec::new();
+        let mut tests = Vec::new();
         let (mut d_ids, mut d_tenants, mut d_events, mut d_endpoints, mut d_types, mut d_created) = (
             Vec::new(),
             Vec::new(),
@@ -68,6 +74,7 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
             Vec::new(),
             Vec::new(),
         );
+        let mut d_tests = Vec::new();
         for e in &batch.events {
             ids.push(e.event_id);
             tenants.push(e.tenant_id);
@@ -76,7 +83,9 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
             accepted.push(e.accepted_at);
             keys.push(e.idempotency_key.clone());
             payloads.push(e.payload.as_str());
+            tests.push(e.test);
             for d in &e.deliveries {
+                d_tests.push(e.test);
                 d_ids.push(d.delivery_id);
                 d_tenants.push(e.tenant_id);
                 d_events.push(e.event_id);
@@ -86,8 +95,8 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
             }
         }
         sqlx::query(
-            "INSERT INTO events (id, tenant_id, event_type, occurred_at, accepted_at, idempotency_key, payload)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
+            "INSERT INTO events (id, tenant_id, event_type, occurred_at, accepted_at, idempotency_key, payload, test)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[], $8::bool[])
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&ids)
@@ -97,15 +106,17 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
         .bind(&accepted)
         .bind(&keys)
         .bind(&payloads)
+        .bind(&tests)
         .execute(&mut *tx)
         .await?;
         if !d_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, created_at)
-                 SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id, d.event_type, 'pending', d.created_at
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[])
-                      AS d (id, tenant_id, event_id, endpoint_id, event_type, created_at)
-                 ON CONFLICT (id) DO NOTHING",
+            let inserted: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, created_at, test)
+                 SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id, d.event_type, 'pending', d.created_at, d.test
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::bool[])
+                      AS d (id, tenant_id, event_id, endpoint_id, event_type, created_at, test)
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING endpoint_id, tenant_id",
             )
             .bind(&d_ids)
             .bind(&d_tenants)
@@ -113,19 +124,24 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
             .bind(&d_endpoints)
             .bind(&d_types)
             .bind(&d_created)
-            .execute(&mut *tx)
+            .bind(&d_tests)
+            .fetch_all(&mut *tx)
             .await?;
+            for (endpoint, tenant) in inserted {
+                stats.new_delivery(endpoint, tenant);
+            }
         }
     }
 
     if !batch.attempts.is_empty() {
         let a = &batch.attempts;
-        sqlx::query(
+        let inserted: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
             "INSERT INTO attempts (id, delivery_id, tenant_id, endpoint_id, attempt, trigger, status,
                  started_at, latency_ms, response_status, response_body, error, next_retry_at)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::text[],
                  $7::text[], $8::timestamptz[], $9::int4[], $10::int4[], $11::text[], $12::text[], $13::timestamptz[])
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id",
         )
         .bind(a.iter().map(|r| r.attempt_id).collect::<Vec<_>>())
         .bind(a.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
@@ -140,8 +156,13 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
         .bind(a.iter().map(|r| r.response_body.as_str()).collect::<Vec<_>>())
         .bind(a.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
         .bind(a.iter().map(|r| r.next_retry_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        for r in a.iter().filter(|r| inserted.contains(&r.attempt_id)) {
+            stats.attempt(r);
+        }
 
         // One row per delivery per statement: fold this batch's attempts first.
         let mut latest: HashMap<Uuid, &AttemptRecord> = HashMap::new();
@@ -156,7 +177,7 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
                 .or_insert(r);
         }
         let rows: Vec<&AttemptRecord> = latest.into_values().collect();
-        sqlx::query(
+        let upserted: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
             "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
                  attempt_count, response_status, response_body, last_error, latency_ms, created_at,
                  last_attempt_at, next_retry_at)
@@ -164,7 +185,9 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
                  $7::int4[], $8::int4[], $9::text[], $10::text[], $11::int4[], $12::timestamptz[],
                  $13::timestamptz[], $14::timestamptz[])
              ON CONFLICT (id) DO UPDATE SET
-                 status = EXCLUDED.status,
+                 -- Once delivered, a delivery stays `success` (a manual re-send that fails
+                 -- is still in its attempts).
+                 status = CASE WHEN d.status = 'success' THEN 'success' ELSE EXCLUDED.status END,
                  attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
                  response_status = EXCLUDED.response_status,
                  response_body = EXCLUDED.response_body,
@@ -173,8 +196,10 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
                  last_attempt_at = EXCLUDED.last_attempt_at,
                  next_retry_at = EXCLUDED.next_retry_at,
                  updated_at = now()
-             WHERE d.status <> 'success'
-               AND (EXCLUDED.status = 'success' OR EXCLUDED.attempt_count >= d.attempt_count)",
+             WHERE EXCLUDED.attempt_count > d.attempt_count
+                OR (EXCLUDED.attempt_count = d.attempt_count AND d.status <> 'success')
+                OR (EXCLUDED.status = 'success' AND d.status <> 'success')
+             RETURNING endpoint_id, tenant_id, (xmax = 0) AS inserted",
         )
         .bind(rows.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
@@ -190,8 +215,12 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
         .bind(rows.iter().map(|r| r.delivery.created_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.next_retry_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        // Rows created here (an attempt that overtook its event record) are new deliveries.
+        for (endpoint, tenant, _) in upserted.into_iter().filter(|r| r.2) {
+            stats.new_delivery(endpoint, tenant);
+        }
     }
 
     if !batch.abandoned.is_empty() {
@@ -200,7 +229,7 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
             seen.insert(r.delivery.delivery_id, r);
         }
         let rows: Vec<&AbandonedRecord> = seen.into_values().collect();
-        sqlx::query(
+        let upserted: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
             "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
                  last_error, created_at)
              SELECT x.id, x.tenant_id, x.event_id, x.endpoint_id, x.event_type, 'failed', x.reason, x.created_at
@@ -208,7 +237,8 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
                   AS x (id, tenant_id, event_id, endpoint_id, event_type, reason, created_at)
              ON CONFLICT (id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
                  next_retry_at = NULL, updated_at = now()
-             WHERE d.status <> 'success'",
+             WHERE d.status <> 'success'
+             RETURNING endpoint_id, tenant_id, (xmax = 0) AS inserted",
         )
         .bind(rows.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
@@ -217,8 +247,125 @@ pub async fn apply(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
         .bind(rows.iter().map(|r| r.delivery.event_type.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.delivery.created_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        for (endpoint, tenant, _) in upserted.into_iter().filter(|r| r.2) {
+            stats.new_delivery(endpoint, tenant);
+        }
     }
+    stats.write(&mut tx).await?;
     tx.commit().await
+}
+
+/// What one batch adds to the per-endpoint statistics.
+#[derive(Default)]
+struct StatsDelta {
+    /// Endpoint → (tenant, new deliveries).
+    deliveries: HashMap<Uuid, (Uuid, i64)>,
+    /// Endpoint → latest attempt of the batch: (tenant, time, outcome).
+    latest: HashMap<Uuid, (Uuid, DateTime<Utc>, &'static str)>,
+    /// (endpoint, hour, bucket) → (attempts, successes).
+    latency: HashMap<(Uuid, DateTime<Utc>, i16), (i64, i64)>,
+}
+
+impl StatsDelta {
+    fn new_delivery(&mut self, endpoint: Uuid, tenant: Uuid) {
+        self.deliveries.entry(endpoint).or_insert((tenant, 0)).1 += 1;
+    }
+
+    fn attempt(&mut self, r: &AttemptRecord) {
+        let endpoint = r.delivery.endpoint_id;
+        let newer = self
+            .latest
+            .get(&endpoint)
+            .is_none_or(|(_, at, _)| r.started_at >= *at);
+        if newer {
+            self.latest.insert(
+                endpoint,
+                (r.delivery.tenant_id, r.started_at, r.outcome.as_str()),
+            );
+        }
+        let hour = r
+            .started_at
+            .duration_trunc(chrono::TimeDelta::hours(1))
+            .unwrap_or(r.started_at);
+        let bucket = stats::bucket(r.latency_ms) as i16;
+        let e = self.latency.entry((endpoint, hour, bucket)).or_default();
+        e.0 += 1;
+        if r.outcome == DeliveryStatus::Success {
+            e.1 += 1;
+        }
+    }
+
+    async fn write(self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        let mut ids: Vec<Uuid> = self.deliveries.keys().copied().collect();
+        ids.extend(
+            self.latest
+                .keys()
+                .filter(|k| !self.deliveries.contains_key(k)),
+        );
+        if !ids.is_empty() {
+            ids.sort();
+            let tenants: Vec<Uuid> = ids
+                .iter()
+                .map(|id| {
+                    self.deliveries
+                        .get(id)
+                        .map(|d| d.0)
+                        .or_else(|| self.latest.get(id).map(|l| l.0))
+                        .unwrap_or_default()
+                })
+                .collect();
+            let added: Vec<i64> = ids
+                .iter()
+                .map(|id| self.deliveries.get(id).map_or(0, |d| d.1))
+                .collect();
+            let status: Vec<Option<&str>> = ids
+                .iter()
+                .map(|id| self.latest.get(id).map(|l| l.2))
+                .collect();
+            let at: Vec<Option<DateTime<Utc>>> = ids
+                .iter()
+                .map(|id| self.latest.get(id).map(|l| l.1))
+                .collect();
+            sqlx::query(
+                "INSERT INTO endpoint_stats AS s (endpoint_id, tenant_id, total_deliveries, last_status, last_delivery_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::timestamptz[])
+                 ON CONFLICT (endpoint_id) DO UPDATE SET
+                     total_deliveries = s.total_deliveries + EXCLUDED.total_deliveries,
+                     last_status = CASE
+                         WHEN EXCLUDED.last_delivery_at IS NOT NULL AND (s.last_delivery_at IS NULL
+                              OR EXCLUDED.last_delivery_at >= s.last_delivery_at)
+                         THEN EXCLUDED.last_status ELSE s.last_status END,
+                     last_delivery_at = GREATEST(s.last_delivery_at, EXCLUDED.last_delivery_at)",
+            )
+            .bind(&ids)
+            .bind(&tenants)
+            .bind(&added)
+            .bind(&status)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.latency.is_empty() {
+            let mut rows: Vec<_> = self.latency.into_iter().collect();
+            // A stable order keeps concurrent ledgers from deadlocking on these rows.
+            rows.sort_by_key(|(k, _)| *k);
+            sqlx::query(
+                "INSERT INTO endpoint_latency AS l (endpoint_id, hour, bucket, attempts, successes)
+                 SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::int8[])
+                 ON CONFLICT (endpoint_id, hour, bucket) DO UPDATE SET
+                     attempts = l.attempts + EXCLUDED.attempts,
+                     successes = l.successes + EXCLUDED.successes",
+            )
+            .bind(rows.iter().map(|((e, _, _), _)| *e).collect::<Vec<_>>())
+            .bind(rows.iter().map(|((_, h, _), _)| *h).collect::<Vec<_>>())
+            .bind(rows.iter().map(|((_, _, b), _)| *b).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, (n, _))| *n).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, (_, ok))| *ok).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
 }

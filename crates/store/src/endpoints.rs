@@ -26,11 +26,20 @@ pub struct Endpoint {
     pub retry_schedule_ms: Option<Vec<u32>>,
     pub headers: BTreeMap<String, String>,
     pub disabled_reason: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The owning tenant's header prefix and User-Agent (joined in for the dispatcher).
     pub header_prefix: String,
     pub user_agent: String,
+    /// Payload filter as stored (validated at write time).
+    pub filter: Option<serde_json::Value>,
+    /// Deliveries per second across all dispatchers; 0: unlimited.
+    pub rate_limit_per_second: u32,
+    /// Deliveries that ended `failed` in a row.
+    pub consecutive_failures: u32,
+    /// Failed attempts in a row.
+    pub failed_attempts: u32,
 }
 
 impl Endpoint {
@@ -62,10 +71,15 @@ struct Row {
     retry_schedule_ms: Option<Vec<i32>>,
     headers: sqlx::types::Json<BTreeMap<String, String>>,
     disabled_reason: Option<String>,
+    disabled_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     header_prefix: String,
     user_agent: String,
+    filter: Option<sqlx::types::Json<serde_json::Value>>,
+    rate_limit_per_second: i32,
+    consecutive_failures: i32,
+    failed_attempts: i32,
 }
 
 impl From<Row> for Endpoint {
@@ -89,18 +103,24 @@ impl From<Row> for Endpoint {
                 .map(|v| v.into_iter().map(|d| d.max(0) as u32).collect()),
             headers: r.headers.0,
             disabled_reason: r.disabled_reason,
+            disabled_at: r.disabled_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
             header_prefix: r.header_prefix,
             user_agent: r.user_agent,
+            filter: r.filter.map(|f| f.0),
+            rate_limit_per_second: r.rate_limit_per_second.max(0) as u32,
+            consecutive_failures: r.consecutive_failures.max(0) as u32,
+            failed_attempts: r.failed_attempts.max(0) as u32,
         }
     }
 }
 
 const SELECT: &str = "SELECT e.id, e.tenant_id, e.url, e.description, e.event_types, e.enabled,
         e.signing_scheme, e.secret, e.previous_secret, e.previous_secret_expires_at,
-        e.timeout_ms, e.retry_schedule_ms, e.headers, e.disabled_reason, e.created_at,
-        e.updated_at, t.header_prefix, t.user_agent
+        e.timeout_ms, e.retry_schedule_ms, e.headers, e.disabled_reason, e.disabled_at,
+        e.created_at, e.updated_at, t.header_prefix, t.user_agent, e.filter,
+        e.rate_limit_per_second, e.consecutive_failures, e.failed_attempts
      FROM endpoints e JOIN tenants t ON t.id = e.tenant_id";
 
 /// A validated endpoint to create.
@@ -115,6 +135,8 @@ pub struct NewEndpoint {
     pub timeout_ms: u32,
     pub retry_schedule_ms: Option<Vec<u32>>,
     pub headers: BTreeMap<String, String>,
+    pub filter: Option<serde_json::Value>,
+    pub rate_limit_per_second: u32,
 }
 
 /// Validated changes; `None` leaves a field as it is.
@@ -130,6 +152,59 @@ pub struct EndpointChanges {
     /// `Some(None)` resets to the server default.
     pub retry_schedule_ms: Option<Option<Vec<u32>>>,
     pub headers: Option<BTreeMap<String, String>>,
+    /// `Some(None)` removes the filter.
+    pub filter: Option<Option<serde_json::Value>>,
+    pub rate_limit_per_second: Option<u32>,
+}
+
+/// What the ledger knows of an endpoint's deliveries (see `EndpointStats` in the API).
+#[derive(Clone, Debug, Default)]
+pub struct EndpointStats {
+    pub total_deliveries: u64,
+    pub last_status: Option<String>,
+    pub last_delivery_at: Option<DateTime<Utc>>,
+    pub window_attempts: u64,
+    pub window_successes: u64,
+    /// Attempts per latency bucket over the window (`herald_core::stats`).
+    pub latency: [u64; herald_core::stats::BUCKETS],
+}
+
+/// endpoint id, total deliveries, last status, last delivery time.
+type SummaryRow = (Uuid, i64, Option<String>, Option<DateTime<Utc>>);
+
+/// What a final outcome did to an endpoint's failure streak.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Streak {
+    /// Nothing worth telling anyone.
+    Unchanged,
+    /// The endpoint reached the `failing` threshold of failed attempts (told once per streak).
+    Failing { failed_attempts: u32 },
+    /// The endpoint was disabled by this outcome.
+    Disabled { reason: String },
+    /// A success ended a streak that had been reported as failing.
+    Recovered,
+}
+
+/// The outcome [`Store::record_outcome`] folds in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A delivery succeeded.
+    Success,
+    /// An attempt failed (a retry may follow).
+    FailedAttempt,
+    /// A delivery ended `failed` after its last attempt.
+    Failed,
+}
+
+/// When a streak of failures disables or flags an endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct FailurePolicy {
+    /// Failed attempts in a row that make an endpoint `failing`; 0: never.
+    pub failing_after_attempts: u32,
+    /// Deliveries ending `failed` in a row that disable it; 0: never.
+    pub disable_after_failures: u32,
+    /// ... provided the streak spans at least this long.
+    pub disable_after_span: chrono::Duration,
 }
 
 fn to_i32(v: &[u32]) -> Vec<i32> {
@@ -141,8 +216,9 @@ impl Store {
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, enabled,
-                 signing_scheme, secret, timeout_ms, retry_schedule_ms, headers)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 signing_scheme, secret, timeout_ms, retry_schedule_ms, headers, filter,
+                 rate_limit_per_second)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(id)
         .bind(tenant_id)
@@ -155,6 +231,8 @@ impl Store {
         .bind(e.timeout_ms as i32)
         .bind(e.retry_schedule_ms.as_deref().map(to_i32))
         .bind(sqlx::types::Json(&e.headers))
+        .bind(e.filter.as_ref().map(sqlx::types::Json))
+        .bind(e.rate_limit_per_second.min(i32::MAX as u32) as i32)
         .execute(&self.pool)
         .await?;
         self.get_endpoint(tenant_id, id).await
@@ -235,9 +313,15 @@ impl Store {
                 timeout_ms = COALESCE($9, timeout_ms),
                 retry_schedule_ms = CASE WHEN $10 THEN NULL ELSE COALESCE($11, retry_schedule_ms) END,
                 headers = COALESCE($12, headers),
-                -- Turning an endpoint on clears why it was turned off.
+                filter = CASE WHEN $13 THEN NULL ELSE COALESCE($14, filter) END,
+                rate_limit_per_second = COALESCE($15, rate_limit_per_second),
+                -- Turning an endpoint on clears why it was turned off and its failure streak.
                 disabled_reason = CASE WHEN $6 IS TRUE THEN NULL ELSE disabled_reason END,
                 disabled_at = CASE WHEN $6 IS TRUE THEN NULL ELSE disabled_at END,
+                consecutive_failures = CASE WHEN $6 IS TRUE THEN 0 ELSE consecutive_failures END,
+                failing_since = CASE WHEN $6 IS TRUE THEN NULL ELSE failing_since END,
+                failed_attempts = CASE WHEN $6 IS TRUE THEN 0 ELSE failed_attempts END,
+                failing_notified = CASE WHEN $6 IS TRUE THEN false ELSE failing_notified END,
                 updated_at = now()
              WHERE id = $1 AND tenant_id = $2",
         )
@@ -253,6 +337,9 @@ impl Store {
         .bind(reset_schedule)
         .bind(schedule.as_deref().map(to_i32))
         .bind(c.headers.as_ref().map(sqlx::types::Json))
+        .bind(matches!(c.filter, Some(None)))
+        .bind(c.filter.as_ref().and_then(|f| f.as_ref()).map(sqlx::types::Json))
+        .bind(c.rate_limit_per_second.map(|r| r.min(i32::MAX as u32) as i32))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -286,6 +373,160 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Makes `secret` the signing secret; the current one keeps signing too until `until`.
+    pub async fn rotate_secret(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        secret: &Secret,
+        until: DateTime<Utc>,
+    ) -> Result<Endpoint> {
+        let done = sqlx::query(
+            "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = $4,
+                    secret = $3, updated_at = now()
+             WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(secret.expose())
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound("endpoint"));
+        }
+        self.get_endpoint(tenant_id, id).await
+    }
+
+    /// Statistics of some endpoints over the last `window_hours` hours, from the ledger's
+    /// summary tables (a few rows per endpoint, never the attempts table).
+    pub async fn endpoint_stats(
+        &self,
+        ids: &[Uuid],
+        window_hours: u32,
+    ) -> Result<std::collections::HashMap<Uuid, EndpointStats>> {
+        let mut out: std::collections::HashMap<Uuid, EndpointStats> =
+            std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let rows: Vec<SummaryRow> = sqlx::query_as(
+            "SELECT endpoint_id, total_deliveries, last_status, last_delivery_at
+             FROM endpoint_stats WHERE endpoint_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, total, status, at) in rows {
+            let s = out.entry(id).or_default();
+            s.total_deliveries = total.max(0) as u64;
+            s.last_status = status;
+            s.last_delivery_at = at;
+        }
+        let buckets: Vec<(Uuid, i16, i64, i64)> = sqlx::query_as(
+            "SELECT endpoint_id, bucket, sum(attempts)::int8, sum(successes)::int8
+             FROM endpoint_latency
+             WHERE endpoint_id = ANY($1) AND hour > now() - make_interval(hours => $2)
+             GROUP BY endpoint_id, bucket",
+        )
+        .bind(ids)
+        .bind(window_hours as i32)
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, bucket, attempts, successes) in buckets {
+            let s = out.entry(id).or_default();
+            let b = (bucket.max(0) as usize).min(herald_core::stats::BUCKETS - 1);
+            s.latency[b] += attempts.max(0) as u64;
+            s.window_attempts += attempts.max(0) as u64;
+            s.window_successes += successes.max(0) as u64;
+        }
+        Ok(out)
+    }
+
+    /// Folds the final outcome of one delivery (`success` or `failed`) or one failed attempt
+    /// into the endpoint's failure streak, and disables the endpoint when the policy says so.
+    /// Runs as one statement, so concurrent dispatchers never lose an update.
+    pub async fn record_outcome(
+        &self,
+        id: Uuid,
+        outcome: Outcome,
+        policy: &FailurePolicy,
+    ) -> Result<Streak> {
+        match outcome {
+            Outcome::Success => {
+                let row: Option<(bool,)> = sqlx::query_as(
+                    "UPDATE endpoints e SET consecutive_failures = 0, failing_since = NULL,
+                            failed_attempts = 0, failing_notified = false
+                     FROM (SELECT id, failing_notified AS was FROM endpoints WHERE id = $1 FOR UPDATE) old
+                     WHERE e.id = old.id
+                       AND (e.consecutive_failures <> 0 OR e.failed_attempts <> 0 OR e.failing_notified)
+                     RETURNING old.was",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some((true,)) => Streak::Recovered,
+                    _ => Streak::Unchanged,
+                })
+            }
+            Outcome::FailedAttempt => {
+                let threshold = policy.failing_after_attempts as i32;
+                let row: Option<(bool,)> = sqlx::query_as(
+                    "UPDATE endpoints e SET failed_attempts = e.failed_attempts + 1,
+                            failing_notified = e.failing_notified
+                                OR ($2 > 0 AND e.failed_attempts + 1 >= $2)
+                     FROM (SELECT id, failing_notified AS was FROM endpoints WHERE id = $1 FOR UPDATE) old
+                     WHERE e.id = old.id
+                     RETURNING NOT old.was AND e.failing_notified",
+                )
+                .bind(id)
+                .bind(threshold)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some((true,)) => Streak::Failing {
+                        failed_attempts: policy.failing_after_attempts,
+                    },
+                    _ => Streak::Unchanged,
+                })
+            }
+            Outcome::Failed => {
+                let reason = format!(
+                    "disabled automatically: {} deliveries in a row failed",
+                    policy.disable_after_failures
+                );
+                let row: Option<(bool,)> = sqlx::query_as(
+                    "UPDATE endpoints SET
+                        consecutive_failures = consecutive_failures + 1,
+                        failing_since = COALESCE(failing_since, now()),
+                        enabled = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
+                                        AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
+                                  THEN false ELSE enabled END,
+                        disabled_reason = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
+                                        AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
+                                  THEN $4 ELSE disabled_reason END,
+                        disabled_at = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
+                                        AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
+                                  THEN now() ELSE disabled_at END,
+                        updated_at = now()
+                     WHERE id = $1
+                     RETURNING disabled_reason IS NOT DISTINCT FROM $4 AND disabled_at = now()",
+                )
+                .bind(id)
+                .bind(policy.disable_after_failures as i32)
+                .bind(policy.disable_after_span.num_milliseconds() as f64)
+                .bind(&reason)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some((true,)) => Streak::Disabled { reason },
+                    _ => Streak::Unchanged,
+                })
+            }
+        }
     }
 
     pub async fn count_endpoints(&self, tenant_id: Uuid) -> Result<i64> {

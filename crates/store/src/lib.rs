@@ -9,6 +9,7 @@ mod endpoints;
 mod error;
 mod event_types;
 mod keys;
+mod subscriptions;
 mod tenants;
 
 use std::time::Duration;
@@ -16,10 +17,13 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use endpoints::{Endpoint, EndpointChanges, NewEndpoint};
+pub use endpoints::{
+    Endpoint, EndpointChanges, EndpointStats, FailurePolicy, NewEndpoint, Outcome, Streak,
+};
 pub use error::{Error, Result};
-pub use event_types::EventType;
+pub use event_types::{EventType, EventTypeChanges};
 pub use keys::{KeyCache, KeyCheck, bearer};
+pub use subscriptions::SubscriptionIndex;
 pub use tenants::{ApiKey, Tenant, TenantChanges, hash_api_key};
 
 /// Migrations embedded in every binary.

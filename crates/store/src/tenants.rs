@@ -18,7 +18,13 @@ pub struct Tenant {
     pub header_prefix: String,
     pub user_agent: String,
     pub created_at: DateTime<Utc>,
+    pub require_https: bool,
+    pub reject_unknown_event_types: bool,
 }
+
+/// Columns of [`Tenant`], in its field order.
+const TENANT_COLUMNS: &str =
+    "id, name, header_prefix, user_agent, created_at, require_https, reject_unknown_event_types";
 
 /// Fields to change on a tenant; `None` leaves a field as it is.
 #[derive(Debug, Default)]
@@ -26,6 +32,8 @@ pub struct TenantChanges {
     pub name: Option<String>,
     pub header_prefix: Option<String>,
     pub user_agent: Option<String>,
+    pub require_https: Option<bool>,
+    pub reject_unknown_event_types: Option<bool>,
 }
 
 /// A freshly created key; `secret` is never stored.
@@ -41,50 +49,55 @@ pub fn hash_api_key(key: &str) -> Vec<u8> {
 }
 
 impl Store {
-    pub async fn create_tenant(
-        &self,
-        name: &str,
-        header_prefix: Option<&str>,
-        user_agent: Option<&str>,
-    ) -> Result<Tenant> {
-        Ok(sqlx::query_as::<_, Tenant>(
-            "INSERT INTO tenants (id, name, header_prefix, user_agent)
-             VALUES ($1, $2, COALESCE($3, 'Webhook-'), COALESCE($4, 'Herald-Webhooks/1.0'))
-             RETURNING id, name, header_prefix, user_agent, created_at",
-        )
-        .bind(Uuid::now_v7())
-        .bind(name)
-        .bind(header_prefix)
-        .bind(user_agent)
-        .fetch_one(&self.pool)
-        .await?)
+    /// Creates a tenant; `c.name` is required, other unset fields take their defaults.
+    pub async fn create_tenant(&self, c: &TenantChanges) -> Result<Tenant> {
+        let sql = format!(
+            "INSERT INTO tenants (id, name, header_prefix, user_agent, require_https,
+                 reject_unknown_event_types)
+             VALUES ($1, $2, COALESCE($3, 'Webhook-'), COALESCE($4, 'Herald-Webhooks/1.0'),
+                 COALESCE($5, false), COALESCE($6, false))
+             RETURNING {TENANT_COLUMNS}"
+        );
+        Ok(sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(sql))
+            .bind(Uuid::now_v7())
+            .bind(c.name.as_deref().unwrap_or_default())
+            .bind(c.header_prefix.as_deref())
+            .bind(c.user_agent.as_deref())
+            .bind(c.require_https)
+            .bind(c.reject_unknown_event_types)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn get_tenant(&self, id: Uuid) -> Result<Tenant> {
-        sqlx::query_as::<_, Tenant>(
-            "SELECT id, name, header_prefix, user_agent, created_at FROM tenants WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(Error::NotFound("tenant"))
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("tenant"))
     }
 
     pub async fn update_tenant(&self, id: Uuid, c: &TenantChanges) -> Result<Tenant> {
-        sqlx::query_as::<_, Tenant>(
+        let sql = format!(
             "UPDATE tenants SET name = COALESCE($2, name),
                     header_prefix = COALESCE($3, header_prefix),
-                    user_agent = COALESCE($4, user_agent)
+                    user_agent = COALESCE($4, user_agent),
+                    require_https = COALESCE($5, require_https),
+                    reject_unknown_event_types = COALESCE($6, reject_unknown_event_types)
              WHERE id = $1
-             RETURNING id, name, header_prefix, user_agent, created_at",
-        )
-        .bind(id)
-        .bind(c.name.as_deref())
-        .bind(c.header_prefix.as_deref())
-        .bind(c.user_agent.as_deref())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(Error::NotFound("tenant"))
+             RETURNING {TENANT_COLUMNS}"
+        );
+        sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(c.name.as_deref())
+            .bind(c.header_prefix.as_deref())
+            .bind(c.user_agent.as_deref())
+            .bind(c.require_https)
+            .bind(c.reject_unknown_event_types)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound("tenant"))
     }
 
     /// Creates a key for a tenant; the returned secret is the only copy.
