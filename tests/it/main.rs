@@ -2,5 +2,6 @@
 
 mod interop;
 mod no_loss;
+mod page;
 mod pipeline;
 mod validation;

@@ -269,8 +269,8 @@ impl Dispatcher {
         out
     }
 
-    /// An operational event about `endpoint`, fanned out to the tenant's endpoints subscribed
-    /// to it (a disabled endpoint is not among them): the delivery tasks and the ledger record.
+    /// An operational event about `endpoint`, fanned out to the tenant's other enabled
+    /// endpoints subscribed to it: the delivery tasks and the ledger record.
     async fn operational_event(
         &self,
         endpoint: &Arc<Endpoint>,
@@ -295,7 +295,9 @@ impl Dispatcher {
             },
         }))
         .expect("a JSON value always serialises");
-        let targets = index.targets(event_type, &payload);
+        // Never to the endpoint the event is about: it is failing or off.
+        let mut targets = index.targets(event_type, &payload);
+        targets.retain(|id| *id != endpoint.id);
         let (record, tasks) = herald_core::wire::EventRecord::fan_out(
             endpoint.tenant_id,
             event_type,

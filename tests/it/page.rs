@@ -1,0 +1,1073 @@
+//! What a "Webhooks" page needs: test sends, rotation, stats, activity, filters, event types,
+//! tenant policies, redeliver and replay, rate limits, and automatic disabling.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use herald_core::signing::{Scheme, Secret, verify};
+use herald_proto::v1 as pb;
+use herald_tests::receiver::{Receiver, Reply};
+use herald_tests::{Herald, Options, Tenant, authed};
+use tonic::Code;
+
+fn endpoint(url: String, types: &[&str]) -> pb::CreateEndpointRequest {
+    pb::CreateEndpointRequest {
+        url,
+        event_types: types.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn status_is(s: pb::DeliveryStatus) -> impl Fn(&pb::GetDeliveryResponse) -> bool {
+    move |r| r.delivery.as_ref().is_some_and(|d| d.status == s as i32)
+}
+
+/// A receiver that answers 200 while `up` is true and 500 otherwise.
+async fn switchable(up: Arc<AtomicBool>) -> Receiver {
+    Receiver::start(move |_, _| {
+        if up.load(Ordering::SeqCst) {
+            Reply::status(200)
+        } else {
+            Reply::status(500)
+        }
+    })
+    .await
+}
+
+async fn get_endpoint(herald: &Herald, t: &Tenant, id: &str) -> pb::Endpoint {
+    herald
+        .endpoints()
+        .await
+        .get_endpoint(authed(pb::GetEndpointRequest { id: id.into() }, &t.api_key))
+        .await
+        .expect("get endpoint")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn send_test_posts_signed_now_and_is_recorded_as_a_test_delivery() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::start(|path, _| {
+        if path == "/down" {
+            Reply {
+                body: "maintenance".into(),
+                ..Reply::status(503)
+            }
+        } else {
+            Reply {
+                body: "thanks".into(),
+                ..Reply::status(200)
+            }
+        }
+    })
+    .await;
+    let t = herald.tenant().await;
+    let (ep, secret) = herald
+        .create_endpoint(&t, endpoint(rx.url("/hook"), &["invoice.*"]))
+        .await;
+    let mut endpoints = herald.endpoints().await;
+    let r = endpoints
+        .send_test(authed(
+            pb::SendTestRequest {
+                endpoint_id: ep.id.clone(),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .expect("send test")
+        .into_inner();
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.response_status, 200);
+    assert_eq!(r.response_body, "thanks");
+    assert!(r.error.is_empty());
+
+    // Synchronous: the request already arrived when the call answered.
+    let got = rx.next(Duration::from_millis(100)).await;
+    assert_eq!(got.header("webhook-event").as_deref(), Some("webhook.test"));
+    assert_eq!(
+        got.header("webhook-id").as_deref(),
+        Some(r.delivery_id.as_str())
+    );
+    let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(body["type"], "webhook.test");
+    let secret = Secret::parse(&secret, Scheme::Standard).unwrap();
+    verify(
+        Scheme::Standard,
+        &secret,
+        "Webhook-",
+        &|n: &str| got.header(n),
+        &got.body,
+        chrono::Utc::now().timestamp(),
+        60,
+    )
+    .expect("a test delivery is signed like any other");
+
+    // Recorded as a test delivery with trigger "test".
+    let d = herald
+        .wait_delivery(
+            &t,
+            &r.delivery_id,
+            Duration::from_secs(10),
+            status_is(pb::DeliveryStatus::Success),
+        )
+        .await;
+    assert!(d.delivery.as_ref().unwrap().test);
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.attempts[0].trigger, "test");
+
+    // Custom type and payload; a failing receiver is reported, not retried.
+    let (down, _) = herald
+        .create_endpoint(&t, endpoint(rx.url("/down"), &["*"]))
+        .await;
+    let r = endpoints
+        .send_test(authed(
+            pb::SendTestRequest {
+                endpoint_id: down.id.clone(),
+                event_type: Some("invoice.paid".into()),
+                payload: Some(br#"{"id":"in_test"}"#.to_vec()),
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.success);
+    assert_eq!(r.response_status, 503);
+    assert_eq!(r.response_body, "maintenance");
+    let got = rx.next(Duration::from_millis(100)).await;
+    assert_eq!(&got.body[..], br#"{"id":"in_test"}"#);
+    let d = herald
+        .wait_delivery(
+            &t,
+            &r.delivery_id,
+            Duration::from_secs(10),
+            status_is(pb::DeliveryStatus::Failed),
+        )
+        .await;
+    assert_eq!(d.attempts.len(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rx.total(), 2, "a failed test send is never retried");
+
+    // Bad input and other tenants' endpoints.
+    let bad = endpoints
+        .send_test(authed(
+            pb::SendTestRequest {
+                endpoint_id: ep.id.clone(),
+                payload: Some(b"[1,2]".to_vec()),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let other = herald.tenant().await;
+    let foreign = endpoints
+        .send_test(authed(
+            pb::SendTestRequest {
+                endpoint_id: ep.id.clone(),
+                ..Default::default()
+            },
+            &other.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn rotated_secret_signs_with_both_during_the_grace_period() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::ok().await;
+    let t = herald.tenant().await;
+    let (std_ep, old_std) = herald
+        .create_endpoint(&t, endpoint(rx.url("/std"), &["a.b"]))
+        .await;
+    let (ts_ep, old_ts) = herald
+        .create_endpoint(
+            &t,
+            pb::CreateEndpointRequest {
+                signing_scheme: pb::SigningScheme::Timestamped as i32,
+                ..endpoint(rx.url("/ts"), &["a.b"])
+            },
+        )
+        .await;
+    let mut endpoints = herald.endpoints().await;
+    let rotate = |id: String, grace: u32| {
+        let key = t.api_key.clone();
+        let mut c = endpoints.clone();
+        async move {
+            c.rotate_secret(authed(
+                pb::RotateSecretRequest {
+                    endpoint_id: id,
+                    grace_period_seconds: Some(grace),
+                    secret: None,
+                },
+                &key,
+            ))
+            .await
+            .expect("rotate")
+            .into_inner()
+        }
+    };
+    let new_std = rotate(std_ep.id.clone(), 3600).await;
+    let new_ts = rotate(ts_ep.id.clone(), 3600).await;
+    assert_ne!(new_std.secret, old_std);
+    assert!(new_std.secret.starts_with("whsec_"));
+    tokio::time::sleep(Duration::from_millis(300)).await; // dispatcher's endpoint cache
+
+    herald.publish(&t, "a.b", b"{\"n\":1}").await;
+    let mut got = vec![
+        rx.next(Duration::from_secs(10)).await,
+        rx.next(Duration::from_secs(10)).await,
+    ];
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    let (std_req, ts_req) = (&got[0], &got[1]);
+    let now = chrono::Utc::now().timestamp();
+
+    let sig = std_req.header("webhook-signature").unwrap();
+    assert_eq!(sig.split(' ').count(), 2, "two signatures: {sig}");
+    for s in [&old_std, &new_std.secret] {
+        verify(
+            Scheme::Standard,
+            &Secret::parse(s, Scheme::Standard).unwrap(),
+            "Webhook-",
+            &|n: &str| std_req.header(n),
+            &std_req.body,
+            now,
+            60,
+        )
+        .expect("both secrets verify during the grace period");
+    }
+    let sig = ts_req.header("webhook-signature").unwrap();
+    assert_eq!(sig.matches("v1=").count(), 2, "two v1 entries: {sig}");
+    for s in [&old_ts, &new_ts.secret] {
+        verify(
+            Scheme::Timestamped,
+            &Secret::parse(s, Scheme::Timestamped).unwrap(),
+            "Webhook-",
+            &|n: &str| ts_req.header(n),
+            &ts_req.body,
+            now,
+            60,
+        )
+        .expect("both secrets verify during the grace period");
+    }
+
+    // Grace 0: the old secret stops at once.
+    let newest = rotate(std_ep.id.clone(), 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    herald.publish(&t, "a.b", b"{\"n\":2}").await;
+    let mut got = vec![
+        rx.next(Duration::from_secs(10)).await,
+        rx.next(Duration::from_secs(10)).await,
+    ];
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    let sig = got[0].header("webhook-signature").unwrap();
+    assert_eq!(sig.split(' ').count(), 1, "{sig}");
+    verify(
+        Scheme::Standard,
+        &Secret::parse(&newest.secret, Scheme::Standard).unwrap(),
+        "Webhook-",
+        &|n: &str| got[0].header(n),
+        &got[0].body,
+        chrono::Utc::now().timestamp(),
+        60,
+    )
+    .unwrap();
+    let too_long = endpoints
+        .rotate_secret(authed(
+            pb::RotateSecretRequest {
+                endpoint_id: std_ep.id.clone(),
+                grace_period_seconds: Some(8 * 24 * 3600),
+                secret: None,
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), Code::InvalidArgument);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn endpoint_cards_show_stats_and_activity_lists_the_latest() {
+    let herald = Herald::start(Options {
+        retry_schedule: "100ms".into(),
+        ..Default::default()
+    })
+    .await;
+    let rx = Receiver::start(|path, _| {
+        if path == "/bad" {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let t = herald.tenant().await;
+    let (good, _) = herald
+        .create_endpoint(&t, endpoint(rx.url("/good"), &["a.*"]))
+        .await;
+    let (bad, _) = herald
+        .create_endpoint(&t, endpoint(rx.url("/bad"), &["a.*"]))
+        .await;
+    let fresh = get_endpoint(&herald, &t, &good.id).await;
+    let stats = fresh.stats.expect("stats are always present");
+    assert_eq!(stats.total_deliveries, 0);
+    assert_eq!(stats.last_status, pb::DeliveryStatus::Unspecified as i32);
+
+    let mut last = None;
+    for i in 0..3 {
+        let p = herald
+            .publish(&t, "a.x", format!("{{\"i\":{i}}}").as_bytes())
+            .await;
+        last = Some(p.event_id);
+    }
+    let ds = herald.wait_deliveries(&t, last.as_ref().unwrap(), 2).await;
+    assert_eq!(ds.len(), 2);
+    // Wait until the failing endpoint's last delivery is final.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let g = get_endpoint(&herald, &t, &good.id).await.stats.unwrap();
+        let b = get_endpoint(&herald, &t, &bad.id).await.stats.unwrap();
+        if g.total_deliveries == 3
+            && b.total_deliveries == 3
+            && b.window_attempts == 6
+            && b.last_status == pb::DeliveryStatus::Failed as i32
+        {
+            assert_eq!(g.last_status, pb::DeliveryStatus::Success as i32);
+            assert_eq!(g.window_attempts, 3);
+            assert_eq!(g.window_successes, 3);
+            assert!((g.success_rate - 1.0).abs() < 1e-9);
+            assert!(g.p50_latency_ms > 0 && g.p95_latency_ms >= g.p50_latency_ms);
+            assert!(g.last_delivery_at.is_some());
+            assert_eq!(g.window_hours, 24);
+            assert_eq!(b.window_successes, 0);
+            assert_eq!(b.success_rate, 0.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stats did not settle: {g:?} {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The list shows the same card.
+    let list = herald
+        .endpoints()
+        .await
+        .list_endpoints(authed(pb::ListEndpointsRequest::default(), &t.api_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        list.endpoints
+            .iter()
+            .all(|e| e.stats.as_ref().unwrap().total_deliveries == 3)
+    );
+
+    let mut deliveries = herald.deliveries().await;
+    let feed = deliveries
+        .list_recent_activity(authed(pb::ListRecentActivityRequest::default(), &t.api_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(feed.len(), 6);
+    assert!(feed.windows(2).all(|w| w[0].delivery_id > w[1].delivery_id));
+    assert!(feed.iter().all(|i| i.event_type == "a.x"
+        && (i.endpoint_url.ends_with("/good") || i.endpoint_url.ends_with("/bad"))));
+    let two = deliveries
+        .list_recent_activity(authed(
+            pb::ListRecentActivityRequest { limit: 2 },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(two.len(), 2);
+    let other = herald.tenant().await;
+    let none = deliveries
+        .list_recent_activity(authed(
+            pb::ListRecentActivityRequest::default(),
+            &other.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(none.is_empty(), "activity is per tenant");
+
+    // The log filters by creation time.
+    let at = |secs: i64| {
+        Some(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() + secs,
+            nanos: 0,
+        })
+    };
+    let list = |since, until| {
+        let mut c = deliveries.clone();
+        let key = t.api_key.clone();
+        async move {
+            c.list_deliveries(authed(
+                pb::ListDeliveriesRequest {
+                    since,
+                    until,
+                    ..Default::default()
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries
+            .len()
+        }
+    };
+    assert_eq!(list(at(-3600), None).await, 6);
+    assert_eq!(list(at(3600), None).await, 0);
+    assert_eq!(list(None, at(-3600)).await, 0);
+    assert_eq!(list(at(-3600), at(3600)).await, 6);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn payload_filters_select_events_and_are_validated() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::ok().await;
+    let t = herald.tenant().await;
+    let filter = r#"{"data.amount": {"$gte": 100}, "$or": [{"data.currency": "usd"}, {"data.currency": {"$in": ["eur", "gbp"]}}]}"#;
+    let (ep, _) = herald
+        .create_endpoint(
+            &t,
+            pb::CreateEndpointRequest {
+                filter: Some(filter.into()),
+                ..endpoint(rx.url("/big"), &["payment.*"])
+            },
+        )
+        .await;
+    assert!(!ep.filter.is_empty());
+    let cases: [(&[u8], bool); 5] = [
+        (br#"{"data":{"amount":150,"currency":"usd"}}"#, true),
+        (br#"{"data":{"amount":99,"currency":"usd"}}"#, false),
+        (br#"{"data":{"amount":100,"currency":"gbp"}}"#, true),
+        (br#"{"data":{"amount":500,"currency":"jpy"}}"#, false),
+        (br#"{"data":{"currency":"usd"}}"#, false),
+    ];
+    for (payload, expected) in cases {
+        let r = herald.publish(&t, "payment.done", payload).await;
+        assert_eq!(
+            r.deliveries,
+            u32::from(expected),
+            "{}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+    let got = rx.drain_for(Duration::from_millis(1500)).await;
+    assert_eq!(got.len(), 2);
+
+    let mut endpoints = herald.endpoints().await;
+    // Removing the filter lets everything through again.
+    endpoints
+        .update_endpoint(authed(
+            pb::UpdateEndpointRequest {
+                id: ep.id.clone(),
+                filter: Some(String::new()),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        herald
+            .publish(&t, "payment.done", br#"{"data":{}}"#)
+            .await
+            .deliveries,
+        1
+    );
+
+    for (bad, needle) in [
+        (r#"{"amount": {"$regex": "x"}}"#, "$regex"),
+        (r#"{"amount": {"$gt": [1]}}"#, "$gt"),
+        (r#"[1]"#, "object"),
+        (r#"{"a": "#, "JSON"),
+    ] {
+        let e = endpoints
+            .create_endpoint(authed(
+                pb::CreateEndpointRequest {
+                    filter: Some(bad.into()),
+                    ..endpoint(rx.url("/x"), &["*"])
+                },
+                &t.api_key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+        assert!(e.message().contains(needle), "{bad}: {}", e.message());
+    }
+    assert_eq!(herald.count("endpoints").await, 1, "nothing half-written");
+
+    let r = endpoints
+        .test_filter(authed(
+            pb::TestFilterRequest {
+                filter: r#"{"amount": {"$gt": 100}}"#.into(),
+                payload: br#"{"amount": 50}"#.to_vec(),
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.matches);
+    assert!(r.explanation.contains("amount"), "{}", r.explanation);
+    let r = endpoints
+        .test_filter(authed(
+            pb::TestFilterRequest {
+                filter: r#"{"amount": {"$gt": 100}}"#.into(),
+                payload: br#"{"amount": 150}"#.to_vec(),
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.matches && r.explanation.is_empty());
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn event_types_have_groups_archive_and_an_optional_strict_mode() {
+    let herald = Herald::start(Options::default()).await;
+    let t = herald.tenant().await;
+    let mut types = herald.event_types().await;
+    for (name, group) in [
+        ("call.started", "Calls"),
+        ("call.ended", "Calls"),
+        ("sms.sent", ""),
+    ] {
+        types
+            .create_event_type(authed(
+                pb::CreateEventTypeRequest {
+                    name: name.into(),
+                    description: format!("when a {name} happens"),
+                    group: group.into(),
+                },
+                &t.api_key,
+            ))
+            .await
+            .unwrap();
+    }
+    let calls = types
+        .list_event_types(authed(
+            pb::ListEventTypesRequest {
+                group: Some("Calls".into()),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_types;
+    assert_eq!(calls.len(), 2);
+    let archived = types
+        .update_event_type(authed(
+            pb::UpdateEventTypeRequest {
+                name: "sms.sent".into(),
+                archived: Some(true),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(archived.archived);
+    let live = types
+        .list_event_types(authed(pb::ListEventTypesRequest::default(), &t.api_key))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_types;
+    assert_eq!(live.len(), 2, "archived types are hidden by default");
+    let all = types
+        .list_event_types(authed(
+            pb::ListEventTypesRequest {
+                include_archived: true,
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_types;
+    assert_eq!(all.len(), 3);
+
+    // Strict tenants refuse unknown and archived types; lenient ones accept anything.
+    let publish = |event_type: &'static str| {
+        let herald = &herald;
+        let key = t.api_key.clone();
+        async move {
+            herald
+                .events()
+                .await
+                .publish(authed(
+                    pb::PublishRequest {
+                        event_type: event_type.into(),
+                        payload: b"{}".to_vec(),
+                        idempotency_key: Some(format!("k-{event_type}")),
+                        occurred_at: None,
+                    },
+                    &key,
+                ))
+                .await
+        }
+    };
+    assert!(publish("made.up").await.is_ok());
+    herald
+        .admin()
+        .await
+        .update_tenant(authed(
+            pb::UpdateTenantRequest {
+                id: t.id.clone(),
+                reject_unknown_event_types: Some(true),
+                ..Default::default()
+            },
+            herald_tests::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // subscription cache
+    let e = publish("never.created").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("never.created"), "{}", e.message());
+    assert_eq!(
+        publish("sms.sent").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert!(publish("call.started").await.is_ok());
+    // A refused event does not burn its idempotency key.
+    types
+        .create_event_type(authed(
+            pb::CreateEventTypeRequest {
+                name: "never.created".into(),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap();
+    let ok = publish("never.created").await.unwrap().into_inner();
+    assert!(!ok.duplicate);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_can_require_https() {
+    let herald = Herald::start(Options::default()).await;
+    let admin_tenant = herald
+        .admin()
+        .await
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "strict".into(),
+                require_https: Some(true),
+                ..Default::default()
+            },
+            herald_tests::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(admin_tenant.require_https);
+    let key = herald
+        .admin()
+        .await
+        .create_api_key(authed(
+            pb::CreateApiKeyRequest {
+                tenant_id: admin_tenant.id.clone(),
+                name: "k".into(),
+            },
+            herald_tests::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key;
+    let e = herald
+        .endpoints()
+        .await
+        .create_endpoint(authed(
+            endpoint("http://127.0.0.1:9/hook".into(), &["*"]),
+            &key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("https"), "{}", e.message());
+    assert_eq!(herald.count("endpoints").await, 0);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn redeliver_and_replay_send_again_as_manual_attempts() {
+    let herald = Herald::start(Options {
+        retry_schedule: "100ms".into(),
+        ..Default::default()
+    })
+    .await;
+    let up = Arc::new(AtomicBool::new(false));
+    let mut rx = switchable(up.clone()).await;
+    let t = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&t, endpoint(rx.url("/hook"), &["*"]))
+        .await;
+    let mut events = Vec::new();
+    for i in 0..4 {
+        events.push(
+            herald
+                .publish(&t, "order.created", format!("{{\"i\":{i}}}").as_bytes())
+                .await
+                .event_id,
+        );
+    }
+    let mut failed = Vec::new();
+    for e in &events {
+        let d = herald.wait_deliveries(&t, e, 1).await;
+        let d = herald
+            .wait_delivery(
+                &t,
+                &d[0].id,
+                Duration::from_secs(10),
+                status_is(pb::DeliveryStatus::Failed),
+            )
+            .await;
+        failed.push(d.delivery.unwrap().id);
+    }
+    assert_eq!(rx.drain_for(Duration::from_millis(300)).await.len(), 8);
+
+    up.store(true, Ordering::SeqCst);
+    let mut deliveries = herald.deliveries().await;
+    // Redeliver one: a third attempt, trigger manual, same delivery id.
+    let r = deliveries
+        .redeliver(authed(
+            pb::RedeliverRequest {
+                delivery_id: failed[0].clone(),
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.attempt, 3);
+    let got = rx.next(Duration::from_secs(10)).await;
+    assert_eq!(
+        got.header("webhook-id").as_deref(),
+        Some(failed[0].as_str())
+    );
+    assert_eq!(got.header("webhook-attempt").as_deref(), Some("3"));
+    let d = herald
+        .wait_delivery(
+            &t,
+            &failed[0],
+            Duration::from_secs(10),
+            status_is(pb::DeliveryStatus::Success),
+        )
+        .await;
+    assert_eq!(d.attempts.len(), 3);
+    assert_eq!(d.attempts[2].trigger, "manual");
+
+    // Replay the rest of the failures: three queued, all end delivered.
+    let replay = deliveries
+        .replay_endpoint(authed(
+            pb::ReplayEndpointRequest {
+                endpoint_id: ep.id.clone(),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.queued, 3);
+    assert!(!replay.truncated);
+    for id in &failed[1..] {
+        herald
+            .wait_delivery(
+                &t,
+                id,
+                Duration::from_secs(10),
+                status_is(pb::DeliveryStatus::Success),
+            )
+            .await;
+    }
+    assert_eq!(rx.drain_for(Duration::from_millis(500)).await.len(), 3);
+    // Bounded: nothing failed is left, and a limit is honoured.
+    let again = deliveries
+        .replay_endpoint(authed(
+            pb::ReplayEndpointRequest {
+                endpoint_id: ep.id.clone(),
+                status: pb::DeliveryStatus::Success as i32,
+                limit: 2,
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.queued, 2);
+    assert!(again.truncated);
+
+    let other = herald.tenant().await;
+    let e = deliveries
+        .redeliver(authed(
+            pb::RedeliverRequest {
+                delivery_id: failed[0].clone(),
+            },
+            &other.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = deliveries
+        .replay_endpoint(authed(
+            pb::ReplayEndpointRequest {
+                endpoint_id: ep.id.clone(),
+                ..Default::default()
+            },
+            &other.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limited_endpoint_gets_everything_spread_out() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::ok().await;
+    let t = herald.tenant().await;
+    herald
+        .create_endpoint(
+            &t,
+            pb::CreateEndpointRequest {
+                rate_limit_per_second: Some(5),
+                ..endpoint(rx.url("/slow"), &["*"])
+            },
+        )
+        .await;
+    let start = Instant::now();
+    for i in 0..15 {
+        herald
+            .publish(&t, "tick", format!("{{\"i\":{i}}}").as_bytes())
+            .await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..15 {
+        got.push(rx.next(Duration::from_secs(20)).await);
+    }
+    // A burst of 5, then 5 per second: the 15th arrives after about 2 s, none is lost.
+    let span = got.last().unwrap().at - start;
+    assert!(span >= Duration::from_millis(1700), "{span:?}");
+    let first_second = got
+        .iter()
+        .filter(|r| r.at - got[0].at < Duration::from_millis(900))
+        .count();
+    // At most the burst plus 0.9 s of refill.
+    assert!(first_second <= 10, "{first_second} in the first 0.9 s");
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn failing_endpoints_are_reported_and_disabled_then_recover() {
+    let herald = Herald::start(Options {
+        retry_schedule: "50ms".into(),
+        env: vec![
+            ("HERALD_FAILING_AFTER_ATTEMPTS".into(), "2".into()),
+            ("HERALD_DISABLE_AFTER_FAILURES".into(), "2".into()),
+            ("HERALD_DISABLE_AFTER_SPAN".into(), "0s".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let up = Arc::new(AtomicBool::new(false));
+    let flaky = switchable(up.clone()).await;
+    let mut ops = Receiver::ok().await;
+    let t = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&t, endpoint(flaky.url("/flaky"), &["order.*"]))
+        .await;
+    herald
+        .create_endpoint(&t, endpoint(ops.url("/ops"), &["endpoint.*"]))
+        .await;
+
+    let first = herald.publish(&t, "order.created", b"{\"n\":1}").await;
+    let d = herald.wait_deliveries(&t, &first.event_id, 1).await;
+    herald
+        .wait_delivery(
+            &t,
+            &d[0].id,
+            Duration::from_secs(10),
+            status_is(pb::DeliveryStatus::Failed),
+        )
+        .await;
+    let failing = ops.next(Duration::from_secs(10)).await;
+    assert_eq!(
+        failing.header("webhook-event").as_deref(),
+        Some("endpoint.failing")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&failing.body).unwrap();
+    assert_eq!(body["data"]["endpoint_id"], ep.id.as_str());
+
+    let second = herald.publish(&t, "order.created", b"{\"n\":2}").await;
+    let d = herald.wait_deliveries(&t, &second.event_id, 1).await;
+    herald
+        .wait_delivery(
+            &t,
+            &d[0].id,
+            Duration::from_secs(10),
+            status_is(pb::DeliveryStatus::Failed),
+        )
+        .await;
+    let disabled = ops.next(Duration::from_secs(10)).await;
+    assert_eq!(
+        disabled.header("webhook-event").as_deref(),
+        Some("endpoint.disabled")
+    );
+    let card = get_endpoint(&herald, &t, &ep.id).await;
+    assert!(!card.enabled);
+    assert!(
+        card.disabled_reason.contains("automatically"),
+        "{}",
+        card.disabled_reason
+    );
+    assert!(card.disabled_at.is_some());
+    assert_eq!(card.consecutive_failures, 2);
+    let gone = herald.publish(&t, "order.created", b"{\"n\":3}").await;
+    assert_eq!(gone.deliveries, 0, "a disabled endpoint gets nothing");
+
+    // Re-enabling clears the streak; the first success after a reported streak is
+    // announced as a recovery.
+    up.store(true, Ordering::SeqCst);
+    let card = herald
+        .endpoints()
+        .await
+        .update_endpoint(authed(
+            pb::UpdateEndpointRequest {
+                id: ep.id.clone(),
+                enabled: Some(true),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(card.consecutive_failures, 0);
+    assert!(card.disabled_reason.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ok = herald.publish(&t, "order.created", b"{\"n\":4}").await;
+    let d = herald.wait_deliveries(&t, &ok.event_id, 1).await;
+    assert_eq!(d[0].status, pb::DeliveryStatus::Success as i32);
+    let extra = ops.drain_for(Duration::from_millis(800)).await;
+    assert!(
+        extra.is_empty(),
+        "re-enabling reset the streak, so no recovery event: {:?}",
+        extra
+            .iter()
+            .map(|r| r.header("webhook-event"))
+            .collect::<Vec<_>>()
+    );
+
+    // A reported streak that ends in a success (before the endpoint was disabled) is
+    // announced as a recovery.
+    let up2 = Arc::new(AtomicBool::new(false));
+    let flaky2 = switchable(up2.clone()).await;
+    let (ep2, _) = herald
+        .create_endpoint(&t, endpoint(flaky2.url("/flaky2"), &["pay.*"]))
+        .await;
+    let p = herald.publish(&t, "pay.x", b"{\"n\":1}").await;
+    let d = herald.wait_deliveries(&t, &p.event_id, 1).await;
+    herald
+        .wait_delivery(
+            &t,
+            &d[0].id,
+            Duration::from_secs(10),
+            status_is(pb::DeliveryStatus::Failed),
+        )
+        .await;
+    let failing = ops.next(Duration::from_secs(10)).await;
+    assert_eq!(
+        failing.header("webhook-event").as_deref(),
+        Some("endpoint.failing")
+    );
+    up2.store(true, Ordering::SeqCst);
+    herald.publish(&t, "pay.x", b"{\"n\":2}").await;
+    let recovered = ops.next(Duration::from_secs(10)).await;
+    assert_eq!(
+        recovered.header("webhook-event").as_deref(),
+        Some("endpoint.recovered")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&recovered.body).unwrap();
+    assert_eq!(body["data"]["endpoint_id"], ep2.id.as_str());
+    assert!(get_endpoint(&herald, &t, &ep2.id).await.enabled);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_moves_the_next_attempt_to_a_later_tier() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::start(|_, n| {
+        if n == 1 {
+            Reply {
+                headers: vec![("retry-after".into(), "1".into())],
+                ..Reply::status(429)
+            }
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let t = herald.tenant().await;
+    herald
+        .create_endpoint(
+            &t,
+            pb::CreateEndpointRequest {
+                retry_schedule_ms: vec![100, 1000, 2000],
+                ..endpoint(rx.url("/busy"), &["*"])
+            },
+        )
+        .await;
+    let p = herald.publish(&t, "a.b", b"{}").await;
+    let first = rx.next(Duration::from_secs(10)).await;
+    let second = rx.next(Duration::from_secs(10)).await;
+    let gap = second.at - first.at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 must skip the 100 ms tier, got {gap:?}"
+    );
+    assert!(gap < Duration::from_millis(1900), "{gap:?}");
+    // Attempts are numbered by tier: the skipped tier's number is not reused.
+    assert_eq!(second.header("webhook-attempt").as_deref(), Some("3"));
+    let d = herald.wait_deliveries(&t, &p.event_id, 1).await;
+    let full = herald
+        .wait_delivery(
+            &t,
+            &d[0].id,
+            Duration::from_secs(5),
+            status_is(pb::DeliveryStatus::Success),
+        )
+        .await;
+    assert_eq!(full.attempts.len(), 2);
+    assert_eq!(full.attempts[0].response_status, 429);
+    herald.stop().await;
+}
