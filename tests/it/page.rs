@@ -220,7 +220,7 @@ async fn rotated_secret_signs_with_both_during_the_grace_period() {
     tokio::time::sleep(Duration::from_millis(300)).await; // dispatcher's endpoint cache
 
     herald.publish(&t, "a.b", b"{\"n\":1}").await;
-    let mut got = vec![
+    let mut got = [
         rx.next(Duration::from_secs(10)).await,
         rx.next(Duration::from_secs(10)).await,
     ];
@@ -261,7 +261,7 @@ async fn rotated_secret_signs_with_both_during_the_grace_period() {
     let newest = rotate(std_ep.id.clone(), 0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     herald.publish(&t, "a.b", b"{\"n\":2}").await;
-    let mut got = vec![
+    let mut got = [
         rx.next(Duration::from_secs(10)).await,
         rx.next(Duration::from_secs(10)).await,
     ];
