@@ -102,7 +102,7 @@ async fn python_verifiers_accept_standard_and_stripe_style_signatures() {
             assert_eq!(d.status, pb::DeliveryStatus::Success as i32);
         }
     }
-    let body = reqwest_get(port).await;
+    let body = results(port).await;
     assert!(
         body.contains("\"standard_ok\": 3") && body.contains("\"stripe_ok\": 3"),
         "{body}"
@@ -114,15 +114,7 @@ async fn python_verifiers_accept_standard_and_stripe_style_signatures() {
     herald.stop().await;
 }
 
-async fn reqwest_get(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /results HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+async fn results(port: u16) -> String {
+    let (_, body) = herald_tests::http_get(([127, 0, 0, 1], port).into(), "/results").await;
+    body
 }

@@ -4,4 +4,5 @@ mod interop;
 mod no_loss;
 mod page;
 mod pipeline;
+mod telemetry;
 mod validation;

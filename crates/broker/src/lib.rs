@@ -21,5 +21,7 @@ mod topology;
 
 pub use error::{Error, Result};
 pub use lapin;
-pub use publisher::{Outgoing, Publisher, connect};
+pub use publisher::{
+    Outgoing, Publisher, connect, queue_depths, sample_queue_depths, string_headers,
+};
 pub use topology::{QueueType, Topology, WORK_KEY};

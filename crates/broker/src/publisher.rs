@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
@@ -23,6 +23,24 @@ pub struct Outgoing {
     pub exchange: String,
     pub routing_key: String,
     pub body: Vec<u8>,
+    /// String headers, e.g. the W3C trace context (`traceparent`) of the work it continues.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The string headers of a received message (the trace context among them).
+pub fn string_headers(props: &BasicProperties) -> Vec<(String, String)> {
+    let Some(table) = props.headers() else {
+        return Vec::new();
+    };
+    table
+        .inner()
+        .iter()
+        .filter_map(|(k, v)| match v {
+            AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
+            AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Opens a connection named after the service (visible in the management UI).
@@ -168,10 +186,21 @@ impl Publisher {
     }
 }
 
-fn properties() -> BasicProperties {
-    BasicProperties::default()
+fn properties(m: &Outgoing) -> BasicProperties {
+    let props = BasicProperties::default()
         .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
+        .with_content_type(ShortString::from("application/json"));
+    if m.headers.is_empty() {
+        return props;
+    }
+    let mut table = FieldTable::default();
+    for (k, v) in &m.headers {
+        table.insert(
+            ShortString::from(k.as_str()),
+            AMQPValue::LongString(LongString::from(v.as_str())),
+        );
+    }
+    props.with_headers(table)
 }
 
 async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
@@ -187,7 +216,7 @@ async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
                 ShortString::from(m.routing_key.as_str()),
                 options,
                 &m.body,
-                properties(),
+                properties(m),
             )
             .await?;
         confirms.push(confirm);
@@ -206,4 +235,57 @@ async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
         first_error.get_or_insert(err);
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Messages ready in each named queue (a passive declare per queue, each on a channel of its
+/// own so a missing queue costs nothing else). Queues that do not exist are left out.
+pub async fn queue_depths(conn: &Connection, names: &[String]) -> Vec<(String, u32)> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let Ok(ch) = conn.create_channel().await else {
+            break;
+        };
+        let declared = ch
+            .queue_declare(
+                ShortString::from(name.as_str()),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if let Ok(q) = declared {
+            out.push((name.clone(), q.message_count()));
+            let _ = ch.close(200, ShortString::from("sampled")).await;
+        }
+    }
+    out
+}
+
+/// Every 5 s, sets the gauge `herald_queue_messages{queue}` for each queue `names()` lists,
+/// over a connection of its own (reopened with backoff when the broker goes away).
+pub async fn sample_queue_depths(
+    url: String,
+    names: impl Fn() -> Vec<String> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut conn: Option<Connection> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !conn.as_ref().is_some_and(|c| c.status().connected()) {
+            conn = connect(&url, "herald-queue-sampler").await.ok();
+        }
+        let Some(c) = conn.as_ref() else { continue };
+        for (queue, n) in queue_depths(c, &names()).await {
+            metrics::gauge!("herald_queue_messages", "queue" => queue).set(f64::from(n));
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.close(200, ShortString::from("stopping")).await;
+    }
 }

@@ -11,7 +11,6 @@ pub mod net;
 pub mod schedule;
 pub mod signing;
 pub mod stats;
-pub mod telemetry;
 pub mod wire;
 
 pub use error::{Error, Result};

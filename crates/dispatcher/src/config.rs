@@ -9,6 +9,9 @@ use herald_core::schedule::RetrySchedule;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub common: Common,
+    /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
+    /// `127.0.0.1:9603`; empty disables it.
+    pub metrics_addr: String,
     /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher,
     /// default 128.
     pub prefetch: u16,
@@ -50,6 +53,7 @@ impl Config {
         let allow = r.string("HERALD_ALLOW_NETWORKS", "");
         Ok(Self {
             common: Common::load(r)?,
+            metrics_addr: r.string("HERALD_METRICS_ADDR", "127.0.0.1:9603"),
             prefetch: r.parse("HERALD_DISPATCHER_PREFETCH", 128)?,
             concurrency: r.parse("HERALD_DISPATCHER_CONCURRENCY", 128)?,
             retry_schedule: RetrySchedule::parse(&schedule).map_err(|e| ConfigError {

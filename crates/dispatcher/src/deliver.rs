@@ -72,6 +72,7 @@ impl Dispatcher {
                 if wait.is_zero() {
                     break;
                 }
+                metrics::counter!("herald_rate_limited_total").increment(1);
                 if wait > MAX_RATE_WAIT {
                     // Park it instead of holding a slot: back on the work queue after the wait.
                     let secs = wait.as_secs().clamp(1, 60);
@@ -115,6 +116,8 @@ impl Dispatcher {
         if gone {
             match self.store.disable_endpoint(endpoint.id, "410 Gone").await {
                 Ok(true) => {
+                    metrics::counter!("herald_endpoints_disabled_total", "reason" => "gone")
+                        .increment(1);
                     tracing::warn!(endpoint_id = %endpoint.id, "endpoint answered 410 gone, disabled")
                 }
                 Ok(false) => {}
@@ -139,6 +142,10 @@ impl Dispatcher {
             DeliveryStatus::Failed
         };
         let latency_ms = latency.as_millis().min(u32::MAX as u128) as u32;
+        crate::metrics::attempt(outcome, status, latency);
+        if success {
+            crate::metrics::delivered(task.created_at);
+        }
         match outcome {
             DeliveryStatus::Success => {
                 tracing::debug!(delivery_id = %task.delivery_id, attempt = task.attempt, latency_ms, "delivered")
@@ -170,6 +177,7 @@ impl Dispatcher {
                 created_at: task.created_at,
                 payload: task.payload.clone(),
             };
+            crate::metrics::retry_scheduled(n.delay);
             out.push(self.retry_message(n.delay, retry.encode()).await);
         }
         let record = Record::Attempt(AttemptRecord {
@@ -243,6 +251,8 @@ impl Dispatcher {
                     );
                 }
                 Ok(Streak::Disabled { reason }) => {
+                    metrics::counter!("herald_endpoints_disabled_total", "reason" => "failing")
+                        .increment(1);
                     tracing::warn!(endpoint_id = %endpoint.id, reason = %reason, "endpoint disabled automatically");
                     self.endpoints.forget(endpoint.id);
                     out.extend(
@@ -313,6 +323,7 @@ impl Dispatcher {
                 exchange: topo.deliveries_exchange(),
                 routing_key: herald_broker::WORK_KEY.to_owned(),
                 body: t.encode(),
+                headers: herald_telemetry::trace_headers(),
             })
             .collect();
         out.push(self.ledger_message(vec![Record::Event(record)]));
@@ -321,6 +332,7 @@ impl Dispatcher {
     }
 
     fn abandon(&self, task: &DeliveryTask, reason: &str) -> Decision {
+        metrics::counter!("herald_deliveries_abandoned_total").increment(1);
         tracing::info!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, reason, "delivery abandoned");
         let record = Record::Abandoned(AbandonedRecord {
             delivery: DeliveryKey::of(task),
@@ -335,6 +347,7 @@ impl Dispatcher {
             exchange: self.publisher.topology().ledger_exchange(),
             routing_key: String::new(),
             body: LedgerBatch::new(records).encode(),
+            headers: herald_telemetry::trace_headers(),
         }
     }
 
@@ -348,6 +361,7 @@ impl Dispatcher {
                 exchange: topo.deliveries_exchange(),
                 routing_key: herald_broker::WORK_KEY.to_owned(),
                 body,
+                headers: herald_telemetry::trace_headers(),
             };
         }
         self.ensure_delay_queue(ms).await;
@@ -355,6 +369,7 @@ impl Dispatcher {
             exchange: String::new(),
             routing_key: topo.delay_queue(ms),
             body,
+            headers: herald_telemetry::trace_headers(),
         }
     }
 

@@ -12,6 +12,7 @@ mod cache;
 mod config;
 mod deliver;
 pub mod http;
+mod metrics;
 mod ratelimit;
 
 use std::collections::HashSet;
@@ -31,6 +32,7 @@ use herald_store::Store;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use crate::config::Config;
 use crate::deliver::Decision;
@@ -50,6 +52,8 @@ pub(crate) struct Dispatcher {
     /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
     /// failure streak even when the cached endpoint does not show one yet.
     recent_failures: Arc<Mutex<HashSet<uuid::Uuid>>>,
+    /// True while a consumer session is open (readiness).
+    consuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Connects, then consumes the work queue until `shutdown`; in-flight deliveries get
@@ -85,8 +89,49 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         redis,
         delays: Arc::default(),
         recent_failures: Arc::default(),
+        consuming: Arc::default(),
         config: Arc::new(config),
     };
+    let ready: herald_telemetry::ops::Readiness = {
+        let d = d.clone();
+        Arc::new(move || {
+            let d = d.clone();
+            Box::pin(async move {
+                let mut redis = d.redis.clone();
+                let redis_up = redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .is_ok();
+                vec![
+                    ("database", d.store.ping().await),
+                    (
+                        "broker",
+                        d.publisher.is_up()
+                            && d.consuming.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
+                    ("redis", redis_up),
+                ]
+            })
+        })
+    };
+    herald_telemetry::ops::serve(&d.config.metrics_addr, ready, shutdown.clone()).await?;
+    let (topo, delays) = (d.publisher.topology().clone(), d.delays.clone());
+    tokio::spawn(herald_broker::sample_queue_depths(
+        d.config.common.amqp_url.clone(),
+        move || {
+            let mut names = vec![topo.work_queue()];
+            let mut ms: Vec<u64> = delays
+                .lock()
+                .expect("delay set lock")
+                .iter()
+                .copied()
+                .collect();
+            ms.sort_unstable();
+            names.extend(ms.into_iter().map(|m| topo.delay_queue(m)));
+            names
+        },
+        shutdown.clone(),
+    ));
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
         match d.consume(&shutdown).await {
@@ -126,6 +171,8 @@ impl Dispatcher {
             )
             .await?;
         tracing::info!(queue = %topo.work_queue(), prefetch = self.config.prefetch, "dispatcher consuming");
+        self.consuming
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut inflight = JoinSet::new();
         let result = loop {
@@ -165,11 +212,31 @@ impl Dispatcher {
             );
             inflight.abort_all();
         }
+        self.consuming
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = conn.close(200, ShortString::from("stopping")).await;
         result
     }
 
     async fn handle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+        // Continue the trace of the event (or the attempt) that queued this task.
+        let span = tracing::info_span!(
+            "dispatcher.deliver",
+            delivery_id = tracing::field::Empty,
+            attempt = tracing::field::Empty
+        );
+        let headers = herald_broker::string_headers(&delivery.properties);
+        herald_telemetry::set_parent_from(
+            &span,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let in_flight = ::metrics::gauge!("herald_deliveries_in_flight");
+        in_flight.increment(1.0);
+        self.handle_in(delivery, shutdown).instrument(span).await;
+        in_flight.decrement(1.0);
+    }
+
+    async fn handle_in(&self, delivery: Delivery, shutdown: &CancellationToken) {
         let task = match DeliveryTask::decode(&delivery.data) {
             Ok(t) => t,
             Err(e) => {
@@ -181,6 +248,9 @@ impl Dispatcher {
                 return;
             }
         };
+        let span = tracing::Span::current();
+        span.record("delivery_id", tracing::field::display(task.delivery_id));
+        span.record("attempt", task.attempt);
         let mut backoff = Duration::from_millis(200);
         let decision = loop {
             match self.attempt(&task, delivery.redelivered, shutdown).await {

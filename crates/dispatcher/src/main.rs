@@ -6,13 +6,15 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    herald_core::telemetry::init("herald-dispatcher");
+    let mut telemetry = herald_telemetry::init("herald-dispatcher");
     let config = Config::load(&Reader::new(&Env))?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        herald_core::telemetry::wait_for_signal().await;
+        herald_telemetry::wait_for_signal().await;
         token.cancel();
     });
-    herald_dispatcher::run(config, shutdown).await
+    let result = herald_dispatcher::run(config, shutdown).await;
+    telemetry.shutdown();
+    result
 }

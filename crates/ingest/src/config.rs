@@ -9,6 +9,9 @@ use herald_core::net::{Cidr, parse_networks};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub common: Common,
+    /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
+    /// `127.0.0.1:9601`; empty disables it.
+    pub metrics_addr: String,
     /// `HERALD_INGEST_ADDR`: gRPC listen address, default `127.0.0.1:50051`.
     pub listen_addr: String,
     /// `HERALD_ADMIN_TOKEN`: operator token for the Admin service; unset disables Admin.
@@ -43,6 +46,7 @@ impl Config {
         let allow = r.string("HERALD_ALLOW_NETWORKS", "");
         Ok(Self {
             common: Common::load(r)?,
+            metrics_addr: r.string("HERALD_METRICS_ADDR", "127.0.0.1:9601"),
             listen_addr: r.string("HERALD_INGEST_ADDR", "127.0.0.1:50051"),
             admin_token: r.optional("HERALD_ADMIN_TOKEN"),
             max_payload_bytes: r.parse("HERALD_MAX_PAYLOAD_BYTES", 256 * 1024)?,

@@ -463,6 +463,7 @@ impl Ingest {
             exchange: self.publisher.topology().ledger_exchange(),
             routing_key: String::new(),
             body: LedgerBatch::new(records).encode(),
+            headers: herald_telemetry::trace_headers(),
         };
         if let Err(e) = self.publisher.publish(&[message]).await {
             tracing::warn!(endpoint_id = %endpoint.id, error = %e, "test delivery sent but not recorded: broker unavailable");

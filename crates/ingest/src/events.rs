@@ -40,11 +40,14 @@ impl Ingest {
                         Ok(Reservation::Duplicate {
                             event_id,
                             deliveries,
-                        }) => Slot::Done(Ok(pb::PublishResponse {
-                            event_id: event_id.to_string(),
-                            deliveries,
-                            duplicate: true,
-                        })),
+                        }) => {
+                            metrics::counter!("herald_idempotency_hits_total").increment(1);
+                            Slot::Done(Ok(pb::PublishResponse {
+                                event_id: event_id.to_string(),
+                                deliveries,
+                                duplicate: true,
+                            }))
+                        }
                         Err(e) => Slot::Done(Err(e)),
                     },
                 },
@@ -105,6 +108,15 @@ impl Ingest {
                 continue;
             };
             let targets = index.targets(&event.event_type, &event.payload);
+            // One span per event: its deliveries (and their retries and ledger writes) carry it.
+            let span = tracing::info_span!(
+                "ingest.fan_out",
+                event_type = %event.event_type,
+                event_id = tracing::field::Empty,
+                deliveries = targets.len()
+            );
+            let _entered = span.enter();
+            let trace = herald_telemetry::trace_headers();
             let (record, tasks) = EventRecord::fan_out(
                 tenant,
                 &event.event_type,
@@ -113,11 +125,13 @@ impl Ingest {
                 event.idempotency_key.clone(),
                 &targets,
             );
+            span.record("event_id", tracing::field::display(record.event_id));
             for task in &tasks {
                 messages.push(Outgoing {
                     exchange: deliveries_x.clone(),
                     routing_key: herald_broker::WORK_KEY.to_owned(),
                     body: task.encode(),
+                    headers: trace.clone(),
                 });
             }
             accepted.push(Some((record.event_id, tasks.len() as u32)));
@@ -128,10 +142,12 @@ impl Ingest {
                 exchange: ledger_x.clone(),
                 routing_key: String::new(),
                 body: chunk,
+                headers: herald_telemetry::trace_headers(),
             });
         }
 
         let handed_off = self.publisher.publish(&messages).await;
+        crate::metrics::handed_off(&accepted, handed_off.is_ok());
         let mut out = Vec::with_capacity(slots.len());
         for (slot, acc) in slots.into_iter().zip(accepted) {
             match (slot, acc) {
@@ -224,6 +240,7 @@ impl pb::events_server::Events for EventsApi {
         &self,
         req: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
+        let started = std::time::Instant::now();
         let tenant = self.0.tenant(&req).await?;
         let event = to_event(req.get_ref(), self.0.config.max_payload_bytes)?;
         let result = self
@@ -232,6 +249,7 @@ impl pb::events_server::Events for EventsApi {
             .await
             .pop()
             .expect("one result per event");
+        metrics::histogram!("herald_publish_seconds").record(started.elapsed().as_secs_f64());
         Ok(Response::new(result?))
     }
 
@@ -254,7 +272,9 @@ impl pb::events_server::Events for EventsApi {
         }
         let max = self.0.config.max_payload_bytes;
         let input = events.iter().map(|e| to_event(e, max)).collect();
+        let started = std::time::Instant::now();
         let results = self.0.publish_all(tenant, input).await;
+        metrics::histogram!("herald_publish_seconds").record(started.elapsed().as_secs_f64());
         let results = results
             .into_iter()
             .map(|r| pb::PublishResult {

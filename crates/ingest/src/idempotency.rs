@@ -44,6 +44,15 @@ impl Idempotency {
         format!("{}:idem:{tenant}:{key}", self.prefix)
     }
 
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.redis.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+    }
+
     pub async fn reserve(&self, tenant: Uuid, key: &str) -> Result<Reservation> {
         let k = self.key(tenant, key);
         let mut conn = self.redis.clone();

@@ -14,6 +14,7 @@ mod endpoints;
 mod error;
 mod events;
 mod idempotency;
+mod metrics;
 mod subscriptions;
 mod validate;
 
@@ -91,6 +92,21 @@ pub async fn run(
         config: Arc::new(config),
     };
 
+    let ready: herald_telemetry::ops::Readiness = {
+        let s = state.clone();
+        Arc::new(move || {
+            let s = s.clone();
+            Box::pin(async move {
+                vec![
+                    ("database", s.store.ping().await),
+                    ("broker", s.publisher.is_up()),
+                    ("redis", s.idempotency.ping().await),
+                ]
+            })
+        })
+    };
+    herald_telemetry::ops::serve(&state.config.metrics_addr, ready, shutdown.clone()).await?;
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<EventsServer<events::EventsApi>>()
@@ -108,6 +124,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "ingest listening");
     tonic::transport::Server::builder()
+        .trace_fn(herald_telemetry::grpc_span)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServer::new(admin::AdminApi(state.clone())))

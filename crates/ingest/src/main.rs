@@ -1,4 +1,5 @@
-//! `herald-ingest`: the publishing and management API.
+//! `herald-ingest`: the publishing and management API (`herald-ingest migrate` applies the
+//! database migrations and exits).
 
 use herald_core::config::{Env, Reader};
 use herald_ingest::Config;
@@ -6,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    herald_core::telemetry::init("herald-ingest");
+    let mut telemetry = herald_telemetry::init("herald-ingest");
     let config = Config::load(&Reader::new(&Env))?;
     if std::env::args().nth(1).as_deref() == Some("migrate") {
         let c = &config.common;
@@ -17,11 +18,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(&config.listen_addr).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
-    herald_ingest::run(config, listener, shutdown).await
-}
-
-async fn signals(token: CancellationToken) {
-    herald_core::telemetry::wait_for_signal().await;
-    token.cancel();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        herald_telemetry::wait_for_signal().await;
+        token.cancel();
+    });
+    let result = herald_ingest::run(config, listener, shutdown).await;
+    telemetry.shutdown();
+    result
 }

@@ -497,6 +497,7 @@ impl DeliveriesApi {
             exchange: self.publisher.topology().deliveries_exchange(),
             routing_key: herald_broker::WORK_KEY.to_owned(),
             body: task.encode(),
+            headers: herald_telemetry::trace_headers(),
         })
     }
 }

@@ -7,6 +7,9 @@ use herald_core::config::{Common, ConfigError, Reader};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub common: Common,
+    /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
+    /// `127.0.0.1:9602`; empty disables it.
+    pub metrics_addr: String,
     /// `HERALD_LEDGER_ADDR`: gRPC listen address of the delivery log API, default
     /// `127.0.0.1:50052`.
     pub listen_addr: String,
@@ -24,6 +27,7 @@ impl Config {
     pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
         let c = Self {
             common: Common::load(r)?,
+            metrics_addr: r.string("HERALD_METRICS_ADDR", "127.0.0.1:9602"),
             listen_addr: r.string("HERALD_LEDGER_ADDR", "127.0.0.1:50052"),
             batch_messages: r.parse("HERALD_LEDGER_BATCH", 500)?,
             batch_wait: r.duration("HERALD_LEDGER_BATCH_WAIT", Duration::from_millis(20))?,

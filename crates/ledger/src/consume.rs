@@ -5,6 +5,7 @@
 //! unacked in the broker, so nothing is lost and the queue simply grows until the database is
 //! back. An unreadable message is dead-lettered on its own and never blocks the rest.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,10 +27,13 @@ pub async fn run(
     topology: &Topology,
     pool: &PgPool,
     shutdown: &CancellationToken,
+    consuming: &AtomicBool,
 ) {
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
-        match session(config, topology, pool, shutdown).await {
+        let result = session(config, topology, pool, shutdown, consuming).await;
+        consuming.store(false, Ordering::Relaxed);
+        match result {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "ledger consumer stopped, reconnecting");
@@ -48,6 +52,7 @@ async fn session(
     topology: &Topology,
     pool: &PgPool,
     shutdown: &CancellationToken,
+    consuming: &AtomicBool,
 ) -> anyhow::Result<()> {
     let conn = connect(&config.common.amqp_url, "herald-ledger").await?;
     let ch = conn.create_channel().await?;
@@ -63,6 +68,7 @@ async fn session(
         )
         .await?;
     tracing::info!(queue = %topology.ledger_queue(), "ledger consuming");
+    consuming.store(true, Ordering::Relaxed);
     loop {
         // Wait for the first message of a batch, then gather for at most `batch_wait`.
         let first = tokio::select! {
@@ -82,13 +88,23 @@ async fn session(
         }
         let mut batch = Batch::default();
         let mut last_tag = None;
+        // One span per message, in the trace of the work that produced it, closed at commit.
+        let mut spans = Vec::with_capacity(deliveries.len());
         for d in deliveries {
             match LedgerBatch::decode(&d.data) {
                 Ok(b) => {
+                    let span = tracing::info_span!("ledger.write", records = b.records.len());
+                    let headers = herald_broker::string_headers(&d.properties);
+                    herald_telemetry::set_parent_from(
+                        &span,
+                        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    );
+                    spans.push(span);
                     b.records.into_iter().for_each(|r| batch.push(r));
                     last_tag = Some(d.delivery_tag);
                 }
                 Err(e) => {
+                    metrics::counter!("herald_ledger_unreadable_messages_total").increment(1);
                     tracing::error!(error = %e, "unreadable ledger message, dead-lettering it");
                     d.acker
                         .reject(BasicRejectOptions { requeue: false })
@@ -99,9 +115,15 @@ async fn session(
         let Some(last_tag) = last_tag else { continue };
         let mut wait = Duration::from_millis(200);
         loop {
+            let started = std::time::Instant::now();
             match apply(pool, &batch).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics::histogram!("herald_ledger_write_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    break;
+                }
                 Err(e) => {
+                    metrics::counter!("herald_ledger_write_failures_total").increment(1);
                     tracing::warn!(error = %e, records = batch.len(), retry_in_ms = wait.as_millis() as u64, "ledger write failed, holding batch");
                     tokio::select! {
                         // Unacked: the broker redelivers the batch to the next ledger.
@@ -114,6 +136,8 @@ async fn session(
         }
         ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
+        drop(spans);
+        crate::metrics::batch_written(&batch);
         tracing::debug!(records = batch.len(), "ledger batch written");
     }
     let _ = ch.close(200, ShortString::from("stopping")).await;

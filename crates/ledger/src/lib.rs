@@ -7,8 +7,11 @@
 mod api;
 mod config;
 mod consume;
+mod metrics;
 pub mod write;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herald_broker::{Publisher, QueueType, Topology};
@@ -37,15 +40,45 @@ pub async fn run(
     store.migrate().await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+    // Publishes manual attempts (redeliver, replay).
+    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
+
+    let consuming = Arc::new(AtomicBool::new(false));
+    let ready: herald_telemetry::ops::Readiness = {
+        let (store, publisher, consuming) = (store.clone(), publisher.clone(), consuming.clone());
+        Arc::new(move || {
+            let (store, publisher, consuming) =
+                (store.clone(), publisher.clone(), consuming.clone());
+            Box::pin(async move {
+                vec![
+                    ("database", store.ping().await),
+                    (
+                        "broker",
+                        publisher.is_up() && consuming.load(Ordering::Relaxed),
+                    ),
+                ]
+            })
+        })
+    };
+    herald_telemetry::ops::serve(&config.metrics_addr, ready, shutdown.clone()).await?;
+    let sampled = vec![topology.ledger_queue(), topology.dead_queue()];
+    tokio::spawn(herald_broker::sample_queue_depths(
+        c.amqp_url.clone(),
+        move || sampled.clone(),
+        shutdown.clone(),
+    ));
 
     let consumer = {
-        let (config, topology, pool, shutdown) = (
+        let (config, topology, pool, shutdown, consuming) = (
             config.clone(),
             topology.clone(),
             store.pool().clone(),
             shutdown.clone(),
+            consuming.clone(),
         );
-        tokio::spawn(async move { consume::run(&config, &topology, &pool, &shutdown).await })
+        tokio::spawn(
+            async move { consume::run(&config, &topology, &pool, &shutdown, &consuming).await },
+        )
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -56,7 +89,6 @@ pub async fn run(
         .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
     let api = api::DeliveriesApi {
         pool: store.pool().clone(),
         keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
@@ -64,6 +96,7 @@ pub async fn run(
     };
     tracing::info!(addr = %listener.local_addr()?, "ledger listening");
     tonic::transport::Server::builder()
+        .trace_fn(herald_telemetry::grpc_span)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DeliveriesServer::new(api))

@@ -6,14 +6,16 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    herald_core::telemetry::init("herald-ledger");
+    let mut telemetry = herald_telemetry::init("herald-ledger");
     let config = Config::load(&Reader::new(&Env))?;
     let listener = tokio::net::TcpListener::bind(&config.listen_addr).await?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
-        herald_core::telemetry::wait_for_signal().await;
+        herald_telemetry::wait_for_signal().await;
         token.cancel();
     });
-    herald_ledger::run(config, listener, shutdown).await
+    let result = herald_ledger::run(config, listener, shutdown).await;
+    telemetry.shutdown();
+    result
 }

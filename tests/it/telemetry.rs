@@ -1,0 +1,355 @@
+//! Operability: one trace across ingest → dispatcher → ledger (exported over OTLP/gRPC to a
+//! collector run by the test), Prometheus metrics that move with a run, and health endpoints.
+//! The three services run as real processes, as they would in production.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_proto::v1 as pb;
+use herald_tests::receiver::Receiver;
+use herald_tests::{ADMIN_TOKEN, authed, bin_dir, cleanup, free_addr, http_get};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use tonic::transport::Channel;
+
+/// One received span: (service, span name, trace id).
+type SpanSeen = (String, String, Vec<u8>);
+
+/// A minimal OTLP collector: keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<SpanSeen>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    spans.push((service.clone(), s.name, s.trace_id));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+struct Processes {
+    name: String,
+    children: Vec<Child>,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(cleanup(&name, &[]));
+        })
+        .join();
+    }
+}
+
+fn spawn(bin: &str, env: &HashMap<String, String>, extra: &[(&str, String)]) -> Child {
+    let path = bin_dir().join(bin);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (make test does)",
+        path.display()
+    );
+    Command::new(path)
+        .envs(env)
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn")
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "{addr} did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of a counter or gauge line (summed over label sets matching `labels`).
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.split([' ', '{']).next() == Some(name) && labels.iter().all(|x| l.contains(x))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn one_trace_spans_all_services_and_metrics_and_health_are_served() {
+    // The collector.
+    let collector = Collector::default();
+    let otlp = free_addr();
+    let server = collector.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(server))
+            .serve(otlp)
+            .await
+            .unwrap();
+    });
+
+    let name = format!("tel{:08x}", rand_u32());
+    let env: HashMap<String, String> = [
+        ("HERALD_DATABASE_URL", herald_tests::DATABASE_URL),
+        ("HERALD_AMQP_URL", herald_tests::AMQP_URL),
+        ("HERALD_REDIS_URL", herald_tests::REDIS_URL),
+        ("HERALD_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8"),
+        ("HERALD_LEDGER_BATCH_WAIT", "10ms"),
+        ("HERALD_LOG", "warn"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain([
+        ("HERALD_DATABASE_SCHEMA".to_owned(), name.clone()),
+        ("HERALD_AMQP_PREFIX".to_owned(), name.clone()),
+        ("HERALD_REDIS_PREFIX".to_owned(), name.clone()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            format!("http://{otlp}"),
+        ),
+    ])
+    .collect();
+    let (ingest, ledger) = (free_addr(), free_addr());
+    let (m_ingest, m_ledger, m_dispatcher) = (free_addr(), free_addr(), free_addr());
+    let mut procs = Processes {
+        name: name.clone(),
+        children: Vec::new(),
+    };
+    // Ingest first: it migrates and declares the topology.
+    procs.children.push(spawn(
+        "herald-ingest",
+        &env,
+        &[
+            ("HERALD_INGEST_ADDR", ingest.to_string()),
+            ("HERALD_METRICS_ADDR", m_ingest.to_string()),
+        ],
+    ));
+    let channel = connect(ingest).await;
+    procs.children.push(spawn(
+        "herald-ledger",
+        &env,
+        &[
+            ("HERALD_LEDGER_ADDR", ledger.to_string()),
+            ("HERALD_METRICS_ADDR", m_ledger.to_string()),
+        ],
+    ));
+    procs.children.push(spawn(
+        "herald-dispatcher",
+        &env,
+        &[("HERALD_METRICS_ADDR", m_dispatcher.to_string())],
+    ));
+
+    // Health: live at once, ready once every dependency answers.
+    for addr in [m_ingest, m_ledger, m_dispatcher] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let live = http_get_retry(addr, "/livez").await;
+            let ready = http_get_retry(addr, "/readyz").await;
+            if live.0 == 200 && ready.0 == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr} not ready: {live:?} {ready:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let mut rx = Receiver::ok().await;
+    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
+    let tenant = admin
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "t".into(),
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = admin
+        .create_api_key(authed(
+            pb::CreateApiKeyRequest {
+                tenant_id: tenant.id,
+                name: "k".into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key;
+    pb::endpoints_client::EndpointsClient::new(channel.clone())
+        .create_endpoint(authed(
+            pb::CreateEndpointRequest {
+                url: rx.url("/hook"),
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .unwrap();
+    let mut events = pb::events_client::EventsClient::new(channel.clone());
+    for i in 0..3 {
+        events
+            .publish(authed(
+                pb::PublishRequest {
+                    event_type: "trace.me".into(),
+                    payload: format!("{{\"i\":{i}}}").into_bytes(),
+                    ..Default::default()
+                },
+                &key,
+            ))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        rx.next(Duration::from_secs(15)).await;
+    }
+
+    // One trace holds spans of all three services for the same event.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = collector.spans.lock().unwrap().clone();
+        let traces_of = |service: &str, span: &str| -> HashSet<Vec<u8>> {
+            spans
+                .iter()
+                .filter(|(s, n, _)| s == service && n == span)
+                .map(|(_, _, t)| t.clone())
+                .collect()
+        };
+        let fan_out = traces_of("herald-ingest", "ingest.fan_out");
+        let deliver = traces_of("herald-dispatcher", "dispatcher.deliver");
+        let write = traces_of("herald-ledger", "ledger.write");
+        let shared = fan_out
+            .iter()
+            .filter(|t| deliver.contains(*t) && write.contains(*t))
+            .count();
+        if shared >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace spans all three services: ingest {} dispatcher {} ledger {} shared {shared}; spans seen: {:?}",
+            fan_out.len(),
+            deliver.len(),
+            write.len(),
+            spans
+                .iter()
+                .map(|(s, n, _)| format!("{s}/{n}"))
+                .collect::<HashSet<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Metrics parse and moved with the run.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, i) = http_get(m_ingest, "/metrics").await;
+        let (_, d) = http_get(m_dispatcher, "/metrics").await;
+        let (_, l) = http_get(m_ledger, "/metrics").await;
+        let published = metric(
+            &i,
+            "herald_events_published_total",
+            &["outcome=\"accepted\""],
+        );
+        let delivered = metric(
+            &d,
+            "herald_delivery_attempts_total",
+            &["outcome=\"success\"", "status_class=\"2xx\""],
+        );
+        let e2e = metric(&d, "herald_delivery_e2e_seconds_count", &[]);
+        let records = metric(&l, "herald_ledger_records_total", &[]);
+        let sampled = l.contains("herald_queue_messages{queue=")
+            && d.contains("herald_queue_messages{queue=");
+        if published == 3.0 && delivered == 3.0 && e2e == 3.0 && records >= 6.0 && sampled {
+            for text in [&i, &d, &l] {
+                for line in text
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.is_empty())
+                {
+                    let value = line.rsplit(' ').next().unwrap();
+                    assert!(value.parse::<f64>().is_ok(), "unparsable line {line:?}");
+                    assert!(line.starts_with("herald_"), "unexpected metric {line:?}");
+                }
+            }
+            assert!(i.contains("# TYPE herald_publish_seconds histogram"), "{i}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics did not move: published {published} delivered {delivered} e2e {e2e} records {records} sampled {sampled}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(procs);
+}
+
+async fn http_get_retry(addr: SocketAddr, path: &str) -> (u16, String) {
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => http_get(addr, path).await,
+        Err(_) => (0, String::new()),
+    }
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id()
+}
