@@ -6,7 +6,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test services build venv migrate fmt lint clean-test-residue
+.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-micro
 
 ## Start PostgreSQL, Redis and RabbitMQ if they are stopped (fails loudly if one is missing).
 services:
@@ -15,12 +15,17 @@ services:
 build:
 	$(CARGO) build --bins
 
-## Python venv with the third-party signature verifiers used by the interop tests.
+## Python venv: third-party signature verifiers (interop tests), Helm engine and Kubernetes
+## schemas (deployment checks).
 venv: $(VENV)/.ready
-$(VENV)/.ready: tests/interop/requirements.txt
+$(VENV)/.ready: tests/interop/requirements.txt tests/deploy/requirements.txt
 	@$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt -r tests/deploy/requirements.txt
 	@touch $@
+
+## Lint and render the Helm chart, validate manifests and the compose file (offline).
+deploy-check: venv
+	$(VENV)/bin/python tests/deploy/validate.py
 
 ## Apply database migrations (also done by ingest and ledger at start).
 migrate: services build
@@ -30,9 +35,20 @@ migrate: services build
 run: services build
 	@deploy/local/run.sh
 
-## Everything: unit tests, end-to-end tests against the real services, interop, no-loss.
+## Everything: unit tests, end-to-end tests against the real services (pipeline, webhooks
+## page, telemetry, interop, kill -9 no-loss), then the deployment checks.
 test: services venv build
 	$(CARGO) test --workspace --no-fail-fast
+	$(VENV)/bin/python tests/deploy/validate.py
+
+## End-to-end benchmarks on this machine (about 15 min on 2 cores); writes BENCHMARKS.md.
+bench: services
+	$(CARGO) build --release --bins -p herald-ingest -p herald-dispatcher -p herald-ledger -p herald-bench
+	target/release/bench all --markdown BENCHMARKS.md
+
+## Criterion micro-benchmarks (signing, subscription matching, filters).
+bench-micro:
+	$(CARGO) bench -p herald-bench
 
 fmt:
 	$(CARGO) fmt --all

@@ -139,6 +139,7 @@ DURATIONS = {
     "HERALD_SHUTDOWN_GRACE",
     "HERALD_LEDGER_BATCH_WAIT",
     "HERALD_STATS_WINDOW",
+    "HERALD_DISABLE_AFTER_SPAN",
 }
 INTEGERS = {
     "HERALD_DATABASE_MAX_CONNECTIONS": None,
@@ -149,6 +150,8 @@ INTEGERS = {
     "HERALD_DISPATCHER_CONCURRENCY": None,
     "HERALD_MAX_RESPONSE_BYTES": None,
     "HERALD_LEDGER_BATCH": None,
+    "HERALD_FAILING_AFTER_ATTEMPTS": None,
+    "HERALD_DISABLE_AFTER_FAILURES": None,
     "HERALD_DISPATCHER_PREFETCH": 65535,  # u16
     "HERALD_LEDGER_PREFETCH": 65535,  # u16
 }
@@ -386,7 +389,8 @@ def compose_checks(run: Runner) -> None:
         for pname, pipeline in pipelines.items():
             for kind in ("receivers", "processors", "exporters"):
                 for component in pipeline.get(kind, []):
-                    expect(component in (cfg.get(kind) or {}), f"pipeline {pname} uses undefined {kind[:-1]} {component}")
+                    expect(component in (cfg.get(kind) or {}),
+                           f"pipeline {pname} uses undefined {kind[:-1]} {component}")
 
     def prometheus_config() -> None:
         mounts = [v for v in services["prometheus"].get("volumes") or [] if "prometheus.yml" in str(v)]
@@ -698,7 +702,8 @@ def chart_checks(run: Runner, label: str, values: dict[str, Any] | None, expect_
             cm = configmaps[0].get("data") or {}
             queue = f"{cm.get('HERALD_AMQP_PREFIX') or 'herald'}.deliveries.work"
             expect(trig["type"] == "rabbitmq", f"trigger type {trig['type']}")
-            expect(trig["metadata"].get("queueName") == queue, f"trigger queue {trig['metadata'].get('queueName')}, want {queue}")
+            expect(trig["metadata"].get("queueName") == queue,
+                   f"trigger queue {trig['metadata'].get('queueName')}, want {queue}")
             expect(trig["metadata"].get("mode") == "QueueLength", "trigger does not scale on queue length")
             auth_name = (trig.get("authenticationRef") or {}).get("name")
             auths = {a["metadata"]["name"]: a for a in kinds(docs, "TriggerAuthentication")}

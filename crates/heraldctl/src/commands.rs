@@ -88,6 +88,9 @@ enum Command {
     Deliveries(DeliveriesCmd),
     /// Run a local webhook receiver that prints each delivery and checks its signature.
     Listen {
+        /// Address to listen on (0.0.0.0 to accept deliveries from other hosts or containers).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
         #[arg(long, default_value_t = 8000)]
         port: u16,
         /// Secret to verify with (standard scheme unless --scheme says otherwise).
@@ -920,13 +923,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Listen {
+            host,
             port,
             secret,
             scheme,
             prefix,
             status,
         } => {
-            crate::listen::run(port, secret, scheme.parse()?, prefix, status).await?;
+            crate::listen::run(&host, port, secret, scheme.parse()?, prefix, status).await?;
         }
         Command::Verify {
             scheme,

@@ -15,6 +15,7 @@ struct Settings {
 }
 
 pub async fn run(
+    host: &str,
     port: u16,
     secret: Option<String>,
     scheme: Scheme,
@@ -56,8 +57,12 @@ pub async fn run(
             s.status
         }
     });
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("listening on http://127.0.0.1:{port} (Ctrl-C to stop)");
-    axum::serve(listener, app).await?;
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
+    eprintln!("listening on http://{host}:{port} (Ctrl-C to stop)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
