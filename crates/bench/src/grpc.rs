@@ -28,8 +28,6 @@ pub fn bearer(token: &str) -> Result<AsciiMetadataValue> {
 /// A request carrying `authorization: Bearer <token>`.
 pub fn authed<T>(msg: T, auth: &AsciiMetadataValue) -> Request<T> {
     let mut request = Request::new(msg);
-    request
-        .metadata_mut()
-        .insert("authorization", auth.clone());
+    request.metadata_mut().insert("authorization", auth.clone());
     request
 }

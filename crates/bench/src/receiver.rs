@@ -172,7 +172,7 @@ async fn handle(
     let arrival_ns = s.start.elapsed().as_nanos() as u64;
     let n = s.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let failing = uri.path().starts_with("/fail/");
-    if s.options.verify_every > 0 && n % s.options.verify_every == 0 {
+    if s.options.verify_every > 0 && n.is_multiple_of(s.options.verify_every) {
         s.verify(uri.path(), &headers, &body);
     }
     if failing {

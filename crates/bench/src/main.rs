@@ -1,0 +1,34 @@
+//! `bench`: measures Herald end to end on this machine — real ingest, ledger and dispatcher
+//! processes against the local PostgreSQL, RabbitMQ and Redis, a load generator on the public
+//! gRPC API, a receiver that times and checks every delivery, and baselines of what the same
+//! hardware does without Herald.
+//!
+//! `bench all --markdown BENCHMARKS.md` runs every standard scenario; `bench scenario <name>`
+//! one of them; `bench run --endpoints … --events …` any load; `bench baselines` only those.
+
+mod baseline;
+mod cli;
+mod db;
+mod grpc;
+mod load;
+mod markdown;
+mod procs;
+mod receiver;
+mod report;
+mod run;
+mod scenarios;
+mod usage;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    tokio::select! {
+        result = scenarios::execute(cli) => result,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the run kills the Herald processes; their data is left behind.
+            anyhow::bail!("interrupted: bench* schemas, queues and Redis keys of the current run remain")
+        }
+    }
+}

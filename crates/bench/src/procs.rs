@@ -1,0 +1,397 @@
+//! Herald as real processes: `herald-ingest`, `herald-ledger` and N `herald-dispatcher`, built
+//! in release mode and started from `--bin-dir`, exactly as they would run in production.
+//!
+//! Every run is isolated by one fresh name (`bench<hex>`) used as Postgres schema, queue prefix
+//! and Redis key prefix, and everything under that name is removed again at the end: the
+//! schema, the queues and exchanges (including the delay queues of the retry schedule), and
+//! the Redis keys. Children are killed when dropped, so an aborted run leaves no process behind.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use herald_broker::lapin::Channel;
+use herald_broker::lapin::options::QueueDeclareOptions;
+use herald_broker::lapin::types::{FieldTable, ShortString};
+use herald_broker::{QueueType, Topology};
+use herald_core::schedule::RetrySchedule;
+use herald_proto::v1 as pb;
+use rand::Rng;
+use tokio::process::{Child, Command};
+
+use crate::cli::Settings;
+use crate::{db, grpc};
+
+/// Delay queues a run may have declared besides those of its retry schedule (Herald's default
+/// schedule), so the cleanup finds them all.
+const DEFAULT_DELAYS_MS: [u64; 5] = [60_000, 300_000, 900_000, 3_600_000, 21_600_000];
+
+/// One running Herald process.
+pub struct Proc {
+    pub role: String,
+    pub pid: u32,
+    child: Child,
+}
+
+/// A running, isolated Herald installation.
+pub struct Herald {
+    /// Schema, queue prefix and Redis prefix of this installation.
+    pub name: String,
+    pub admin_token: String,
+    pub ingest_addr: SocketAddr,
+    pub ledger_addr: SocketAddr,
+    /// Where each process's output goes (`<role>.log`).
+    pub log_dir: PathBuf,
+    settings: Settings,
+    env: Vec<(String, String)>,
+    procs: Vec<Proc>,
+    delays_ms: Vec<u64>,
+    stopped: bool,
+}
+
+/// A name no other run uses: `bench` and 12 hex digits.
+pub fn unique_name() -> String {
+    let n: u64 = rand::rng().random();
+    format!("bench{:012x}", n & 0xffff_ffff_ffff)
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    let listener = StdListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+fn parse_set(settings: &Settings) -> Result<Vec<(String, String)>> {
+    settings
+        .set
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("--set {kv:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+impl Herald {
+    /// Starts ingest (migrations, topology), then the ledger and the dispatchers, and returns
+    /// once ingest answers and every consumer is attached to its queue.
+    pub async fn start(
+        settings: &Settings,
+        retry_schedule: &str,
+        deadline: Instant,
+    ) -> Result<Herald> {
+        for bin in ["herald-ingest", "herald-ledger", "herald-dispatcher"] {
+            let path = settings.bin_dir.join(bin);
+            if !path.is_file() {
+                bail!(
+                    "{} is missing: build it with `cargo build --release --bins` (or pass --bin-dir)",
+                    path.display()
+                );
+            }
+        }
+        let schedule = RetrySchedule::parse(retry_schedule)
+            .map_err(|e| anyhow!("retry schedule {retry_schedule:?}: {e}"))?;
+        let mut delays_ms: Vec<u64> = schedule
+            .delays()
+            .iter()
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        delays_ms.extend(DEFAULT_DELAYS_MS);
+        delays_ms.sort_unstable();
+        delays_ms.dedup();
+
+        let name = unique_name();
+        let admin_token = format!("admin-{}", unique_name());
+        let ingest_addr = free_addr()?;
+        let ledger_addr = free_addr()?;
+        let log_dir = std::env::temp_dir().join("herald-bench").join(&name);
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+
+        let mut env: Vec<(String, String)> = [
+            ("HERALD_DATABASE_URL", settings.database_url.as_str()),
+            ("HERALD_DATABASE_SCHEMA", name.as_str()),
+            ("HERALD_AMQP_URL", settings.amqp_url.as_str()),
+            ("HERALD_AMQP_PREFIX", name.as_str()),
+            ("HERALD_QUEUE_TYPE", settings.queue_type.as_str()),
+            ("HERALD_REDIS_URL", settings.redis_url.as_str()),
+            ("HERALD_REDIS_PREFIX", name.as_str()),
+            ("HERALD_ADMIN_TOKEN", admin_token.as_str()),
+            ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8"),
+            ("HERALD_LOG", "warn"),
+            ("HERALD_RETRY_SCHEDULE", retry_schedule),
+            ("HERALD_SHUTDOWN_GRACE", "2s"),
+            // Remembered successes expire on their own even if the cleanup cannot run.
+            ("HERALD_DONE_TTL", "1h"),
+            // No `endpoint.failing` notifications: they would add deliveries the bench did
+            // not publish to every `*` endpoint.
+            ("HERALD_FAILING_AFTER_ATTEMPTS", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.push(("HERALD_INGEST_ADDR".into(), ingest_addr.to_string()));
+        env.push(("HERALD_LEDGER_ADDR".into(), ledger_addr.to_string()));
+        // Applied last, so they win.
+        env.extend(parse_set(settings)?);
+
+        let mut herald = Herald {
+            name,
+            admin_token,
+            ingest_addr,
+            ledger_addr,
+            log_dir,
+            settings: settings.clone(),
+            env,
+            procs: Vec::new(),
+            delays_ms,
+            stopped: false,
+        };
+        if let Err(e) = herald.boot(settings.dispatchers, deadline).await {
+            herald.stop().await;
+            return Err(e);
+        }
+        Ok(herald)
+    }
+
+    async fn boot(&mut self, dispatchers: usize, deadline: Instant) -> Result<()> {
+        self.spawn("ingest", "herald-ingest")?;
+        self.wait_ingest(deadline).await?;
+        self.spawn("ledger", "herald-ledger")?;
+        for i in 0..dispatchers {
+            self.spawn(&format!("dispatcher-{i}"), "herald-dispatcher")?;
+        }
+        self.wait_consumers(dispatchers, deadline).await
+    }
+
+    fn spawn(&mut self, role: &str, binary: &str) -> Result<()> {
+        let bin = self.settings.bin_dir.join(binary);
+        let log_path = self.log_dir.join(format!("{role}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        // Each process gets its own metrics port (the defaults are fixed, so two dispatchers
+        // would collide); `--set HERALD_METRICS_ADDR=` still wins, being applied after.
+        let metrics_addr = free_addr()?.to_string();
+        let child = Command::new(&bin)
+            .env("HERALD_METRICS_ADDR", &metrics_addr)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("{role} exited at once; see {}", log_path.display()))?;
+        self.procs.push(Proc {
+            role: role.to_owned(),
+            pid,
+            child,
+        });
+        Ok(())
+    }
+
+    /// Fails when a process has exited, naming its log.
+    fn check_alive(&mut self) -> Result<()> {
+        for p in &mut self.procs {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!(
+                    "{} exited early ({status}); see {}",
+                    p.role,
+                    self.log_dir.join(format!("{}.log", p.role)).display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_ingest(&mut self, deadline: Instant) -> Result<()> {
+        let until = deadline.min(Instant::now() + Duration::from_secs(90));
+        let auth = grpc::bearer(&self.admin_token)?;
+        loop {
+            self.check_alive()?;
+            if let Ok(channel) = grpc::connect(self.ingest_addr).await {
+                let mut admin = pb::admin_client::AdminClient::new(channel);
+                let probe = pb::GetTenantRequest {
+                    id: uuid::Uuid::nil().to_string(),
+                };
+                match admin.get_tenant(grpc::authed(probe, &auth)).await {
+                    Ok(_) => return Ok(()),
+                    Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+                    Err(_) => {}
+                }
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "herald-ingest did not answer in time; see {}",
+                    self.log_dir.join("ingest.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every dispatcher consumes the work queue, the ledger consumes its queue and
+    /// answers on its port, so the first published event does not wait for a process to start.
+    async fn wait_consumers(&mut self, dispatchers: usize, deadline: Instant) -> Result<()> {
+        let topology = Topology::new(self.name.as_str(), QueueType::Quorum);
+        let conn = herald_broker::connect(&self.settings.amqp_url, "herald-bench-probe").await?;
+        let until = deadline.min(Instant::now() + Duration::from_secs(60));
+        let mut channel: Option<Channel> = None;
+        let result = loop {
+            if let Err(e) = self.check_alive() {
+                break Err(e);
+            }
+            if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+                channel = conn.create_channel().await.ok();
+            }
+            if let Some(ch) = &channel {
+                let work = consumers(ch, &topology.work_queue()).await;
+                let ledger = consumers(ch, &topology.ledger_queue()).await;
+                let ledger_api = tokio::net::TcpStream::connect(self.ledger_addr)
+                    .await
+                    .is_ok();
+                if work >= dispatchers && ledger >= 1 && ledger_api {
+                    break Ok(());
+                }
+            }
+            if Instant::now() >= until {
+                break Err(anyhow!(
+                    "the dispatchers and the ledger did not start consuming in time; see {}",
+                    self.log_dir.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let _ = conn.close(200, ShortString::from("done")).await;
+        result
+    }
+
+    /// (role, pid) of every process.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.procs.iter().map(|p| (p.role.clone(), p.pid)).collect()
+    }
+
+    /// Pids of the dispatcher processes.
+    pub fn dispatcher_pids(&self) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|p| p.role.starts_with("dispatcher"))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL after 10 s) and removes the installation's
+    /// schema, queues and keys. Safe to call twice.
+    pub async fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        for p in self.procs.iter().rev() {
+            terminate(p.pid).await;
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        for p in self.procs.iter_mut().rev() {
+            let left = until.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, p.child.wait()).await.is_err() {
+                let _ = p.child.kill().await;
+            }
+        }
+        self.cleanup().await;
+    }
+
+    async fn cleanup(&self) {
+        let limit = Duration::from_secs(30);
+        let steps = [
+            (
+                "postgres",
+                tokio::time::timeout(
+                    limit,
+                    db::drop_schema(&self.settings.database_url, &self.name),
+                )
+                .await,
+            ),
+            (
+                "rabbitmq",
+                tokio::time::timeout(limit, self.delete_queues()).await,
+            ),
+            (
+                "redis",
+                tokio::time::timeout(limit, self.delete_redis_keys()).await,
+            ),
+        ];
+        for (what, outcome) in steps {
+            let problem = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => "timed out".to_owned(),
+            };
+            eprintln!(
+                "bench: cleanup of {} in {what} incomplete: {problem}",
+                self.name
+            );
+        }
+    }
+
+    async fn delete_queues(&self) -> Result<()> {
+        let conn = herald_broker::connect(&self.settings.amqp_url, "herald-bench-cleanup").await?;
+        let ch = conn.create_channel().await?;
+        let deleted = Topology::new(self.name.as_str(), QueueType::Quorum)
+            .delete(&ch, &self.delays_ms)
+            .await;
+        let _ = conn.close(200, ShortString::from("done")).await;
+        Ok(deleted?)
+    }
+
+    async fn delete_redis_keys(&self) -> Result<()> {
+        let client = redis::Client::open(self.settings.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.name))
+            .query_async(&mut conn)
+            .await?;
+        for chunk in keys.chunks(500) {
+            let _removed: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        // The children die with their handles (kill_on_drop); the data needs `stop`.
+        if !self.stopped {
+            eprintln!(
+                "bench: {} was not cleaned up: drop schema \"{}\", queues {}.* and Redis keys {}:*",
+                self.name, self.name, self.name, self.name
+            );
+        }
+    }
+}
+
+/// Consumers attached to a queue (0 when it cannot be inspected).
+async fn consumers(ch: &Channel, queue: &str) -> usize {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(ShortString::from(queue), passive, FieldTable::default())
+        .await
+        .map_or(0, |q| q.consumer_count() as usize)
+}
+
+/// Asks a process to shut down gracefully.
+async fn terminate(pid: u32) {
+    let sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
+}

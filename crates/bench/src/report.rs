@@ -1,0 +1,456 @@
+//! What a run found, in one shape for the terminal, the JSON file and BENCHMARKS.md.
+//!
+//! Latencies are kept as raw samples until the end and reduced to exact percentiles here
+//! (a few hundred thousand values sort in milliseconds); the rows shown to people are built
+//! once, so the terminal and the Markdown never disagree.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::db::LedgerPoll;
+use crate::load::{LoadSpec, OpenLoopStats};
+use crate::markdown::Machine;
+use crate::receiver::ReceiverStats;
+use crate::usage::{RssTrend, Usage};
+
+/// Exact percentiles of a latency sample, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// Reduces microsecond samples to percentiles (nearest rank).
+pub fn percentiles(mut us: Vec<u64>) -> Percentiles {
+    if us.is_empty() {
+        return Percentiles::default();
+    }
+    us.sort_unstable();
+    let len = us.len();
+    let at = |q: f64| {
+        let rank = ((q * len as f64).ceil() as usize).clamp(1, len);
+        us[rank - 1] as f64 / 1e3
+    };
+    let sum: u128 = us.iter().map(|&v| u128::from(v)).sum();
+    Percentiles {
+        count: len,
+        p50_ms: at(0.50),
+        p90_ms: at(0.90),
+        p99_ms: at(0.99),
+        max_ms: us[len - 1] as f64 / 1e3,
+        mean_ms: sum as f64 / len as f64 / 1e3,
+    }
+}
+
+/// How the ledger caught up, relative to the start of publishing.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LedgerFigures {
+    pub complete: bool,
+    pub final_count: Option<u64>,
+    pub secs_to_50pct: Option<f64>,
+    pub secs_to_99pct: Option<f64>,
+    pub secs_to_100pct: Option<f64>,
+    /// Expected deliveries ÷ time until the ledger held all of them.
+    pub deliveries_per_sec: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl LedgerFigures {
+    /// Reads the thresholds off the poll samples; `publish_start` in seconds since start.
+    pub fn from_poll(poll: &LedgerPoll, expected: u64, publish_start: f64) -> Self {
+        let reached = |share: f64| {
+            let need = (expected as f64 * share).ceil() as u64;
+            poll.samples
+                .iter()
+                .find(|(_, n)| *n >= need)
+                .map(|(t, _)| (t - publish_start).max(0.0))
+        };
+        let secs_to_100pct = poll.complete_at.map(|t| (t - publish_start).max(0.0));
+        Self {
+            complete: poll.complete_at.is_some(),
+            final_count: poll.final_count,
+            secs_to_50pct: reached(0.50),
+            secs_to_99pct: reached(0.99),
+            secs_to_100pct,
+            deliveries_per_sec: secs_to_100pct
+                .filter(|s| *s > 0.0)
+                .map(|s| expected as f64 / s),
+            error: poll.error.clone(),
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub spec: LoadSpec,
+    pub queue_type: String,
+    pub dispatchers: usize,
+    pub events_attempted: u64,
+    pub events_accepted: u64,
+    pub publish_errors: BTreeMap<String, u64>,
+    /// Sum of the fan-out Herald reported for the accepted events.
+    pub fanout_reported: u64,
+    /// Deliveries the receiver must answer 200 (accepted events × ok endpoints).
+    pub deliveries_expected: u64,
+    pub publish_secs: f64,
+    pub accepted_events_per_sec: f64,
+    pub receiver: ReceiverStats,
+    /// From the start of publishing to the last expected delivery's arrival.
+    pub deliver_secs: f64,
+    pub deliveries_per_sec: f64,
+    /// Every request the receiver answered (failures and retries included) per second.
+    pub requests_per_sec: f64,
+    pub ledger: LedgerFigures,
+    /// Per call (per batch call with PublishBatch; from the intended send time in open loop).
+    pub publish_latency: Percentiles,
+    pub end_to_end_latency: Percentiles,
+    pub open_loop: Option<OpenLoopStats>,
+    pub usage: Usage,
+    pub dispatcher_rss: RssTrend,
+    pub timed_out: bool,
+    pub notes: Vec<String>,
+    pub log_dir: String,
+}
+
+/// One baseline's result.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BaselineFigure {
+    pub per_sec: Option<f64>,
+    pub count: u64,
+    pub secs: f64,
+    pub error: Option<String>,
+}
+
+/// What the machine allows without Herald in the way.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Baselines {
+    pub payload_bytes: usize,
+    pub queue_type: String,
+    /// Persistent, confirmed (window 256) publish → consume and ack.
+    pub rabbit_one_hop: BaselineFigure,
+    /// Publish → relay (consume, republish confirmed, ack) → consume and ack.
+    pub rabbit_two_hops: BaselineFigure,
+    /// reqwest, 64 in flight, to the bench's receiver.
+    pub http_post: BaselineFigure,
+}
+
+/// Herald's delivery rate as a share of each baseline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratios {
+    pub vs_rabbit_one_hop: Option<f64>,
+    pub vs_rabbit_two_hops: Option<f64>,
+    pub vs_http_post: Option<f64>,
+}
+
+impl Ratios {
+    pub fn new(per_sec: f64, b: &Baselines) -> Self {
+        let ratio = |f: &BaselineFigure| f.per_sec.filter(|x| *x > 0.0).map(|x| per_sec / x);
+        Self {
+            vs_rabbit_one_hop: ratio(&b.rabbit_one_hop),
+            vs_rabbit_two_hops: ratio(&b.rabbit_two_hops),
+            vs_http_post: ratio(&b.http_post),
+        }
+    }
+}
+
+/// One scenario in the output: its report or why it failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunEntry {
+    pub name: String,
+    pub report: Option<RunReport>,
+    pub error: Option<String>,
+    pub ratios: Option<Ratios>,
+}
+
+impl RunEntry {
+    pub fn new(name: &str, result: Result<RunReport>, baselines: Option<&Baselines>) -> Self {
+        match result {
+            Ok(report) => Self {
+                name: name.to_owned(),
+                ratios: baselines.map(|b| Ratios::new(report.deliveries_per_sec, b)),
+                report: Some(report),
+                error: None,
+            },
+            Err(e) => Self {
+                name: name.to_owned(),
+                report: None,
+                error: Some(format!("{e:#}")),
+                ratios: None,
+            },
+        }
+    }
+}
+
+/// The whole output of one `bench` invocation.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchOutput {
+    pub command: String,
+    pub generated_at: String,
+    pub machine: Option<Machine>,
+    pub baselines: Option<Baselines>,
+    pub runs: Vec<RunEntry>,
+}
+
+pub fn write_json(path: &Path, output: &BenchOutput) -> Result<()> {
+    let text = serde_json::to_string_pretty(output)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `12,345` (rounded).
+pub fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "-".into();
+    }
+    let n = x.round() as i64;
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A millisecond figure with sensible precision.
+pub fn ms(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.2}")
+    } else if x < 100.0 {
+        format!("{x:.1}")
+    } else {
+        thousands(x)
+    }
+}
+
+fn latency_row(p: &Percentiles) -> String {
+    if p.count == 0 {
+        return "no samples".into();
+    }
+    format!(
+        "{} / {} / {} / {} ms",
+        ms(p.p50_ms),
+        ms(p.p90_ms),
+        ms(p.p99_ms),
+        ms(p.max_ms)
+    )
+}
+
+fn ratio_text(r: &Ratios) -> String {
+    let one = |label: &str, v: Option<f64>| v.map(|v| format!("{v:.2}× {label}"));
+    let parts: Vec<String> = [
+        one("RabbitMQ 1 hop", r.vs_rabbit_one_hop),
+        one("RabbitMQ 2 hops", r.vs_rabbit_two_hops),
+        one("bare HTTP", r.vs_http_post),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    parts.join(", ")
+}
+
+/// The figures of a run as (label, value) rows.
+pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut push = |k: &str, v: String| rows.push((k.to_owned(), v));
+    let errors = if r.publish_errors.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = r
+            .publish_errors
+            .iter()
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        format!(" (failed: {})", list.join(", "))
+    };
+    push(
+        "events accepted",
+        format!(
+            "{} of {}{errors}",
+            thousands(r.events_accepted as f64),
+            thousands(r.events_attempted as f64)
+        ),
+    );
+    push(
+        "accepted events/s",
+        format!(
+            "{} over {:.1} s",
+            thousands(r.accepted_events_per_sec),
+            r.publish_secs
+        ),
+    );
+    let mut delivered = format!(
+        "{} ({} of {} deliveries in {:.1} s)",
+        thousands(r.deliveries_per_sec),
+        thousands(r.receiver.delivered as f64),
+        thousands(r.deliveries_expected as f64),
+        r.deliver_secs
+    );
+    if let Some(text) = ratios.map(ratio_text).filter(|t| !t.is_empty()) {
+        delivered.push_str(&format!("; {text}"));
+    }
+    push("deliveries received/s", delivered);
+    if r.receiver.failed_requests > 0 {
+        push(
+            "requests incl. failures",
+            format!(
+                "{} ({} answered 500), {}/s",
+                thousands(r.receiver.requests as f64),
+                thousands(r.receiver.failed_requests as f64),
+                thousands(r.requests_per_sec)
+            ),
+        );
+    }
+    let ledger = &r.ledger;
+    let at = |t: Option<f64>| t.map_or("-".to_owned(), |t| format!("{t:.1} s"));
+    let ledger_text = match ledger.deliveries_per_sec {
+        Some(rate) if ledger.complete => format!(
+            "{}; 50 % at {}, 99 % at {}, 100 % at {}",
+            thousands(rate),
+            at(ledger.secs_to_50pct),
+            at(ledger.secs_to_99pct),
+            at(ledger.secs_to_100pct)
+        ),
+        _ => format!(
+            "incomplete: {} of {} ({})",
+            ledger
+                .final_count
+                .map_or("?".to_owned(), |n| thousands(n as f64)),
+            thousands(r.deliveries_expected as f64),
+            ledger.error.as_deref().unwrap_or("unknown")
+        ),
+    };
+    push("ledger-complete deliveries/s", ledger_text);
+    if let Some(o) = &r.open_loop {
+        push(
+            "open loop",
+            format!(
+                "target {}/s, achieved {}/s, max in flight {}, generator lag max {} ms{}",
+                thousands(o.target_rate),
+                thousands(o.achieved_rate),
+                thousands(o.max_in_flight as f64),
+                ms(o.max_schedule_lag_ms),
+                if o.saturated { ", SATURATED" } else { "" }
+            ),
+        );
+    }
+    let call = if r.spec.batch.is_some() {
+        "PublishBatch call p50/p90/p99/max"
+    } else {
+        "Publish call p50/p90/p99/max"
+    };
+    push(call, latency_row(&r.publish_latency));
+    push(
+        "publish→receiver p50/p90/p99/max",
+        latency_row(&r.end_to_end_latency),
+    );
+    push("duplicates", thousands(r.receiver.duplicates as f64));
+    push(
+        "signature failures",
+        format!(
+            "{} of {} checked",
+            r.receiver.signature_failures, r.receiver.signatures_checked
+        ),
+    );
+    let u = &r.usage;
+    let mut cpu: Vec<String> = u
+        .processes
+        .iter()
+        .map(|p| format!("{} {:.1} s ({:.0} %)", p.role, p.cpu_secs, p.cpu_pct))
+        .collect();
+    cpu.extend(
+        u.infrastructure_cpu_secs
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.1} s ({:.0} %)", s / u.window_secs * 100.0)),
+    );
+    if let Some(busy) = u.machine_busy_pct {
+        cpu.push(format!("machine {busy:.0} % busy"));
+    }
+    push(&format!("CPU over {:.1} s", u.window_secs), cpu.join(", "));
+    let rss: Vec<String> = u
+        .processes
+        .iter()
+        .map(|p| format!("{} {:.0} MB", p.role, p.peak_rss_mb))
+        .collect();
+    push("peak RSS", rss.join(", "));
+    let d = &r.dispatcher_rss;
+    push(
+        "dispatcher RSS first → last",
+        format!(
+            "{:.1} → {:.1} MB (max {:.1}, {} samples)",
+            d.first_mb, d.last_mb, d.max_mb, d.samples
+        ),
+    );
+    if r.timed_out {
+        push(
+            "note",
+            "the run hit --timeout: figures cover only what finished".into(),
+        );
+    }
+    for note in &r.notes {
+        push("note", note.clone());
+    }
+    rows
+}
+
+/// Prints a run as an aligned table.
+pub fn print_run(name: &str, r: &RunReport, ratios: Option<&Ratios>) {
+    println!();
+    println!("== {name} ==");
+    let rows = rows(r, ratios);
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in rows {
+        println!("  {k:<width$}  {v}");
+    }
+}
+
+/// Prints the baselines.
+pub fn print_baselines(b: &Baselines) {
+    println!();
+    println!(
+        "== baselines ({} B payload, {} queues) ==",
+        b.payload_bytes, b.queue_type
+    );
+    for (label, f) in baseline_rows(b) {
+        println!("  {label:<32}  {}", figure_text(f));
+    }
+}
+
+/// (label, figure) of each baseline.
+pub fn baseline_rows(b: &Baselines) -> [(&'static str, &BaselineFigure); 3] {
+    [
+        ("RabbitMQ 1 hop msg/s", &b.rabbit_one_hop),
+        ("RabbitMQ 2 hops msg/s", &b.rabbit_two_hops),
+        ("bare HTTP POST req/s", &b.http_post),
+    ]
+}
+
+pub fn figure_text(f: &BaselineFigure) -> String {
+    match (f.per_sec, &f.error) {
+        (Some(rate), _) => format!(
+            "{} ({} in {:.1} s)",
+            thousands(rate),
+            thousands(f.count as f64),
+            f.secs
+        ),
+        (None, Some(e)) => format!("failed: {e}"),
+        (None, None) => "-".into(),
+    }
+}

@@ -1,0 +1,187 @@
+//! One measured run: receiver up, Herald up, tenant and endpoints created, load published,
+//! then wait until the receiver has every expected delivery and the ledger has recorded all of
+//! them, and account for what it cost.
+//!
+//! Every wait is bounded by the run's deadline (`--timeout`) and by a stall rule (no progress
+//! for a minute), and Herald is stopped and its data removed whatever happened.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::cli::Settings;
+use crate::db::{self, LedgerPoll};
+use crate::load::{self, LoadSpec};
+use crate::procs::Herald;
+use crate::receiver::{Receiver, ReceiverOptions};
+use crate::report::{LedgerFigures, RunReport, percentiles};
+use crate::usage::{CpuSnapshot, RssSampler, usage_between};
+
+/// Give up waiting for deliveries when none arrived for this long.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Runs one load against a fresh Herald and reports on it.
+pub async fn run_one(settings: &Settings, scenario: &str, spec: &LoadSpec) -> Result<RunReport> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(settings.timeout);
+    let receiver = Receiver::start(
+        start,
+        ReceiverOptions {
+            delay: Duration::from_millis(spec.delay_ms),
+            verify_every: settings.verify_every,
+        },
+    )
+    .await?;
+    eprintln!("bench: {scenario}: starting Herald");
+    let mut herald = Herald::start(settings, &spec.retry_schedule, deadline).await?;
+    let result = measure(
+        settings, scenario, spec, &herald, &receiver, start, deadline,
+    )
+    .await;
+    eprintln!(
+        "bench: {scenario}: stopping Herald and removing {}",
+        herald.name
+    );
+    herald.stop().await;
+    result
+}
+
+async fn measure(
+    settings: &Settings,
+    scenario: &str,
+    spec: &LoadSpec,
+    herald: &Herald,
+    receiver: &Receiver,
+    start: Instant,
+    deadline: Instant,
+) -> Result<RunReport> {
+    let target = load::setup(herald, receiver, spec).await?;
+    let mut procs = herald.pids();
+    procs.push(("bench".to_owned(), std::process::id()));
+    let cpu_begin = CpuSnapshot::take(&procs);
+    let rss = RssSampler::start(herald.dispatcher_pids(), start);
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
+    let ledger_task = tokio::spawn(db::poll_ledger(
+        settings.database_url.clone(),
+        herald.name.clone(),
+        start,
+        expected.clone(),
+        deadline,
+    ));
+
+    eprintln!(
+        "bench: {scenario}: publishing {} events to {} endpoint(s)",
+        spec.events, spec.endpoints
+    );
+    let outcome = load::publish(&target, spec, start, deadline).await;
+    let deliveries_expected = outcome.accepted * spec.ok_endpoints() as u64;
+    expected.store(deliveries_expected, Ordering::SeqCst);
+    let mut notes = Vec::new();
+    let fanout_per_event = spec.endpoints as u64;
+    if outcome.fanout != outcome.accepted * fanout_per_event {
+        notes.push(format!(
+            "Herald reported a fan-out of {} for {} accepted events ({} expected)",
+            outcome.fanout,
+            outcome.accepted,
+            outcome.accepted * fanout_per_event
+        ));
+    }
+
+    eprintln!("bench: {scenario}: waiting for {deliveries_expected} deliveries");
+    let delivered_all = wait_receiver(receiver, deliveries_expected, deadline).await;
+    if !delivered_all {
+        notes.push(format!(
+            "the receiver got {} of {deliveries_expected} deliveries before giving up",
+            receiver.delivered()
+        ));
+    }
+    eprintln!("bench: {scenario}: waiting for the ledger");
+    let ledger_wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(35);
+    let poll = match tokio::time::timeout(ledger_wait, ledger_task).await {
+        Ok(Ok(poll)) => poll,
+        Ok(Err(e)) => LedgerPoll {
+            error: Some(format!("ledger poller failed: {e}")),
+            ..Default::default()
+        },
+        Err(_) => LedgerPoll {
+            error: Some("ledger poller did not finish".into()),
+            ..Default::default()
+        },
+    };
+    let cpu_end = CpuSnapshot::take(&procs);
+    let dispatcher_rss = rss.finish().await;
+    let usage = usage_between(&cpu_begin, &cpu_end);
+
+    let stats = receiver.stats();
+    let publish_start = outcome.started_ns as f64 / 1e9;
+    let publish_secs =
+        (outcome.finished_ns.saturating_sub(outcome.started_ns) as f64 / 1e9).max(1e-9);
+    let deliver_secs =
+        (stats.last_delivered_ns.saturating_sub(outcome.started_ns) as f64 / 1e9).max(1e-9);
+    let requests_secs = (start.elapsed().as_secs_f64() - publish_start).max(1e-9);
+    let ledger = LedgerFigures::from_poll(&poll, deliveries_expected, publish_start);
+    let timed_out = outcome.timed_out || Instant::now() >= deadline;
+    if stats.unparsed_bodies > 0 {
+        notes.push(format!(
+            "{} deliveries carried a body the load generator did not write",
+            stats.unparsed_bodies
+        ));
+    }
+    if stats.missing_id > 0 {
+        notes.push(format!(
+            "{} deliveries had no delivery id header",
+            stats.missing_id
+        ));
+    }
+    if let Some(o) = &outcome.open_loop
+        && o.saturated
+    {
+        notes.push("open loop hit the in-flight cap: latencies are understated".into());
+    }
+    Ok(RunReport {
+        scenario: scenario.to_owned(),
+        spec: spec.clone(),
+        queue_type: settings.queue_type.clone(),
+        dispatchers: settings.dispatchers,
+        events_attempted: outcome.attempted,
+        events_accepted: outcome.accepted,
+        publish_errors: outcome.errors,
+        fanout_reported: outcome.fanout,
+        deliveries_expected,
+        publish_secs,
+        accepted_events_per_sec: outcome.accepted as f64 / publish_secs,
+        deliver_secs,
+        deliveries_per_sec: stats.delivered.min(deliveries_expected) as f64 / deliver_secs,
+        requests_per_sec: stats.requests as f64 / requests_secs,
+        receiver: stats,
+        ledger,
+        publish_latency: percentiles(outcome.latencies_us),
+        end_to_end_latency: percentiles(receiver.take_latencies()),
+        open_loop: outcome.open_loop,
+        usage,
+        dispatcher_rss,
+        timed_out,
+        notes,
+        log_dir: herald.log_dir.display().to_string(),
+    })
+}
+
+/// Waits until the receiver has `expected` distinct deliveries; false on deadline or stall.
+async fn wait_receiver(receiver: &Receiver, expected: u64, deadline: Instant) -> bool {
+    let mut last = (receiver.delivered(), Instant::now());
+    loop {
+        let n = receiver.delivered();
+        if n >= expected {
+            return true;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        if Instant::now() >= deadline || last.1.elapsed() > STALL {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
