@@ -6,7 +6,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-micro
+.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-micro chaos
 
 ## Start PostgreSQL, Redis and RabbitMQ if they are stopped (fails loudly if one is missing).
 services:
@@ -40,6 +40,10 @@ run: services build
 test: services venv build
 	$(CARGO) test --workspace --no-fail-fast
 	$(VENV)/bin/python tests/deploy/validate.py
+
+## The fault tests at full size: 20,000 deliveries under repeated SIGKILL, longer outages.
+chaos: services build
+	CHAOS_SCALE=5 $(CARGO) test -p herald-tests --test chaos -- --nocapture
 
 ## End-to-end benchmarks on this machine (about 15 min on 2 cores); writes BENCHMARKS.md.
 bench: services

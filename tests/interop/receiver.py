@@ -2,11 +2,12 @@
 
 Paths:
   /standard  verified with the `standardwebhooks` package (Standard Webhooks reference library)
+  /standard/N  the same with the N-th --standard-secret (0-based; for rotation tests)
   /stripe    verified with `stripe.WebhookSignature.verify_header` (timestamped scheme)
 Answers 204 when the signature verifies and 401 when it does not, so Herald's delivery log
 records the verdict. GET /results returns the counts as JSON.
 
-Usage: receiver.py --standard-secret S --stripe-secret S --stripe-header NAME
+Usage: receiver.py --standard-secret S [--standard-secret S2 ...] --stripe-secret S --stripe-header NAME
 Prints the port it listens on as the first line of standard output.
 """
 
@@ -45,10 +46,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         ok = False
-        if self.path == "/standard":
+        if self.path == "/standard" or self.path.startswith("/standard/"):
             try:
+                index = int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/standard/") else 0
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                Webhook(args.standard_secret).verify(body, headers)
+                Webhook(args.standard_secret[index]).verify(body, headers)
                 ok = True
                 verdict("standard", True)
             except Exception as e:  # noqa: BLE001 - any failure is a bad signature
@@ -72,7 +74,7 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     global args
     p = argparse.ArgumentParser()
-    p.add_argument("--standard-secret", required=True)
+    p.add_argument("--standard-secret", required=True, action="append")
     p.add_argument("--stripe-secret", required=True)
     p.add_argument("--stripe-header", required=True)
     args = p.parse_args()

@@ -118,3 +118,118 @@ async fn results(port: u16) -> String {
     let (_, body) = herald_tests::http_get(([127, 0, 0, 1], port).into(), "/results").await;
     body
 }
+
+/// Starts the Python verifier receiver with these standard secrets; returns it and its port.
+fn python_receiver(standard: &[&str]) -> (Kill, u16) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/receiver.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script);
+    for s in standard {
+        cmd.args(["--standard-secret", s]);
+    }
+    let mut child = cmd
+        .args([
+            "--stripe-secret",
+            STRIPE_SECRET,
+            "--stripe-header",
+            "Stripe-Signature",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python receiver");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("receiver prints its port");
+    (Kill(child), port)
+}
+
+#[tokio::test]
+async fn standardwebhooks_verifies_with_either_secret_during_rotation_and_only_the_new_after() {
+    let herald = Herald::start(Options {
+        retry_schedule: "".into(),
+        ..Default::default()
+    })
+    .await;
+    let tenant = herald.tenant().await;
+    let (ep, old) = herald
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                url: "http://127.0.0.1:9/placeholder".into(),
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut endpoints = herald.endpoints().await;
+    let new = endpoints
+        .rotate_secret(herald_tests::authed(
+            pb::RotateSecretRequest {
+                endpoint_id: ep.id.clone(),
+                grace_period_seconds: Some(3600),
+                secret: None,
+            },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    // /standard/0 verifies with the old secret, /standard/1 with the new one.
+    let (_guard, port) = python_receiver(&[&old, &new]);
+    let send_to = |path: &'static str| {
+        let (herald, tenant, id) = (&herald, &tenant, ep.id.clone());
+        async move {
+            herald
+                .endpoints()
+                .await
+                .update_endpoint(herald_tests::authed(
+                    pb::UpdateEndpointRequest {
+                        id,
+                        url: Some(format!("http://127.0.0.1:{port}{path}")),
+                        ..Default::default()
+                    },
+                    &tenant.api_key,
+                ))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await; // endpoint cache
+            let p = herald.publish(tenant, "rotation.check", b"{\"x\":1}").await;
+            let d = herald.wait_deliveries(tenant, &p.event_id, 1).await;
+            d[0].response_status
+        }
+    };
+    assert_eq!(
+        send_to("/standard/0").await,
+        204,
+        "old secret verifies during grace"
+    );
+    assert_eq!(
+        send_to("/standard/1").await,
+        204,
+        "new secret verifies during grace"
+    );
+    // End the grace period: only the newest secret signs.
+    let newest = endpoints
+        .rotate_secret(herald_tests::authed(
+            pb::RotateSecretRequest {
+                endpoint_id: ep.id.clone(),
+                grace_period_seconds: Some(0),
+                secret: None,
+            },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    assert_ne!(newest, new);
+    assert_eq!(
+        send_to("/standard/1").await,
+        401,
+        "a rotated-out secret no longer verifies"
+    );
+    herald.stop().await;
+}

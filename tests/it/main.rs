@@ -4,5 +4,6 @@ mod interop;
 mod no_loss;
 mod page;
 mod pipeline;
+mod receivers;
 mod telemetry;
 mod validation;

@@ -1071,3 +1071,420 @@ async fn retry_after_moves_the_next_attempt_to_a_later_tier() {
     assert_eq!(full.attempts[0].response_status, 429);
     herald.stop().await;
 }
+
+#[tokio::test]
+async fn rate_limit_holds_across_two_dispatchers_within_ten_percent() {
+    let herald = Herald::start(Options {
+        dispatchers: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut rx = Receiver::ok().await;
+    let t = herald.tenant().await;
+    let rate = 20.0;
+    herald
+        .create_endpoint(
+            &t,
+            pb::CreateEndpointRequest {
+                rate_limit_per_second: Some(rate as u32),
+                ..endpoint(rx.url("/limited"), &["*"])
+            },
+        )
+        .await;
+    let n = 100;
+    let batch = pb::PublishBatchRequest {
+        events: (0..n)
+            .map(|i| pb::PublishRequest {
+                event_type: "tick".into(),
+                payload: format!("{{\"i\":{i}}}").into_bytes(),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    herald
+        .events()
+        .await
+        .publish_batch(authed(batch, &t.api_key))
+        .await
+        .unwrap();
+    let mut at = Vec::new();
+    for _ in 0..n {
+        at.push(rx.next(Duration::from_secs(30)).await.at);
+    }
+    // After the initial burst (one second's worth), deliveries arrive at the limit.
+    let burst = rate as usize;
+    let span = (at[n - 1] - at[0]).as_secs_f64();
+    let measured = (n - burst) as f64 / span;
+    assert!(
+        (measured - rate).abs() <= rate * 0.1,
+        "measured {measured:.1}/s over {span:.2} s, limit {rate}/s"
+    );
+    assert!(rx.drain_for(Duration::from_millis(300)).await.is_empty());
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_b_gets_not_found_for_every_tenant_a_resource() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::ok().await;
+    let a = herald.tenant().await;
+    let b = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&a, endpoint(rx.url("/a"), &["*"]))
+        .await;
+    let mut types = herald.event_types().await;
+    types
+        .create_event_type(authed(
+            pb::CreateEventTypeRequest {
+                name: "a.only".into(),
+                ..Default::default()
+            },
+            &a.api_key,
+        ))
+        .await
+        .unwrap();
+    let p = herald.publish(&a, "a.only", b"{}").await;
+    rx.next(Duration::from_secs(10)).await;
+    let d = herald.wait_deliveries(&a, &p.event_id, 1).await;
+    let delivery = d[0].id.clone();
+
+    let mut endpoints = herald.endpoints().await;
+    let mut deliveries = herald.deliveries().await;
+    let key = &b.api_key;
+    let id = || ep.id.clone();
+    let codes = vec![
+        (
+            "GetEndpoint",
+            endpoints
+                .get_endpoint(authed(pb::GetEndpointRequest { id: id() }, key))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "UpdateEndpoint",
+            endpoints
+                .update_endpoint(authed(
+                    pb::UpdateEndpointRequest {
+                        id: id(),
+                        enabled: Some(false),
+                        ..Default::default()
+                    },
+                    key,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetEndpointSecret",
+            endpoints
+                .get_endpoint_secret(authed(pb::GetEndpointSecretRequest { id: id() }, key))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RotateSecret",
+            endpoints
+                .rotate_secret(authed(
+                    pb::RotateSecretRequest {
+                        endpoint_id: id(),
+                        ..Default::default()
+                    },
+                    key,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "SendTest",
+            endpoints
+                .send_test(authed(
+                    pb::SendTestRequest {
+                        endpoint_id: id(),
+                        ..Default::default()
+                    },
+                    key,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "DeleteEndpoint",
+            endpoints
+                .delete_endpoint(authed(pb::DeleteEndpointRequest { id: id() }, key))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "UpdateEventType",
+            types
+                .update_event_type(authed(
+                    pb::UpdateEventTypeRequest {
+                        name: "a.only".into(),
+                        archived: Some(true),
+                        ..Default::default()
+                    },
+                    key,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "GetDelivery",
+            deliveries
+                .get_delivery(authed(
+                    pb::GetDeliveryRequest {
+                        id: delivery.clone(),
+                    },
+                    key,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "Redeliver",
+            deliveries
+                .redeliver(authed(
+                    pb::RedeliverRequest {
+                        delivery_id: delivery.clone(),
+                    },
+                    key,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ReplayEndpoint",
+            deliveries
+                .replay_endpoint(authed(
+                    pb::ReplayEndpointRequest {
+                        endpoint_id: id(),
+                        ..Default::default()
+                    },
+                    key,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (call, result) in codes {
+        assert_eq!(
+            result.as_ref().map_err(|s| s.code()),
+            Err(Code::NotFound),
+            "{call} with tenant B's key"
+        );
+    }
+    // Lists show B nothing of A's.
+    let listed = deliveries
+        .list_deliveries(authed(
+            pb::ListDeliveriesRequest {
+                endpoint_id: Some(id()),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.deliveries.is_empty());
+    let eps = endpoints
+        .list_endpoints(authed(pb::ListEndpointsRequest::default(), key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(eps.endpoints.is_empty());
+    let ts = types
+        .list_event_types(authed(
+            pb::ListEventTypesRequest {
+                include_archived: true,
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ts.event_types.is_empty());
+    // And A's resources are untouched.
+    let card = get_endpoint(&herald, &a, &ep.id).await;
+    assert!(card.enabled);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn retention_removes_old_payloads_and_then_old_history() {
+    let herald = Herald::start(Options {
+        env: vec![
+            ("HERALD_PAYLOAD_RETENTION".into(), "1s".into()),
+            ("HERALD_ATTEMPT_RETENTION".into(), "4s".into()),
+            ("HERALD_RETENTION_INTERVAL".into(), "200ms".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut rx = Receiver::ok().await;
+    let t = herald.tenant().await;
+    herald
+        .create_endpoint(&t, endpoint(rx.url("/r"), &["*"]))
+        .await;
+    let p = herald.publish(&t, "old.news", b"{}").await;
+    rx.next(Duration::from_secs(10)).await;
+    let d = herald.wait_deliveries(&t, &p.event_id, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while herald.count("events").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "payload retention did not remove the event"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The history outlives the payload; re-sending needs the payload.
+    assert_eq!(herald.count("deliveries").await, 1);
+    assert_eq!(herald.count("attempts").await, 1);
+    let e = herald
+        .deliveries()
+        .await
+        .redeliver(authed(
+            pb::RedeliverRequest {
+                delivery_id: d[0].id.clone(),
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("retention"), "{}", e.message());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while herald.count("deliveries").await + herald.count("attempts").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "history retention did not remove rows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn analysts_read_views_and_bind_their_own_queue_to_the_record_stream() {
+    use futures::StreamExt;
+    use herald_broker::lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use herald_broker::lapin::types::FieldTable;
+
+    let herald = Herald::start(Options {
+        retry_schedule: "100ms".into(),
+        ..Default::default()
+    })
+    .await;
+    // An analytics consumer's own queue on the ledger's fanout exchange.
+    let conn = herald_broker::connect(herald_tests::AMQP_URL, "analytics-test")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let queue = format!("{}.analytics", herald.name);
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        format!("{}.ledger", herald.name).as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let rx = Receiver::start(|path, n| {
+        if path == "/flaky" && n == 1 {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let t = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&t, endpoint(rx.url("/flaky"), &["*"]))
+        .await;
+    let p = herald.publish(&t, "stats.check", b"{\"k\":1}").await;
+    herald
+        .wait_delivery(
+            &t,
+            &herald.wait_deliveries(&t, &p.event_id, 1).await[0].id,
+            Duration::from_secs(10),
+            status_is(pb::DeliveryStatus::Success),
+        )
+        .await;
+
+    // The stream: an event record and two attempt records (retrying, then success), v1.
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kinds.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, consumer.next())
+            .await
+            .expect("records arrive on the analyst's queue")
+            .unwrap()
+            .unwrap();
+        let batch: serde_json::Value = serde_json::from_slice(&msg.data).unwrap();
+        assert_eq!(batch["v"], 1);
+        for r in batch["records"].as_array().unwrap() {
+            let kind = r["kind"].as_str().unwrap().to_owned();
+            if kind == "event" {
+                assert_eq!(r["event_id"], p.event_id.as_str());
+                assert_eq!(r["payload"], "{\"k\":1}");
+            } else {
+                assert_eq!(r["endpoint_id"], ep.id.as_str());
+            }
+            kinds.push((kind, r["outcome"].as_str().unwrap_or("").to_owned()));
+        }
+        msg.acker.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("attempt".to_owned(), "retrying".to_owned()),
+            ("attempt".to_owned(), "success".to_owned()),
+            ("event".to_owned(), String::new()),
+        ]
+    );
+    let _ = conn.close(200, "done".into()).await;
+
+    // The views answer the common questions.
+    let (attempts, deliveries, successes, retries): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT attempts, deliveries, successes, retries FROM endpoint_hourly WHERE endpoint_id = $1::uuid",
+    )
+    .bind(&ep.id)
+    .fetch_one(&herald.pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, deliveries, successes, retries), (2, 1, 1, 1));
+    let (events, failed): (i64, i64) = sqlx::query_as(
+        "SELECT events, failed FROM event_type_daily WHERE event_type = 'stats.check'",
+    )
+    .fetch_one(&herald.pool)
+    .await
+    .unwrap();
+    assert_eq!((events, failed), (1, 0));
+    herald.stop().await;
+}

@@ -2,15 +2,15 @@
 //! collector run by the test), Prometheus metrics that move with a run, and health endpoints.
 //! The three services run as real processes, as they would in production.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_proto::v1 as pb;
+use herald_tests::procs::{Processes, Role};
 use herald_tests::receiver::Receiver;
-use herald_tests::{ADMIN_TOKEN, authed, bin_dir, cleanup, free_addr, http_get};
+use herald_tests::{ADMIN_TOKEN, authed, free_addr, http_get};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -18,7 +18,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use tonic::transport::Channel;
 
 /// One received span: (service, span name, trace id).
 type SpanSeen = (String, String, Vec<u8>);
@@ -58,60 +57,6 @@ impl TraceService for Collector {
     }
 }
 
-struct Processes {
-    name: String,
-    children: Vec<Child>,
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(cleanup(&name, &[]));
-        })
-        .join();
-    }
-}
-
-fn spawn(bin: &str, env: &HashMap<String, String>, extra: &[(&str, String)]) -> Child {
-    let path = bin_dir().join(bin);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` first (make test does)",
-        path.display()
-    );
-    Command::new(path)
-        .envs(env)
-        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn")
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "{addr} did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The value of a counter or gauge line (summed over label sets matching `labels`).
 fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
@@ -137,58 +82,21 @@ async fn one_trace_spans_all_services_and_metrics_and_health_are_served() {
             .unwrap();
     });
 
-    let name = format!("tel{:08x}", rand_u32());
-    let env: HashMap<String, String> = [
-        ("HERALD_DATABASE_URL", herald_tests::DATABASE_URL),
-        ("HERALD_AMQP_URL", herald_tests::AMQP_URL),
-        ("HERALD_REDIS_URL", herald_tests::REDIS_URL),
-        ("HERALD_ADMIN_TOKEN", ADMIN_TOKEN),
-        ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8"),
-        ("HERALD_LEDGER_BATCH_WAIT", "10ms"),
-        ("HERALD_LOG", "warn"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain([
-        ("HERALD_DATABASE_SCHEMA".to_owned(), name.clone()),
-        ("HERALD_AMQP_PREFIX".to_owned(), name.clone()),
-        ("HERALD_REDIS_PREFIX".to_owned(), name.clone()),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-            format!("http://{otlp}"),
-        ),
-    ])
-    .collect();
-    let (ingest, ledger) = (free_addr(), free_addr());
-    let (m_ingest, m_ledger, m_dispatcher) = (free_addr(), free_addr(), free_addr());
-    let mut procs = Processes {
-        name: name.clone(),
-        children: Vec::new(),
-    };
-    // Ingest first: it migrates and declares the topology.
-    procs.children.push(spawn(
-        "herald-ingest",
-        &env,
+    let endpoint = format!("http://{otlp}");
+    let procs = Processes::start(
+        1,
         &[
-            ("HERALD_INGEST_ADDR", ingest.to_string()),
-            ("HERALD_METRICS_ADDR", m_ingest.to_string()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
-    ));
-    let channel = connect(ingest).await;
-    procs.children.push(spawn(
-        "herald-ledger",
-        &env,
-        &[
-            ("HERALD_LEDGER_ADDR", ledger.to_string()),
-            ("HERALD_METRICS_ADDR", m_ledger.to_string()),
-        ],
-    ));
-    procs.children.push(spawn(
-        "herald-dispatcher",
-        &env,
-        &[("HERALD_METRICS_ADDR", m_dispatcher.to_string())],
-    ));
+    )
+    .await;
+    let channel = Processes::channel(procs.ingest_addr).await;
+    let (m_ingest, m_ledger, m_dispatcher) = (
+        procs.metrics[&Role::Ingest],
+        procs.metrics[&Role::Ledger],
+        procs.metrics[&Role::Dispatcher(0)],
+    );
 
     // Health: live at once, ready once every dependency answers.
     for addr in [m_ingest, m_ledger, m_dispatcher] {
@@ -344,12 +252,4 @@ async fn http_get_retry(addr: SocketAddr, path: &str) -> (u16, String) {
         Ok(_) => http_get(addr, path).await,
         Err(_) => (0, String::new()),
     }
-}
-
-fn rand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id()
 }

@@ -22,6 +22,10 @@ pub struct Config {
     pub max_batch: usize,
     /// `HERALD_IDEMPOTENCY_TTL`: how long an idempotency key is remembered, default `24h`.
     pub idempotency_ttl: Duration,
+    /// `HERALD_IDEMPOTENCY_PENDING_TTL`: how long a key stays reserved for a publish that never
+    /// finished (ingest died mid-call); a retry meanwhile gets ABORTED, after it a new event is
+    /// accepted. Default `30s`.
+    pub idempotency_pending_ttl: Duration,
     /// `HERALD_SUBSCRIPTION_CACHE_TTL`: how long a tenant's subscription index is reused before
     /// it is reloaded (changes made through this instance apply at once), default `2s`.
     pub subscription_cache_ttl: Duration,
@@ -52,6 +56,8 @@ impl Config {
             max_payload_bytes: r.parse("HERALD_MAX_PAYLOAD_BYTES", 256 * 1024)?,
             max_batch: r.parse("HERALD_MAX_BATCH", 1000)?,
             idempotency_ttl: r.duration("HERALD_IDEMPOTENCY_TTL", Duration::from_secs(86_400))?,
+            idempotency_pending_ttl: r
+                .duration("HERALD_IDEMPOTENCY_PENDING_TTL", Duration::from_secs(30))?,
             subscription_cache_ttl: r
                 .duration("HERALD_SUBSCRIPTION_CACHE_TTL", Duration::from_secs(2))?,
             default_timeout: r.duration("HERALD_DEFAULT_TIMEOUT", Duration::from_secs(30))?,

@@ -14,13 +14,14 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 
 const PENDING: &str = "pending";
-const PENDING_TTL_MS: u64 = 60_000;
 
 #[derive(Clone)]
 pub struct Idempotency {
     redis: ConnectionManager,
     prefix: String,
     ttl: Duration,
+    /// How long a reservation stays `pending` when its publish never completes (ingest died).
+    pending_ttl: Duration,
 }
 
 /// Outcome of reserving a key.
@@ -32,11 +33,17 @@ pub enum Reservation {
 }
 
 impl Idempotency {
-    pub fn new(redis: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+    pub fn new(
+        redis: ConnectionManager,
+        prefix: &str,
+        ttl: Duration,
+        pending_ttl: Duration,
+    ) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),
             ttl,
+            pending_ttl,
         }
     }
 
@@ -62,7 +69,7 @@ impl Idempotency {
                 .arg(PENDING)
                 .arg("NX")
                 .arg("PX")
-                .arg(PENDING_TTL_MS)
+                .arg(self.pending_ttl.as_millis().max(1) as u64)
                 .query_async(&mut conn)
                 .await?;
             if set.is_some() {

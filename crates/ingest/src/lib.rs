@@ -76,7 +76,12 @@ pub async fn run(
     let redis = redis::Client::open(c.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let state = Ingest {
-        idempotency: idempotency::Idempotency::new(redis, &c.redis_prefix, config.idempotency_ttl),
+        idempotency: idempotency::Idempotency::new(
+            redis,
+            &c.redis_prefix,
+            config.idempotency_ttl,
+            config.idempotency_pending_ttl,
+        ),
         subscriptions: Arc::new(subscriptions::Subscriptions::new(
             store.clone(),
             config.subscription_cache_ttl,

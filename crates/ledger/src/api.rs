@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::retention::first_id_at;
+
 /// Most deliveries one ReplayEndpoint call queues.
 pub const MAX_REPLAY: u32 = 10_000;
 /// Broker messages per confirmed publish while replaying.
@@ -24,17 +26,6 @@ pub struct DeliveriesApi {
 fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
     DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
         .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
-}
-
-/// The smallest UUIDv7 of a millisecond: ids are UUIDv7 made when the row was created, so a
-/// time bound is an id bound and range queries use the `(tenant_id, id)` indexes.
-fn first_id_at(t: DateTime<Utc>) -> Uuid {
-    let ms = t.timestamp_millis().max(0) as u64;
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    b[6] = 0x70;
-    b[8] = 0x80;
-    Uuid::from_bytes(b)
 }
 
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -477,7 +468,7 @@ impl DeliveriesApi {
     fn manual_task(&self, r: ReplayRow) -> Result<Outgoing, Status> {
         let payload = r.payload.ok_or_else(|| {
             Status::failed_precondition(format!(
-                "the event of delivery {} is not in the ledger yet; retry in a moment",
+                "the event of delivery {} is not in the ledger (not yet written, or removed by payload retention)",
                 r.id
             ))
         })?;

@@ -21,6 +21,14 @@ pub struct Config {
     /// `HERALD_LEDGER_PREFETCH`: unacknowledged messages the broker hands the ledger, default
     /// 2000.
     pub prefetch: u16,
+    /// `HERALD_PAYLOAD_RETENTION`: events (with their payloads) older than this are removed,
+    /// default `720h` (30 days).
+    pub payload_retention: Duration,
+    /// `HERALD_ATTEMPT_RETENTION`: deliveries, attempts and hourly statistics older than this
+    /// are removed, default `2160h` (90 days).
+    pub attempt_retention: Duration,
+    /// `HERALD_RETENTION_INTERVAL`: how often the retention sweep runs, default `1h`.
+    pub retention_interval: Duration,
 }
 
 impl Config {
@@ -32,6 +40,12 @@ impl Config {
             batch_messages: r.parse("HERALD_LEDGER_BATCH", 500)?,
             batch_wait: r.duration("HERALD_LEDGER_BATCH_WAIT", Duration::from_millis(20))?,
             prefetch: r.parse("HERALD_LEDGER_PREFETCH", 2000)?,
+            payload_retention: r
+                .duration("HERALD_PAYLOAD_RETENTION", Duration::from_secs(30 * 86_400))?,
+            attempt_retention: r
+                .duration("HERALD_ATTEMPT_RETENTION", Duration::from_secs(90 * 86_400))?,
+            retention_interval: r
+                .duration("HERALD_RETENTION_INTERVAL", Duration::from_secs(3600))?,
         };
         if c.batch_messages == 0 || c.batch_messages > usize::from(c.prefetch) {
             return Err(ConfigError {

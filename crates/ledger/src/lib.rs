@@ -8,6 +8,7 @@ mod api;
 mod config;
 mod consume;
 mod metrics;
+mod retention;
 pub mod write;
 
 use std::sync::Arc;
@@ -65,6 +66,14 @@ pub async fn run(
     tokio::spawn(herald_broker::sample_queue_depths(
         c.amqp_url.clone(),
         move || sampled.clone(),
+        shutdown.clone(),
+    ));
+
+    tokio::spawn(retention::run(
+        store.pool().clone(),
+        config.payload_retention,
+        config.attempt_retention,
+        config.retention_interval,
         shutdown.clone(),
     ));
 
