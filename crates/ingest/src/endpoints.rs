@@ -115,18 +115,8 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .get_endpoint(tenant, id)
             .await
             .map_err(store_err)?;
-        let window = self.0.stats_window_hours();
-        let stats = self
-            .0
-            .store
-            .endpoint_stats(&[e.id], window)
-            .await
-            .map_err(store_err)?;
-        Ok(Response::new(convert::endpoint_with_stats(
-            &e,
-            stats.get(&e.id),
-            window,
-        )))
+        let mut cards = self.0.cards(std::slice::from_ref(&e)).await?;
+        Ok(Response::new(cards.remove(0)))
     }
 
     async fn list_endpoints(
@@ -152,19 +142,8 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         } else {
             String::new()
         };
-        let window = self.0.stats_window_hours();
-        let ids: Vec<Uuid> = rows.iter().map(|e| e.id).collect();
-        let stats = self
-            .0
-            .store
-            .endpoint_stats(&ids, window)
-            .await
-            .map_err(store_err)?;
         Ok(Response::new(pb::ListEndpointsResponse {
-            endpoints: rows
-                .iter()
-                .map(|e| convert::endpoint_with_stats(e, stats.get(&e.id), window))
-                .collect(),
+            endpoints: self.0.cards(&rows).await?,
             next_cursor,
         }))
     }
@@ -250,17 +229,8 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .map_err(store_err)?;
         s.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %id, enabled = e.enabled, "endpoint updated");
-        let window = s.stats_window_hours();
-        let stats = s
-            .store
-            .endpoint_stats(&[e.id], window)
-            .await
-            .map_err(store_err)?;
-        Ok(Response::new(convert::endpoint_with_stats(
-            &e,
-            stats.get(&e.id),
-            window,
-        )))
+        let mut cards = s.cards(std::slice::from_ref(&e)).await?;
+        Ok(Response::new(cards.remove(0)))
     }
 
     async fn delete_endpoint(
@@ -386,6 +356,21 @@ impl Ingest {
     /// Window of the statistics shown on endpoints, in hours.
     pub fn stats_window_hours(&self) -> u32 {
         (self.config.stats_window.as_secs() / 3600).max(1) as u32
+    }
+
+    /// Endpoints as the API shows them: with their statistics (one query for all of them).
+    async fn cards(&self, rows: &[herald_store::Endpoint]) -> Result<Vec<pb::Endpoint>, Status> {
+        let window = self.stats_window_hours();
+        let ids: Vec<Uuid> = rows.iter().map(|e| e.id).collect();
+        let stats = self
+            .store
+            .endpoint_stats(&ids, window)
+            .await
+            .map_err(store_err)?;
+        Ok(rows
+            .iter()
+            .map(|e| convert::endpoint_with_stats(e, stats.get(&e.id), window))
+            .collect())
     }
 
     /// POSTs a synthetic event to one endpoint now and records it in the ledger as a test
