@@ -5,5 +5,6 @@ mod no_loss;
 mod page;
 mod pipeline;
 mod receivers;
+mod secrets;
 mod telemetry;
 mod validation;

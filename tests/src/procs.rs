@@ -115,6 +115,16 @@ impl Processes {
             .env("HERALD_LEDGER_ADDR", self.ledger_addr.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        // `HERALD_TEST_LOG_DIR` (a harness setting, not Herald's) captures each process's output
+        // in `<dir>/<role>.log` instead of the test's stderr.
+        if let Some(dir) = self.env.get("HERALD_TEST_LOG_DIR") {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(std::path::Path::new(dir).join(format!("{role:?}.log")))
+                .expect("log file");
+            cmd.stdout(file.try_clone().expect("log file")).stderr(file);
+        }
         let child = cmd.spawn().expect("spawn herald process");
         if let Some(mut old) = self.children.insert(role, child) {
             let _ = old.kill();
