@@ -145,3 +145,61 @@ async fn chaotic_receiver_ends_every_delivery_per_its_schedule() {
     );
     herald.stop().await;
 }
+
+#[tokio::test]
+async fn dispatcher_refuses_forbidden_addresses_at_delivery_time() {
+    // Endpoints created while loopback was allowed; the dispatcher runs without the allowlist,
+    // as after an operator tightened it or a DNS name changed its answer.
+    let mut herald = Herald::start(Options {
+        retry_schedule: "100ms".into(),
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    let mut rx = Receiver::ok().await;
+    let t = herald.tenant().await;
+    let port = rx.base_url.rsplit(':').next().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for url in [
+        format!("http://127.0.0.1:{port}/literal"),
+        format!("http://localhost:{port}/resolved"),
+    ] {
+        let (ep, _) = herald
+            .create_endpoint(
+                &t,
+                pb::CreateEndpointRequest {
+                    url,
+                    event_types: vec!["*".into()],
+                    ..Default::default()
+                },
+            )
+            .await;
+        ids.push(ep.id);
+    }
+    herald
+        .env
+        .insert("HERALD_ALLOW_NETWORKS".into(), String::new());
+    herald.start_dispatcher();
+    let p = herald.publish(&t, "ssrf.probe", b"{}").await;
+    assert_eq!(p.deliveries, 2);
+    let ds = herald.wait_deliveries(&t, &p.event_id, 2).await;
+    for d in &ds {
+        let full = herald
+            .wait_delivery(&t, &d.id, Duration::from_secs(10), |r| {
+                r.delivery
+                    .as_ref()
+                    .is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32)
+            })
+            .await;
+        assert_eq!(full.attempts.len(), 2);
+        for a in &full.attempts {
+            assert!(a.error.starts_with("blocked_address"), "{:?}", a.error);
+            assert_eq!(a.response_status, 0);
+        }
+    }
+    assert!(
+        rx.drain_for(Duration::from_millis(300)).await.is_empty(),
+        "a forbidden address was reached"
+    );
+    herald.stop().await;
+}
