@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_proto::v1 as pb;
+use herald_tests::authed;
 use herald_tests::procs::Processes;
 use herald_tests::receiver::{Receiver, Reply};
-use herald_tests::{ADMIN_TOKEN, authed};
 use tokio::sync::Mutex;
 
 /// One chaos test at a time: they stop shared services.
@@ -31,30 +31,7 @@ pub struct Setup {
 
 pub async fn setup(p: &Processes, endpoints: usize) -> Setup {
     let channel = Processes::channel(p.ingest_addr).await;
-    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
-    let tenant = admin
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "chaos".into(),
-                ..Default::default()
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("tenant")
-        .into_inner();
-    let key = admin
-        .create_api_key(authed(
-            pb::CreateApiKeyRequest {
-                tenant_id: tenant.id,
-                name: "k".into(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("key")
-        .into_inner()
-        .api_key;
+    let key = p.tenant_key("chaos").await;
     let rx = Receiver::start(|_, _| Reply::status(200)).await;
     let mut eps = pb::endpoints_client::EndpointsClient::new(channel);
     for i in 0..endpoints {

@@ -26,30 +26,7 @@ async fn no_secret_api_key_or_signature_is_ever_logged() {
     )
     .await;
     let channel = Processes::channel(p.ingest_addr).await;
-    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
-    let tenant = admin
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "secretive".into(),
-                ..Default::default()
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let key = admin
-        .create_api_key(authed(
-            pb::CreateApiKeyRequest {
-                tenant_id: tenant.id.clone(),
-                name: "k".into(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key;
+    let key = p.tenant_key("secretive").await;
     let mut rx = Receiver::start(|path, _| {
         if path == "/fail" {
             Reply::status(500)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use herald_proto::v1 as pb;
 use herald_tests::procs::{Processes, Role};
 use herald_tests::receiver::Receiver;
-use herald_tests::{ADMIN_TOKEN, authed, free_addr, http_get};
+use herald_tests::{authed, free_addr, http_get};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -116,30 +116,7 @@ async fn one_trace_spans_all_services_and_metrics_and_health_are_served() {
     }
 
     let mut rx = Receiver::ok().await;
-    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
-    let tenant = admin
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "t".into(),
-                ..Default::default()
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let key = admin
-        .create_api_key(authed(
-            pb::CreateApiKeyRequest {
-                tenant_id: tenant.id,
-                name: "k".into(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key;
+    let key = procs.tenant_key("t").await;
     pb::endpoints_client::EndpointsClient::new(channel.clone())
         .create_endpoint(authed(
             pb::CreateEndpointRequest {

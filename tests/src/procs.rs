@@ -178,6 +178,35 @@ impl Processes {
             .clone()
     }
 
+    /// Creates a tenant named `name` and returns a working API key for it.
+    pub async fn tenant_key(&self, name: &str) -> String {
+        let mut admin =
+            herald_proto::v1::admin_client::AdminClient::new(Self::channel(self.ingest_addr).await);
+        let tenant = admin
+            .create_tenant(crate::authed(
+                herald_proto::v1::CreateTenantRequest {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .expect("create tenant")
+            .into_inner();
+        admin
+            .create_api_key(crate::authed(
+                herald_proto::v1::CreateApiKeyRequest {
+                    tenant_id: tenant.id,
+                    name: "test".into(),
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .expect("create api key")
+            .into_inner()
+            .api_key
+    }
+
     /// A pool on this installation's schema.
     pub async fn pool(&self) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()

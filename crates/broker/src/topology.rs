@@ -10,6 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
 use crate::error::{Error, Result};
+use crate::publisher::Outgoing;
 
 /// Routing key of the work queue on the deliveries exchange.
 pub const WORK_KEY: &str = "work";
@@ -72,6 +73,26 @@ impl Topology {
 
     pub fn delay_queue(&self, delay_ms: u64) -> String {
         format!("{}.deliveries.delay.{delay_ms}", self.prefix)
+    }
+
+    /// A message for the work queue: a delivery task due now.
+    pub fn work_message(&self, body: Vec<u8>, headers: Vec<(String, String)>) -> Outgoing {
+        Outgoing {
+            exchange: self.deliveries_exchange(),
+            routing_key: WORK_KEY.to_owned(),
+            body,
+            headers,
+        }
+    }
+
+    /// A message for the ledger exchange (an encoded record batch).
+    pub fn ledger_message(&self, body: Vec<u8>, headers: Vec<(String, String)>) -> Outgoing {
+        Outgoing {
+            exchange: self.ledger_exchange(),
+            routing_key: String::new(),
+            body,
+            headers,
+        }
     }
 
     pub fn ledger_exchange(&self) -> String {

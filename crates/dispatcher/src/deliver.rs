@@ -317,14 +317,10 @@ impl Dispatcher {
             &targets,
         );
         let topo = self.publisher.topology();
+        let trace = herald_telemetry::trace_headers();
         let mut out: Vec<Outgoing> = tasks
             .iter()
-            .map(|t| Outgoing {
-                exchange: topo.deliveries_exchange(),
-                routing_key: herald_broker::WORK_KEY.to_owned(),
-                body: t.encode(),
-                headers: herald_telemetry::trace_headers(),
-            })
+            .map(|t| topo.work_message(t.encode(), trace.clone()))
             .collect();
         out.push(self.ledger_message(vec![Record::Event(record)]));
         tracing::info!(endpoint_id = %endpoint.id, event_type, deliveries = tasks.len(), "operational event");
@@ -343,12 +339,10 @@ impl Dispatcher {
     }
 
     fn ledger_message(&self, records: Vec<Record>) -> Outgoing {
-        Outgoing {
-            exchange: self.publisher.topology().ledger_exchange(),
-            routing_key: String::new(),
-            body: LedgerBatch::new(records).encode(),
-            headers: herald_telemetry::trace_headers(),
-        }
+        self.publisher.topology().ledger_message(
+            LedgerBatch::new(records).encode(),
+            herald_telemetry::trace_headers(),
+        )
     }
 
     /// The message that brings a retry back after `delay`: straight to the work queue for a
@@ -357,12 +351,7 @@ impl Dispatcher {
         let topo = self.publisher.topology();
         let ms = delay.as_millis() as u64;
         if ms == 0 {
-            return Outgoing {
-                exchange: topo.deliveries_exchange(),
-                routing_key: herald_broker::WORK_KEY.to_owned(),
-                body,
-                headers: herald_telemetry::trace_headers(),
-            };
+            return topo.work_message(body, herald_telemetry::trace_headers());
         }
         self.ensure_delay_queue(ms).await;
         Outgoing {

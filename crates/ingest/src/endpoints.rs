@@ -444,12 +444,10 @@ impl Ingest {
                 next_retry_at: None,
             }),
         ];
-        let message = herald_broker::Outgoing {
-            exchange: self.publisher.topology().ledger_exchange(),
-            routing_key: String::new(),
-            body: LedgerBatch::new(records).encode(),
-            headers: herald_telemetry::trace_headers(),
-        };
+        let message = self.publisher.topology().ledger_message(
+            LedgerBatch::new(records).encode(),
+            herald_telemetry::trace_headers(),
+        );
         if let Err(e) = self.publisher.publish(&[message]).await {
             tracing::warn!(endpoint_id = %endpoint.id, error = %e, "test delivery sent but not recorded: broker unavailable");
         }

@@ -484,11 +484,9 @@ impl DeliveriesApi {
             created_at: r.created_at,
             payload: payload.into_bytes(),
         };
-        Ok(Outgoing {
-            exchange: self.publisher.topology().deliveries_exchange(),
-            routing_key: herald_broker::WORK_KEY.to_owned(),
-            body: task.encode(),
-            headers: herald_telemetry::trace_headers(),
-        })
+        Ok(self
+            .publisher
+            .topology()
+            .work_message(task.encode(), herald_telemetry::trace_headers()))
     }
 }
