@@ -1,5 +1,6 @@
 //! End-to-end tests against the real PostgreSQL, Redis and RabbitMQ on localhost.
 
+mod at_rest;
 mod interop;
 mod no_loss;
 mod page;

@@ -24,6 +24,8 @@ pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// `HERALD_SECRET_KEY` of every test installation: secrets are encrypted at rest in all tests.
+pub const SECRET_KEY: &str = "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// How to start a test installation.
 #[derive(Clone)]
@@ -107,6 +109,7 @@ impl Herald {
             ("HERALD_AMQP_URL", AMQP_URL),
             ("HERALD_REDIS_URL", REDIS_URL),
             ("HERALD_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("HERALD_SECRET_KEY", SECRET_KEY),
             ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8,::1/128"),
             ("HERALD_ENDPOINT_CACHE_TTL", "100ms"),
             ("HERALD_SUBSCRIPTION_CACHE_TTL", "100ms"),

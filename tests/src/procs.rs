@@ -52,6 +52,7 @@ impl Processes {
             ("HERALD_AMQP_URL", AMQP_URL),
             ("HERALD_REDIS_URL", REDIS_URL),
             ("HERALD_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("HERALD_SECRET_KEY", crate::SECRET_KEY),
             ("HERALD_ALLOW_NETWORKS", "127.0.0.0/8"),
             ("HERALD_LEDGER_BATCH_WAIT", "10ms"),
             ("HERALD_ENDPOINT_CACHE_TTL", "100ms"),

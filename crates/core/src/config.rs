@@ -2,7 +2,10 @@
 //! unset and a precise error when one is set to something unusable.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::secretbox::Keyring;
 
 use crate::schedule::parse_duration;
 
@@ -96,6 +99,9 @@ pub struct Common {
     pub redis_url: String,
     /// `HERALD_REDIS_PREFIX`: prefix of every Redis key, default `herald`.
     pub redis_prefix: String,
+    /// `HERALD_SECRET_KEY`: `id:base64key[,id:base64key...]`, the keys endpoint secrets are
+    /// encrypted with at rest (the first seals, the others only open). Unset: stored in clear.
+    pub secret_keys: Arc<Keyring>,
 }
 
 impl Common {
@@ -112,6 +118,16 @@ impl Common {
             queue_type: r.string("HERALD_QUEUE_TYPE", "quorum"),
             redis_url: r.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
             redis_prefix: r.string("HERALD_REDIS_PREFIX", "herald"),
+            secret_keys: Arc::new(match r.optional("HERALD_SECRET_KEY") {
+                None => Keyring::none(),
+                Some(spec) => Keyring::parse(&spec).map_err(|e| ConfigError {
+                    name: "HERALD_SECRET_KEY".into(),
+                    message: e
+                        .to_string()
+                        .trim_start_matches("HERALD_SECRET_KEY: ")
+                        .to_owned(),
+                })?,
+            }),
         };
         if !matches!(c.queue_type.as_str(), "quorum" | "classic") {
             return Err(ConfigError {

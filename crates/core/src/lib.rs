@@ -9,6 +9,7 @@ pub mod filter;
 pub mod matching;
 pub mod net;
 pub mod schedule;
+pub mod secretbox;
 pub mod signing;
 pub mod stats;
 pub mod wire;

@@ -60,12 +60,7 @@ pub(crate) struct Dispatcher {
 /// `HERALD_SHUTDOWN_GRACE` to finish, the rest go back to the broker unacked.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &config.common;
-    let store = Store::connect(
-        &c.database_url,
-        &c.database_schema,
-        c.database_max_connections,
-    )
-    .await?;
+    let store = Store::from_config(c, c.database_max_connections).await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
     let publisher = Publisher::connect(

@@ -14,6 +14,7 @@ mod endpoints;
 mod error;
 mod events;
 mod idempotency;
+mod maintenance;
 mod metrics;
 mod subscriptions;
 mod validate;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
+pub use crate::maintenance::{Command, run_command};
 
 /// Shared handles of one ingest instance.
 #[derive(Clone)]
@@ -57,12 +59,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let c = &config.common;
-    let store = Store::connect(
-        &c.database_url,
-        &c.database_schema,
-        c.database_max_connections,
-    )
-    .await?;
+    let store = Store::from_config(c, c.database_max_connections).await?;
     store.migrate().await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);

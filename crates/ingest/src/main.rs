@@ -1,20 +1,26 @@
-//! `herald-ingest`: the publishing and management API (`herald-ingest migrate` applies the
-//! database migrations and exits).
+//! `herald-ingest`: the publishing and management API. With arguments it runs a maintenance
+//! command and exits (`migrate`, `secrets status|reencrypt|generate-key`).
 
 use herald_core::config::{Env, Reader};
-use herald_ingest::Config;
+use herald_ingest::{Command, Config};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut telemetry = herald_telemetry::init("herald-ingest");
     let config = Config::load(&Reader::new(&Env))?;
-    if std::env::args().nth(1).as_deref() == Some("migrate") {
-        let c = &config.common;
-        let store = herald_store::Store::connect(&c.database_url, &c.database_schema, 2).await?;
-        store.migrate().await?;
-        tracing::info!(schema = %c.database_schema, "migrations applied");
-        return Ok(());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match Command::parse(&args) {
+        Ok(c) => c,
+        Err(usage) => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    };
+    if command != Command::Serve {
+        let result = herald_ingest::run_command(command, &config).await;
+        telemetry.shutdown();
+        return result;
     }
     let listener = tokio::net::TcpListener::bind(&config.listen_addr).await?;
     let shutdown = CancellationToken::new();

@@ -32,12 +32,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let c = &config.common;
-    let store = Store::connect(
-        &c.database_url,
-        &c.database_schema,
-        c.database_max_connections,
-    )
-    .await?;
+    let store = Store::from_config(c, c.database_max_connections).await?;
     store.migrate().await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);

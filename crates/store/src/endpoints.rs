@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use herald_core::secretbox::{Keyring, Sealed};
 use herald_core::signing::{Scheme, Secret};
 use uuid::Uuid;
 
@@ -65,7 +66,9 @@ struct Row {
     enabled: bool,
     signing_scheme: String,
     secret: String,
+    secret_key_id: Option<String>,
     previous_secret: Option<String>,
+    previous_secret_key_id: Option<String>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
     timeout_ms: i32,
     retry_schedule_ms: Option<Vec<i32>>,
@@ -82,9 +85,32 @@ struct Row {
     failed_attempts: i32,
 }
 
-impl From<Row> for Endpoint {
-    fn from(r: Row) -> Self {
-        Endpoint {
+impl Row {
+    /// The endpoint, its secrets opened with `keys`.
+    fn open(self, keys: &Keyring) -> Result<Endpoint> {
+        let r = self;
+        let row_id = r.id.as_bytes();
+        let secret = keys.open(
+            &Sealed {
+                key_id: r.secret_key_id,
+                text: r.secret,
+            },
+            row_id,
+        )?;
+        let previous_secret = match (r.previous_secret, r.previous_secret_expires_at) {
+            (Some(text), Some(at)) => Some((
+                keys.open(
+                    &Sealed {
+                        key_id: r.previous_secret_key_id,
+                        text,
+                    },
+                    row_id,
+                )?,
+                at,
+            )),
+            _ => None,
+        };
+        Ok(Endpoint {
             id: r.id,
             tenant_id: r.tenant_id,
             url: r.url,
@@ -92,11 +118,8 @@ impl From<Row> for Endpoint {
             event_types: r.event_types,
             enabled: r.enabled,
             scheme: r.signing_scheme.parse().unwrap_or_default(),
-            secret: Secret::from_stored(r.secret),
-            previous_secret: r
-                .previous_secret
-                .zip(r.previous_secret_expires_at)
-                .map(|(s, at)| (Secret::from_stored(s), at)),
+            secret,
+            previous_secret,
             timeout_ms: r.timeout_ms.max(1) as u32,
             retry_schedule_ms: r
                 .retry_schedule_ms
@@ -112,12 +135,13 @@ impl From<Row> for Endpoint {
             rate_limit_per_second: r.rate_limit_per_second.max(0) as u32,
             consecutive_failures: r.consecutive_failures.max(0) as u32,
             failed_attempts: r.failed_attempts.max(0) as u32,
-        }
+        })
     }
 }
 
 const SELECT: &str = "SELECT e.id, e.tenant_id, e.url, e.description, e.event_types, e.enabled,
-        e.signing_scheme, e.secret, e.previous_secret, e.previous_secret_expires_at,
+        e.signing_scheme, e.secret, e.secret_key_id, e.previous_secret, e.previous_secret_key_id,
+        e.previous_secret_expires_at,
         e.timeout_ms, e.retry_schedule_ms, e.headers, e.disabled_reason, e.disabled_at,
         e.created_at, e.updated_at, t.header_prefix, t.user_agent, e.filter,
         e.rate_limit_per_second, e.consecutive_failures, e.failed_attempts
@@ -214,11 +238,12 @@ fn to_i32(v: &[u32]) -> Vec<i32> {
 impl Store {
     pub async fn create_endpoint(&self, tenant_id: Uuid, e: &NewEndpoint) -> Result<Endpoint> {
         let id = Uuid::now_v7();
+        let sealed = self.keys.seal(&e.secret, id.as_bytes());
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, enabled,
                  signing_scheme, secret, timeout_ms, retry_schedule_ms, headers, filter,
-                 rate_limit_per_second)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 rate_limit_per_second, secret_key_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(id)
         .bind(tenant_id)
@@ -227,12 +252,13 @@ impl Store {
         .bind(&e.event_types)
         .bind(e.enabled)
         .bind(e.scheme.as_str())
-        .bind(e.secret.expose())
+        .bind(&sealed.text)
         .bind(e.timeout_ms as i32)
         .bind(e.retry_schedule_ms.as_deref().map(to_i32))
         .bind(sqlx::types::Json(&e.headers))
         .bind(e.filter.as_ref().map(sqlx::types::Json))
         .bind(e.rate_limit_per_second.min(i32::MAX as u32) as i32)
+        .bind(&sealed.key_id)
         .execute(&self.pool)
         .await?;
         self.get_endpoint(tenant_id, id).await
@@ -246,18 +272,19 @@ impl Store {
             .bind(tenant_id)
             .fetch_optional(&self.pool)
             .await?
-            .map(Endpoint::from)
-            .ok_or(Error::NotFound("endpoint"))
+            .ok_or(Error::NotFound("endpoint"))?
+            .open(&self.keys)
     }
 
     /// An endpoint by id alone (the dispatcher's view); `None` once deleted.
     pub async fn find_endpoint(&self, id: Uuid) -> Result<Option<Endpoint>> {
         let sql = format!("{SELECT} WHERE e.id = $1");
-        Ok(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(Endpoint::from))
+            .map(|r| r.open(&self.keys))
+            .transpose()
     }
 
     /// A page of a tenant's endpoints in creation order, after `after` (exclusive).
@@ -271,27 +298,27 @@ impl Store {
             "{SELECT} WHERE e.tenant_id = $1 AND ($2::uuid IS NULL OR e.id > $2)
              ORDER BY e.id LIMIT $3"
         );
-        Ok(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(Endpoint::from)
-            .collect())
+            .map(|r| r.open(&self.keys))
+            .collect()
     }
 
     /// Every endpoint of a tenant (for the subscription index).
     pub async fn tenant_endpoints(&self, tenant_id: Uuid) -> Result<Vec<Endpoint>> {
         let sql = format!("{SELECT} WHERE e.tenant_id = $1 ORDER BY e.id");
-        Ok(sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(Endpoint::from)
-            .collect())
+            .map(|r| r.open(&self.keys))
+            .collect()
     }
 
     pub async fn update_endpoint(
@@ -302,6 +329,7 @@ impl Store {
     ) -> Result<Endpoint> {
         let reset_schedule = matches!(c.retry_schedule_ms, Some(None));
         let schedule = c.retry_schedule_ms.clone().flatten();
+        let sealed = c.secret.as_ref().map(|s| self.keys.seal(s, id.as_bytes()));
         let done = sqlx::query(
             "UPDATE endpoints SET
                 url = COALESCE($3, url),
@@ -310,6 +338,7 @@ impl Store {
                 enabled = COALESCE($6, enabled),
                 signing_scheme = COALESCE($7, signing_scheme),
                 secret = COALESCE($8, secret),
+                secret_key_id = CASE WHEN $8 IS NULL THEN secret_key_id ELSE $16 END,
                 timeout_ms = COALESCE($9, timeout_ms),
                 retry_schedule_ms = CASE WHEN $10 THEN NULL ELSE COALESCE($11, retry_schedule_ms) END,
                 headers = COALESCE($12, headers),
@@ -332,7 +361,7 @@ impl Store {
         .bind(c.event_types.as_deref())
         .bind(c.enabled)
         .bind(c.scheme.map(Scheme::as_str))
-        .bind(c.secret.as_ref().map(Secret::expose))
+        .bind(sealed.as_ref().map(|s| s.text.as_str()))
         .bind(c.timeout_ms.map(|t| t as i32))
         .bind(reset_schedule)
         .bind(schedule.as_deref().map(to_i32))
@@ -340,6 +369,7 @@ impl Store {
         .bind(matches!(c.filter, Some(None)))
         .bind(c.filter.as_ref().and_then(|f| f.as_ref()).map(sqlx::types::Json))
         .bind(c.rate_limit_per_second.map(|r| r.min(i32::MAX as u32) as i32))
+        .bind(sealed.as_ref().and_then(|s| s.key_id.as_deref()))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -383,15 +413,18 @@ impl Store {
         secret: &Secret,
         until: DateTime<Utc>,
     ) -> Result<Endpoint> {
+        let sealed = self.keys.seal(secret, id.as_bytes());
         let done = sqlx::query(
-            "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = $4,
-                    secret = $3, updated_at = now()
+            "UPDATE endpoints SET previous_secret = secret,
+                    previous_secret_key_id = secret_key_id, previous_secret_expires_at = $4,
+                    secret = $3, secret_key_id = $5, updated_at = now()
              WHERE id = $1 AND tenant_id = $2",
         )
         .bind(id)
         .bind(tenant_id)
-        .bind(secret.expose())
+        .bind(&sealed.text)
         .bind(until)
+        .bind(&sealed.key_id)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {

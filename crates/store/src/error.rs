@@ -13,6 +13,10 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(String),
+    /// A stored secret that cannot be opened with the configured keys (message names the key
+    /// id, never key or secret material).
+    #[error("{0}")]
+    Secret(#[from] herald_core::secretbox::SecretBoxError),
 }
 
 /// Result alias of the store crate.

@@ -9,10 +9,14 @@ mod endpoints;
 mod error;
 mod event_types;
 mod keys;
+mod secrets;
 mod subscriptions;
 mod tenants;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use herald_core::secretbox::Keyring;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -23,6 +27,7 @@ pub use endpoints::{
 pub use error::{Error, Result};
 pub use event_types::{EventType, EventTypeChanges};
 pub use keys::{KeyCache, KeyCheck, bearer};
+pub use secrets::{ReencryptReport, SecretKeyCount};
 pub use subscriptions::SubscriptionIndex;
 pub use tenants::{ApiKey, Tenant, TenantChanges, hash_api_key};
 
@@ -33,6 +38,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Seals endpoint secrets on write and opens them on read.
+    keys: Arc<Keyring>,
 }
 
 impl Store {
@@ -63,7 +70,39 @@ impl Store {
         sqlx::query(sqlx::AssertSqlSafe(create))
             .execute(&pool)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            keys: Arc::new(Keyring::none()),
+        })
+    }
+
+    /// Connects with the shared settings (URL, schema, secret keys) and `max_connections`.
+    pub async fn from_config(
+        c: &herald_core::config::Common,
+        max_connections: u32,
+    ) -> Result<Self> {
+        Ok(
+            Self::connect(&c.database_url, &c.database_schema, max_connections)
+                .await?
+                .with_secret_keys(c.secret_keys.clone()),
+        )
+    }
+
+    /// Uses `keys` to encrypt endpoint secrets at rest (`HERALD_SECRET_KEY`). Says once, at
+    /// start, when secrets will be stored in clear.
+    pub fn with_secret_keys(mut self, keys: Arc<Keyring>) -> Self {
+        match keys.current_id() {
+            Some(id) => tracing::info!(key_id = id, "endpoint secrets encrypted at rest"),
+            None => tracing::warn!(
+                "HERALD_SECRET_KEY is not set: endpoint secrets are stored unencrypted (development only)"
+            ),
+        }
+        self.keys = keys;
+        self
+    }
+
+    pub fn secret_keys(&self) -> &Keyring {
+        &self.keys
     }
 
     /// Applies pending migrations (idempotent; concurrent runs serialise on an advisory lock).
