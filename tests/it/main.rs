@@ -1,6 +1,7 @@
 //! End-to-end tests against the real PostgreSQL, Redis and RabbitMQ on localhost.
 
 mod at_rest;
+mod dead_letters;
 mod interop;
 mod no_loss;
 mod page;

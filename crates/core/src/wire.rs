@@ -305,15 +305,32 @@ impl LedgerBatch {
 /// anything that is not UTF-8.
 pub fn body_excerpt(body: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(body);
-    match text.char_indices().nth(max) {
+    let mut excerpt = match text.char_indices().nth(max) {
         Some((i, _)) => text[..i].to_owned(),
         None => text.into_owned(),
+    };
+    storable(&mut excerpt);
+    excerpt
+}
+
+/// Makes text storable in a Postgres `text` column, which cannot hold NUL: each NUL becomes
+/// U+FFFD. A receiver's response body may contain anything.
+pub fn storable(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_excerpts_are_storable_and_cut_on_characters() {
+        assert_eq!(body_excerpt(b"a\0b", 10), "a\u{FFFD}b");
+        assert_eq!(body_excerpt("ééé".as_bytes(), 2), "éé");
+        assert_eq!(body_excerpt(&[0xff, b'x'], 10), "\u{FFFD}x");
+    }
 
     #[test]
     fn payload_bytes_survive_a_round_trip() {

@@ -235,6 +235,7 @@ impl Dispatcher {
         let task = match DeliveryTask::decode(&delivery.data) {
             Ok(t) => t,
             Err(e) => {
+                ::metrics::counter!("herald_dispatcher_unreadable_tasks_total").increment(1);
                 tracing::error!(error = %e, "unreadable delivery task, dead-lettering it");
                 let _ = delivery
                     .acker

@@ -3,7 +3,9 @@
 //!
 //! While Postgres is down the batch is held and retried with backoff; the messages stay
 //! unacked in the broker, so nothing is lost and the queue simply grows until the database is
-//! back. An unreadable message is dead-lettered on its own and never blocks the rest.
+//! back. An unreadable message is dead-lettered on its own and never blocks the rest; so is a
+//! message whose records Postgres refuses as data (found by writing the batch message by
+//! message), recorded by the dead-letter consumer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,14 +31,27 @@ pub async fn run(
     shutdown: &CancellationToken,
     consuming: &AtomicBool,
 ) {
-    let mut backoff = Duration::from_millis(500);
-    while !shutdown.is_cancelled() {
+    supervise("ledger consumer", shutdown, || async {
         let result = session(config, topology, pool, shutdown, consuming).await;
         consuming.store(false, Ordering::Relaxed);
-        match result {
+        result
+    })
+    .await;
+}
+
+/// Runs `session` until it ends cleanly or `shutdown`, starting it again with backoff (up to
+/// 30 s, one log line per failure) when it fails.
+pub async fn supervise<F, Fut>(what: &str, shutdown: &CancellationToken, mut session: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        match session().await {
             Ok(()) => break,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "ledger consumer stopped, reconnecting");
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{what} stopped, reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -87,7 +102,7 @@ async fn session(
             }
         }
         let mut batch = Batch::default();
-        let mut last_tag = None;
+        let mut readable = Vec::with_capacity(deliveries.len());
         // One span per message, in the trace of the work that produced it, closed at commit.
         let mut spans = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -101,7 +116,7 @@ async fn session(
                     );
                     spans.push(span);
                     b.records.into_iter().for_each(|r| batch.push(r));
-                    last_tag = Some(d.delivery_tag);
+                    readable.push(d);
                 }
                 Err(e) => {
                     metrics::counter!("herald_ledger_unreadable_messages_total").increment(1);
@@ -112,35 +127,93 @@ async fn session(
                 }
             }
         }
-        let Some(last_tag) = last_tag else { continue };
-        let mut wait = Duration::from_millis(200);
-        loop {
-            let started = std::time::Instant::now();
-            match apply(pool, &batch).await {
-                Ok(()) => {
-                    metrics::histogram!("herald_ledger_write_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    break;
-                }
-                Err(e) => {
-                    metrics::counter!("herald_ledger_write_failures_total").increment(1);
-                    tracing::warn!(error = %e, records = batch.len(), retry_in_ms = wait.as_millis() as u64, "ledger write failed, holding batch");
-                    tokio::select! {
-                        // Unacked: the broker redelivers the batch to the next ledger.
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
+        let Some(last_tag) = readable.last().map(|d| d.delivery_tag) else {
+            continue;
+        };
+        match write_held(pool, &batch, shutdown).await {
+            Written::Yes => {
+                ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
+                    .await?;
+                crate::metrics::batch_written(&batch);
+            }
+            Written::Stopping => return Ok(()),
+            Written::Refused(e) => {
+                // Postgres will never take some record of this batch (a data error, not an
+                // outage): write message by message and dead-letter only the culprit.
+                tracing::error!(error = %e, messages = readable.len(), "ledger batch refused, writing its messages one by one");
+                for d in readable {
+                    let mut one = Batch::default();
+                    if let Ok(b) = LedgerBatch::decode(&d.data) {
+                        b.records.into_iter().for_each(|r| one.push(r));
                     }
-                    wait = (wait * 2).min(Duration::from_secs(10));
+                    match write_held(pool, &one, shutdown).await {
+                        Written::Yes => {
+                            d.acker.ack(BasicAckOptions::default()).await?;
+                            crate::metrics::batch_written(&one);
+                        }
+                        Written::Stopping => return Ok(()),
+                        Written::Refused(e) => {
+                            metrics::counter!("herald_ledger_refused_messages_total").increment(1);
+                            tracing::error!(error = %e, records = one.len(), "ledger message refused by the database, dead-lettering it");
+                            d.acker
+                                .reject(BasicRejectOptions { requeue: false })
+                                .await?;
+                        }
+                    }
                 }
             }
         }
-        ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
-            .await?;
         drop(spans);
-        crate::metrics::batch_written(&batch);
         tracing::debug!(records = batch.len(), "ledger batch written");
     }
     let _ = ch.close(200, ShortString::from("stopping")).await;
     let _ = conn.close(200, ShortString::from("stopping")).await;
     Ok(())
+}
+
+/// How holding a batch until it is written ended.
+enum Written {
+    Yes,
+    /// Shutting down before it could be written: the messages stay unacked.
+    Stopping,
+    /// The database refuses the data itself; retrying cannot help.
+    Refused(sqlx::Error),
+}
+
+/// Writes `batch`, holding it with backoff while the database is unavailable.
+async fn write_held(pool: &PgPool, batch: &Batch, shutdown: &CancellationToken) -> Written {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let started = std::time::Instant::now();
+        match apply(pool, batch).await {
+            Ok(()) => {
+                metrics::histogram!("herald_ledger_write_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                return Written::Yes;
+            }
+            Err(e) if refused(&e) => return Written::Refused(e),
+            Err(e) => {
+                metrics::counter!("herald_ledger_write_failures_total").increment(1);
+                tracing::warn!(error = %e, records = batch.len(), retry_in_ms = wait.as_millis() as u64, "ledger write failed, holding batch");
+                tokio::select! {
+                    // Unacked: the broker redelivers the batch to the next ledger.
+                    _ = shutdown.cancelled() => return Written::Stopping,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Errors about the data (SQLSTATE classes 22 data exception, 23 integrity, 54 limits), as
+/// opposed to an unreachable or overloaded database.
+fn refused(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
 }

@@ -7,6 +7,7 @@
 mod api;
 mod config;
 mod consume;
+mod deadletter;
 mod metrics;
 mod retention;
 pub mod write;
@@ -85,6 +86,21 @@ pub async fn run(
         )
     };
 
+    let dead_letters = {
+        let (config, topology, pool, shutdown) = (
+            config.clone(),
+            topology.clone(),
+            store.pool().clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            consume::supervise("dead-letter consumer", &shutdown, || {
+                deadletter::session(&config, &topology, &pool, &shutdown)
+            })
+            .await
+        })
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<DeliveriesServer<api::DeliveriesApi>>()
@@ -107,6 +123,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await?;
     consumer.await?;
+    dead_letters.await?;
     publisher.close().await;
     tracing::info!("ledger stopped");
     Ok(())

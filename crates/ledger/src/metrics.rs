@@ -5,7 +5,9 @@
 //! - `herald_ledger_lag_seconds` (histogram): from a record's time (event accepted, attempt
 //!   finished) to its commit.
 //! - `herald_ledger_write_seconds` (histogram), `herald_ledger_write_failures_total`,
-//!   `herald_ledger_unreadable_messages_total`.
+//!   `herald_ledger_unreadable_messages_total`, `herald_ledger_refused_messages_total` (messages
+//!   whose data Postgres refused, dead-lettered).
+//! - `herald_dead_letters_total{queue,reason}`: messages recorded off the dead-letter queue.
 //! - `herald_queue_messages{queue}` (gauge): messages ready in the ledger and dead-letter queues.
 
 use chrono::Utc;

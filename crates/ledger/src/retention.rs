@@ -64,6 +64,7 @@ pub async fn sweep(pool: &PgPool, payloads: Duration, attempts: Duration) -> sql
         ("events", events_before),
         ("attempts", history_before),
         ("deliveries", history_before),
+        ("dead_letters", history_before),
     ] {
         removed += delete_before(pool, table, before).await?;
     }

@@ -30,7 +30,14 @@ impl Batch {
     pub fn push(&mut self, r: Record) {
         match r {
             Record::Event(e) => self.events.push(e),
-            Record::Attempt(a) => self.attempts.push(a),
+            Record::Attempt(mut a) => {
+                // A dispatcher of another version might not have cleaned these.
+                herald_core::wire::storable(&mut a.response_body);
+                if let Some(e) = a.error.as_mut() {
+                    herald_core::wire::storable(e);
+                }
+                self.attempts.push(a)
+            }
             Record::Abandoned(a) => self.abandoned.push(a),
         }
     }

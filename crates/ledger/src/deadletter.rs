@@ -1,0 +1,229 @@
+//! The dead-letter queue's consumer: every message the broker gave up on is counted, recorded
+//! in `dead_letters` and settled, so a poison message never loops and never blocks a queue.
+//!
+//! Messages arrive here from the work and ledger queues when a service rejected them as
+//! unreadable (corrupt, unknown version, a ledger batch Postgres refuses) or when a quorum
+//! queue's delivery limit was reached (a task that kept coming back unacked, for example one
+//! that crashes its dispatcher). When the body is still a readable delivery task, the delivery
+//! is ended `failed` in the delivery log with the reason, so the tenant sees it; otherwise only
+//! the operator's `dead_letters` row and the `herald_dead_letters_total` metric tell.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_broker::lapin::message::Delivery;
+use herald_broker::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use herald_broker::lapin::types::{AMQPValue, FieldTable, ShortString};
+use herald_broker::{Topology, connect, string_headers};
+use herald_core::wire::{AbandonedRecord, DeliveryKey, DeliveryTask};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::write::{Batch, apply};
+
+/// Most body bytes kept per dead letter.
+const BODY_KEPT: usize = 64 * 1024;
+
+/// One dead letter, read off its broker message.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The queue it died in, without the installation prefix (`work`, `ledger`).
+    pub queue: String,
+    /// `rejected`, `delivery_limit`, `expired`, `maxlen` (RabbitMQ's words).
+    pub reason: String,
+    /// First death time (ms since the epoch) when the broker gave it; part of the fingerprint.
+    pub died_at_ms: u64,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    /// The delivery task, when the body still reads as one.
+    pub task: Option<DeliveryTask>,
+    /// Why the body does not read as a delivery task (for messages from the work queue).
+    pub error: Option<String>,
+}
+
+/// The time of the first entry of `x-death`, if any.
+fn first_death_ms(d: &Delivery) -> u64 {
+    let Some(table) = d.properties.headers() else {
+        return 0;
+    };
+    let Some(AMQPValue::FieldArray(deaths)) = table.inner().get("x-death") else {
+        return 0;
+    };
+    deaths
+        .as_slice()
+        .iter()
+        .find_map(|v| match v {
+            AMQPValue::FieldTable(t) => match t.inner().get("time") {
+                Some(AMQPValue::Timestamp(ts)) => Some(*ts),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+impl DeadLetter {
+    /// Reads a message of the dead-letter queue of `topology`.
+    pub fn from_delivery(topology: &Topology, d: &Delivery) -> Self {
+        let headers: BTreeMap<String, String> = string_headers(&d.properties)
+            .into_iter()
+            // Trace context is noise here; the rest is the broker's own bookkeeping.
+            .filter(|(k, _)| k != "traceparent" && k != "tracestate")
+            .collect();
+        let queue_name = headers
+            .get("x-first-death-queue")
+            .cloned()
+            .unwrap_or_default();
+        let queue = if queue_name == topology.work_queue() {
+            "work".to_owned()
+        } else if queue_name == topology.ledger_queue() {
+            "ledger".to_owned()
+        } else if queue_name.is_empty() {
+            "unknown".to_owned()
+        } else {
+            queue_name
+                .strip_prefix(&format!("{}.", topology.prefix))
+                .unwrap_or(&queue_name)
+                .to_owned()
+        };
+        let reason = headers
+            .get("x-first-death-reason")
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_owned());
+        let (task, error) = if queue == "work" {
+            match DeliveryTask::decode(&d.data) {
+                Ok(t) => (Some(t), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        } else {
+            (None, None)
+        };
+        DeadLetter {
+            queue,
+            reason,
+            died_at_ms: first_death_ms(d),
+            headers,
+            body: d.data.clone(),
+            task,
+            error,
+        }
+    }
+
+    /// The text the delivery log shows for a dead-lettered delivery.
+    pub fn delivery_error(&self) -> String {
+        match self.reason.as_str() {
+            "delivery_limit" => format!(
+                "dead-lettered: the task came back unacknowledged too many times (delivery limit of the {} queue)",
+                self.queue
+            ),
+            reason => format!("dead-lettered from the {} queue ({reason})", self.queue),
+        }
+    }
+}
+
+/// Records `letter`: ends its delivery `failed` when attributable, then stores the row.
+/// Idempotent: a redelivered dead letter changes nothing.
+pub async fn record(pool: &PgPool, letter: &DeadLetter) -> Result<(), sqlx::Error> {
+    if let Some(task) = &letter.task {
+        let mut batch = Batch::default();
+        batch.abandoned.push(AbandonedRecord {
+            delivery: DeliveryKey {
+                delivery_id: task.delivery_id,
+                event_id: task.event_id,
+                tenant_id: task.tenant_id,
+                endpoint_id: task.endpoint_id,
+                event_type: task.event_type.clone(),
+                created_at: task.created_at,
+            },
+            at: chrono::Utc::now(),
+            reason: letter.delivery_error(),
+        });
+        apply(pool, &batch).await?;
+    }
+    let task = letter.task.as_ref();
+    let kept = &letter.body[..letter.body.len().min(BODY_KEPT)];
+    sqlx::query(
+        "INSERT INTO dead_letters (id, fingerprint, queue, reason, tenant_id, delivery_id,
+             endpoint_id, event_id, error, headers, body, body_bytes)
+         VALUES ($1, sha256(convert_to($2 || '/' || $3 || '/' || $12, 'UTF8') || $11),
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, $13)
+         ON CONFLICT (fingerprint) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&letter.queue)
+    .bind(&letter.reason)
+    .bind(task.map(|t| t.tenant_id))
+    .bind(task.map(|t| t.delivery_id))
+    .bind(task.map(|t| t.endpoint_id))
+    .bind(task.map(|t| t.event_id))
+    .bind(&letter.error)
+    .bind(sqlx::types::Json(&letter.headers))
+    .bind(kept)
+    .bind(&letter.body)
+    .bind(letter.died_at_ms.to_string())
+    .bind(letter.body.len().min(i32::MAX as usize) as i32)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Consumes the dead-letter queue until `shutdown` (one reconnecting session at a time).
+pub async fn session(
+    config: &Config,
+    topology: &Topology,
+    pool: &PgPool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let conn = connect(&config.common.amqp_url, "herald-ledger-dead-letters").await?;
+    let ch = conn.create_channel().await?;
+    topology.declare(&ch).await?;
+    ch.basic_qos(16, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            ShortString::from(topology.dead_queue()),
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    loop {
+        let d = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = consumer.next() => match next {
+                Some(d) => d?,
+                None => anyhow::bail!("dead-letter consumer cancelled by the broker"),
+            },
+        };
+        let letter = DeadLetter::from_delivery(topology, &d);
+        let mut wait = Duration::from_millis(200);
+        while let Err(e) = record(pool, &letter).await {
+            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot record dead letter, holding it");
+            tokio::select! {
+                // Unacked: the broker hands it back later.
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+        metrics::counter!(
+            "herald_dead_letters_total",
+            "queue" => letter.queue.clone(),
+            "reason" => letter.reason.clone()
+        )
+        .increment(1);
+        tracing::warn!(
+            queue = %letter.queue,
+            reason = %letter.reason,
+            delivery_id = ?letter.task.as_ref().map(|t| t.delivery_id),
+            bytes = letter.body.len(),
+            "message dead-lettered, recorded in dead_letters"
+        );
+        d.acker.ack(BasicAckOptions::default()).await?;
+    }
+    let _ = ch.close(200, ShortString::from("stopping")).await;
+    let _ = conn.close(200, ShortString::from("stopping")).await;
+    Ok(())
+}
