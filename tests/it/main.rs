@@ -6,6 +6,7 @@ mod interop;
 mod no_loss;
 mod page;
 mod pipeline;
+mod rate_limits;
 mod receivers;
 mod secrets;
 mod telemetry;

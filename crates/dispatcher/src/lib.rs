@@ -13,7 +13,7 @@ mod config;
 mod deliver;
 pub mod http;
 mod metrics;
-mod ratelimit;
+pub mod ratelimit;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -1,17 +1,23 @@
-//! Per-endpoint rate limit shared by every dispatcher: a token bucket in Redis, refilled at the
-//! endpoint's rate with a burst of one second's worth, taken atomically by a Lua script. A
-//! delivery over the limit waits for its token; it is never failed or dropped.
+//! Rate limits shared by every process: token buckets in Redis, taken atomically by a Lua
+//! script (one round trip, no race between instances).
+//!
+//! Per endpoint (dispatchers): refilled at the endpoint's rate with a burst of one second's
+//! worth; a delivery over the limit waits for its token, it is never failed or dropped.
+//! Per tenant (ingest): a publish over the tenant's rate is refused with a retry delay.
 
 use std::time::Duration;
 
 use uuid::Uuid;
 
-/// Takes one token if there is one; otherwise answers how many milliseconds until there is.
-/// KEYS[1] bucket; ARGV[1] rate per second; ARGV[2] now in ms.
+/// Takes `cost` tokens if there are that many; otherwise answers how many milliseconds until
+/// there are (-1: never, `cost` is above the burst). KEYS[1] bucket; ARGV[1] rate per second;
+/// ARGV[2] now in ms; ARGV[3] burst; ARGV[4] cost.
 const TAKE: &str = r"
 local rate = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
-local burst = rate
+local burst = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+if cost > burst then return -1 end
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1])
 local at = tonumber(state[2])
@@ -21,16 +27,29 @@ if now > at then
   at = now
 end
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= cost then
+  tokens = tokens - cost
 else
-  wait = math.ceil((1 - tokens) * 1000 / rate)
+  wait = math.ceil((cost - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
 redis.call('PEXPIRE', KEYS[1], math.ceil(2000 + 2000 * burst / rate))
 return wait
 ";
 
+/// What a bucket answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// The tokens were taken.
+    Now,
+    /// Not enough tokens: ask again after this long.
+    Wait(Duration),
+    /// More than the burst: this cost can never be taken at once.
+    AboveBurst,
+}
+
+/// Token buckets in Redis, shared by every process using the same prefix: per-endpoint
+/// delivery rates (dispatchers) and per-tenant publish rates (ingest).
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: redis::aio::ConnectionManager,
@@ -47,20 +66,43 @@ impl RateLimiter {
         }
     }
 
-    /// Zero when the delivery may go now, else how long to wait before asking again. Without
-    /// Redis the limit cannot be shared: the delivery goes (better late limits than none sent).
-    pub async fn take(&self, endpoint: Uuid, per_second: u32) -> Duration {
+    /// Takes `cost` tokens from the bucket `name` (refilled at `rate` per second, holding at
+    /// most `burst`) in one atomic round trip.
+    pub async fn take_from(
+        &self,
+        name: &str,
+        rate: u32,
+        burst: u32,
+        cost: u32,
+    ) -> redis::RedisResult<Take> {
         let mut conn = self.redis.clone();
         let now = chrono::Utc::now().timestamp_millis();
-        let r: redis::RedisResult<u64> = self
+        let ms: i64 = self
             .script
-            .key(format!("{}:rate:{endpoint}", self.prefix))
-            .arg(per_second)
+            .key(format!("{}:{name}", self.prefix))
+            .arg(rate.max(1))
             .arg(now)
+            .arg(burst.max(1))
+            .arg(cost)
             .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok(ms) => Duration::from_millis(ms),
+            .await?;
+        Ok(match ms {
+            0 => Take::Now,
+            ms if ms < 0 => Take::AboveBurst,
+            ms => Take::Wait(Duration::from_millis(ms as u64)),
+        })
+    }
+
+    /// Zero when the delivery may go now, else how long to wait before asking again. The
+    /// burst is one second's worth. Without Redis the limit cannot be shared: the delivery goes
+    /// (better late limits than none sent).
+    pub async fn take(&self, endpoint: Uuid, per_second: u32) -> Duration {
+        match self
+            .take_from(&format!("rate:{endpoint}"), per_second, per_second, 1)
+            .await
+        {
+            Ok(Take::Now | Take::AboveBurst) => Duration::ZERO,
+            Ok(Take::Wait(d)) => d,
             Err(e) => {
                 tracing::warn!(endpoint_id = %endpoint, error = %e, "rate limit unavailable (redis), delivering without it");
                 Duration::ZERO

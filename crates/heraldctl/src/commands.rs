@@ -140,6 +140,9 @@ enum TenantCmd {
         /// Refuse events whose type was not created (true/false).
         #[arg(long)]
         reject_unknown_event_types: Option<bool>,
+        /// Events per second the tenant may publish (0: unlimited; unset: server default).
+        #[arg(long)]
+        publish_rate_limit: Option<u32>,
     },
     Get {
         id: String,
@@ -156,6 +159,12 @@ enum TenantCmd {
         require_https: Option<bool>,
         #[arg(long)]
         reject_unknown_event_types: Option<bool>,
+        /// Events per second the tenant may publish (0: unlimited).
+        #[arg(long, conflicts_with = "default_publish_rate_limit")]
+        publish_rate_limit: Option<u32>,
+        /// Return the publish rate limit to the server default.
+        #[arg(long)]
+        default_publish_rate_limit: bool,
     },
 }
 
@@ -450,6 +459,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     user_agent,
                     require_https,
                     reject_unknown_event_types,
+                    publish_rate_limit,
                 } => {
                     c.create_tenant(authed(
                         pb::CreateTenantRequest {
@@ -458,6 +468,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             user_agent,
                             require_https,
                             reject_unknown_event_types,
+                            publish_rate_limit,
                         },
                         &cli.admin_token,
                         "admin token",
@@ -479,6 +490,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     user_agent,
                     require_https,
                     reject_unknown_event_types,
+                    publish_rate_limit,
+                    default_publish_rate_limit,
                 } => {
                     c.update_tenant(authed(
                         pb::UpdateTenantRequest {
@@ -488,6 +501,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             user_agent,
                             require_https,
                             reject_unknown_event_types,
+                            publish_rate_limit,
+                            default_publish_rate_limit,
                         },
                         &cli.admin_token,
                         "admin token",

@@ -34,6 +34,7 @@ impl pb::admin_server::Admin for AdminApi {
             user_agent: ua,
             require_https: r.require_https,
             reject_unknown_event_types: r.reject_unknown_event_types,
+            publish_rate_limit: r.publish_rate_limit.map(Some),
         };
         let t = self
             .0
@@ -85,6 +86,16 @@ impl pb::admin_server::Admin for AdminApi {
                 .transpose()?,
             require_https: r.require_https,
             reject_unknown_event_types: r.reject_unknown_event_types,
+            publish_rate_limit: match (r.default_publish_rate_limit, r.publish_rate_limit) {
+                (true, Some(_)) => {
+                    return Err(crate::Error::InvalidArgument(
+                        "give publish_rate_limit or default_publish_rate_limit, not both".into(),
+                    )
+                    .into());
+                }
+                (true, None) => Some(None),
+                (false, rate) => rate.map(Some),
+            },
         };
         let t = self
             .0
@@ -92,6 +103,8 @@ impl pb::admin_server::Admin for AdminApi {
             .update_tenant(id, &changes)
             .await
             .map_err(crate::Error::from)?;
+        // The publish policy (rate limit, unknown types) lives in the cached index.
+        self.0.subscriptions.invalidate(id);
         Ok(Response::new(convert::tenant(&t)))
     }
 

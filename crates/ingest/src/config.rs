@@ -43,6 +43,12 @@ pub struct Config {
     /// `HERALD_STATS_WINDOW`: window of the success rate and latency percentiles shown on
     /// endpoints (whole hours), default `24h`.
     pub stats_window: Duration,
+    /// `HERALD_PUBLISH_RATE_LIMIT`: events per second a tenant may publish (all ingest
+    /// instances together) unless the tenant sets its own; default 0, unlimited.
+    pub publish_rate_limit: u32,
+    /// `HERALD_PUBLISH_BURST`: how many seconds' worth of events a tenant may publish at once
+    /// (the bucket size; also the largest batch under a limit), default `1s`.
+    pub publish_burst: Duration,
 }
 
 impl Config {
@@ -69,6 +75,8 @@ impl Config {
             max_endpoints_per_tenant: r.parse("HERALD_MAX_ENDPOINTS_PER_TENANT", 1000)?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 4)?,
             stats_window: r.duration("HERALD_STATS_WINDOW", Duration::from_secs(24 * 3600))?,
+            publish_rate_limit: r.parse("HERALD_PUBLISH_RATE_LIMIT", 0)?,
+            publish_burst: r.duration("HERALD_PUBLISH_BURST", Duration::from_secs(1))?,
         })
     }
 }

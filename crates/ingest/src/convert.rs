@@ -106,6 +106,7 @@ pub fn tenant(t: &herald_store::Tenant) -> pb::Tenant {
         created_at: Some(ts(t.created_at)),
         require_https: t.require_https,
         reject_unknown_event_types: t.reject_unknown_event_types,
+        publish_rate_limit: t.publish_rate_limit.map(|r| r.max(0) as u32),
     }
 }
 

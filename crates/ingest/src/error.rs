@@ -18,6 +18,13 @@ pub enum Error {
     PermissionDenied(&'static str),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Over a rate: RESOURCE_EXHAUSTED with a standard `google.rpc.RetryInfo` detail and a
+    /// `retry-after-ms` header, so any gRPC client can back off by the right amount.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -37,7 +44,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::ResourceExhausted(_) | Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Aborted(_) => Code::Aborted,
             Error::Internal(_) => Code::Internal,
@@ -49,6 +56,18 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         if let Error::Internal(detail) = &e {
             tracing::error!(error = %detail, "internal error");
+        }
+        if let Error::RateLimited { retry_after, .. } = &e {
+            use tonic_types::{ErrorDetails, StatusExt};
+            let mut status = Status::with_error_details(
+                e.code(),
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(*retry_after)),
+            );
+            if let Ok(v) = retry_after.as_millis().to_string().parse() {
+                status.metadata_mut().insert("retry-after-ms", v);
+            }
+            return status;
         }
         Status::new(e.code(), e.to_string())
     }

@@ -3,6 +3,7 @@
 use chrono::Utc;
 use herald_broker::Outgoing;
 use herald_core::wire::{EventRecord, LedgerBatch, Record};
+use herald_dispatcher::ratelimit::Take;
 use herald_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -23,6 +24,47 @@ enum Slot {
 }
 
 impl Ingest {
+    /// Refuses a call publishing `events` events when the tenant is over its publish rate
+    /// (its own, else `HERALD_PUBLISH_RATE_LIMIT`). Shared by every ingest through Redis; when
+    /// Redis cannot answer the limit is not enforced (the publish is not refused for it).
+    async fn check_publish_rate(&self, tenant: Uuid, events: u32) -> Result<()> {
+        if events == 0 {
+            return Ok(());
+        }
+        let index = self.subscriptions.index(tenant).await?;
+        let rate = index
+            .publish_rate_limit
+            .unwrap_or(self.config.publish_rate_limit);
+        if rate == 0 {
+            return Ok(());
+        }
+        let burst = publish_burst(rate, self.config.publish_burst);
+        let bucket = format!("publish-rate:{tenant}");
+        match self.limiter.take_from(&bucket, rate, burst, events).await {
+            Ok(Take::Now) => Ok(()),
+            Ok(Take::Wait(retry_after)) => {
+                metrics::counter!("herald_publish_rate_limited_total").increment(1);
+                Err(Error::RateLimited {
+                    message: format!(
+                        "publish rate limit of {rate} events/s for this tenant reached; retry after {} ms",
+                        retry_after.as_millis()
+                    ),
+                    retry_after,
+                })
+            }
+            Ok(Take::AboveBurst) => {
+                metrics::counter!("herald_publish_rate_limited_total").increment(1);
+                Err(Error::ResourceExhausted(format!(
+                    "a call of {events} events exceeds this tenant's publish burst of {burst} events (limit {rate} events/s): send at most {burst} events per call"
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant, error = %e, "publish rate limit unavailable (redis), not enforced");
+                Ok(())
+            }
+        }
+    }
+
     /// Publishes a list of validated (or already failed) events with one broker round trip.
     async fn publish_all(
         &self,
@@ -201,6 +243,11 @@ fn clone_broker_err(e: &herald_broker::Error) -> Error {
     Error::Unavailable("event not accepted: the message broker is unavailable, retry later".into())
 }
 
+/// Bucket size of a publish limit: `burst` seconds' worth of events, at least one.
+fn publish_burst(rate: u32, burst: std::time::Duration) -> u32 {
+    ((u64::from(rate) * burst.as_millis() as u64) / 1000).clamp(1, u64::from(u32::MAX)) as u32
+}
+
 /// Serialises records into ledger messages of at most about [`LEDGER_MESSAGE_BYTES`] each.
 fn chunk_records(records: Vec<Record>) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -243,6 +290,7 @@ impl pb::events_server::Events for EventsApi {
         let started = std::time::Instant::now();
         let tenant = self.0.tenant(&req).await?;
         let event = to_event(req.get_ref(), self.0.config.max_payload_bytes)?;
+        self.0.check_publish_rate(tenant, 1).await?;
         let result = self
             .0
             .publish_all(tenant, vec![Ok(event)])
@@ -271,7 +319,9 @@ impl pb::events_server::Events for EventsApi {
             .into());
         }
         let max = self.0.config.max_payload_bytes;
-        let input = events.iter().map(|e| to_event(e, max)).collect();
+        let input: Vec<_> = events.iter().map(|e| to_event(e, max)).collect();
+        let valid = input.iter().filter(|e| e.is_ok()).count() as u32;
+        self.0.check_publish_rate(tenant, valid).await?;
         let started = std::time::Instant::now();
         let results = self.0.publish_all(tenant, input).await;
         metrics::histogram!("herald_publish_seconds").record(started.elapsed().as_secs_f64());

@@ -47,6 +47,8 @@ pub(crate) struct Ingest {
     pub subscriptions: Arc<subscriptions::Subscriptions>,
     pub idempotency: idempotency::Idempotency,
     pub policy: AddressPolicy,
+    /// Per-tenant publish rate (Redis token buckets shared by every ingest).
+    pub limiter: herald_dispatcher::ratelimit::RateLimiter,
     /// Outbound client for test sends (the dispatcher's: same address guard, no redirects).
     pub http: herald_dispatcher::http::Client,
 }
@@ -73,6 +75,7 @@ pub async fn run(
     let redis = redis::Client::open(c.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let state = Ingest {
+        limiter: herald_dispatcher::ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
         idempotency: idempotency::Idempotency::new(
             redis,
             &c.redis_prefix,

@@ -21,6 +21,8 @@ pub struct SubscriptionIndex {
     pub reject_unknown: bool,
     /// Live (not archived) event types of the tenant (filled only when `reject_unknown`).
     pub known: HashSet<String>,
+    /// The tenant's own publish rate limit (`None`: the server default; 0: unlimited).
+    pub publish_rate_limit: Option<u32>,
 }
 
 impl SubscriptionIndex {
@@ -61,6 +63,7 @@ impl SubscriptionIndex {
             endpoints,
             reject_unknown: tenant_row.reject_unknown_event_types,
             known,
+            publish_rate_limit: tenant_row.publish_rate_limit.map(|r| r.max(0) as u32),
         })
     }
 

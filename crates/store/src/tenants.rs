@@ -20,11 +20,14 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     pub require_https: bool,
     pub reject_unknown_event_types: bool,
+    /// Events per second this tenant may publish: `None` the server default, 0 unlimited.
+    pub publish_rate_limit: Option<i32>,
 }
 
 /// Columns of [`Tenant`], in its field order.
 const TENANT_COLUMNS: &str =
-    "id, name, header_prefix, user_agent, created_at, require_https, reject_unknown_event_types";
+    "id, name, header_prefix, user_agent, created_at, require_https, reject_unknown_event_types,
+     publish_rate_limit";
 
 /// Fields to change on a tenant; `None` leaves a field as it is.
 #[derive(Debug, Default)]
@@ -34,6 +37,8 @@ pub struct TenantChanges {
     pub user_agent: Option<String>,
     pub require_https: Option<bool>,
     pub reject_unknown_event_types: Option<bool>,
+    /// `Some(None)` returns to the server default.
+    pub publish_rate_limit: Option<Option<u32>>,
 }
 
 /// A freshly created key; `secret` is never stored.
@@ -41,6 +46,10 @@ pub struct ApiKey {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub secret: String,
+}
+
+fn rate_column(rate: u32) -> i32 {
+    rate.min(i32::MAX as u32) as i32
 }
 
 /// SHA-256 of an API key, as stored.
@@ -53,9 +62,9 @@ impl Store {
     pub async fn create_tenant(&self, c: &TenantChanges) -> Result<Tenant> {
         let sql = format!(
             "INSERT INTO tenants (id, name, header_prefix, user_agent, require_https,
-                 reject_unknown_event_types)
+                 reject_unknown_event_types, publish_rate_limit)
              VALUES ($1, $2, COALESCE($3, 'Webhook-'), COALESCE($4, 'Herald-Webhooks/1.0'),
-                 COALESCE($5, false), COALESCE($6, false))
+                 COALESCE($5, false), COALESCE($6, false), $7)
              RETURNING {TENANT_COLUMNS}"
         );
         Ok(sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(sql))
@@ -65,6 +74,7 @@ impl Store {
             .bind(c.user_agent.as_deref())
             .bind(c.require_https)
             .bind(c.reject_unknown_event_types)
+            .bind(c.publish_rate_limit.flatten().map(rate_column))
             .fetch_one(&self.pool)
             .await?)
     }
@@ -84,7 +94,8 @@ impl Store {
                     header_prefix = COALESCE($3, header_prefix),
                     user_agent = COALESCE($4, user_agent),
                     require_https = COALESCE($5, require_https),
-                    reject_unknown_event_types = COALESCE($6, reject_unknown_event_types)
+                    reject_unknown_event_types = COALESCE($6, reject_unknown_event_types),
+                    publish_rate_limit = CASE WHEN $7 THEN $8 ELSE publish_rate_limit END
              WHERE id = $1
              RETURNING {TENANT_COLUMNS}"
         );
@@ -95,6 +106,8 @@ impl Store {
             .bind(c.user_agent.as_deref())
             .bind(c.require_https)
             .bind(c.reject_unknown_event_types)
+            .bind(c.publish_rate_limit.is_some())
+            .bind(c.publish_rate_limit.flatten().map(rate_column))
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound("tenant"))
