@@ -2,6 +2,7 @@
 
 mod at_rest;
 mod dead_letters;
+mod egress;
 mod interop;
 mod no_loss;
 mod page;

@@ -2,6 +2,7 @@
 //! Redis and RabbitMQ, isolated per test by a unique name used as Postgres schema, queue
 //! prefix and Redis key prefix, and removed again when the test ends (even when it panics).
 
+pub mod egress;
 pub mod procs;
 pub mod receiver;
 

@@ -31,6 +31,9 @@ pub struct Config {
     /// `HERALD_MAX_RESPONSE_BYTES`: most response body bytes read (the log keeps the first
     /// 1,000 characters), default 65536.
     pub max_response_bytes: usize,
+    /// `HERALD_EGRESS_PROXY` (every delivery through this proxy: http, https, socks5, socks5h;
+    /// default none) and `HERALD_CA_CERTS` (PEM bundle trusted besides the platform's roots).
+    pub egress: crate::http::Egress,
     /// `HERALD_SHUTDOWN_GRACE`: how long in-flight deliveries may finish after SIGTERM before
     /// they are handed back to the broker, default `25s`.
     pub shutdown_grace: Duration,
@@ -67,6 +70,7 @@ impl Config {
                 message: e.to_string(),
             })?,
             max_response_bytes: r.parse("HERALD_MAX_RESPONSE_BYTES", 64 * 1024)?,
+            egress: crate::http::Egress::load(r)?,
             shutdown_grace: r.duration("HERALD_SHUTDOWN_GRACE", Duration::from_secs(25))?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 4)?,
             failing_after_attempts: r.parse("HERALD_FAILING_AFTER_ATTEMPTS", 5)?,

@@ -1,12 +1,20 @@
 //! The outbound HTTP side: one pooled client, no redirects, a resolver that refuses forbidden
 //! addresses at every connection (so a DNS answer that changes after the endpoint was created
 //! cannot reach the internal network), and a capped body read.
+//!
+//! Operators who must publish fixed egress IPs send every delivery through a proxy
+//! (`HERALD_EGRESS_PROXY`: http, https, socks5 or socks5h). The proxy host itself is exempt from
+//! the address guard (it is usually on the private network); the target is still checked here
+//! before each request (literal IPs, and every address its name resolves to), since the proxy
+//! resolves it on its own. TLS is always verified, against the platform's roots plus any CA
+//! certificates from `HERALD_CA_CERTS`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_core::config::{ConfigError, Reader};
 use herald_core::net::AddressPolicy;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -25,17 +33,105 @@ pub struct Failure {
     pub latency: Duration,
 }
 
+/// Outbound settings of every process that POSTs (dispatchers; ingest for test sends). Its
+/// `Debug` leaves the proxy URL out: it may carry credentials.
+#[derive(Clone, Default)]
+pub struct Egress {
+    proxy: Option<reqwest::Proxy>,
+    /// The proxy's host name, exempt from the address guard.
+    proxy_host: Option<String>,
+    roots: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress")
+            .field("proxied", &self.proxy.is_some())
+            .field("extra_roots", &self.roots.len())
+            .finish()
+    }
+}
+
+impl Egress {
+    /// Reads `HERALD_EGRESS_PROXY` and `HERALD_CA_CERTS`.
+    pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let err = |name: &str, message: String| ConfigError {
+            name: name.to_owned(),
+            message,
+        };
+        let mut egress = Egress::default();
+        if let Some(raw) = r.optional("HERALD_EGRESS_PROXY") {
+            // Never echo the value: it may hold a password.
+            let url = reqwest::Url::parse(raw.trim()).map_err(|e| {
+                err(
+                    "HERALD_EGRESS_PROXY",
+                    format!(
+                        "not a URL ({e}); use http://, https://, socks5:// or socks5h://host:port"
+                    ),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
+                return Err(err(
+                    "HERALD_EGRESS_PROXY",
+                    format!(
+                        "scheme {:?} is not supported; use http, https, socks5 or socks5h",
+                        url.scheme()
+                    ),
+                ));
+            }
+            let host = url
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| err("HERALD_EGRESS_PROXY", "has no host".into()))?;
+            egress.proxy_host = Some(host.trim_matches(['[', ']']).to_owned());
+            egress.proxy = Some(
+                reqwest::Proxy::all(url.as_str())
+                    .map_err(|_| err("HERALD_EGRESS_PROXY", "is not a usable proxy URL".into()))?,
+            );
+        }
+        if let Some(path) = r.optional("HERALD_CA_CERTS") {
+            let pem = std::fs::read(&path)
+                .map_err(|e| err("HERALD_CA_CERTS", format!("cannot read {path:?}: {e}")))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                err(
+                    "HERALD_CA_CERTS",
+                    format!("{path:?} is not a PEM certificate bundle: {e}"),
+                )
+            })?;
+            if roots.is_empty() {
+                return Err(err(
+                    "HERALD_CA_CERTS",
+                    format!("{path:?} holds no PEM certificate"),
+                ));
+            }
+            egress.roots = roots;
+        }
+        Ok(egress)
+    }
+
+    /// Whether deliveries go through a proxy.
+    pub fn proxied(&self) -> bool {
+        self.proxy.is_some()
+    }
+}
+
 struct GuardedResolver {
     policy: AddressPolicy,
+    /// Resolved without the guard: the operator's own proxy.
+    exempt: Option<String>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
+        let exempt = self.exempt.as_deref() == Some(host.as_str());
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if exempt {
+                return Ok(Box::new(addrs.into_iter()) as Addrs);
+            }
             let mut refused = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -62,25 +158,52 @@ pub struct Client {
     http: reqwest::Client,
     policy: AddressPolicy,
     max_body: usize,
+    /// Through a proxy: targets are resolved and checked here before each request.
+    proxied: bool,
 }
 
 impl Client {
-    pub fn new(policy: AddressPolicy, max_body: usize) -> reqwest::Result<Self> {
-        let http = reqwest::Client::builder()
+    pub fn new(policy: AddressPolicy, max_body: usize, egress: &Egress) -> reqwest::Result<Self> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
+                exempt: egress.proxy_host.clone(),
             }))
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .build()?;
+            .tls_certs_merge(egress.roots.iter().cloned());
+        builder = match &egress.proxy {
+            Some(proxy) => builder.proxy(proxy.clone()),
+            // Never pick up HTTP_PROXY and friends by accident: egress is configured explicitly.
+            None => builder.no_proxy(),
+        };
         Ok(Self {
-            http,
+            http: builder.build()?,
             policy,
             max_body,
+            proxied: egress.proxied(),
         })
+    }
+
+    /// Through a proxy the target's name is resolved by the proxy, out of the resolver's
+    /// reach: resolve it here and refuse it if any address is forbidden.
+    async fn check_proxied_target(&self, url: &reqwest::Url) -> Result<(), String> {
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("connection failed: cannot resolve {host}: {e}"))?;
+        for a in addrs {
+            if let Err(reason) = self.policy.check(a.ip()) {
+                return Err(format!("blocked_address: {host} resolves to a {reason}"));
+            }
+        }
+        Ok(())
     }
 
     /// POSTs `body` with `headers`, bounded by `timeout` for the whole exchange.
@@ -107,6 +230,9 @@ impl Client {
             && let Err(reason) = self.policy.check(ip)
         {
             return Err(fail(format!("blocked_address: {ip} is a {reason}")));
+        }
+        if self.proxied {
+            self.check_proxied_target(&parsed).await.map_err(fail)?;
         }
         let exchange = async {
             let mut resp = self

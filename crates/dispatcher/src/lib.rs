@@ -77,6 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         http: http::Client::new(
             AddressPolicy::new(config.allow_networks.clone()),
             config.max_response_bytes,
+            &config.egress,
         )?,
         store,
         publisher: publisher.clone(),

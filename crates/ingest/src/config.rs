@@ -49,6 +49,8 @@ pub struct Config {
     /// `HERALD_PUBLISH_BURST`: how many seconds' worth of events a tenant may publish at once
     /// (the bucket size; also the largest batch under a limit), default `1s`.
     pub publish_burst: Duration,
+    /// Proxy and extra CA certificates for test sends (as the dispatchers').
+    pub egress: herald_dispatcher::http::Egress,
 }
 
 impl Config {
@@ -77,6 +79,7 @@ impl Config {
             stats_window: r.duration("HERALD_STATS_WINDOW", Duration::from_secs(24 * 3600))?,
             publish_rate_limit: r.parse("HERALD_PUBLISH_RATE_LIMIT", 0)?,
             publish_burst: r.duration("HERALD_PUBLISH_BURST", Duration::from_secs(1))?,
+            egress: herald_dispatcher::http::Egress::load(r)?,
         })
     }
 }

@@ -91,6 +91,7 @@ pub async fn run(
         http: herald_dispatcher::http::Client::new(
             AddressPolicy::new(config.allow_networks.clone()),
             64 * 1024,
+            &config.egress,
         )?,
         store,
         publisher: publisher.clone(),

@@ -66,10 +66,19 @@ impl Store {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
+        // Services starting together race here; IF NOT EXISTS is not atomic in Postgres, so
+        // the loser's unique violation just means the schema now exists.
         let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-        sqlx::query(sqlx::AssertSqlSafe(create))
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(create))
             .execute(&pool)
-            .await?;
+            .await
+        {
+            let raced = matches!(&e, sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("23505" | "42P06")));
+            if !raced {
+                return Err(e.into());
+            }
+        }
         Ok(Self {
             pool,
             keys: Arc::new(Keyring::none()),
