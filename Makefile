@@ -6,7 +6,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-micro chaos
+.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-micro chaos fuzz
 
 ## Start PostgreSQL, Redis and RabbitMQ if they are stopped (fails loudly if one is missing).
 services:
@@ -44,6 +44,18 @@ test: services venv build
 ## The fault tests at full size: 20,000 deliveries under repeated SIGKILL, longer outages.
 chaos: services build
 	CHAOS_SCALE=5 $(CARGO) test -p herald-tests --test chaos -- --nocapture
+
+FUZZ_TEST := $(CARGO) --config 'profile.fuzz.inherits="release"' \
+	--config profile.fuzz.overflow-checks=true --config profile.fuzz.debug-assertions=true \
+	test --profile fuzz
+
+## Long fuzz run (tests/fuzz/README.md): HERALD_FUZZ_CASES cases per strategy (default 50,000),
+## optimised build with overflow checks on; runs both suites, fails if either found a failure.
+fuzz:
+	@export HERALD_FUZZ_CASES=$${HERALD_FUZZ_CASES:-50000}; status=0; \
+	$(FUZZ_TEST) -p herald-core --test fuzz -- --nocapture || status=1; \
+	$(FUZZ_TEST) -p herald-ingest --lib fuzz -- --nocapture || status=1; \
+	exit $$status
 
 ## End-to-end benchmarks on this machine (about 15 min on 2 cores); writes BENCHMARKS.md.
 bench: services

@@ -131,3 +131,90 @@ async fn killing_dispatchers_mid_run_loses_nothing() {
         .unwrap();
     herald.stop().await;
 }
+
+/// A publish interrupted part-way (ingest died, or the broker failed mid hand-off) is resumed by
+/// the next publish with its idempotency key: the same event id and the same delivery ids, so
+/// what the first try got through and what the retry sends are one event, not two.
+#[tokio::test]
+async fn an_interrupted_publish_is_resumed_under_its_event_id() {
+    let herald = Herald::start(Options::default()).await;
+    let tenant = herald.tenant().await;
+    let mut rx = herald_tests::receiver::Receiver::ok().await;
+    let (ep, _) = herald
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                url: rx.url("/hook"),
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+    // What an interrupted try leaves in Redis: the key pending for an event id, past its
+    // deadline.
+    let interrupted = uuid::Uuid::now_v7();
+    let mut redis = redis::Client::open(herald_tests::REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{}:idem:{}:order-7", herald.name, tenant.id);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(format!("pending {interrupted} 0"))
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let publish = || pb::PublishRequest {
+        event_type: "order.paid".into(),
+        payload: b"{\"order\":7}".to_vec(),
+        idempotency_key: Some("order-7".into()),
+        ..Default::default()
+    };
+    let mut events = herald.events().await;
+    let r = events
+        .publish(authed(publish(), &tenant.api_key))
+        .await
+        .expect("resumed publish")
+        .into_inner();
+    assert_eq!(r.event_id, interrupted.to_string());
+    assert!(!r.duplicate);
+    let endpoint_id: uuid::Uuid = ep.id.parse().unwrap();
+    let got = rx.next(Duration::from_secs(10)).await;
+    assert_eq!(
+        got.header("webhook-id"),
+        Some(herald_core::wire::delivery_id(interrupted, endpoint_id).to_string())
+    );
+    // Once confirmed, the key answers with that event as a duplicate.
+    let again = events
+        .publish(authed(publish(), &tenant.api_key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.event_id, interrupted.to_string());
+    assert!(again.duplicate);
+    // A reservation still within its deadline is in flight: ABORTED, retry shortly.
+    let busy_key = format!("{}:idem:{}:order-8", herald.name, tenant.id);
+    let far = chrono::Utc::now().timestamp_millis() + 60_000;
+    let _: () = redis::cmd("SET")
+        .arg(&busy_key)
+        .arg(format!("pending {} {far}", uuid::Uuid::now_v7()))
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let status = events
+        .publish(authed(
+            pb::PublishRequest {
+                idempotency_key: Some("order-8".into()),
+                ..publish()
+            },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Aborted);
+}

@@ -234,7 +234,8 @@ pub fn verify(
 ) -> Result<(), VerifyError> {
     let need = |name: &str| header(name).ok_or_else(|| VerifyError::MissingHeader(name.to_owned()));
     let fresh = |ts: i64| {
-        if (now - ts).abs() > tolerance_secs {
+        // abs_diff: a hostile timestamp (i64::MIN) must neither overflow nor pass.
+        if now.abs_diff(ts) > tolerance_secs.max(0) as u64 {
             Err(VerifyError::Expired)
         } else {
             Ok(())

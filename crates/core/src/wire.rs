@@ -99,7 +99,7 @@ pub struct LedgerBatch {
 }
 
 /// A fact for the ledger.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     Event(EventRecord),
@@ -108,7 +108,7 @@ pub enum Record {
 }
 
 /// An accepted event and the deliveries it fanned out to.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventRecord {
     pub event_id: Uuid,
     pub tenant_id: Uuid,
@@ -125,9 +125,14 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
-    /// A new event and one first-attempt delivery task per target endpoint: what ingest (and
-    /// the dispatcher, for operational events) hands to the broker.
+    /// The event `event_id` and one first-attempt delivery task per target endpoint: what
+    /// ingest (and the dispatcher, for operational events) hands to the broker.
+    ///
+    /// Everything derives from `event_id` (a UUIDv7): the acceptance time is its timestamp and
+    /// each delivery id is [`delivery_id`] of the event and endpoint, so handing the same event
+    /// off again (a publish resumed after an interruption) yields the very same ids.
     pub fn fan_out(
+        event_id: Uuid,
         tenant_id: Uuid,
         event_type: &str,
         payload: &[u8],
@@ -135,13 +140,12 @@ impl EventRecord {
         idempotency_key: Option<String>,
         targets: &[Uuid],
     ) -> (Self, Vec<DeliveryTask>) {
-        let event_id = Uuid::now_v7();
-        let accepted_at = Utc::now();
+        let accepted_at = uuid_time(event_id).unwrap_or_else(Utc::now);
         let tasks: Vec<DeliveryTask> = targets
             .iter()
             .map(|endpoint_id| DeliveryTask {
                 v: VERSION,
-                delivery_id: Uuid::now_v7(),
+                delivery_id: delivery_id(event_id, *endpoint_id),
                 event_id,
                 tenant_id,
                 endpoint_id: *endpoint_id,
@@ -173,8 +177,35 @@ impl EventRecord {
     }
 }
 
+/// The time embedded in a UUIDv7.
+pub fn uuid_time(id: Uuid) -> Option<DateTime<Utc>> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
+/// The id of the delivery of `event_id` to `endpoint_id`: a UUIDv7 with the event's timestamp
+/// (so ids still sort by time) and bits from a hash of both ids (so it is the same every time
+/// the event is handed off).
+pub fn delivery_id(event_id: Uuid, endpoint_id: Uuid) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let ms = event_id
+        .get_timestamp()
+        .map(|t| {
+            let (s, n) = t.to_unix();
+            s * 1000 + u64::from(n / 1_000_000)
+        })
+        .unwrap_or(0);
+    let digest = Sha256::new()
+        .chain_update(event_id.as_bytes())
+        .chain_update(endpoint_id.as_bytes())
+        .finalize();
+    let mut bits = [0u8; 10];
+    bits.copy_from_slice(&digest[..10]);
+    uuid::Builder::from_unix_timestamp_millis(ms, &bits).into_uuid()
+}
+
 /// A delivery created by an event.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeliveryRef {
     pub delivery_id: Uuid,
     pub endpoint_id: Uuid,
@@ -205,7 +236,7 @@ impl DeliveryKey {
 }
 
 /// One HTTP attempt and its outcome.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// Unique per execution: a task executed twice after a crash yields two records.
     pub attempt_id: Uuid,
@@ -227,7 +258,7 @@ pub struct AttemptRecord {
 }
 
 /// A delivery that ended without an attempt (its endpoint was deleted or disabled).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AbandonedRecord {
     #[serde(flatten)]
     pub delivery: DeliveryKey,
@@ -283,6 +314,19 @@ impl DeliveryTask {
     }
 }
 
+impl Record {
+    /// Estimated encoded size, for packing records into broker messages.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Record::Event(e) => e.payload.len() + 200 + e.deliveries.len() * 90,
+            Record::Attempt(a) => {
+                a.response_body.len() + a.error.as_ref().map_or(0, String::len) + 400
+            }
+            Record::Abandoned(a) => a.reason.len() + 300,
+        }
+    }
+}
+
 impl LedgerBatch {
     pub fn new(records: Vec<Record>) -> Self {
         Self {
@@ -324,6 +368,27 @@ pub fn storable(text: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handing_an_event_off_again_yields_the_same_ids() {
+        let event = Uuid::now_v7();
+        let targets = [Uuid::now_v7(), Uuid::now_v7()];
+        let fan =
+            || EventRecord::fan_out(event, Uuid::nil(), "a.b", b"{}", Utc::now(), None, &targets);
+        let ((r1, t1), (r2, t2)) = (fan(), fan());
+        let ids = |t: &[DeliveryTask]| t.iter().map(|t| t.delivery_id).collect::<Vec<_>>();
+        assert_eq!(ids(&t1), ids(&t2));
+        assert_eq!(r1.accepted_at, r2.accepted_at);
+        assert_ne!(t1[0].delivery_id, t1[1].delivery_id);
+        for t in &t1 {
+            assert_eq!(t.delivery_id.get_version_num(), 7);
+            assert_eq!(uuid_time(t.delivery_id), uuid_time(event));
+        }
+        assert_eq!(
+            uuid_time(event).map(|t| t.timestamp_millis()),
+            Some(r1.accepted_at.timestamp_millis())
+        );
+    }
 
     #[test]
     fn response_excerpts_are_storable_and_cut_on_characters() {

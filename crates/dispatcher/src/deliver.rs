@@ -15,8 +15,8 @@ use herald_broker::Outgoing;
 use herald_core::schedule::RetrySchedule;
 use herald_core::signing::{self, SignInput};
 use herald_core::wire::{
-    AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, DeliveryTask, LedgerBatch, Record,
-    Trigger, body_excerpt,
+    AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, DeliveryTask, Record, Trigger,
+    body_excerpt,
 };
 use herald_store::{Endpoint, FailurePolicy, Outcome, Streak, SubscriptionIndex};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -27,10 +27,25 @@ use crate::Dispatcher;
 /// Characters of the response body kept in the log.
 pub const BODY_EXCERPT_CHARS: usize = 1000;
 
+/// What must be safely in the broker before a task is acked: messages of their own (retry
+/// tasks, operational events' delivery tasks) and ledger records (sent in shared messages).
+#[derive(Default)]
+pub struct FollowUps {
+    pub messages: Vec<Outgoing>,
+    pub records: Vec<Record>,
+}
+
+impl FollowUps {
+    fn extend(&mut self, other: FollowUps) {
+        self.messages.extend(other.messages);
+        self.records.extend(other.records);
+    }
+}
+
 /// What the dispatcher decided for a task.
 pub enum Decision {
-    /// Publish these follow-ups, then ack.
-    Publish(Vec<Outgoing>, Option<Uuid>),
+    /// Publish these follow-ups, then (for a success, mark it done and) ack.
+    Publish(FollowUps, Option<Uuid>),
     /// Nothing to publish: ack.
     Skip,
     /// Not attempted (shutting down while waiting for a rate-limit token): hand it back.
@@ -80,7 +95,11 @@ impl Dispatcher {
                     let again = self
                         .retry_message(Duration::from_secs(secs), task.encode())
                         .await;
-                    return Ok(Decision::Publish(vec![again], None));
+                    let follow = FollowUps {
+                        messages: vec![again],
+                        records: Vec::new(),
+                    };
+                    return Ok(Decision::Publish(follow, None));
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(Decision::Requeue),
@@ -161,7 +180,7 @@ impl Dispatcher {
             ),
         }
 
-        let mut out = Vec::with_capacity(2);
+        let mut out = FollowUps::default();
         let next_retry_at =
             next.map(|n| Utc::now() + chrono::Duration::from_std(n.delay).unwrap_or_default());
         if let Some(n) = next {
@@ -178,7 +197,8 @@ impl Dispatcher {
                 payload: task.payload.clone(),
             };
             crate::metrics::retry_scheduled(n.delay);
-            out.push(self.retry_message(n.delay, retry.encode()).await);
+            out.messages
+                .push(self.retry_message(n.delay, retry.encode()).await);
         }
         let record = Record::Attempt(AttemptRecord {
             attempt_id: Uuid::now_v7(),
@@ -193,7 +213,7 @@ impl Dispatcher {
             outcome,
             next_retry_at,
         });
-        out.push(self.ledger_message(vec![record]));
+        out.records.push(record);
         if gone {
             out.extend(
                 self.operational_event(&endpoint, "endpoint.disabled", "410 Gone")
@@ -207,11 +227,7 @@ impl Dispatcher {
     /// Folds an outcome into the endpoint's failure streak; returns the operational events
     /// (`endpoint.failing`, `endpoint.disabled`, `endpoint.recovered`) it causes. A database
     /// error here is logged and skipped: the delivery itself must not wait on bookkeeping.
-    async fn track_streak(
-        &self,
-        endpoint: &Arc<Endpoint>,
-        outcome: DeliveryStatus,
-    ) -> Vec<Outgoing> {
+    async fn track_streak(&self, endpoint: &Arc<Endpoint>, outcome: DeliveryStatus) -> FollowUps {
         let policy = FailurePolicy {
             failing_after_attempts: self.config.failing_after_attempts,
             disable_after_failures: self.config.disable_after_failures,
@@ -238,7 +254,7 @@ impl Dispatcher {
                 steps.push(Outcome::Failed);
             }
         }
-        let mut out = Vec::new();
+        let mut out = FollowUps::default();
         for step in steps {
             match self.store.record_outcome(endpoint.id, step, &policy).await {
                 Ok(Streak::Unchanged) => {}
@@ -286,12 +302,12 @@ impl Dispatcher {
         endpoint: &Arc<Endpoint>,
         event_type: &str,
         reason: &str,
-    ) -> Vec<Outgoing> {
+    ) -> FollowUps {
         let index = match SubscriptionIndex::load(&self.store, endpoint.tenant_id).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(endpoint_id = %endpoint.id, event_type, error = %e, "could not load subscriptions for an operational event");
-                return Vec::new();
+                return FollowUps::default();
             }
         };
         let now = Utc::now();
@@ -309,6 +325,7 @@ impl Dispatcher {
         let mut targets = index.targets(event_type, &payload);
         targets.retain(|id| *id != endpoint.id);
         let (record, tasks) = herald_core::wire::EventRecord::fan_out(
+            Uuid::now_v7(),
             endpoint.tenant_id,
             event_type,
             &payload,
@@ -318,13 +335,15 @@ impl Dispatcher {
         );
         let topo = self.publisher.topology();
         let trace = herald_telemetry::trace_headers();
-        let mut out: Vec<Outgoing> = tasks
+        let messages = tasks
             .iter()
             .map(|t| topo.work_message(t.encode(), trace.clone()))
             .collect();
-        out.push(self.ledger_message(vec![Record::Event(record)]));
         tracing::info!(endpoint_id = %endpoint.id, event_type, deliveries = tasks.len(), "operational event");
-        out
+        FollowUps {
+            messages,
+            records: vec![Record::Event(record)],
+        }
     }
 
     fn abandon(&self, task: &DeliveryTask, reason: &str) -> Decision {
@@ -335,14 +354,11 @@ impl Dispatcher {
             at: Utc::now(),
             reason: reason.to_owned(),
         });
-        Decision::Publish(vec![self.ledger_message(vec![record])], None)
-    }
-
-    fn ledger_message(&self, records: Vec<Record>) -> Outgoing {
-        self.publisher.topology().ledger_message(
-            LedgerBatch::new(records).encode(),
-            herald_telemetry::trace_headers(),
-        )
+        let follow = FollowUps {
+            messages: Vec::new(),
+            records: vec![record],
+        };
+        Decision::Publish(follow, None)
     }
 
     /// The message that brings a retry back after `delay`: straight to the work queue for a

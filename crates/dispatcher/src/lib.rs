@@ -25,7 +25,7 @@ use herald_broker::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
 use herald_broker::lapin::types::{FieldTable, ShortString};
-use herald_broker::{Publisher, QueueType, Topology};
+use herald_broker::{Publisher, QueueType, RecordBatcher, Topology};
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
 use herald_store::Store;
@@ -44,6 +44,8 @@ pub(crate) struct Dispatcher {
     config: Arc<Config>,
     store: Store,
     publisher: Publisher,
+    /// Attempt records of concurrent deliveries share ledger messages.
+    records: RecordBatcher,
     redis: redis::aio::ConnectionManager,
     endpoints: cache::EndpointCache,
     http: http::Client,
@@ -80,6 +82,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             &config.egress,
         )?,
         store,
+        records: RecordBatcher::start(publisher.clone(), 500, config.publish_channels),
         publisher: publisher.clone(),
         limiter: ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
         redis,
@@ -277,9 +280,9 @@ impl Dispatcher {
                 .await;
             return;
         }
-        if let Decision::Publish(messages, done) = decision {
+        if let Decision::Publish(follow, done) = decision {
             let mut backoff = Duration::from_millis(200);
-            while let Err(e) = self.publisher.publish(&messages).await {
+            while let Err(e) = self.follow_up(&follow).await {
                 tracing::warn!(delivery_id = %task.delivery_id, error = %e, "follow-up publish failed, holding task");
                 if !self.wait(&mut backoff, shutdown).await {
                     // Unacked: the task comes back and is attempted again (a duplicate at most).
@@ -293,6 +296,16 @@ impl Dispatcher {
         if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
             tracing::warn!(delivery_id = %task.delivery_id, error = %e, "ack failed; the task will be redelivered");
         }
+    }
+
+    /// Publishes a task's follow-ups: its own messages and its records (in a shared ledger
+    /// message) at the same time; Ok once the broker confirmed both.
+    async fn follow_up(&self, follow: &deliver::FollowUps) -> herald_broker::Result<()> {
+        let records = self
+            .records
+            .submit(follow.records.clone(), herald_telemetry::trace_headers());
+        let (messages, records) = tokio::join!(self.publisher.publish(&follow.messages), records);
+        messages.and(records)
     }
 
     /// Sleeps for the backoff (doubling it); false when shutting down instead.

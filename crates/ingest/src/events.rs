@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use herald_broker::Outgoing;
-use herald_core::wire::{EventRecord, LedgerBatch, Record};
+use herald_core::wire::{EventRecord, Record};
 use herald_dispatcher::ratelimit::Take;
 use herald_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -20,7 +20,10 @@ const LEDGER_MESSAGE_BYTES: usize = 512 * 1024;
 /// One event on its way through a publish call.
 enum Slot {
     Done(Result<pb::PublishResponse>),
-    Pending { event: validate::Event },
+    Pending {
+        event: validate::Event,
+        event_id: Uuid,
+    },
 }
 
 impl Ingest {
@@ -76,9 +79,12 @@ impl Ingest {
             let slot = match item {
                 Err(e) => Slot::Done(Err(e)),
                 Ok(event) => match &event.idempotency_key {
-                    None => Slot::Pending { event },
+                    None => Slot::Pending {
+                        event,
+                        event_id: Uuid::now_v7(),
+                    },
                     Some(key) => match self.idempotency.reserve(tenant, key).await {
-                        Ok(Reservation::Fresh) => Slot::Pending { event },
+                        Ok(Reservation::Publish { event_id }) => Slot::Pending { event, event_id },
                         Ok(Reservation::Duplicate {
                             event_id,
                             deliveries,
@@ -124,7 +130,7 @@ impl Ingest {
 
         if index.reject_unknown {
             for slot in &mut slots {
-                if let Slot::Pending { event } = slot
+                if let Slot::Pending { event, .. } = slot
                     && !index.accepts(&event.event_type)
                 {
                     if let Some(key) = &event.idempotency_key {
@@ -139,13 +145,13 @@ impl Ingest {
         }
 
         let topo = self.publisher.topology();
-        let (deliveries_x, ledger_x) = (topo.deliveries_exchange(), topo.ledger_exchange());
+        let deliveries_x = topo.deliveries_exchange();
         let now = Utc::now();
         let mut messages = Vec::new();
         let mut records: Vec<Record> = Vec::new();
         let mut accepted: Vec<Option<(Uuid, u32)>> = Vec::with_capacity(slots.len());
         for slot in &slots {
-            let Slot::Pending { event } = slot else {
+            let Slot::Pending { event, event_id } = slot else {
                 accepted.push(None);
                 continue;
             };
@@ -160,6 +166,7 @@ impl Ingest {
             let _entered = span.enter();
             let trace = herald_telemetry::trace_headers();
             let (record, tasks) = EventRecord::fan_out(
+                *event_id,
                 tenant,
                 &event.event_type,
                 &event.payload,
@@ -179,22 +186,22 @@ impl Ingest {
             accepted.push(Some((record.event_id, tasks.len() as u32)));
             records.push(Record::Event(record));
         }
-        for chunk in chunk_records(records) {
-            messages.push(Outgoing {
-                exchange: ledger_x.clone(),
-                routing_key: String::new(),
-                body: chunk,
-                headers: herald_telemetry::trace_headers(),
-            });
-        }
-
-        let handed_off = self.publisher.publish(&messages).await;
+        // Delivery tasks on their own, event records in ledger messages shared with concurrent
+        // calls; OK only once the broker confirmed all of it.
+        let trace = herald_telemetry::trace_headers();
+        let records = futures::future::join_all(
+            chunk_records(records)
+                .into_iter()
+                .map(|chunk| self.records.submit(chunk, trace.clone())),
+        );
+        let (tasks, records) = tokio::join!(self.publisher.publish(&messages), records);
+        let handed_off = records.into_iter().fold(tasks, |all, r| all.and(r));
         crate::metrics::handed_off(&accepted, handed_off.is_ok());
         let mut out = Vec::with_capacity(slots.len());
         for (slot, acc) in slots.into_iter().zip(accepted) {
             match (slot, acc) {
                 (Slot::Done(r), _) => out.push(r),
-                (Slot::Pending { event }, Some((event_id, n))) => match &handed_off {
+                (Slot::Pending { event, .. }, Some((event_id, n))) => match &handed_off {
                     Ok(()) => {
                         if let Some(key) = &event.idempotency_key {
                             self.idempotency.complete(tenant, key, event_id, n).await;
@@ -207,8 +214,9 @@ impl Ingest {
                         }));
                     }
                     Err(e) => {
+                        // Some of it may be in the broker: a retry resumes this event id.
                         if let Some(key) = &event.idempotency_key {
-                            self.idempotency.release(tenant, key).await;
+                            self.idempotency.interrupted(tenant, key, event_id).await;
                         }
                         let e: Error = clone_broker_err(e);
                         out.push(Err(e));
@@ -222,7 +230,7 @@ impl Ingest {
 
     async fn release_all(&self, tenant: Uuid, slots: &[Slot]) {
         for s in slots {
-            if let Slot::Pending { event } = s
+            if let Slot::Pending { event, .. } = s
                 && let Some(key) = &event.idempotency_key
             {
                 self.idempotency.release(tenant, key).await;
@@ -248,25 +256,22 @@ fn publish_burst(rate: u32, burst: std::time::Duration) -> u32 {
     ((u64::from(rate) * burst.as_millis() as u64) / 1000).clamp(1, u64::from(u32::MAX)) as u32
 }
 
-/// Serialises records into ledger messages of at most about [`LEDGER_MESSAGE_BYTES`] each.
-fn chunk_records(records: Vec<Record>) -> Vec<Vec<u8>> {
+/// Splits records into groups of at most about [`LEDGER_MESSAGE_BYTES`] each.
+fn chunk_records(records: Vec<Record>) -> Vec<Vec<Record>> {
     let mut out = Vec::new();
     let mut batch = Vec::new();
     let mut size = 0;
     for r in records {
-        let approx = match &r {
-            Record::Event(e) => e.payload.len() + 200 + e.deliveries.len() * 90,
-            _ => 512,
-        };
+        let approx = r.approx_size();
         if !batch.is_empty() && size + approx > LEDGER_MESSAGE_BYTES {
-            out.push(LedgerBatch::new(std::mem::take(&mut batch)).encode());
+            out.push(std::mem::take(&mut batch));
             size = 0;
         }
         size += approx;
         batch.push(r);
     }
     if !batch.is_empty() {
-        out.push(LedgerBatch::new(batch).encode());
+        out.push(batch);
     }
     out
 }

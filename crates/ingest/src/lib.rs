@@ -22,7 +22,7 @@ mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_broker::{Publisher, QueueType, Topology};
+use herald_broker::{Publisher, QueueType, RecordBatcher, Topology};
 use herald_core::net::AddressPolicy;
 use herald_proto::v1::admin_server::AdminServer;
 use herald_proto::v1::endpoints_server::EndpointsServer;
@@ -43,6 +43,8 @@ pub(crate) struct Ingest {
     pub config: Arc<Config>,
     pub store: Store,
     pub publisher: Publisher,
+    /// Event records of concurrent publishes share ledger messages.
+    pub records: RecordBatcher,
     pub keys: KeyCache,
     pub subscriptions: Arc<subscriptions::Subscriptions>,
     pub idempotency: idempotency::Idempotency,
@@ -94,6 +96,7 @@ pub async fn run(
             &config.egress,
         )?,
         store,
+        records: RecordBatcher::start(publisher.clone(), 500, config.publish_channels),
         publisher: publisher.clone(),
         config: Arc::new(config),
     };

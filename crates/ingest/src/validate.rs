@@ -71,7 +71,15 @@ pub fn url(raw: &str, require_https: bool, policy: &AddressPolicy) -> Result<Str
     if parsed.fragment().is_some() {
         return Err(bad("url must not have a fragment (#...)"));
     }
-    Ok(parsed.to_string())
+    // Normalising percent-encodes: what is stored must fit the limit too.
+    let normalized = parsed.to_string();
+    if normalized.len() > MAX_URL_LEN {
+        return Err(bad(format!(
+            "url is longer than {MAX_URL_LEN} characters once percent-encoded ({} characters)",
+            normalized.len()
+        )));
+    }
+    Ok(normalized)
 }
 
 pub fn description(d: &str) -> Result<String> {
@@ -123,9 +131,13 @@ pub fn group(g: &str) -> Result<String> {
 
 pub fn event_types(patterns: &[String]) -> Result<Vec<String>> {
     parse_patterns(patterns)?;
-    let mut v = patterns.to_vec();
-    v.dedup();
-    Ok(v)
+    // Keep the caller's order, drop repeats wherever they are.
+    let mut seen = std::collections::HashSet::new();
+    Ok(patterns
+        .iter()
+        .filter(|p| seen.insert(p.as_str()))
+        .cloned()
+        .collect())
 }
 
 pub fn timeout_ms(ms: u32) -> Result<u32> {
@@ -183,9 +195,13 @@ pub fn headers(h: &BTreeMap<String, String>, prefix: &str) -> Result<BTreeMap<St
                 "header {name:?} is set by Herald and cannot be overridden"
             )));
         }
-        if value.len() > 4096 || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        if value.len() > 4096
+            || value
+                .bytes()
+                .any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f)
+        {
             return Err(bad(format!(
-                "header {name:?} has an invalid value (at most 4096 bytes, no line breaks)"
+                "header {name:?} has an invalid value (at most 4096 bytes, no line breaks or control characters)"
             )));
         }
     }
@@ -245,6 +261,14 @@ pub fn event(
             payload.len()
         )));
     }
+    // IgnoredAny skips strings without checking their UTF-8: check it first, so what is
+    // stored and delivered is exactly what was published.
+    if let Err(e) = std::str::from_utf8(payload) {
+        return Err(bad(format!(
+            "payload is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        )));
+    }
     serde_json::from_slice::<serde::de::IgnoredAny>(payload)
         .map_err(|e| bad(format!("payload is not valid JSON: {e}")))?;
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -275,6 +299,10 @@ pub fn event(
         occurred_at,
     })
 }
+
+#[cfg(test)]
+#[path = "validate_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::write::{Batch, apply};
 
+/// Most message bytes gathered into one transaction.
+const MAX_TRANSACTION_BYTES: usize = 8 * 1024 * 1024;
+
 /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away.
 pub async fn run(
     config: &Config,
@@ -95,9 +98,16 @@ async fn session(
             None => anyhow::bail!("ledger consumer cancelled by the broker"),
         }];
         let deadline = tokio::time::Instant::now() + config.batch_wait;
-        while deliveries.len() < config.batch_messages {
+        // Messages carry many records each (group commit upstream): bound the transaction by
+        // bytes as well as by messages.
+        let mut bytes = deliveries[0].data.len();
+        while deliveries.len() < config.batch_messages && bytes < MAX_TRANSACTION_BYTES {
             match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(Some(d)) => deliveries.push(d?),
+                Ok(Some(d)) => {
+                    let d = d?;
+                    bytes += d.data.len();
+                    deliveries.push(d);
+                }
                 Ok(None) | Err(_) => break,
             }
         }

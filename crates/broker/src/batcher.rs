@@ -1,0 +1,128 @@
+//! Group commit of ledger records: records handed in by concurrent calls (ingest's publishes,
+//! a dispatcher's deliveries) travel together in one confirmed broker message.
+//!
+//! Each record used to cost a persistent, confirmed message of its own, which made the broker
+//! the bottleneck (one delivery = work task + event record + attempt record). Here a single
+//! task takes whatever records are waiting when a publish slot frees up, so under load batches
+//! grow by themselves and when idle a record goes out at once: there is no timer and no added
+//! latency. The durability contract is unchanged: [`RecordBatcher::submit`] returns only after
+//! the broker confirmed the message holding the caller's records, so callers still answer OK
+//! (ingest) or ack (dispatcher) only once their records are safe.
+
+use std::sync::Arc;
+
+use herald_core::wire::{LedgerBatch, Record};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::publisher::Publisher;
+
+/// Most bytes (estimated) of records in one message.
+const MAX_MESSAGE_BYTES: usize = 512 * 1024;
+
+struct Job {
+    records: Vec<Record>,
+    /// Trace context of the work that produced the records (the first job's travels).
+    headers: Vec<(String, String)>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Hands ledger records to the broker in shared messages; cheap to clone.
+#[derive(Clone)]
+pub struct RecordBatcher {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl RecordBatcher {
+    /// Starts the batching task: at most `max_records` records per message, at most
+    /// `in_flight` messages awaiting their confirm at once.
+    pub fn start(publisher: Publisher, max_records: usize, in_flight: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(publisher, rx, max_records.max(1), in_flight.max(1)));
+        Self { tx }
+    }
+
+    /// Publishes `records` (in a message shared with other callers' records) and returns once
+    /// the broker confirmed that message.
+    pub async fn submit(&self, records: Vec<Record>, headers: Vec<(String, String)>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let stopped = || Error::Unavailable("the ledger record batcher stopped".into());
+        let (done, confirmed) = oneshot::channel();
+        self.tx
+            .send(Job {
+                records,
+                headers,
+                done,
+            })
+            .map_err(|_| stopped())?;
+        confirmed
+            .await
+            .map_err(|_| stopped())?
+            .map_err(Error::Unavailable)
+    }
+}
+
+fn weight(job: &Job) -> usize {
+    job.records.iter().map(Record::approx_size).sum()
+}
+
+async fn run(
+    publisher: Publisher,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    max_records: usize,
+    in_flight: usize,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    // A job taken from the channel that did not fit in the previous message.
+    let mut carried: Option<Job> = None;
+    loop {
+        // Wait for a free slot first: meanwhile records pile up into the next message.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let (mut count, mut bytes) = (first.records.len(), weight(&first));
+        let mut jobs = vec![first];
+        while count < max_records && bytes < MAX_MESSAGE_BYTES {
+            let Ok(job) = rx.try_recv() else { break };
+            let (c, b) = (job.records.len(), weight(&job));
+            if count + c > max_records || bytes + b > MAX_MESSAGE_BYTES {
+                carried = Some(job);
+                break;
+            }
+            count += c;
+            bytes += b;
+            jobs.push(job);
+        }
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let headers = std::mem::take(&mut jobs[0].headers);
+            let mut records = Vec::with_capacity(count);
+            let mut waiting = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                records.extend(job.records);
+                waiting.push(job.done);
+            }
+            metrics::histogram!("herald_ledger_records_per_message").record(records.len() as f64);
+            let message = publisher
+                .topology()
+                .ledger_message(LedgerBatch::new(records).encode(), headers);
+            let result = publisher
+                .publish(std::slice::from_ref(&message))
+                .await
+                .map_err(|e| e.to_string());
+            for done in waiting {
+                let _ = done.send(result.clone());
+            }
+        });
+    }
+}
