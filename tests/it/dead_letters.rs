@@ -40,20 +40,8 @@ async fn poison_messages_are_dead_lettered_counted_and_recorded() {
         ..Reply::status(200)
     })
     .await;
-    let channel = Processes::channel(p.ingest_addr).await;
-    let mut endpoints = pb::endpoints_client::EndpointsClient::new(channel.clone());
-    endpoints
-        .create_endpoint(authed(
-            pb::CreateEndpointRequest {
-                url: rx.url("/hook"),
-                event_types: vec!["*".into()],
-                ..Default::default()
-            },
-            &key,
-        ))
-        .await
-        .unwrap();
-    let mut events = pb::events_client::EventsClient::new(channel);
+    p.endpoint(&key, rx.url("/hook")).await;
+    let mut events = pb::events_client::EventsClient::new(Processes::channel(p.ingest_addr).await);
     let publish = |n: u32| pb::PublishRequest {
         event_type: "poison.test".into(),
         payload: format!("{{\"n\":{n}}}").into_bytes(),

@@ -15,22 +15,6 @@ use herald_tests::procs::{Processes, Role};
 use herald_tests::receiver::Receiver;
 use herald_tests::{authed, bin_dir};
 
-async fn endpoint(p: &Processes, key: &str, url: String) {
-    let mut endpoints =
-        pb::endpoints_client::EndpointsClient::new(Processes::channel(p.ingest_addr).await);
-    endpoints
-        .create_endpoint(authed(
-            pb::CreateEndpointRequest {
-                url,
-                event_types: vec!["*".into()],
-                ..Default::default()
-            },
-            key,
-        ))
-        .await
-        .expect("create endpoint");
-}
-
 async fn publish(p: &Processes, key: &str) {
     let mut events = pb::events_client::EventsClient::new(Processes::channel(p.ingest_addr).await);
     events
@@ -60,7 +44,8 @@ async fn tls_is_verified_and_extra_ca_certificates_are_trusted() {
     let (port, hits) = ca.receiver().await;
     let mut p = Processes::start(1, &[("HERALD_RETRY_SCHEDULE", "300ms,600ms,1s,2s")]).await;
     let key = p.tenant_key("tls").await;
-    endpoint(&p, &key, format!("https://localhost:{port}/hook")).await;
+    p.endpoint(&key, format!("https://localhost:{port}/hook"))
+        .await;
     publish(&p, &key).await;
 
     // Unknown CA: the first attempt fails on the certificate, nothing reaches the receiver.
@@ -128,8 +113,9 @@ async fn every_delivery_goes_through_the_egress_proxy() {
     )
     .await;
     let key = p.tenant_key("proxied").await;
-    endpoint(&p, &key, plain.url("/plain")).await;
-    endpoint(&p, &key, format!("https://localhost:{tls_port}/tls")).await;
+    p.endpoint(&key, plain.url("/plain")).await;
+    p.endpoint(&key, format!("https://localhost:{tls_port}/tls"))
+        .await;
     publish(&p, &key).await;
 
     let got = plain.next(Duration::from_secs(15)).await;

@@ -208,6 +208,26 @@ impl Processes {
             .api_key
     }
 
+    /// Creates an endpoint of the tenant of `key` receiving every event type at `url`.
+    pub async fn endpoint(&self, key: &str, url: String) -> herald_proto::v1::Endpoint {
+        herald_proto::v1::endpoints_client::EndpointsClient::new(
+            Self::channel(self.ingest_addr).await,
+        )
+        .create_endpoint(crate::authed(
+            herald_proto::v1::CreateEndpointRequest {
+                url,
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("create endpoint")
+        .into_inner()
+        .endpoint
+        .expect("endpoint")
+    }
+
     /// A pool on this installation's schema.
     pub async fn pool(&self) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()

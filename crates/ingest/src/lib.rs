@@ -94,9 +94,10 @@ pub async fn run(
             AddressPolicy::new(config.allow_networks.clone()),
             64 * 1024,
             &config.egress,
+            16,
         )?,
         store,
-        records: RecordBatcher::start(publisher.clone(), 500, config.publish_channels),
+        records: RecordBatcher::start(publisher.clone(), 500, config.publish_channels.max(2)),
         publisher: publisher.clone(),
         config: Arc::new(config),
     };

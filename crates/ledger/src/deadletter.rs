@@ -130,14 +130,7 @@ pub async fn record(pool: &PgPool, letter: &DeadLetter) -> Result<(), sqlx::Erro
     if let Some(task) = &letter.task {
         let mut batch = Batch::default();
         batch.abandoned.push(AbandonedRecord {
-            delivery: DeliveryKey {
-                delivery_id: task.delivery_id,
-                event_id: task.event_id,
-                tenant_id: task.tenant_id,
-                endpoint_id: task.endpoint_id,
-                event_type: task.event_type.clone(),
-                created_at: task.created_at,
-            },
+            delivery: DeliveryKey::of(task),
             at: chrono::Utc::now(),
             reason: letter.delivery_error(),
         });
