@@ -21,7 +21,7 @@ fn ingest_command(p: &Processes, key: &str, args: &[&str]) -> (bool, String) {
         .args(args)
         .envs(&p.env)
         .env("HERALD_SECRET_KEY", key)
-        .env("HERALD_METRICS_ADDR", "")
+        .env("HERALD_METRICS_ADDR", "off")
         .output()
         .expect("run herald-ingest");
     let text = format!(

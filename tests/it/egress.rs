@@ -144,7 +144,7 @@ fn bad_egress_settings_stop_the_dispatcher_with_a_precise_message() {
     let run = |vars: &[(&str, &str)]| {
         let out = Command::new(bin_dir().join("herald-dispatcher"))
             .envs(vars.iter().copied())
-            .env("HERALD_METRICS_ADDR", "")
+            .env("HERALD_METRICS_ADDR", "off")
             .output()
             .expect("run herald-dispatcher");
         assert!(!out.status.success());

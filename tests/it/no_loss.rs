@@ -217,4 +217,5 @@ async fn an_interrupted_publish_is_resumed_under_its_event_id() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Aborted);
+    herald.stop().await;
 }

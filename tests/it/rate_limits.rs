@@ -194,4 +194,5 @@ async fn publishing_over_the_tenant_rate_is_refused_with_a_retry_hint() {
         .unwrap()
         .into_inner();
     assert_eq!(back.publish_rate_limit, None);
+    herald.stop().await;
 }

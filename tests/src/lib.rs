@@ -117,7 +117,7 @@ impl Herald {
             ("HERALD_SHUTDOWN_GRACE", "5s"),
             ("HERALD_LEDGER_BATCH_WAIT", "10ms"),
             // Services share this process: no fixed ports (a test that wants them sets them).
-            ("HERALD_METRICS_ADDR", ""),
+            ("HERALD_METRICS_ADDR", "off"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -503,7 +503,14 @@ pub async fn cleanup(name: &str, delays_ms: &[u64]) {
     if name.is_empty() {
         return;
     }
-    if let Ok(pool) = sqlx::PgPool::connect(DATABASE_URL).await {
+    // A lock timeout: a test that ended without `stop` may leave connections of its aborted
+    // services holding locks until its runtime runs again, which it cannot while it waits here.
+    let options = DATABASE_URL
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map(|o| o.options([("lock_timeout", "10s")]));
+    if let Ok(options) = options
+        && let Ok(pool) = sqlx::PgPool::connect_with(options).await
+    {
         let sql = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
         pool.close().await;
@@ -578,9 +585,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A free loopback port (bound and released; fine for tests).
+/// A free loopback port for a process a test starts. Taken below the kernel's ephemeral range
+/// (32768 and up), which outgoing connections draw from: a port the OS handed out with
+/// `bind(0)` and the test released could be taken by some client socket before the process
+/// binds it ("Address already in use"). Each test binary walks its own stretch of ports.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 10_000 + (std::process::id() % 20) * 1_000;
+    for _ in 0..1_000 {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 1_000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().expect("local addr");
+        }
+    }
+    panic!("no free port between {base} and {}", base + 999)
 }

@@ -31,24 +31,13 @@ pub fn scheme_from_pb(v: i32) -> crate::Result<Scheme> {
 }
 
 /// Delivery status text (as stored) to the API enum.
-pub fn status_to_pb(s: &str) -> pb::DeliveryStatus {
-    use herald_core::wire::DeliveryStatus as S;
-    match S::parse(s) {
-        Some(S::Pending) => pb::DeliveryStatus::Pending,
-        Some(S::Success) => pb::DeliveryStatus::Success,
-        Some(S::Retrying) => pb::DeliveryStatus::Retrying,
-        Some(S::Failed) => pb::DeliveryStatus::Failed,
-        None => pb::DeliveryStatus::Unspecified,
-    }
-}
-
 pub fn stats(s: &herald_store::EndpointStats, window_hours: u32) -> pb::EndpointStats {
     use herald_core::stats::quantile;
     pb::EndpointStats {
-        last_status: s
-            .last_status
-            .as_deref()
-            .map_or(pb::DeliveryStatus::Unspecified, status_to_pb) as i32,
+        last_status: s.last_status.as_deref().map_or(
+            pb::DeliveryStatus::Unspecified,
+            pb::DeliveryStatus::from_stored,
+        ) as i32,
         total_deliveries: s.total_deliveries,
         last_delivery_at: s.last_delivery_at.map(ts),
         window_hours,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use herald_broker::{Outgoing, Publisher};
-use herald_core::wire::{DeliveryStatus, DeliveryTask, Trigger, VERSION};
+use herald_core::wire::{DeliveryTask, Trigger, VERSION};
 use herald_proto::v1 as pb;
 use herald_store::{KeyCache, KeyCheck};
 use sqlx::PgPool;
@@ -33,16 +33,6 @@ fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
     }
-}
-
-fn status_to_pb(s: &str) -> i32 {
-    (match DeliveryStatus::parse(s) {
-        Some(DeliveryStatus::Pending) => pb::DeliveryStatus::Pending,
-        Some(DeliveryStatus::Success) => pb::DeliveryStatus::Success,
-        Some(DeliveryStatus::Retrying) => pb::DeliveryStatus::Retrying,
-        Some(DeliveryStatus::Failed) => pb::DeliveryStatus::Failed,
-        None => pb::DeliveryStatus::Unspecified,
-    }) as i32
 }
 
 fn status_from_pb(v: i32) -> Result<Option<&'static str>, Status> {
@@ -98,7 +88,7 @@ impl From<DeliveryRow> for pb::Delivery {
             event_id: r.event_id.to_string(),
             endpoint_id: r.endpoint_id.to_string(),
             event_type: r.event_type,
-            status: status_to_pb(&r.status),
+            status: pb::DeliveryStatus::from_stored(&r.status) as i32,
             attempt_count: r.attempt_count.max(0) as u32,
             response_status: r.response_status.unwrap_or(0).max(0) as u32,
             response_body: r.response_body,
@@ -273,7 +263,7 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
                     error: a.error.unwrap_or_default(),
                     latency_ms: a.latency_ms.max(0) as u32,
                     trigger: a.trigger,
-                    status: status_to_pb(&a.status),
+                    status: pb::DeliveryStatus::from_stored(&a.status) as i32,
                 })
                 .collect(),
         }))
@@ -310,7 +300,7 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
                     event_type: r.event_type,
                     endpoint_id: r.endpoint_id.to_string(),
                     endpoint_url: r.url.unwrap_or_default(),
-                    status: status_to_pb(&r.status),
+                    status: pb::DeliveryStatus::from_stored(&r.status) as i32,
                     response_status: r.response_status.unwrap_or(0).max(0) as u32,
                     attempt_count: r.attempt_count.max(0) as u32,
                     at: Some(ts(r.at)),

@@ -29,7 +29,9 @@ pub async fn serve(
     ready: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<Option<std::net::SocketAddr>> {
-    if addr.trim().is_empty() {
+    // `off`: an empty environment variable reads as unset (the default address), so turning
+    // the endpoint off takes a word.
+    if addr.trim().is_empty() || addr.trim().eq_ignore_ascii_case("off") {
         return Ok(None);
     }
     let listener = TcpListener::bind(addr).await?;
