@@ -16,7 +16,7 @@ use herald_broker::lapin::message::Delivery;
 use herald_broker::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use herald_broker::lapin::types::{AMQPValue, FieldTable, ShortString};
 use herald_broker::{Topology, connect, string_headers};
-use herald_core::wire::{AbandonedRecord, DeliveryKey, DeliveryTask};
+use herald_core::wire::{AbandonedRecord, DeliveryKey, DeliveryTask, storable};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -72,6 +72,12 @@ impl DeadLetter {
             .into_iter()
             // Trace context is noise here; the rest is the broker's own bookkeeping.
             .filter(|(k, _)| k != "traceparent" && k != "tracestate")
+            .map(|(mut k, mut v)| {
+                // Anything may arrive here; jsonb refuses NUL and the row must be written.
+                storable(&mut k);
+                storable(&mut v);
+                (k, v)
+            })
             .collect();
         let queue_name = headers
             .get("x-first-death-queue")
