@@ -26,6 +26,6 @@ pub use batcher::RecordBatcher;
 pub use error::{Error, Result};
 pub use lapin;
 pub use publisher::{
-    Outgoing, Publisher, connect, queue_depths, sample_queue_depths, string_headers,
+    Outgoing, Publisher, connect, consume, queue_depths, sample_queue_depths, string_headers,
 };
 pub use topology::{QueueType, Topology, WORK_KEY};

@@ -43,6 +43,33 @@ pub fn string_headers(props: &BasicProperties) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A consumer of `queue` on a connection of its own, with the topology declared and
+/// `prefetch` unacked messages: the start of every consuming session (dispatcher work queue,
+/// ledger records, dead letters). The connection and channel must live as long as the
+/// consumer.
+pub async fn consume(
+    url: &str,
+    name: &str,
+    topology: &Topology,
+    queue: &str,
+    prefetch: u16,
+) -> Result<(Connection, Channel, lapin::Consumer)> {
+    let conn = connect(url, name).await?;
+    let ch = conn.create_channel().await?;
+    topology.declare(&ch).await?;
+    ch.basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+        .await?;
+    let consumer = ch
+        .basic_consume(
+            ShortString::from(queue),
+            ShortString::from(""),
+            lapin::options::BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((conn, ch, consumer))
+}
+
 /// Opens a connection named after the service (visible in the management UI).
 pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());

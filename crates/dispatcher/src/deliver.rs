@@ -109,17 +109,7 @@ impl Dispatcher {
         }
 
         let started_at = Utc::now();
-        let headers = build_headers(&endpoint, task, started_at);
-        let timeout = Duration::from_millis(u64::from(endpoint.timeout_ms));
-        let outcome = self
-            .http
-            .post(
-                &endpoint.url,
-                headers,
-                Bytes::copy_from_slice(&task.payload),
-                timeout,
-            )
-            .await;
+        let outcome = post_task(&self.http, &endpoint, task, started_at).await;
 
         let schedule = match &endpoint.retry_schedule_ms {
             Some(ms) => RetrySchedule::from_millis(ms)
@@ -429,6 +419,23 @@ impl Dispatcher {
 
 fn header(name: &str) -> Option<HeaderName> {
     HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
+/// POSTs `task` to its endpoint as an attempt started `at`: signed headers, the payload as
+/// sent by the publisher, bounded by the endpoint's timeout. Deliveries and test sends alike.
+pub async fn post_task(
+    http: &crate::http::Client,
+    endpoint: &Arc<Endpoint>,
+    task: &DeliveryTask,
+    at: DateTime<Utc>,
+) -> Result<crate::http::Response, crate::http::Failure> {
+    http.post(
+        &endpoint.url,
+        build_headers(endpoint, task, at),
+        Bytes::copy_from_slice(&task.payload),
+        Duration::from_millis(u64::from(endpoint.timeout_ms)),
+    )
+    .await
 }
 
 /// Every header of one attempt: content type, User-Agent, the tenant-prefixed event type,

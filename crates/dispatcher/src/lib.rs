@@ -21,10 +21,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_broker::lapin::message::Delivery;
-use herald_broker::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-};
-use herald_broker::lapin::types::{FieldTable, ShortString};
+use herald_broker::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use herald_broker::lapin::types::ShortString;
 use herald_broker::{Publisher, QueueType, RecordBatcher, Topology};
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
@@ -36,7 +34,7 @@ use tracing::Instrument;
 
 pub use crate::config::Config;
 use crate::deliver::Decision;
-pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers};
+pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers, post_task};
 
 /// Shared handles of one dispatcher.
 #[derive(Clone)]
@@ -151,25 +149,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
+/// Hands a task back to the broker for another attempt (another dispatcher, or this one later).
+async fn requeue(delivery: &Delivery) {
+    let _ = delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await;
+}
+
 impl Dispatcher {
     /// One consumer session; returns `Ok` on shutdown, `Err` when the connection broke.
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let topo = self.publisher.topology().clone();
-        let conn =
-            herald_broker::connect(&self.config.common.amqp_url, "herald-dispatcher-consumer")
-                .await?;
-        let ch = conn.create_channel().await?;
-        topo.declare(&ch).await?;
-        ch.basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = ch
-            .basic_consume(
-                ShortString::from(topo.work_queue()),
-                ShortString::from(""),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (conn, ch, mut consumer) = herald_broker::consume(
+            &self.config.common.amqp_url,
+            "herald-dispatcher-consumer",
+            &topo,
+            &topo.work_queue(),
+            self.config.prefetch,
+        )
+        .await?;
         tracing::info!(queue = %topo.work_queue(), prefetch = self.config.prefetch, "dispatcher consuming");
         self.consuming
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -259,26 +261,14 @@ impl Dispatcher {
                 Err(e) => {
                     tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot load endpoint, holding task");
                     if !self.wait(&mut backoff, shutdown).await {
-                        let _ = delivery
-                            .acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                multiple: false,
-                            })
-                            .await;
+                        requeue(&delivery).await;
                         return;
                     }
                 }
             }
         };
         if let Decision::Requeue = decision {
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+            requeue(&delivery).await;
             return;
         }
         if let Decision::Publish(follow, done) = decision {

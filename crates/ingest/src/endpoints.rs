@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use herald_core::filter::Filter;
@@ -393,17 +392,7 @@ impl Ingest {
             created_at: now,
             payload: event.payload,
         };
-        let headers = herald_dispatcher::build_headers(&endpoint, &task, now);
-        let timeout = Duration::from_millis(u64::from(endpoint.timeout_ms));
-        let outcome = self
-            .http
-            .post(
-                &endpoint.url,
-                headers,
-                bytes::Bytes::copy_from_slice(&task.payload),
-                timeout,
-            )
-            .await;
+        let outcome = herald_dispatcher::post_task(&self.http, &endpoint, &task, now).await;
         let (status, body, latency, error) = match outcome {
             Ok(r) => (Some(r.status), r.body, r.latency, None),
             Err(f) => (None, Vec::new(), f.latency, Some(f.reason)),

@@ -49,6 +49,8 @@ pub struct Idempotency {
     ttl: Duration,
     /// How long a reservation stays `pending` when its publish never completes (ingest died).
     pending_ttl: Duration,
+    /// [`RESERVE`], hashed once.
+    reserve: redis::Script,
 }
 
 /// Outcome of reserving a key.
@@ -72,6 +74,7 @@ impl Idempotency {
             prefix: prefix.to_owned(),
             ttl,
             pending_ttl,
+            reserve: redis::Script::new(RESERVE),
         }
     }
 
@@ -92,7 +95,8 @@ impl Idempotency {
         let mut conn = self.redis.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let deadline = now + self.pending_ttl.as_millis().max(1) as i64;
-        let (outcome, value): (String, String) = redis::Script::new(RESERVE)
+        let (outcome, value): (String, String) = self
+            .reserve
             .key(self.key(tenant, key))
             .arg(Uuid::now_v7().to_string())
             .arg(now)

@@ -11,11 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_broker::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-};
-use herald_broker::lapin::types::{FieldTable, ShortString};
-use herald_broker::{Topology, connect};
+use herald_broker::lapin::options::{BasicAckOptions, BasicRejectOptions};
+use herald_broker::lapin::types::ShortString;
+use herald_broker::{Topology, consume};
 use herald_core::wire::LedgerBatch;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -72,19 +70,14 @@ async fn session(
     shutdown: &CancellationToken,
     consuming: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let conn = connect(&config.common.amqp_url, "herald-ledger").await?;
-    let ch = conn.create_channel().await?;
-    topology.declare(&ch).await?;
-    ch.basic_qos(config.prefetch, BasicQosOptions::default())
-        .await?;
-    let mut consumer = ch
-        .basic_consume(
-            ShortString::from(topology.ledger_queue()),
-            ShortString::from(""),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (conn, ch, mut consumer) = consume(
+        &config.common.amqp_url,
+        "herald-ledger",
+        topology,
+        &topology.ledger_queue(),
+        config.prefetch,
+    )
+    .await?;
     tracing::info!(queue = %topology.ledger_queue(), "ledger consuming");
     consuming.store(true, Ordering::Relaxed);
     loop {

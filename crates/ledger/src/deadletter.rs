@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_broker::lapin::message::Delivery;
-use herald_broker::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use herald_broker::lapin::types::{AMQPValue, FieldTable, ShortString};
-use herald_broker::{Topology, connect, string_headers};
+use herald_broker::lapin::options::BasicAckOptions;
+use herald_broker::lapin::types::{AMQPValue, ShortString};
+use herald_broker::{Topology, consume, string_headers};
 use herald_core::wire::{AbandonedRecord, DeliveryKey, DeliveryTask, storable};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -176,18 +176,14 @@ pub async fn session(
     pool: &PgPool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let conn = connect(&config.common.amqp_url, "herald-ledger-dead-letters").await?;
-    let ch = conn.create_channel().await?;
-    topology.declare(&ch).await?;
-    ch.basic_qos(16, BasicQosOptions::default()).await?;
-    let mut consumer = ch
-        .basic_consume(
-            ShortString::from(topology.dead_queue()),
-            ShortString::from(""),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (conn, ch, mut consumer) = consume(
+        &config.common.amqp_url,
+        "herald-ledger-dead-letters",
+        topology,
+        &topology.dead_queue(),
+        16,
+    )
+    .await?;
     loop {
         let d = tokio::select! {
             _ = shutdown.cancelled() => break,
