@@ -1,5 +1,6 @@
 //! End-to-end tests against the real PostgreSQL, Redis and RabbitMQ on localhost.
 
+mod acks;
 mod at_rest;
 mod dead_letters;
 mod egress;

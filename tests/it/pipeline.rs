@@ -364,6 +364,62 @@ async fn idempotency_key_returns_the_first_event_and_delivers_once() {
         .unwrap()
         .into_inner();
     assert!(!theirs.duplicate);
+
+    // In a batch (keys reserved together): each key once; a key repeated in the same call is
+    // refused for that event only; a second batch gets the first events back.
+    let keyed = |key: &str| pb::PublishRequest {
+        event_type: "a.b".into(),
+        payload: b"{}".to_vec(),
+        idempotency_key: Some(key.into()),
+        occurred_at: None,
+    };
+    let batch = |keys: &[&str]| {
+        authed(
+            pb::PublishBatchRequest {
+                events: keys.iter().map(|k| keyed(k)).collect(),
+            },
+            &tenant.api_key,
+        )
+    };
+    use pb::publish_result::Outcome;
+    let accepted = |r: &pb::PublishResult| match &r.outcome {
+        Some(Outcome::Accepted(ok)) => ok.clone(),
+        other => panic!("expected accepted, got {other:?}"),
+    };
+    let first = events
+        .publish_batch(batch(&["b-1", "order-42", "b-2", "b-1"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let (b1, b2) = (accepted(&first[0]), accepted(&first[2]));
+    assert!(!b1.duplicate && !b2.duplicate);
+    assert_ne!(b1.event_id, b2.event_id);
+    let earlier = accepted(&first[1]);
+    assert!(earlier.duplicate, "order-42 was published above");
+    match &first[3].outcome {
+        Some(Outcome::Error(e)) => {
+            assert_eq!(e.code, tonic::Code::Aborted as i32);
+            assert!(e.message.contains("earlier in the same batch"), "{e:?}");
+        }
+        other => panic!("expected the repeated key refused, got {other:?}"),
+    }
+    let again = events
+        .publish_batch(batch(&["b-2", "b-1"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(accepted(&again[0]).event_id, b2.event_id);
+    assert_eq!(accepted(&again[1]).event_id, b1.event_id);
+    assert!(again.iter().all(|r| accepted(r).duplicate));
+    for _ in 0..2 {
+        rx.next(Duration::from_secs(10)).await;
+    }
+    assert!(
+        rx.drain_for(Duration::from_millis(800)).await.is_empty(),
+        "each keyed event of the batches is delivered once"
+    );
     herald.stop().await;
 }
 

@@ -11,17 +11,20 @@
 //! - exchange `p.dead` (fanout) → queue `p.dead.letters`: messages rejected as unprocessable or
 //!   redelivered too often (quorum delivery limit), so one poison message never blocks a queue.
 //!
-//! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit).
+//! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit), and
+//! consumer acks of completed deliveries share frames ([`Acks`]).
 //!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
 //! after the broker confirmed every message, and fails if any was nacked or unroutable. That is
 //! what lets ingest answer OK and the dispatcher ack only once follow-ups are safe.
 
+mod acks;
 mod batcher;
 mod error;
 mod publisher;
 mod topology;
 
+pub use acks::{AckPolicy, Acks};
 pub use batcher::RecordBatcher;
 pub use error::{Error, Result};
 pub use lapin;

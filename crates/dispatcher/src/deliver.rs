@@ -403,17 +403,7 @@ impl Dispatcher {
     }
 
     pub async fn mark_done(&self, delivery_id: Uuid) {
-        let mut conn = self.redis.clone();
-        let r: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(self.done_key(delivery_id))
-            .arg(1)
-            .arg("EX")
-            .arg(self.config.done_ttl.as_secs().max(1))
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = r {
-            tracing::debug!(%delivery_id, error = %e, "could not mark delivery done in redis");
-        }
+        self.done.mark(self.done_key(delivery_id)).await;
     }
 }
 

@@ -11,6 +11,7 @@
 mod cache;
 mod config;
 mod deliver;
+mod done;
 pub mod http;
 mod metrics;
 pub mod ratelimit;
@@ -21,9 +22,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_broker::lapin::message::Delivery;
-use herald_broker::lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use herald_broker::lapin::options::BasicCancelOptions;
 use herald_broker::lapin::types::ShortString;
-use herald_broker::{Publisher, QueueType, RecordBatcher, Topology};
+use herald_broker::{AckPolicy, Acks, Publisher, QueueType, RecordBatcher, Topology};
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
 use herald_store::Store;
@@ -45,6 +46,8 @@ pub(crate) struct Dispatcher {
     /// Attempt records of concurrent deliveries share ledger messages.
     records: RecordBatcher,
     redis: redis::aio::ConnectionManager,
+    /// Succeeded deliveries, marked in shared Redis pipelines.
+    done: done::DoneMarks,
     endpoints: cache::EndpointCache,
     http: http::Client,
     delays: Arc<Mutex<HashSet<u64>>>,
@@ -84,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         records: RecordBatcher::start(publisher.clone(), 500, config.publish_channels.max(2)),
         publisher: publisher.clone(),
         limiter: ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
+        done: done::DoneMarks::start(redis.clone(), config.done_ttl.as_secs()),
         redis,
         delays: Arc::default(),
         recent_failures: Arc::default(),
@@ -149,15 +153,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Hands a task back to the broker for another attempt (another dispatcher, or this one later).
-async fn requeue(delivery: &Delivery) {
-    let _ = delivery
-        .acker
-        .nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        })
-        .await;
+/// How a worked task leaves the dispatcher.
+enum Settle {
+    /// Done (follow-ups confirmed): ack.
+    Ack,
+    /// Not attempted: back on the queue now.
+    Requeue,
+    /// Unreadable: dead-lettered.
+    Reject,
+    /// Left unacked (shutting down mid-step): the broker hands it out again.
+    Hold,
 }
 
 impl Dispatcher {
@@ -175,6 +180,7 @@ impl Dispatcher {
         tracing::info!(queue = %topo.work_queue(), prefetch = self.config.prefetch, "dispatcher consuming");
         self.consuming
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let acks = Acks::start(ch.clone(), AckPolicy::default());
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut inflight = JoinSet::new();
         let result = loop {
@@ -192,15 +198,20 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => break Ok(()),
                 p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
             };
+            acks.received(delivery.delivery_tag);
             let this = self.clone();
             let stop = shutdown.clone();
+            let acks = acks.clone();
             inflight.spawn(async move {
-                this.handle(delivery, &stop).await;
+                this.handle(delivery, &acks, &stop).await;
                 drop(permit);
             });
         };
-        // Stop taking new tasks, let the ones in flight finish, hand back the rest.
-        let _ = ch.close(200, ShortString::from("stopping")).await.err();
+        // Stop taking new tasks, let the ones in flight finish and ack them; closing the
+        // channel then hands back the rest (and whatever was prefetched but not started).
+        let _ = ch
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
         let grace = self.config.shutdown_grace;
         if tokio::time::timeout(grace, async {
             while inflight.join_next().await.is_some() {}
@@ -214,13 +225,15 @@ impl Dispatcher {
             );
             inflight.abort_all();
         }
+        acks.close().await;
+        let _ = ch.close(200, ShortString::from("stopping")).await;
         self.consuming
             .store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = conn.close(200, ShortString::from("stopping")).await;
         result
     }
 
-    async fn handle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+    async fn handle(&self, delivery: Delivery, acks: &Acks, shutdown: &CancellationToken) {
         // Continue the trace of the event (or the attempt) that queued this task.
         let span = tracing::info_span!(
             "dispatcher.deliver",
@@ -234,21 +247,24 @@ impl Dispatcher {
         );
         let in_flight = ::metrics::gauge!("herald_deliveries_in_flight");
         in_flight.increment(1.0);
-        self.handle_in(delivery, shutdown).instrument(span).await;
+        let tag = delivery.delivery_tag;
+        match self.handle_in(delivery, shutdown).instrument(span).await {
+            Settle::Ack => acks.ack(tag),
+            Settle::Requeue => acks.requeue(tag),
+            Settle::Reject => acks.reject(tag),
+            Settle::Hold => {}
+        }
         in_flight.decrement(1.0);
     }
 
-    async fn handle_in(&self, delivery: Delivery, shutdown: &CancellationToken) {
+    /// Works a task; says how to settle it.
+    async fn handle_in(&self, delivery: Delivery, shutdown: &CancellationToken) -> Settle {
         let task = match DeliveryTask::decode(&delivery.data) {
             Ok(t) => t,
             Err(e) => {
                 ::metrics::counter!("herald_dispatcher_unreadable_tasks_total").increment(1);
                 tracing::error!(error = %e, "unreadable delivery task, dead-lettering it");
-                let _ = delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
-                return;
+                return Settle::Reject;
             }
         };
         let span = tracing::Span::current();
@@ -261,15 +277,13 @@ impl Dispatcher {
                 Err(e) => {
                     tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot load endpoint, holding task");
                     if !self.wait(&mut backoff, shutdown).await {
-                        requeue(&delivery).await;
-                        return;
+                        return Settle::Requeue;
                     }
                 }
             }
         };
         if let Decision::Requeue = decision {
-            requeue(&delivery).await;
-            return;
+            return Settle::Requeue;
         }
         if let Decision::Publish(follow, done) = decision {
             let mut backoff = Duration::from_millis(200);
@@ -277,16 +291,14 @@ impl Dispatcher {
                 tracing::warn!(delivery_id = %task.delivery_id, error = %e, "follow-up publish failed, holding task");
                 if !self.wait(&mut backoff, shutdown).await {
                     // Unacked: the task comes back and is attempted again (a duplicate at most).
-                    return;
+                    return Settle::Hold;
                 }
             }
             if let Some(id) = done {
                 self.mark_done(id).await;
             }
         }
-        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-            tracing::warn!(delivery_id = %task.delivery_id, error = %e, "ack failed; the task will be redelivered");
-        }
+        Settle::Ack
     }
 
     /// Publishes a task's follow-ups: its own messages and its records (in a shared ledger

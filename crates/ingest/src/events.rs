@@ -74,31 +74,61 @@ impl Ingest {
         tenant: Uuid,
         input: Vec<Result<validate::Event>>,
     ) -> Vec<Result<pb::PublishResponse>> {
+        // Reserve every key at once (one pipelined round trip rather than one per event); a
+        // key repeated within the call is refused like a concurrent publish with that key.
+        let mut seen = std::collections::HashSet::new();
+        let repeated: Vec<bool> = input
+            .iter()
+            .map(|item| match item {
+                Ok(validate::Event {
+                    idempotency_key: Some(key),
+                    ..
+                }) => !seen.insert(key.as_str()),
+                _ => false,
+            })
+            .collect();
+        let reservations = futures::future::join_all(input.iter().zip(&repeated).map(
+            |(item, &repeated)| async move {
+                match item {
+                    Ok(validate::Event {
+                        idempotency_key: Some(key),
+                        ..
+                    }) if !repeated => Some(self.idempotency.reserve(tenant, key).await),
+                    _ => None,
+                }
+            },
+        ))
+        .await;
         let mut slots = Vec::with_capacity(input.len());
-        for item in input {
-            let slot = match item {
-                Err(e) => Slot::Done(Err(e)),
-                Ok(event) => match &event.idempotency_key {
-                    None => Slot::Pending {
-                        event,
-                        event_id: Uuid::now_v7(),
-                    },
-                    Some(key) => match self.idempotency.reserve(tenant, key).await {
-                        Ok(Reservation::Publish { event_id }) => Slot::Pending { event, event_id },
-                        Ok(Reservation::Duplicate {
-                            event_id,
-                            deliveries,
-                        }) => {
-                            metrics::counter!("herald_idempotency_hits_total").increment(1);
-                            Slot::Done(Ok(pb::PublishResponse {
-                                event_id: event_id.to_string(),
-                                deliveries,
-                                duplicate: true,
-                            }))
-                        }
-                        Err(e) => Slot::Done(Err(e)),
-                    },
+        for ((item, repeated), reservation) in input.into_iter().zip(repeated).zip(reservations) {
+            let slot = match (item, reservation) {
+                (Err(e), _) => Slot::Done(Err(e)),
+                (Ok(_), None) if repeated => Slot::Done(Err(Error::Aborted(
+                    "this idempotency key appears earlier in the same batch; retry it on its own"
+                        .into(),
+                ))),
+                (Ok(event), None) => Slot::Pending {
+                    event,
+                    event_id: Uuid::now_v7(),
                 },
+                (Ok(event), Some(Ok(Reservation::Publish { event_id }))) => {
+                    Slot::Pending { event, event_id }
+                }
+                (
+                    Ok(_),
+                    Some(Ok(Reservation::Duplicate {
+                        event_id,
+                        deliveries,
+                    })),
+                ) => {
+                    metrics::counter!("herald_idempotency_hits_total").increment(1);
+                    Slot::Done(Ok(pb::PublishResponse {
+                        event_id: event_id.to_string(),
+                        deliveries,
+                        duplicate: true,
+                    }))
+                }
+                (Ok(_), Some(Err(e))) => Slot::Done(Err(e)),
             };
             slots.push(slot);
         }
@@ -197,35 +227,40 @@ impl Ingest {
         let (tasks, records) = tokio::join!(self.publisher.publish(&messages), records);
         let handed_off = records.into_iter().fold(tasks, |all, r| all.and(r));
         crate::metrics::handed_off(&accepted, handed_off.is_ok());
-        let mut out = Vec::with_capacity(slots.len());
-        for (slot, acc) in slots.into_iter().zip(accepted) {
-            match (slot, acc) {
-                (Slot::Done(r), _) => out.push(r),
-                (Slot::Pending { event, .. }, Some((event_id, n))) => match &handed_off {
-                    Ok(()) => {
-                        if let Some(key) = &event.idempotency_key {
-                            self.idempotency.complete(tenant, key, event_id, n).await;
+        // Record the outcome of every key at once, then answer in input order.
+        futures::future::join_all(slots.into_iter().zip(accepted).map(|(slot, acc)| {
+                let handed_off = &handed_off;
+                async move {
+                    let (event, event_id, n) = match (slot, acc) {
+                        (Slot::Done(r), _) => return r,
+                        (Slot::Pending { event, .. }, Some((event_id, n))) => (event, event_id, n),
+                        (Slot::Pending { .. }, None) => {
+                            unreachable!("every pending slot was accepted")
                         }
-                        tracing::debug!(%event_id, event_type = %event.event_type, deliveries = n, "event accepted");
-                        out.push(Ok(pb::PublishResponse {
-                            event_id: event_id.to_string(),
-                            deliveries: n,
-                            duplicate: false,
-                        }));
-                    }
-                    Err(e) => {
-                        // Some of it may be in the broker: a retry resumes this event id.
-                        if let Some(key) = &event.idempotency_key {
-                            self.idempotency.interrupted(tenant, key, event_id).await;
+                    };
+                    match handed_off {
+                        Ok(()) => {
+                            if let Some(key) = &event.idempotency_key {
+                                self.idempotency.complete(tenant, key, event_id, n).await;
+                            }
+                            tracing::debug!(%event_id, event_type = %event.event_type, deliveries = n, "event accepted");
+                            Ok(pb::PublishResponse {
+                                event_id: event_id.to_string(),
+                                deliveries: n,
+                                duplicate: false,
+                            })
                         }
-                        let e: Error = clone_broker_err(e);
-                        out.push(Err(e));
+                        Err(e) => {
+                            // Some of it may be in the broker: a retry resumes this event id.
+                            if let Some(key) = &event.idempotency_key {
+                                self.idempotency.interrupted(tenant, key, event_id).await;
+                            }
+                            Err(clone_broker_err(e))
+                        }
                     }
-                },
-                (Slot::Pending { .. }, None) => unreachable!("every pending slot was accepted"),
-            }
-        }
-        out
+                }
+            }))
+            .await
     }
 
     async fn release_all(&self, tenant: Uuid, slots: &[Slot]) {

@@ -1,0 +1,161 @@
+//! Coalesced acks (`herald_broker::Acks`) against the real RabbitMQ: a multiple ack never
+//! settles a delivery still being worked on, completed deliveries behind a straggler are still
+//! acked, and a requeue goes back to the queue even when acks around it are coalesced.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_broker::lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use herald_broker::lapin::types::{FieldTable, ShortString};
+use herald_broker::lapin::{BasicProperties, Channel, Connection};
+use herald_broker::{AckPolicy, Acks};
+use herald_tests::AMQP_URL;
+
+/// An exclusive queue (gone with the connection) holding messages "0".."n-1".
+async fn queue_with(n: usize) -> (Connection, Channel, String) {
+    let conn = herald_broker::connect(AMQP_URL, "herald-tests-acks")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let name = format!("herald-acks-{}", uuid::Uuid::new_v4().simple());
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), options, FieldTable::default())
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..n {
+        ch.basic_publish(
+            "".into(),
+            name.as_str().into(),
+            BasicPublishOptions::default(),
+            i.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    (conn, ch, name)
+}
+
+/// Consumes `n` deliveries on a new channel; returns the channel and (tag, body) in order.
+async fn take(conn: &Connection, queue: &str, n: usize) -> (Channel, Vec<(u64, String)>) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("delivery in time")
+            .unwrap()
+            .unwrap();
+        got.push((d.delivery_tag, String::from_utf8(d.data).unwrap()));
+    }
+    (ch, got)
+}
+
+/// Closes a consumer channel: the broker hands back what it did not see settled.
+async fn close(ch: &Channel) {
+    // lapin may report the close as already under way; the channel is closed either way.
+    let _ = ch.close(200, "test".into()).await;
+    assert!(!ch.status().connected());
+}
+
+/// What is left in the queue once every consumer channel is closed.
+async fn remaining(conn: &Connection, queue: &str) -> Vec<String> {
+    let ch = conn.create_channel().await.unwrap();
+    let mut left = Vec::new();
+    while let Some(m) = ch
+        .basic_get(ShortString::from(queue), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        left.push(String::from_utf8(m.delivery.data).unwrap());
+    }
+    left.sort();
+    left
+}
+
+#[tokio::test]
+async fn a_straggler_stays_unacked_while_the_deliveries_after_it_are_acked() {
+    let (conn, _ch, queue) = queue_with(6).await;
+    let (ch, got) = take(&conn, &queue, 6).await;
+    let acks = Acks::start(
+        ch.clone(),
+        AckPolicy {
+            max_wait: Duration::from_millis(30),
+            max_waiting: 64,
+        },
+    );
+    for (tag, _) in &got {
+        acks.received(*tag);
+    }
+    // The first delivery is still being worked on; the others finish.
+    for (tag, _) in &got[1..] {
+        acks.ack(*tag);
+    }
+    // After max_wait they are acked one by one, while the channel stays open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    close(&ch).await;
+    assert_eq!(remaining(&conn, &queue).await, vec![got[0].1.clone()]);
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn closing_acks_what_finished_and_hands_back_what_did_not() {
+    let (conn, _ch, queue) = queue_with(8).await;
+    let (ch, got) = take(&conn, &queue, 8).await;
+    let acks = Acks::start(ch.clone(), AckPolicy::default());
+    for (tag, _) in &got {
+        acks.received(*tag);
+    }
+    // Finished out of order, except one handed back and one never settled (shutdown).
+    for i in [7, 0, 2, 1, 5, 6] {
+        acks.ack(got[i].0);
+    }
+    acks.requeue(got[3].0);
+    acks.close().await;
+    close(&ch).await;
+    let mut expected = vec![got[3].1.clone(), got[4].1.clone()];
+    expected.sort();
+    assert_eq!(remaining(&conn, &queue).await, expected);
+    let _ = conn.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn a_rejected_delivery_is_not_requeued_and_a_run_around_it_is_acked() {
+    let (conn, _ch, queue) = queue_with(5).await;
+    let (ch, got) = take(&conn, &queue, 5).await;
+    let acks = Acks::start(ch.clone(), AckPolicy::default());
+    for (tag, _) in &got {
+        acks.received(*tag);
+    }
+    acks.ack(got[0].0);
+    acks.reject(got[1].0);
+    for (tag, _) in &got[2..] {
+        acks.ack(*tag);
+    }
+    // No close: the run up to the last tag goes out on its own, without waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    close(&ch).await;
+    assert!(remaining(&conn, &queue).await.is_empty());
+    let _ = conn.close(200, "done".into()).await;
+}
