@@ -12,10 +12,12 @@ pub struct Config {
     /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
     /// `127.0.0.1:9603`; empty disables it.
     pub metrics_addr: String,
-    /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher,
-    /// default 128.
+    /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher (the
+    /// tasks it holds at once, so memory is bounded by this times the largest payload),
+    /// default 512, at least 1.
     pub prefetch: u16,
-    /// `HERALD_DISPATCHER_CONCURRENCY`: deliveries in flight at once, default 128.
+    /// `HERALD_DISPATCHER_CONCURRENCY`: POSTs in flight at once, default 128. Held tasks beyond
+    /// it wait for their follow-up confirms, or for a free POST slot.
     pub concurrency: usize,
     /// `HERALD_RETRY_SCHEDULE`: default retry delays, default `1m,5m,15m,1h,6h`.
     pub retry_schedule: RetrySchedule,
@@ -59,7 +61,15 @@ impl Config {
         Ok(Self {
             common: Common::load(r)?,
             metrics_addr: r.string("HERALD_METRICS_ADDR", "127.0.0.1:9603"),
-            prefetch: r.parse("HERALD_DISPATCHER_PREFETCH", 128)?,
+            prefetch: match r.parse("HERALD_DISPATCHER_PREFETCH", 512)? {
+                0 => {
+                    return Err(ConfigError {
+                        name: "HERALD_DISPATCHER_PREFETCH".into(),
+                        message: "must be at least 1 (0 would mean unlimited to the broker)".into(),
+                    });
+                }
+                n => n,
+            },
             concurrency: r.parse("HERALD_DISPATCHER_CONCURRENCY", 128)?,
             retry_schedule: RetrySchedule::parse(&schedule).map_err(|e| ConfigError {
                 name: "HERALD_RETRY_SCHEDULE".into(),

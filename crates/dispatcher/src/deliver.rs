@@ -108,8 +108,15 @@ impl Dispatcher {
             }
         }
 
-        let started_at = Utc::now();
-        let outcome = post_task(&self.http, &endpoint, task, started_at).await;
+        let (started_at, outcome) = {
+            let _post = self
+                .posts
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            let at = Utc::now();
+            (at, post_task(&self.http, &endpoint, task, at).await)
+        };
 
         let schedule = match &endpoint.retry_schedule_ms {
             Some(ms) => RetrySchedule::from_millis(ms)

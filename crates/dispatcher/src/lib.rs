@@ -55,6 +55,10 @@ pub(crate) struct Dispatcher {
     /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
     /// failure streak even when the cached endpoint does not show one yet.
     recent_failures: Arc<Mutex<HashSet<uuid::Uuid>>>,
+    /// POSTs in flight at once (`HERALD_DISPATCHER_CONCURRENCY`). Tasks held (at most the
+    /// prefetch) outnumber them: most of a task's time goes to waiting for its follow-up
+    /// confirms, which needs no connection to the receiver.
+    posts: Arc<Semaphore>,
     /// True while a consumer session is open (readiness).
     consuming: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -92,6 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         delays: Arc::default(),
         recent_failures: Arc::default(),
         consuming: Arc::default(),
+        posts: Arc::new(Semaphore::new(config.concurrency.max(1))),
         config: Arc::new(config),
     };
     let ready: herald_telemetry::ops::Readiness = {
@@ -181,7 +186,6 @@ impl Dispatcher {
         self.consuming
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let acks = Acks::start(ch.clone(), AckPolicy::default());
-        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut inflight = JoinSet::new();
         let result = loop {
             while inflight.try_join_next().is_some() {}
@@ -194,18 +198,12 @@ impl Dispatcher {
                 Some(Err(e)) => break Err(anyhow::Error::from(e)),
                 None => break Err(anyhow::anyhow!("consumer cancelled by the broker")),
             };
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break Ok(()),
-                p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
-            };
             acks.received(delivery.delivery_tag);
             let this = self.clone();
             let stop = shutdown.clone();
             let acks = acks.clone();
-            inflight.spawn(async move {
-                this.handle(delivery, &acks, &stop).await;
-                drop(permit);
-            });
+            // No local bound needed: the broker hands out at most `prefetch` unacked tasks.
+            inflight.spawn(async move { this.handle(delivery, &acks, &stop).await });
         };
         // Stop taking new tasks, let the ones in flight finish and ack them; closing the
         // channel then hands back the rest (and whatever was prefetched but not started).
