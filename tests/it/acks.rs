@@ -79,6 +79,41 @@ async fn close(ch: &Channel) {
     assert!(!ch.status().connected());
 }
 
+/// `n` messages consumed on a fresh channel, each announced to a new [`Acks`].
+struct Consumed {
+    conn: Connection,
+    ch: Channel,
+    queue: String,
+    got: Vec<(u64, String)>,
+    acks: Acks,
+}
+
+async fn consumed(n: usize, policy: AckPolicy) -> Consumed {
+    let (conn, _publishing, queue) = queue_with(n).await;
+    let (ch, got) = take(&conn, &queue, n).await;
+    let acks = Acks::start(ch.clone(), policy);
+    for (tag, _) in &got {
+        acks.received(*tag);
+    }
+    Consumed {
+        conn,
+        ch,
+        queue,
+        got,
+        acks,
+    }
+}
+
+impl Consumed {
+    /// Closes the consumer channel; returns what went back to the queue.
+    async fn finish(self) -> Vec<String> {
+        close(&self.ch).await;
+        let left = remaining(&self.conn, &self.queue).await;
+        let _ = self.conn.close(200, "done".into()).await;
+        left
+    }
+}
+
 /// What is left in the queue once every consumer channel is closed.
 async fn remaining(conn: &Connection, queue: &str) -> Vec<String> {
     let ch = conn.create_channel().await.unwrap();
@@ -96,66 +131,44 @@ async fn remaining(conn: &Connection, queue: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_straggler_stays_unacked_while_the_deliveries_after_it_are_acked() {
-    let (conn, _ch, queue) = queue_with(6).await;
-    let (ch, got) = take(&conn, &queue, 6).await;
-    let acks = Acks::start(
-        ch.clone(),
-        AckPolicy {
-            max_wait: Duration::from_millis(30),
-            max_waiting: 64,
-        },
-    );
-    for (tag, _) in &got {
-        acks.received(*tag);
-    }
+    let policy = AckPolicy {
+        max_wait: Duration::from_millis(30),
+        max_waiting: 64,
+    };
+    let c = consumed(6, policy).await;
     // The first delivery is still being worked on; the others finish.
-    for (tag, _) in &got[1..] {
-        acks.ack(*tag);
+    for (tag, _) in &c.got[1..] {
+        c.acks.ack(*tag);
     }
     // After max_wait they are acked one by one, while the channel stays open.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    close(&ch).await;
-    assert_eq!(remaining(&conn, &queue).await, vec![got[0].1.clone()]);
-    let _ = conn.close(200, "done".into()).await;
+    let first = c.got[0].1.clone();
+    assert_eq!(c.finish().await, vec![first]);
 }
 
 #[tokio::test]
 async fn closing_acks_what_finished_and_hands_back_what_did_not() {
-    let (conn, _ch, queue) = queue_with(8).await;
-    let (ch, got) = take(&conn, &queue, 8).await;
-    let acks = Acks::start(ch.clone(), AckPolicy::default());
-    for (tag, _) in &got {
-        acks.received(*tag);
-    }
+    let c = consumed(8, AckPolicy::default()).await;
     // Finished out of order, except one handed back and one never settled (shutdown).
     for i in [7, 0, 2, 1, 5, 6] {
-        acks.ack(got[i].0);
+        c.acks.ack(c.got[i].0);
     }
-    acks.requeue(got[3].0);
-    acks.close().await;
-    close(&ch).await;
-    let mut expected = vec![got[3].1.clone(), got[4].1.clone()];
+    c.acks.requeue(c.got[3].0);
+    c.acks.close().await;
+    let mut expected = vec![c.got[3].1.clone(), c.got[4].1.clone()];
     expected.sort();
-    assert_eq!(remaining(&conn, &queue).await, expected);
-    let _ = conn.close(200, "done".into()).await;
+    assert_eq!(c.finish().await, expected);
 }
 
 #[tokio::test]
 async fn a_rejected_delivery_is_not_requeued_and_a_run_around_it_is_acked() {
-    let (conn, _ch, queue) = queue_with(5).await;
-    let (ch, got) = take(&conn, &queue, 5).await;
-    let acks = Acks::start(ch.clone(), AckPolicy::default());
-    for (tag, _) in &got {
-        acks.received(*tag);
-    }
-    acks.ack(got[0].0);
-    acks.reject(got[1].0);
-    for (tag, _) in &got[2..] {
-        acks.ack(*tag);
+    let c = consumed(5, AckPolicy::default()).await;
+    c.acks.ack(c.got[0].0);
+    c.acks.reject(c.got[1].0);
+    for (tag, _) in &c.got[2..] {
+        c.acks.ack(*tag);
     }
     // No close: the run up to the last tag goes out on its own, without waiting.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    close(&ch).await;
-    assert!(remaining(&conn, &queue).await.is_empty());
-    let _ = conn.close(200, "done".into()).await;
+    assert!(c.finish().await.is_empty());
 }

@@ -92,3 +92,37 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&Reader::new(&env))
+    }
+
+    #[test]
+    fn held_tasks_and_posts_have_their_own_bounds() {
+        let c = load(&[]).unwrap();
+        assert_eq!((c.prefetch, c.concurrency), (512, 128));
+        let c = load(&[
+            ("HERALD_DISPATCHER_PREFETCH", "64"),
+            ("HERALD_DISPATCHER_CONCURRENCY", "8"),
+        ])
+        .unwrap();
+        assert_eq!((c.prefetch, c.concurrency), (64, 8));
+    }
+
+    #[test]
+    fn a_prefetch_of_zero_is_refused_by_name() {
+        let e = load(&[("HERALD_DISPATCHER_PREFETCH", "0")]).unwrap_err();
+        assert_eq!(e.name, "HERALD_DISPATCHER_PREFETCH");
+        assert!(e.message.contains("at least 1"), "{}", e.message);
+    }
+}
