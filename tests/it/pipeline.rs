@@ -366,7 +366,8 @@ async fn idempotency_key_returns_the_first_event_and_delivers_once() {
     assert!(!theirs.duplicate);
 
     // In a batch (keys reserved together): each key once; a key repeated in the same call is
-    // refused for that event only; a second batch gets the first events back.
+    // refused for that event only (while its first occurrence is being published); a second
+    // batch gets the first events back.
     let keyed = |key: &str| pb::PublishRequest {
         event_type: "a.b".into(),
         payload: b"{}".to_vec(),
@@ -405,13 +406,15 @@ async fn idempotency_key_returns_the_first_event_and_delivers_once() {
         other => panic!("expected the repeated key refused, got {other:?}"),
     }
     let again = events
-        .publish_batch(batch(&["b-2", "b-1"]))
+        .publish_batch(batch(&["b-2", "b-1", "b-1"]))
         .await
         .unwrap()
         .into_inner()
         .results;
     assert_eq!(accepted(&again[0]).event_id, b2.event_id);
     assert_eq!(accepted(&again[1]).event_id, b1.event_id);
+    // A repeat of a key already accepted gets that event back like its first occurrence.
+    assert_eq!(accepted(&again[2]).event_id, b1.event_id);
     assert!(again.iter().all(|r| accepted(r).duplicate));
     for _ in 0..2 {
         rx.next(Duration::from_secs(10)).await;

@@ -78,6 +78,12 @@ impl Dispatcher {
             tracing::debug!(delivery_id = %task.delivery_id, "delivery already succeeded, skipping");
             return Ok(Decision::Skip);
         }
+        // A POST slot first, then the endpoint's token: tokens are only spent by requests about
+        // to go out, so tasks queued behind a slow endpoint cannot burst past a rate limit.
+        let post = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Decision::Requeue),
+            p = self.posts.acquire() => p.expect("the semaphore is never closed"),
+        };
         if endpoint.rate_limit_per_second > 0 {
             loop {
                 let wait = self
@@ -108,15 +114,9 @@ impl Dispatcher {
             }
         }
 
-        let (started_at, outcome) = {
-            let _post = self
-                .posts
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            let at = Utc::now();
-            (at, post_task(&self.http, &endpoint, task, at).await)
-        };
+        let started_at = Utc::now();
+        let outcome = post_task(&self.http, &endpoint, task, started_at).await;
+        drop(post);
 
         let schedule = match &endpoint.retry_schedule_ms {
             Some(ms) => RetrySchedule::from_millis(ms)

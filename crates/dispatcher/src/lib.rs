@@ -20,7 +20,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
 use herald_broker::lapin::message::Delivery;
 use herald_broker::lapin::options::BasicCancelOptions;
 use herald_broker::lapin::types::ShortString;
@@ -186,6 +188,9 @@ impl Dispatcher {
         self.consuming
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let acks = Acks::start(ch.clone(), AckPolicy::default());
+        // Ends this session's work: on shutdown, or when the connection broke (the broker has
+        // then handed every unacked task out again, so tasks not yet POSTed must not start).
+        let session = shutdown.child_token();
         let mut inflight = JoinSet::new();
         let result = loop {
             while inflight.try_join_next().is_some() {}
@@ -198,13 +203,27 @@ impl Dispatcher {
                 Some(Err(e)) => break Err(anyhow::Error::from(e)),
                 None => break Err(anyhow::anyhow!("consumer cancelled by the broker")),
             };
-            acks.received(delivery.delivery_tag);
+            let tag = delivery.delivery_tag;
+            acks.received(tag);
             let this = self.clone();
-            let stop = shutdown.clone();
+            let stop = session.clone();
             let acks = acks.clone();
             // No local bound needed: the broker hands out at most `prefetch` unacked tasks.
-            inflight.spawn(async move { this.handle(delivery, &acks, &stop).await });
+            inflight.spawn(async move {
+                let work = AssertUnwindSafe(this.handle(delivery, &acks, &stop));
+                if work.catch_unwind().await.is_err() {
+                    // Settle it, or its tag would hold every later ack back for the session.
+                    tracing::error!(
+                        delivery_tag = tag,
+                        "delivery task panicked, handing it back"
+                    );
+                    acks.requeue(tag);
+                }
+            });
         };
+        if result.is_err() {
+            session.cancel();
+        }
         // Stop taking new tasks, let the ones in flight finish and ack them; closing the
         // channel then hands back the rest (and whatever was prefetched but not started).
         let _ = ch
@@ -221,9 +240,10 @@ impl Dispatcher {
                 left = inflight.len(),
                 "grace period over, handing in-flight deliveries back"
             );
-            inflight.abort_all();
+            inflight.shutdown().await;
         }
-        acks.close().await;
+        // Bounded: a stalled socket must not hold the shutdown (unacked tasks come back).
+        let _ = tokio::time::timeout(Duration::from_secs(5), acks.close()).await;
         let _ = ch.close(200, ShortString::from("stopping")).await;
         self.consuming
             .store(false, std::sync::atomic::Ordering::Relaxed);

@@ -74,39 +74,52 @@ impl Ingest {
         tenant: Uuid,
         input: Vec<Result<validate::Event>>,
     ) -> Vec<Result<pb::PublishResponse>> {
-        // Reserve every key at once (one pipelined round trip rather than one per event); a
-        // key repeated within the call is refused like a concurrent publish with that key.
-        let mut seen = std::collections::HashSet::new();
-        let repeated: Vec<bool> = input
+        // Reserve every key at once (one pipelined round trip rather than one per event). A key
+        // repeated within the call gets what its first occurrence got if that is an event
+        // already accepted, else it is refused like a concurrent publish with that key.
+        let mut seen = std::collections::HashMap::new();
+        let earlier: Vec<Option<usize>> = input
             .iter()
-            .map(|item| match item {
+            .enumerate()
+            .map(|(i, item)| match item {
                 Ok(validate::Event {
                     idempotency_key: Some(key),
                     ..
-                }) => !seen.insert(key.as_str()),
-                _ => false,
+                }) => match seen.entry(key.as_str()) {
+                    std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(i);
+                        None
+                    }
+                },
+                _ => None,
             })
             .collect();
-        let reservations = futures::future::join_all(input.iter().zip(&repeated).map(
-            |(item, &repeated)| async move {
+        let reservations = futures::future::join_all(input.iter().zip(&earlier).map(
+            |(item, earlier)| async move {
                 match item {
                     Ok(validate::Event {
                         idempotency_key: Some(key),
                         ..
-                    }) if !repeated => Some(self.idempotency.reserve(tenant, key).await),
+                    }) if earlier.is_none() => Some(self.idempotency.reserve(tenant, key).await),
                     _ => None,
                 }
             },
         ))
         .await;
-        let mut slots = Vec::with_capacity(input.len());
-        for ((item, repeated), reservation) in input.into_iter().zip(repeated).zip(reservations) {
+        let mut slots: Vec<Slot> = Vec::with_capacity(input.len());
+        for ((item, earlier), reservation) in input.into_iter().zip(earlier).zip(reservations) {
             let slot = match (item, reservation) {
                 (Err(e), _) => Slot::Done(Err(e)),
-                (Ok(_), None) if repeated => Slot::Done(Err(Error::Aborted(
-                    "this idempotency key appears earlier in the same batch; retry it on its own"
-                        .into(),
-                ))),
+                (Ok(_), None) if earlier.is_some() => match earlier.map(|i| &slots[i]) {
+                    Some(Slot::Done(Ok(accepted))) if accepted.duplicate => {
+                        Slot::Done(Ok(accepted.clone()))
+                    }
+                    _ => Slot::Done(Err(Error::Aborted(
+                        "this idempotency key appears earlier in the same batch; retry it on its own"
+                            .into(),
+                    ))),
+                },
                 (Ok(event), None) => Slot::Pending {
                     event,
                     event_id: Uuid::now_v7(),
