@@ -2,6 +2,7 @@
 
 mod acks;
 mod at_rest;
+mod batching;
 mod dead_letters;
 mod egress;
 mod interop;

@@ -6,6 +6,8 @@
 //!   one delivery task per delivery.
 //! - RabbitMQ, two hops: the same, plus a relay that consumes, republishes confirmed to a second
 //!   queue and acks only after the confirm (the dispatcher's ack discipline), then a sink.
+//! - RabbitMQ, publish only: the same publishes into a queue nobody consumes (what a publisher
+//!   alone can hand the broker: the ceiling of ingest's acceptance).
 //! - HTTP: reqwest with 64 requests in flight against the bench's own receiver.
 //!
 //! Each runs for `--baseline-secs`; the rate is what the last stage completed in that window.
@@ -57,6 +59,12 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
         rabbit(&settings.amqp_url, quorum, &payload, window, true),
     )
     .await;
+    eprintln!("bench: baseline: RabbitMQ publish only");
+    let rabbit_publish = figure(
+        limit,
+        rabbit_publish_only(&settings.amqp_url, quorum, &payload, window),
+    )
+    .await;
     eprintln!("bench: baseline: bare HTTP POST");
     let http_post = figure(limit, http(Bytes::from(payload), window)).await;
     Baselines {
@@ -64,6 +72,7 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
         queue_type: settings.queue_type.clone(),
         rabbit_one_hop,
         rabbit_two_hops,
+        rabbit_publish,
         http_post,
     }
 }
@@ -163,6 +172,36 @@ async fn rabbit(
             .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
             .await;
     }
+    let _ = admin.close(200, ShortString::from("done")).await;
+    outcome
+}
+
+/// Publishes into a fresh queue nobody consumes; returns (messages confirmed, seconds).
+async fn rabbit_publish_only(
+    url: &str,
+    quorum: bool,
+    payload: &[u8],
+    window: Duration,
+) -> Result<(u64, f64)> {
+    let queue = format!("{}.baseline.publish", unique_name());
+    let admin = herald_broker::connect(url, "herald-bench-baseline").await?;
+    let ch = admin.create_channel().await?;
+    let outcome: Result<(u64, f64)> = async {
+        declare(&ch, &queue, quorum).await?;
+        let publisher = herald_broker::connect(url, "herald-bench-publisher").await?;
+        let started = Instant::now();
+        let published = publish_for(&publisher, &queue, payload, window).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let _ = publisher.close(200, ShortString::from("done")).await;
+        Ok((published?, elapsed))
+    }
+    .await;
+    let _ = ch
+        .queue_delete(
+            ShortString::from(queue.as_str()),
+            QueueDeleteOptions::default(),
+        )
+        .await;
     let _ = admin.close(200, ShortString::from("done")).await;
     outcome
 }

@@ -118,17 +118,21 @@ pub enum ScenarioName {
     /// PublishBatch of 500 events.
     #[value(name = "batch")]
     Batch,
+    /// PublishBatch of 500 events with no dispatcher running: acceptance alone.
+    #[value(name = "batch-accept")]
+    BatchAccept,
 }
 
 impl ScenarioName {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [ScenarioName; 6] = [
+    pub const ALL: [ScenarioName; 7] = [
         ScenarioName::OneEndpoint,
         ScenarioName::HundredEndpoints,
         ScenarioName::Failing10Pct,
         ScenarioName::Payload10k,
         ScenarioName::OpenLoop1000,
         ScenarioName::Batch,
+        ScenarioName::BatchAccept,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +143,7 @@ impl ScenarioName {
             ScenarioName::Payload10k => "payload-10k",
             ScenarioName::OpenLoop1000 => "open-loop-1000",
             ScenarioName::Batch => "batch",
+            ScenarioName::BatchAccept => "batch-accept",
         }
     }
 }

@@ -1,4 +1,8 @@
-//! PostgreSQL through `psql`: the ledger's progress during a run, and dropping the run's schema.
+//! PostgreSQL: the ledger's progress during a run (over one connection kept for the run), and
+//! dropping the run's schema.
+//!
+//! The poller used to start `psql` five times a second: a process and a fresh server backend
+//! per poll, CPU taken from the machine being measured. One connection costs a query per poll.
 //!
 //! Progress is read from `endpoint_latency.successes`, the per-endpoint counters the ledger
 //! updates in the same transaction as the deliveries themselves: a sum over a few rows, so
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
+use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 use tokio::time::MissedTickBehavior;
 
@@ -38,22 +43,53 @@ pub async fn psql(url: &str, sql: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-async fn count(url: &str, sql: &str) -> Result<u64> {
-    let text = psql(url, sql).await?;
-    text.parse::<u64>()
-        .with_context(|| format!("unexpected psql output {text:?}"))
+/// A connection of the poller's, opened (again) when it has none.
+struct Poller {
+    url: String,
+    conn: Option<PgConnection>,
 }
 
-/// Successful deliveries according to the ledger's incremental statistics.
-async fn successes_fast(url: &str, schema: &str) -> Result<u64> {
-    let sql = format!("SELECT coalesce(sum(successes), 0) FROM \"{schema}\".endpoint_latency");
-    count(url, &sql).await
-}
+impl Poller {
+    async fn count(&mut self, sql: String) -> Result<u64> {
+        if self.conn.is_none() {
+            let connect = PgConnection::connect(&self.url);
+            let conn = tokio::time::timeout(Duration::from_secs(10), connect)
+                .await
+                .context("connecting to PostgreSQL timed out")??;
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(conn);
+        match tokio::time::timeout(Duration::from_secs(30), query).await {
+            Ok(Ok(n)) => Ok(u64::try_from(n).unwrap_or(0)),
+            Ok(Err(e)) => {
+                if matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) {
+                    self.conn = None;
+                }
+                Err(e.into())
+            }
+            Err(_) => {
+                self.conn = None;
+                bail!("PostgreSQL did not answer within 30 s")
+            }
+        }
+    }
 
-/// Successful deliveries, counted row by row.
-pub async fn successes_exact(url: &str, schema: &str) -> Result<u64> {
-    let sql = format!("SELECT count(*) FROM \"{schema}\".deliveries WHERE status = 'success'");
-    count(url, &sql).await
+    /// Successful deliveries according to the ledger's incremental statistics.
+    async fn successes_fast(&mut self, schema: &str) -> Result<u64> {
+        self.count(format!(
+            "SELECT coalesce(sum(successes), 0)::int8 FROM \"{schema}\".endpoint_latency"
+        ))
+        .await
+    }
+
+    /// Successful deliveries, counted row by row.
+    async fn successes_exact(&mut self, schema: &str) -> Result<u64> {
+        self.count(format!(
+            "SELECT count(*) FROM \"{schema}\".deliveries WHERE status = 'success'"
+        ))
+        .await
+    }
 }
 
 /// Drops a run's schema and everything in it.
@@ -85,6 +121,7 @@ pub async fn poll_ledger(
     deadline: Instant,
 ) -> LedgerPoll {
     let mut out = LedgerPoll::default();
+    let mut db = Poller { url, conn: None };
     let mut fast = true;
     let mut errors = 0u32;
     let mut last = (0u64, Instant::now());
@@ -94,9 +131,9 @@ pub async fn poll_ledger(
         tick.tick().await;
         let target = expected.load(Ordering::SeqCst);
         let polled = if fast {
-            successes_fast(&url, &schema).await
+            db.successes_fast(&schema).await
         } else {
-            successes_exact(&url, &schema).await
+            db.successes_exact(&schema).await
         };
         let at = start.elapsed().as_secs_f64();
         let n = match polled {
@@ -128,7 +165,7 @@ pub async fn poll_ledger(
                 out.final_count = Some(n);
                 return out;
             }
-            match successes_exact(&url, &schema).await {
+            match db.successes_exact(&schema).await {
                 Ok(exact) if exact >= target => {
                     out.complete_at = Some(at);
                     out.final_count = Some(exact);
@@ -148,6 +185,9 @@ pub async fn poll_ledger(
     if out.error.is_none() && out.complete_at.is_none() {
         out.error = Some("timed out".into());
     }
-    out.final_count = successes_exact(&url, &schema).await.ok();
+    out.final_count = db.successes_exact(&schema).await.ok();
+    if let Some(conn) = db.conn.take() {
+        let _ = conn.close().await;
+    }
     out
 }

@@ -66,6 +66,10 @@ pub struct LoadSpec {
     /// HERALD_RETRY_SCHEDULE of the run (short, so failing deliveries end within the run).
     #[arg(long, default_value = "1s,1s")]
     pub retry_schedule: String,
+    /// Measure acceptance alone: no dispatcher runs, so nothing is delivered (the tasks stay
+    /// queued and go with the run's queues) and the broker serves publishes only.
+    #[arg(long)]
+    pub accept_only: bool,
 }
 
 impl Default for LoadSpec {
@@ -80,6 +84,7 @@ impl Default for LoadSpec {
             payload_bytes: 1024,
             delay_ms: 0,
             retry_schedule: "1s,1s".into(),
+            accept_only: false,
         }
     }
 }

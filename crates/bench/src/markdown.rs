@@ -191,8 +191,13 @@ fn describe_spec(r: &report::RunReport) -> String {
     } else {
         String::new()
     };
+    let accept_only = if s.accept_only {
+        " No dispatcher runs: this measures acceptance alone."
+    } else {
+        ""
+    };
     format!(
-        "{} events of ~{} B to {} endpoint(s){failing}; {shape}.",
+        "{} events of ~{} B to {} endpoint(s){failing}; {shape}.{accept_only}",
         report::thousands(s.events as f64),
         s.payload_bytes,
         s.endpoints

@@ -139,6 +139,9 @@ pub struct Baselines {
     pub rabbit_one_hop: BaselineFigure,
     /// Publish → relay (consume, republish confirmed, ack) → consume and ack.
     pub rabbit_two_hops: BaselineFigure,
+    /// Persistent, confirmed (window 256) publish into a queue nobody consumes: the most a
+    /// publisher can hand to the broker, the ceiling of `PublishBatch` acceptance.
+    pub rabbit_publish: BaselineFigure,
     /// reqwest, 64 in flight, to the bench's receiver.
     pub http_post: BaselineFigure,
 }
@@ -149,15 +152,19 @@ pub struct Ratios {
     pub vs_rabbit_one_hop: Option<f64>,
     pub vs_rabbit_two_hops: Option<f64>,
     pub vs_http_post: Option<f64>,
+    /// Accepted events/s as a share of the publish-only rate.
+    pub accepted_vs_rabbit_publish: Option<f64>,
 }
 
 impl Ratios {
-    pub fn new(per_sec: f64, b: &Baselines) -> Self {
-        let ratio = |f: &BaselineFigure| f.per_sec.filter(|x| *x > 0.0).map(|x| per_sec / x);
+    pub fn new(per_sec: f64, accepted_per_sec: f64, b: &Baselines) -> Self {
+        let ratio = |f: &BaselineFigure, of: f64| f.per_sec.filter(|x| *x > 0.0).map(|x| of / x);
+        let delivered = |f: &BaselineFigure| ratio(f, per_sec).filter(|_| per_sec > 0.0);
         Self {
-            vs_rabbit_one_hop: ratio(&b.rabbit_one_hop),
-            vs_rabbit_two_hops: ratio(&b.rabbit_two_hops),
-            vs_http_post: ratio(&b.http_post),
+            vs_rabbit_one_hop: delivered(&b.rabbit_one_hop),
+            vs_rabbit_two_hops: delivered(&b.rabbit_two_hops),
+            vs_http_post: delivered(&b.http_post),
+            accepted_vs_rabbit_publish: ratio(&b.rabbit_publish, accepted_per_sec),
         }
     }
 }
@@ -176,7 +183,9 @@ impl RunEntry {
         match result {
             Ok(report) => Self {
                 name: name.to_owned(),
-                ratios: baselines.map(|b| Ratios::new(report.deliveries_per_sec, b)),
+                ratios: baselines.map(|b| {
+                    Ratios::new(report.deliveries_per_sec, report.accepted_events_per_sec, b)
+                }),
                 report: Some(report),
                 error: None,
             },
@@ -284,14 +293,15 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
             thousands(r.events_attempted as f64)
         ),
     );
-    push(
-        "accepted events/s",
-        format!(
-            "{} over {:.1} s",
-            thousands(r.accepted_events_per_sec),
-            r.publish_secs
-        ),
+    let mut accepted = format!(
+        "{} over {:.1} s",
+        thousands(r.accepted_events_per_sec),
+        r.publish_secs
     );
+    if let Some(v) = ratios.and_then(|r| r.accepted_vs_rabbit_publish) {
+        accepted.push_str(&format!("; {v:.2}× RabbitMQ publish only"));
+    }
+    push("accepted events/s", accepted);
     let mut delivered = format!(
         "{} ({} of {} deliveries in {:.1} s)",
         thousands(r.deliveries_per_sec),
@@ -434,10 +444,11 @@ pub fn print_baselines(b: &Baselines) {
 }
 
 /// (label, figure) of each baseline.
-pub fn baseline_rows(b: &Baselines) -> [(&'static str, &BaselineFigure); 3] {
+pub fn baseline_rows(b: &Baselines) -> [(&'static str, &BaselineFigure); 4] {
     [
         ("RabbitMQ 1 hop msg/s", &b.rabbit_one_hop),
         ("RabbitMQ 2 hops msg/s", &b.rabbit_two_hops),
+        ("RabbitMQ publish only msg/s", &b.rabbit_publish),
         ("bare HTTP POST req/s", &b.http_post),
     ]
 }

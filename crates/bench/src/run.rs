@@ -35,6 +35,15 @@ pub async fn run_one(settings: &Settings, scenario: &str, spec: &LoadSpec) -> Re
     )
     .await?;
     eprintln!("bench: {scenario}: starting Herald");
+    let accept_only = Settings {
+        dispatchers: 0,
+        ..settings.clone()
+    };
+    let settings = if spec.accept_only {
+        &accept_only
+    } else {
+        settings
+    };
     let mut herald = Herald::start(settings, &spec.retry_schedule, deadline).await?;
     let result = measure(
         settings, scenario, spec, &herald, &receiver, start, deadline,
@@ -76,9 +85,16 @@ async fn measure(
         spec.events, spec.endpoints
     );
     let outcome = load::publish(&target, spec, start, deadline).await;
-    let deliveries_expected = outcome.accepted * spec.ok_endpoints() as u64;
+    let deliveries_expected = if spec.accept_only {
+        0
+    } else {
+        outcome.accepted * spec.ok_endpoints() as u64
+    };
     expected.store(deliveries_expected, Ordering::SeqCst);
     let mut notes = Vec::new();
+    if spec.accept_only {
+        notes.push("acceptance only: no dispatcher ran, nothing was delivered".to_owned());
+    }
     let fanout_per_event = spec.endpoints as u64;
     if outcome.fanout != outcome.accepted * fanout_per_event {
         notes.push(format!(

@@ -53,6 +53,13 @@ pub fn spec(name: ScenarioName, scale: f64) -> LoadSpec {
             events: n(50_000),
             ..base
         },
+        ScenarioName::BatchAccept => LoadSpec {
+            batch: Some(500),
+            concurrency: 4,
+            events: n(100_000),
+            accept_only: true,
+            ..base
+        },
     }
 }
 

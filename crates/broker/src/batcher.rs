@@ -5,14 +5,19 @@
 //! the bottleneck (one delivery = work task + event record + attempt record). Here a single
 //! task takes whatever records are waiting when a publish slot frees up, so under load batches
 //! grow by themselves and when idle a record goes out at once: there is no timer and no added
-//! latency. The durability contract is unchanged: [`RecordBatcher::submit`] returns only after
+//! latency. A caller that can afford to wait (the dispatcher: the wait delays only its acks,
+//! never a POST) may set a *linger*: a message then also waits up to that long after its first
+//! record was handed in, so at moderate rates many records share a message instead of a few
+//! (see the dispatcher's `HERALD_RECORD_LINGER`). The durability contract is unchanged: [`RecordBatcher::submit`] returns only after
 //! the broker confirmed the message holding the caller's records, so callers still answer OK
 //! (ingest) or ack (dispatcher) only once their records are safe.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_core::wire::{LedgerBatch, Record};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::publisher::Publisher;
@@ -25,6 +30,20 @@ struct Job {
     /// Trace context of the work that produced the records (the first job's travels).
     headers: Vec<(String, String)>,
     done: oneshot::Sender<Result<(), String>>,
+    /// When it was handed in: the linger counts from the oldest job of a message.
+    queued: Instant,
+}
+
+/// How records are gathered into messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    /// Most records in one message.
+    pub max_records: usize,
+    /// Most messages awaiting their confirm at once.
+    pub in_flight: usize,
+    /// How long a message may wait for more records after its oldest one was handed in
+    /// (zero: it goes out as soon as a publish slot is free).
+    pub linger: Duration,
 }
 
 /// Hands ledger records to the broker in shared messages; cheap to clone.
@@ -34,11 +53,15 @@ pub struct RecordBatcher {
 }
 
 impl RecordBatcher {
-    /// Starts the batching task: at most `max_records` records per message, at most
-    /// `in_flight` messages awaiting their confirm at once.
-    pub fn start(publisher: Publisher, max_records: usize, in_flight: usize) -> Self {
+    /// Starts the batching task.
+    pub fn start(publisher: Publisher, batching: Batching) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(publisher, rx, max_records.max(1), in_flight.max(1)));
+        let batching = Batching {
+            max_records: batching.max_records.max(1),
+            in_flight: batching.in_flight.max(1),
+            linger: batching.linger,
+        };
+        tokio::spawn(run(publisher, rx, batching));
         Self { tx }
     }
 
@@ -55,6 +78,7 @@ impl RecordBatcher {
                 records,
                 headers,
                 done,
+                queued: Instant::now(),
             })
             .map_err(|_| stopped())?;
         confirmed
@@ -68,12 +92,28 @@ fn weight(job: &Job) -> usize {
     job.records.iter().map(Record::approx_size).sum()
 }
 
-async fn run(
-    publisher: Publisher,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    max_records: usize,
-    in_flight: usize,
-) {
+/// Takes the next job for the message being gathered: one already waiting, else (while the
+/// linger of the message's oldest record runs) the next one handed in. `None` when the message
+/// should go now.
+async fn next_job(rx: &mut mpsc::UnboundedReceiver<Job>, until: Option<Instant>) -> Option<Job> {
+    match rx.try_recv() {
+        Ok(job) => Some(job),
+        Err(_) => match until {
+            Some(until) => tokio::time::timeout_at(until, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        },
+    }
+}
+
+async fn run(publisher: Publisher, mut rx: mpsc::UnboundedReceiver<Job>, batching: Batching) {
+    let Batching {
+        max_records,
+        in_flight,
+        linger,
+    } = batching;
     let slots = Arc::new(Semaphore::new(in_flight));
     // A job taken from the channel that did not fit in the previous message.
     let mut carried: Option<Job> = None;
@@ -90,9 +130,12 @@ async fn run(
             },
         };
         let (mut count, mut bytes) = (first.records.len(), weight(&first));
+        let until = (!linger.is_zero()).then(|| first.queued + linger);
         let mut jobs = vec![first];
         while count < max_records && bytes < MAX_MESSAGE_BYTES {
-            let Ok(job) = rx.try_recv() else { break };
+            let Some(job) = next_job(&mut rx, until).await else {
+                break;
+            };
             let (c, b) = (job.records.len(), weight(&job));
             if count + c > max_records || bytes + b > MAX_MESSAGE_BYTES {
                 carried = Some(job);

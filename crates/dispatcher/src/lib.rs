@@ -26,7 +26,7 @@ use futures::{FutureExt, StreamExt};
 use herald_broker::lapin::message::Delivery;
 use herald_broker::lapin::options::BasicCancelOptions;
 use herald_broker::lapin::types::ShortString;
-use herald_broker::{AckPolicy, Acks, Publisher, QueueType, RecordBatcher, Topology};
+use herald_broker::{AckPolicy, Acks, Batching, Publisher, QueueType, RecordBatcher, Topology};
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
 use herald_store::Store;
@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use crate::config::Config;
+pub use crate::config::{Config, record_linger};
 use crate::deliver::Decision;
 pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers, post_task};
 
@@ -90,7 +90,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             config.concurrency,
         )?,
         store,
-        records: RecordBatcher::start(publisher.clone(), 500, config.publish_channels.max(2)),
+        records: RecordBatcher::start(
+            publisher.clone(),
+            Batching {
+                max_records: 500,
+                in_flight: config.publish_channels.max(2),
+                linger: config.record_linger,
+            },
+        ),
         publisher: publisher.clone(),
         limiter: ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
         done: done::DoneMarks::start(redis.clone(), config.done_ttl.as_secs()),

@@ -97,7 +97,14 @@ pub async fn run(
             16,
         )?,
         store,
-        records: RecordBatcher::start(publisher.clone(), 500, config.publish_channels.max(2)),
+        records: RecordBatcher::start(
+            publisher.clone(),
+            herald_broker::Batching {
+                max_records: 500,
+                in_flight: config.publish_channels.max(2),
+                linger: config.record_linger,
+            },
+        ),
         publisher: publisher.clone(),
         config: Arc::new(config),
     };

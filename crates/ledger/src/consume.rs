@@ -6,6 +6,12 @@
 //! back. An unreadable message is dead-lettered on its own and never blocks the rest; so is a
 //! message whose records Postgres refuses as data (found by writing the batch message by
 //! message), recorded by the dead-letter consumer.
+//!
+//! The `pending` rows of a batch's deliveries are held back to the next write (see
+//! [`apply_with`]): their first attempt record usually arrives in that next batch, and the row
+//! is then inserted once instead of inserted and updated. The messages that carried them stay
+//! unacked until that write commits, and when no next batch comes within `batch_wait` the held
+//! rows are written alone, so a row is never held longer than one batch or `batch_wait`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,7 +25,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::write::{Batch, apply};
+use crate::write::{Batch, PendingRow, apply_with};
 
 /// Most message bytes gathered into one transaction.
 const MAX_TRANSACTION_BYTES: usize = 8 * 1024 * 1024;
@@ -80,11 +86,30 @@ async fn session(
     .await?;
     tracing::info!(queue = %topology.ledger_queue(), "ledger consuming");
     consuming.store(true, Ordering::Relaxed);
+    // Pending rows of the last batch written, and the tag up to which its messages (and every
+    // one before them) are acked once those rows are written.
+    let mut held: Vec<PendingRow> = Vec::new();
+    let mut held_tag: Option<u64> = None;
     loop {
-        // Wait for the first message of a batch, then gather for at most `batch_wait`.
+        // Wait for the first message of a batch, then gather for at most `batch_wait`; rows
+        // held from the last batch wait no longer than `batch_wait` for it.
+        let patience = held_tag.is_some().then_some(config.batch_wait);
+        let next = async {
+            match patience {
+                Some(wait) => tokio::time::timeout(wait, consumer.next()).await.ok(),
+                None => Some(consumer.next().await),
+            }
+        };
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = consumer.next() => next,
+            next = next => next,
+        };
+        let Some(first) = first else {
+            // Nothing came: the held rows go on their own.
+            if !flush(pool, &ch, &mut held, &mut held_tag, shutdown).await? {
+                return Ok(());
+            }
+            continue;
         };
         let mut deliveries = vec![match first {
             Some(d) => d?,
@@ -133,24 +158,39 @@ async fn session(
         let Some(last_tag) = readable.last().map(|d| d.delivery_tag) else {
             continue;
         };
-        match write_held(pool, &batch, shutdown).await {
-            Written::Yes => {
-                ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
-                    .await?;
+        match write_held(pool, &batch, &held, true, shutdown).await {
+            Written::Yes(deferred) => {
+                // The held rows are in: everything up to this batch can go, except this batch
+                // when it left rows of its own for the next write.
+                held = deferred;
+                if held.is_empty() {
+                    held_tag = None;
+                    ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
+                        .await?;
+                } else {
+                    if let Some(tag) = held_tag.replace(last_tag) {
+                        ch.basic_ack(tag, BasicAckOptions { multiple: true })
+                            .await?;
+                    }
+                }
                 crate::metrics::batch_written(&batch);
             }
             Written::Stopping => return Ok(()),
             Written::Refused(e) => {
                 // Postgres will never take some record of this batch (a data error, not an
-                // outage): write message by message and dead-letter only the culprit.
+                // outage): write the held rows on their own, then message by message and
+                // dead-letter only the culprit.
                 tracing::error!(error = %e, messages = readable.len(), "ledger batch refused, writing its messages one by one");
+                if !flush(pool, &ch, &mut held, &mut held_tag, shutdown).await? {
+                    return Ok(());
+                }
                 for d in readable {
                     let mut one = Batch::default();
                     if let Ok(b) = LedgerBatch::decode(&d.data) {
                         b.records.into_iter().for_each(|r| one.push(r));
                     }
-                    match write_held(pool, &one, shutdown).await {
-                        Written::Yes => {
+                    match write_held(pool, &one, &[], false, shutdown).await {
+                        Written::Yes(_) => {
                             d.acker.ack(BasicAckOptions::default()).await?;
                             crate::metrics::batch_written(&one);
                         }
@@ -169,30 +209,64 @@ async fn session(
         drop(spans);
         tracing::debug!(records = batch.len(), "ledger batch written");
     }
+    // Stopping: the held rows are written now, or their messages come back to the next ledger.
+    let _ = flush(pool, &ch, &mut held, &mut held_tag, shutdown).await;
     let _ = ch.close(200, ShortString::from("stopping")).await;
     let _ = conn.close(200, ShortString::from("stopping")).await;
     Ok(())
 }
 
+/// Writes the `held` rows on their own and acks the messages up to `held_tag`; false when
+/// shutting down before they could be written (their messages stay unacked).
+async fn flush(
+    pool: &PgPool,
+    ch: &herald_broker::lapin::Channel,
+    held: &mut Vec<PendingRow>,
+    held_tag: &mut Option<u64>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let Some(tag) = *held_tag else {
+        return Ok(true);
+    };
+    match write_held(pool, &Batch::default(), held, false, shutdown).await {
+        Written::Yes(_) => {}
+        Written::Stopping => return Ok(false),
+        Written::Refused(e) => return Err(e.into()),
+    }
+    ch.basic_ack(tag, BasicAckOptions { multiple: true })
+        .await?;
+    held.clear();
+    *held_tag = None;
+    Ok(true)
+}
+
 /// How holding a batch until it is written ended.
 enum Written {
-    Yes,
+    /// Written; the rows deferred to the next write.
+    Yes(Vec<PendingRow>),
     /// Shutting down before it could be written: the messages stay unacked.
     Stopping,
     /// The database refuses the data itself; retrying cannot help.
     Refused(sqlx::Error),
 }
 
-/// Writes `batch`, holding it with backoff while the database is unavailable.
-async fn write_held(pool: &PgPool, batch: &Batch, shutdown: &CancellationToken) -> Written {
+/// Writes `batch` with the rows `held` from the last one (see [`apply_with`]), holding it with
+/// backoff while the database is unavailable.
+async fn write_held(
+    pool: &PgPool,
+    batch: &Batch,
+    held: &[PendingRow],
+    defer: bool,
+    shutdown: &CancellationToken,
+) -> Written {
     let mut wait = Duration::from_millis(200);
     loop {
         let started = std::time::Instant::now();
-        match apply(pool, batch).await {
-            Ok(()) => {
+        match apply_with(pool, batch, held, defer).await {
+            Ok(deferred) => {
                 metrics::histogram!("herald_ledger_write_seconds")
                     .record(started.elapsed().as_secs_f64());
-                return Written::Yes;
+                return Written::Yes(deferred);
             }
             Err(e) if refused(&e) => return Written::Refused(e),
             Err(e) => {

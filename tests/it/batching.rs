@@ -1,0 +1,308 @@
+//! Batching on the hot path, against the real services: ledger records handed in within a
+//! linger share one confirmed message (and a full message does not wait for it), and a
+//! delivery whose event and attempt records are written in the same transaction is inserted
+//! once, in its attempted state, with its statistics and test flag as if written in two steps.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use herald_broker::lapin::options::BasicGetOptions;
+use herald_broker::{Batching, Publisher, QueueType, RecordBatcher, Topology};
+use herald_core::wire::{
+    AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, EventRecord, LedgerBatch, Record,
+    Trigger,
+};
+use herald_ledger::write::{Batch, apply, apply_with};
+use herald_tests::{AMQP_URL, Herald, Options, cleanup};
+use uuid::Uuid;
+
+fn abandoned(reason: &str) -> Record {
+    Record::Abandoned(AbandonedRecord {
+        delivery: DeliveryKey {
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            endpoint_id: Uuid::now_v7(),
+            event_type: "batching.test".into(),
+            created_at: Utc::now(),
+        },
+        at: Utc::now(),
+        reason: reason.into(),
+    })
+}
+
+/// Every message waiting in the ledger queue, as its records' reasons.
+async fn ledger_messages(publisher: &Publisher) -> Vec<Vec<String>> {
+    let ch = publisher.channel().await.unwrap();
+    let queue = publisher.topology().ledger_queue();
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let batch = LedgerBatch::decode(&m.delivery.data).unwrap();
+        out.push(
+            batch
+                .records
+                .into_iter()
+                .map(|r| match r {
+                    Record::Abandoned(a) => a.reason,
+                    other => panic!("unexpected record {other:?}"),
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn records_handed_in_within_the_linger_share_one_message() {
+    let name = format!("herald-batching-{}", Uuid::new_v4().simple());
+    let topology = Topology::new(name.clone(), QueueType::Quorum);
+    let publisher = Publisher::connect(AMQP_URL, "herald-tests-batching", topology, 1)
+        .await
+        .unwrap();
+    let records = RecordBatcher::start(
+        publisher.clone(),
+        Batching {
+            max_records: 100,
+            in_flight: 1,
+            linger: Duration::from_millis(400),
+        },
+    );
+    // Three callers, 50 ms apart: all inside the first one's linger.
+    let started = Instant::now();
+    let submit = |i: u64| {
+        let records = records.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50 * i)).await;
+            records
+                .submit(vec![abandoned(&format!("r{i}"))], Vec::new())
+                .await
+        }
+    };
+    let (a, b, c) = tokio::join!(submit(0), submit(1), submit(2));
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(390),
+        "answered before the linger ran out: {waited:?}"
+    );
+    assert_eq!(
+        ledger_messages(&publisher).await,
+        vec![vec!["r0".to_owned(), "r1".to_owned(), "r2".to_owned()]]
+    );
+
+    // A message that is full goes at once, whatever the linger.
+    let full = RecordBatcher::start(
+        publisher.clone(),
+        Batching {
+            max_records: 2,
+            in_flight: 1,
+            linger: Duration::from_secs(30),
+        },
+    );
+    let started = Instant::now();
+    full.submit(vec![abandoned("f0"), abandoned("f1")], Vec::new())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a full message waited for the linger: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        ledger_messages(&publisher).await,
+        vec![vec!["f0".to_owned(), "f1".to_owned()]]
+    );
+    publisher.close().await;
+    cleanup(&name, &[]).await;
+}
+
+fn attempt(key: &DeliveryKey, trigger: Trigger, outcome: DeliveryStatus, n: u32) -> AttemptRecord {
+    AttemptRecord {
+        attempt_id: Uuid::now_v7(),
+        delivery: key.clone(),
+        attempt: n,
+        trigger,
+        started_at: Utc::now(),
+        latency_ms: 12,
+        response_status: Some(if outcome == DeliveryStatus::Success {
+            200
+        } else {
+            500
+        }),
+        response_body: "ok".into(),
+        error: None,
+        outcome,
+        next_retry_at: None,
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_attempted_in_its_events_batch_is_written_once() {
+    let h = Herald::start(Options {
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (tenant, endpoint) = (Uuid::now_v7(), Uuid::now_v7());
+    let others: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
+    let targets = [endpoint, others[0], others[1]];
+    let (mut event, tasks) = EventRecord::fan_out(
+        Uuid::now_v7(),
+        tenant,
+        "batching.merge",
+        br#"{"n":1}"#,
+        Utc::now(),
+        None,
+        &targets,
+    );
+    event.test = true;
+    let key = DeliveryKey::of(&tasks[0]);
+    let mut batch = Batch::default();
+    batch.push(Record::Event(event.clone()));
+    batch.push(Record::Attempt(attempt(
+        &key,
+        Trigger::Scheduled,
+        DeliveryStatus::Success,
+        1,
+    )));
+    apply(&h.pool, &batch).await.unwrap();
+
+    let rows: Vec<(Uuid, String, i32, bool)> = sqlx::query_as(
+        "SELECT endpoint_id, status, attempt_count, test FROM deliveries WHERE event_id = $1 ORDER BY endpoint_id",
+    )
+    .bind(event.event_id)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    let mut expected: Vec<(Uuid, String, i32, bool)> = vec![
+        (endpoint, "success".into(), 1, true),
+        (others[0], "pending".into(), 0, true),
+        (others[1], "pending".into(), 0, true),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+    // Inserted once, never updated: the table is new, so its three rows are the only tuple
+    // versions on its first page (an insert then update would leave a fourth).
+    let (versions, last): (i64, f64) =
+        sqlx::query_as("SELECT count(*), max((ctid::text::point)[1]) FROM deliveries")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!((versions, last), (3, 3.0));
+    let stats = |endpoint: Uuid| {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, Option<String>)>(
+                "SELECT total_deliveries, last_status FROM endpoint_stats WHERE endpoint_id = $1",
+            )
+            .bind(endpoint)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(stats(endpoint).await, (1, Some("success".into())));
+    assert_eq!(stats(others[0]).await, (1, None));
+
+    // The same batch again (a redelivered message) changes nothing and counts nothing twice;
+    // a later failed manual attempt leaves the success in place.
+    apply(&h.pool, &batch).await.unwrap();
+    let mut later = Batch::default();
+    later.push(Record::Attempt(attempt(
+        &key,
+        Trigger::Manual,
+        DeliveryStatus::Failed,
+        2,
+    )));
+    apply(&h.pool, &later).await.unwrap();
+    let (status, attempts): (String, i64) = sqlx::query_as(
+        "SELECT d.status, (SELECT count(*) FROM attempts a WHERE a.delivery_id = d.id) FROM deliveries d WHERE d.id = $1",
+    )
+    .bind(key.delivery_id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts), ("success", 2));
+    assert_eq!(stats(endpoint).await.0, 1);
+    assert_eq!(stats(others[1]).await.0, 1);
+
+    // Held one write: the next batch's first attempt merges into the held row; the rows still
+    // without an attempt are written pending then, and only then.
+    let (event, tasks) = EventRecord::fan_out(
+        Uuid::now_v7(),
+        tenant,
+        "batching.held",
+        br#"{"n":2}"#,
+        Utc::now(),
+        None,
+        &[endpoint, others[0]],
+    );
+    let mut first = Batch::default();
+    first.push(Record::Event(event.clone()));
+    let held = apply_with(&h.pool, &first, &[], true).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let count = |event_id: Uuid| {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(event.event_id).await, 0, "held rows are not written");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE id = $1")
+        .bind(event.event_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1, "the event itself is written at once");
+    let last_version = || {
+        let pool = h.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f64>("SELECT max((ctid::text::point)[1]) FROM deliveries")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let before = last_version().await;
+    let mut second = Batch::default();
+    second.push(Record::Attempt(attempt(
+        &DeliveryKey::of(&tasks[0]),
+        Trigger::Scheduled,
+        DeliveryStatus::Retrying,
+        1,
+    )));
+    let left = apply_with(&h.pool, &second, &held, true).await.unwrap();
+    assert!(left.is_empty(), "held rows are never held twice");
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT endpoint_id, status FROM deliveries WHERE event_id = $1 ORDER BY endpoint_id",
+    )
+    .bind(event.event_id)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    let mut expected = vec![
+        (endpoint, "retrying".to_owned()),
+        (others[0], "pending".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+    // Two rows, two new tuple versions: an insert then update would have left a third.
+    assert_eq!(
+        last_version().await - before,
+        2.0,
+        "every row inserted once, none updated"
+    );
+    assert_eq!(stats(endpoint).await.0, 2);
+    assert_eq!(stats(others[0]).await.0, 2);
+    h.stop().await;
+}
