@@ -321,7 +321,7 @@ impl Herald {
             ),
             (
                 "redis",
-                tokio::time::timeout(limit, self.delete_redis_keys()).await,
+                tokio::time::timeout(limit * 4, self.delete_redis_keys()).await,
             ),
         ];
         for (what, outcome) in steps {
@@ -347,17 +347,34 @@ impl Herald {
         Ok(deleted?)
     }
 
+    /// Removes the run's keys with SCAN and UNLINK, a slice at a time: a long run leaves a
+    /// done mark per delivery (1.2 M after the 10-minute soak), too many for one `KEYS` reply
+    /// within the client's response timeout.
     async fn delete_redis_keys(&self) -> Result<()> {
         let client = redis::Client::open(self.settings.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.name))
-            .query_async(&mut conn)
-            .await?;
-        for chunk in keys.chunks(500) {
-            let _removed: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+        let pattern = format!("{}:*", self.name);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(5_000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let _removed: i64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
         }
-        Ok(())
     }
 }
 
