@@ -306,3 +306,81 @@ async fn a_delivery_attempted_in_its_events_batch_is_written_once() {
     assert_eq!(stats(others[0]).await.0, 2);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_row_postgres_refuses_is_dead_lettered_with_its_message() {
+    use herald_broker::lapin::BasicProperties;
+    use herald_broker::lapin::options::BasicPublishOptions;
+    use rand::Rng;
+
+    let h = Herald::start(Options {
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    // An event type too long for a btree entry once in `deliveries` (random, so it does not
+    // compress): its event row goes in, its delivery row is refused (SQLSTATE 54000).
+    let long: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(8_000)
+        .map(char::from)
+        .collect();
+    let record = |event_type: &str| {
+        let (event, _) = EventRecord::fan_out(
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            event_type,
+            br#"{"n":1}"#,
+            Utc::now(),
+            None,
+            &[Uuid::now_v7()],
+        );
+        event
+    };
+    let (poison, fine) = (record(&long), record("batching.fine"));
+    let conn = herald_broker::connect(AMQP_URL, "herald-tests-batching")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = format!("{}.ledger", h.name);
+    for event in [&poison, &fine] {
+        let body = LedgerBatch::new(vec![Record::Event(event.clone())]).encode();
+        ch.basic_publish(
+            exchange.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (dead, fine_rows): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM deliveries WHERE event_id = $1 AND status = 'pending')",
+        )
+        .bind(fine.event_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+        if dead == 1 && fine_rows == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ledger is stuck on the refused row: {dead} dead letters, {fine_rows} rows of the event behind it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let poisoned: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE event_id = $1")
+        .bind(poison.event_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(poisoned, 0);
+    let _ = conn.close(200, "done".into()).await;
+    h.stop().await;
+}

@@ -10,13 +10,17 @@
 //! The `pending` rows of a batch's deliveries are held back to the next write (see
 //! [`apply_with`]): their first attempt record usually arrives in that next batch, and the row
 //! is then inserted once instead of inserted and updated. The messages that carried them stay
-//! unacked until that write commits, and when no next batch comes within `batch_wait` the held
-//! rows are written alone, so a row is never held longer than one batch or `batch_wait`.
+//! unacked until that write commits; when no next batch starts within `batch_wait` the held rows
+//! are written alone, so a row waits at most about two `batch_wait`s plus a write. A write with
+//! held rows that Postgres refuses is redone message by message, the held batch's messages
+//! included, so a poison row is dead-lettered with its message like any other. Rows are held
+//! only while the prefetch leaves room for a whole next batch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use herald_broker::lapin::message::Delivery;
 use herald_broker::lapin::options::{BasicAckOptions, BasicRejectOptions};
 use herald_broker::lapin::types::ShortString;
 use herald_broker::{Topology, consume};
@@ -86,14 +90,11 @@ async fn session(
     .await?;
     tracing::info!(queue = %topology.ledger_queue(), "ledger consuming");
     consuming.store(true, Ordering::Relaxed);
-    // Pending rows of the last batch written, and the tag up to which its messages (and every
-    // one before them) are acked once those rows are written.
-    let mut held: Vec<PendingRow> = Vec::new();
-    let mut held_tag: Option<u64> = None;
+    let mut held = Held::default();
     loop {
         // Wait for the first message of a batch, then gather for at most `batch_wait`; rows
         // held from the last batch wait no longer than `batch_wait` for it.
-        let patience = held_tag.is_some().then_some(config.batch_wait);
+        let patience = (!held.is_empty()).then_some(config.batch_wait);
         let next = async {
             match patience {
                 Some(wait) => tokio::time::timeout(wait, consumer.next()).await.ok(),
@@ -106,7 +107,7 @@ async fn session(
         };
         let Some(first) = first else {
             // Nothing came: the held rows go on their own.
-            if !flush(pool, &ch, &mut held, &mut held_tag, shutdown).await? {
+            if !held.flush(pool, &ch, shutdown).await? {
                 return Ok(());
             }
             continue;
@@ -156,53 +157,44 @@ async fn session(
             }
         }
         let Some(last_tag) = readable.last().map(|d| d.delivery_tag) else {
+            // Only unreadable messages: the held rows must not wait on a stream of them.
+            if !held.flush(pool, &ch, shutdown).await? {
+                return Ok(());
+            }
             continue;
         };
-        match write_held(pool, &batch, &held, true, shutdown).await {
+        // Hold this batch's rows only if the prefetch still lets a whole next batch in.
+        let defer = readable.len() + config.batch_messages <= usize::from(config.prefetch);
+        match write_held(pool, &batch, &held.rows, defer, shutdown).await {
             Written::Yes(deferred) => {
                 // The held rows are in: everything up to this batch can go, except this batch
                 // when it left rows of its own for the next write.
-                held = deferred;
-                if held.is_empty() {
-                    held_tag = None;
+                if deferred.is_empty() {
                     ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
                         .await?;
+                    held = Held::default();
                 } else {
-                    if let Some(tag) = held_tag.replace(last_tag) {
+                    if let Some(tag) = held.tag() {
                         ch.basic_ack(tag, BasicAckOptions { multiple: true })
                             .await?;
                     }
+                    held = Held {
+                        rows: deferred,
+                        messages: readable,
+                    };
                 }
                 crate::metrics::batch_written(&batch);
             }
             Written::Stopping => return Ok(()),
             Written::Refused(e) => {
-                // Postgres will never take some record of this batch (a data error, not an
-                // outage): write the held rows on their own, then message by message and
-                // dead-letter only the culprit.
-                tracing::error!(error = %e, messages = readable.len(), "ledger batch refused, writing its messages one by one");
-                if !flush(pool, &ch, &mut held, &mut held_tag, shutdown).await? {
+                // Postgres will never take some record of this batch or of the held rows (a
+                // data error, not an outage): write message by message, the held batch's
+                // first, and dead-letter only the culprit.
+                tracing::error!(error = %e, messages = readable.len() + held.messages.len(), "ledger batch refused, writing its messages one by one");
+                let mut messages = std::mem::take(&mut held).messages;
+                messages.extend(readable);
+                if !one_by_one(pool, messages, shutdown).await? {
                     return Ok(());
-                }
-                for d in readable {
-                    let mut one = Batch::default();
-                    if let Ok(b) = LedgerBatch::decode(&d.data) {
-                        b.records.into_iter().for_each(|r| one.push(r));
-                    }
-                    match write_held(pool, &one, &[], false, shutdown).await {
-                        Written::Yes(_) => {
-                            d.acker.ack(BasicAckOptions::default()).await?;
-                            crate::metrics::batch_written(&one);
-                        }
-                        Written::Stopping => return Ok(()),
-                        Written::Refused(e) => {
-                            metrics::counter!("herald_ledger_refused_messages_total").increment(1);
-                            tracing::error!(error = %e, records = one.len(), "ledger message refused by the database, dead-lettering it");
-                            d.acker
-                                .reject(BasicRejectOptions { requeue: false })
-                                .await?;
-                        }
-                    }
                 }
             }
         }
@@ -210,33 +202,84 @@ async fn session(
         tracing::debug!(records = batch.len(), "ledger batch written");
     }
     // Stopping: the held rows are written now, or their messages come back to the next ledger.
-    let _ = flush(pool, &ch, &mut held, &mut held_tag, shutdown).await;
+    let _ = held.flush(pool, &ch, shutdown).await;
     let _ = ch.close(200, ShortString::from("stopping")).await;
     let _ = conn.close(200, ShortString::from("stopping")).await;
     Ok(())
 }
 
-/// Writes the `held` rows on their own and acks the messages up to `held_tag`; false when
-/// shutting down before they could be written (their messages stay unacked).
-async fn flush(
+/// A batch written but for its `pending` rows, which wait for the next write.
+#[derive(Default)]
+struct Held {
+    rows: Vec<PendingRow>,
+    /// The batch's readable messages: acked once the rows are written (a multiple ack up to the
+    /// last), or written again one by one when Postgres refuses a write with the rows.
+    messages: Vec<Delivery>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    fn tag(&self) -> Option<u64> {
+        self.messages.last().map(|d| d.delivery_tag)
+    }
+
+    /// Writes the rows on their own and acks their messages; false when shutting down before
+    /// they could be written (the messages stay unacked).
+    async fn flush(
+        &mut self,
+        pool: &PgPool,
+        ch: &herald_broker::lapin::Channel,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        let Some(tag) = self.tag() else {
+            return Ok(true);
+        };
+        let held = std::mem::take(self);
+        match write_held(pool, &Batch::default(), &held.rows, false, shutdown).await {
+            Written::Yes(_) => {
+                ch.basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await?;
+                Ok(true)
+            }
+            Written::Stopping => Ok(false),
+            Written::Refused(e) => {
+                tracing::error!(error = %e, messages = held.messages.len(), "held ledger rows refused, writing their messages one by one");
+                one_by_one(pool, held.messages, shutdown).await
+            }
+        }
+    }
+}
+
+/// Writes each message in a transaction of its own, acking it, and dead-letters the ones
+/// Postgres refuses; false when shutting down midway (the rest stay unacked).
+async fn one_by_one(
     pool: &PgPool,
-    ch: &herald_broker::lapin::Channel,
-    held: &mut Vec<PendingRow>,
-    held_tag: &mut Option<u64>,
+    messages: Vec<Delivery>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let Some(tag) = *held_tag else {
-        return Ok(true);
-    };
-    match write_held(pool, &Batch::default(), held, false, shutdown).await {
-        Written::Yes(_) => {}
-        Written::Stopping => return Ok(false),
-        Written::Refused(e) => return Err(e.into()),
+    for d in messages {
+        let mut one = Batch::default();
+        if let Ok(b) = LedgerBatch::decode(&d.data) {
+            b.records.into_iter().for_each(|r| one.push(r));
+        }
+        match write_held(pool, &one, &[], false, shutdown).await {
+            Written::Yes(_) => {
+                d.acker.ack(BasicAckOptions::default()).await?;
+                crate::metrics::batch_written(&one);
+            }
+            Written::Stopping => return Ok(false),
+            Written::Refused(e) => {
+                metrics::counter!("herald_ledger_refused_messages_total").increment(1);
+                tracing::error!(error = %e, records = one.len(), "ledger message refused by the database, dead-lettering it");
+                d.acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+        }
     }
-    ch.basic_ack(tag, BasicAckOptions { multiple: true })
-        .await?;
-    held.clear();
-    *held_tag = None;
     Ok(true)
 }
 
