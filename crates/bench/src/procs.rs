@@ -9,6 +9,7 @@
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -57,8 +58,17 @@ pub fn unique_name() -> String {
     format!("bench{:012x}", n & 0xffff_ffff_ffff)
 }
 
+/// A free loopback port in 30,000–31,999: below Linux's ephemeral range (32,768 up), so no
+/// outgoing connection can take it between this check and the service binding it (a port the
+/// kernel picked with `:0` sometimes was, and a service then died on "address in use"), and
+/// apart from the tests' 10,000–29,999.
 fn free_addr() -> Result<SocketAddr> {
-    let listener = StdListener::bind("127.0.0.1:0").context("finding a free port")?;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id();
+    let listener = (0..2_000)
+        .map(|_| 30_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 2_000)
+        .find_map(|port| StdListener::bind(("127.0.0.1", port as u16)).ok())
+        .context("no free port between 30000 and 31999")?;
     Ok(listener.local_addr()?)
 }
 
