@@ -8,13 +8,15 @@
 //! latency. A caller that can afford to wait (the dispatcher: the wait delays only its acks,
 //! never a POST) may set a *linger*: a message then also waits up to that long after its first
 //! record was handed in, so at moderate rates many records share a message instead of a few
-//! (see the dispatcher's `HERALD_RECORD_LINGER`). The durability contract is unchanged: [`RecordBatcher::submit`] returns only after
-//! the broker confirmed the message holding the caller's records, so callers still answer OK
-//! (ingest) or ack (dispatcher) only once their records are safe.
+//! (`HERALD_RECORD_LINGER`, read by [`record_linger`]). The durability contract is unchanged:
+//! [`RecordBatcher::submit`] returns only after the broker confirmed the message holding the
+//! caller's records, so callers still answer OK (ingest) or ack (dispatcher) only once their
+//! records are safe.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_core::config::{ConfigError, Reader};
 use herald_core::wire::{LedgerBatch, Record};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -44,6 +46,41 @@ pub struct Batching {
     /// How long a message may wait for more records after its oldest one was handed in
     /// (zero: it goes out as soon as a publish slot is free).
     pub linger: Duration,
+}
+
+impl Batching {
+    /// What every service uses: at most 500 records per message, two messages awaiting their
+    /// confirm per publish channel (at least two), and the service's linger.
+    pub fn ledger(publish_channels: usize, linger: Duration) -> Self {
+        Self {
+            max_records: 500,
+            in_flight: publish_channels.max(2),
+            linger,
+        }
+    }
+}
+
+/// Longest `HERALD_RECORD_LINGER` accepted.
+pub const MAX_RECORD_LINGER: Duration = Duration::from_secs(1);
+
+/// `HERALD_RECORD_LINGER` (the service's `default` when unset), at most
+/// [`MAX_RECORD_LINGER`]: a caller waiting for its records' confirm waits out the linger too.
+pub fn record_linger(
+    r: &Reader<'_>,
+    default: Duration,
+) -> std::result::Result<Duration, ConfigError> {
+    let linger = r.duration("HERALD_RECORD_LINGER", default)?;
+    if linger > MAX_RECORD_LINGER {
+        return Err(ConfigError {
+            name: "HERALD_RECORD_LINGER".into(),
+            message: format!(
+                "{} ms is too long: at most {} ms (records waiting hold their tasks' acks)",
+                linger.as_millis(),
+                MAX_RECORD_LINGER.as_millis()
+            ),
+        });
+    }
+    Ok(linger)
 }
 
 /// Hands ledger records to the broker in shared messages; cheap to clone.

@@ -25,7 +25,7 @@ mod publisher;
 mod topology;
 
 pub use acks::{AckPolicy, Acks};
-pub use batcher::{Batching, RecordBatcher};
+pub use batcher::{Batching, MAX_RECORD_LINGER, RecordBatcher, record_linger};
 pub use error::{Error, Result};
 pub use lapin;
 pub use publisher::{

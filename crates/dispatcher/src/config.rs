@@ -80,7 +80,7 @@ impl Config {
                 name: "HERALD_RETRY_SCHEDULE".into(),
                 message: e.to_string(),
             })?,
-            record_linger: record_linger(r, Duration::from_millis(20))?,
+            record_linger: herald_broker::record_linger(r, Duration::from_millis(20))?,
             endpoint_cache_ttl: r.duration("HERALD_ENDPOINT_CACHE_TTL", Duration::from_secs(5))?,
             done_ttl: r.duration("HERALD_DONE_TTL", Duration::from_secs(72 * 3600))?,
             allow_networks: parse_networks(&allow).map_err(|e| ConfigError {
@@ -98,25 +98,6 @@ impl Config {
         })
     }
 }
-
-/// `HERALD_RECORD_LINGER`, at most [`MAX_RECORD_LINGER`]: every task is held (unacked) for it.
-pub fn record_linger(r: &Reader<'_>, default: Duration) -> Result<Duration, ConfigError> {
-    let linger = r.duration("HERALD_RECORD_LINGER", default)?;
-    if linger > MAX_RECORD_LINGER {
-        return Err(ConfigError {
-            name: "HERALD_RECORD_LINGER".into(),
-            message: format!(
-                "{} ms is too long: at most {} ms (records waiting hold their tasks' acks)",
-                linger.as_millis(),
-                MAX_RECORD_LINGER.as_millis()
-            ),
-        });
-    }
-    Ok(linger)
-}
-
-/// Longest `HERALD_RECORD_LINGER` accepted.
-pub const MAX_RECORD_LINGER: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

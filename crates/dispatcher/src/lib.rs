@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use crate::config::{Config, record_linger};
+pub use crate::config::Config;
 use crate::deliver::Decision;
 pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers, post_task};
 
@@ -92,11 +92,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store,
         records: RecordBatcher::start(
             publisher.clone(),
-            Batching {
-                max_records: 500,
-                in_flight: config.publish_channels.max(2),
-                linger: config.record_linger,
-            },
+            Batching::ledger(config.publish_channels, config.record_linger),
         ),
         publisher: publisher.clone(),
         limiter: ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),

@@ -82,7 +82,7 @@ impl Config {
             })?,
             max_endpoints_per_tenant: r.parse("HERALD_MAX_ENDPOINTS_PER_TENANT", 1000)?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 1)?,
-            record_linger: herald_dispatcher::record_linger(r, Duration::ZERO)?,
+            record_linger: herald_broker::record_linger(r, Duration::ZERO)?,
             stats_window: r.duration("HERALD_STATS_WINDOW", Duration::from_secs(24 * 3600))?,
             publish_rate_limit: r.parse("HERALD_PUBLISH_RATE_LIMIT", 0)?,
             publish_burst: r.duration("HERALD_PUBLISH_BURST", Duration::from_secs(1))?,

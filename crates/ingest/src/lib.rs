@@ -99,11 +99,7 @@ pub async fn run(
         store,
         records: RecordBatcher::start(
             publisher.clone(),
-            herald_broker::Batching {
-                max_records: 500,
-                in_flight: config.publish_channels.max(2),
-                linger: config.record_linger,
-            },
+            herald_broker::Batching::ledger(config.publish_channels, config.record_linger),
         ),
         publisher: publisher.clone(),
         config: Arc::new(config),
