@@ -20,6 +20,7 @@ mod scenarios;
 mod usage;
 
 use clap::Parser;
+use herald_alloc as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

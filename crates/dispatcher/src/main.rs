@@ -1,5 +1,6 @@
 //! `herald-dispatcher`: delivers webhooks.
 
+use herald_alloc as _;
 use herald_core::config::{Env, Reader};
 use herald_dispatcher::Config;
 use tokio_util::sync::CancellationToken;

@@ -1,6 +1,7 @@
 //! `herald-ingest`: the publishing and management API. With arguments it runs a maintenance
 //! command and exits (`migrate`, `secrets status|reencrypt|generate-key`).
 
+use herald_alloc as _;
 use herald_core::config::{Env, Reader};
 use herald_ingest::{Command, Config};
 use tokio_util::sync::CancellationToken;

@@ -1,5 +1,6 @@
 //! `herald-ledger`: writes the delivery ledger and serves the delivery log.
 
+use herald_alloc as _;
 use herald_core::config::{Env, Reader};
 use herald_ledger::Config;
 use tokio_util::sync::CancellationToken;
