@@ -1,7 +1,9 @@
 //! Batching on the hot path, against the real services: ledger records handed in within a
 //! linger share one confirmed message (and a full message does not wait for it), and a
 //! delivery whose event and attempt records are written in the same transaction is inserted
-//! once, in its attempted state, with its statistics and test flag as if written in two steps.
+//! once, in its attempted state, with its statistics and test flag as if written in two steps;
+//! a delivery written pending and then delivered is updated in place (HOT), and the status
+//! filters find every state without an index on `status`.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,8 @@ use herald_core::wire::{
     Trigger,
 };
 use herald_ledger::write::{Batch, apply, apply_with};
-use herald_tests::{AMQP_URL, Herald, Options, cleanup};
+use herald_proto::v1 as pb;
+use herald_tests::{AMQP_URL, DATABASE_URL, Herald, Options, authed, cleanup};
 use uuid::Uuid;
 
 fn abandoned(reason: &str) -> Record {
@@ -382,5 +385,119 @@ async fn a_held_row_postgres_refuses_is_dead_lettered_with_its_message() {
         .unwrap();
     assert_eq!(poisoned, 0);
     let _ = conn.close(200, "done".into()).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_pending_delivery_that_succeeds_is_updated_in_place() {
+    let h = Herald::start(Options {
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    let t = h.tenant().await;
+    let tenant: Uuid = t.id.parse().unwrap();
+    // One connection, so the statistics flush below is the writer's own.
+    let writer = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            DATABASE_URL
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .unwrap()
+                .options([("search_path", h.name.as_str())]),
+        )
+        .await
+        .unwrap();
+    let targets: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let (event, tasks) = EventRecord::fan_out(
+        Uuid::now_v7(),
+        tenant,
+        "batching.hot",
+        br#"{"n":1}"#,
+        Utc::now(),
+        None,
+        &targets,
+    );
+    let mut first = Batch::default();
+    first.push(Record::Event(event.clone()));
+    apply(&writer, &first).await.unwrap();
+    // Three succeed, one fails, one retries; each a separate update of a pending row.
+    let outcomes = [
+        DeliveryStatus::Success,
+        DeliveryStatus::Success,
+        DeliveryStatus::Success,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Retrying,
+    ];
+    let mut second = Batch::default();
+    for (task, outcome) in tasks.iter().zip(outcomes) {
+        second.push(Record::Attempt(attempt(
+            &DeliveryKey::of(task),
+            Trigger::Scheduled,
+            outcome,
+            1,
+        )));
+    }
+    apply(&writer, &second).await.unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&writer)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (updated, hot) = loop {
+        let (updated, hot): (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'deliveries'",
+        )
+        .bind(&h.name)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+        if updated >= 5 || Instant::now() > deadline {
+            break (updated, hot);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // pending -> success changes no indexed value: heap-only. Becoming failed or retrying
+    // changes `problem`, which its partial indexes hold.
+    assert_eq!((updated, hot), (5, 3), "updates, of which HOT");
+
+    // Every status filter finds its rows, through whichever column serves it.
+    let mut deliveries = h.deliveries().await;
+    for (status, want) in [
+        (pb::DeliveryStatus::Success, 3),
+        (pb::DeliveryStatus::Failed, 1),
+        (pb::DeliveryStatus::Retrying, 1),
+        (pb::DeliveryStatus::Pending, 0),
+    ] {
+        let listed = deliveries
+            .list_deliveries(authed(
+                pb::ListDeliveriesRequest {
+                    status: status as i32,
+                    event_type: Some("batching.hot".into()),
+                    ..Default::default()
+                },
+                &t.api_key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        assert_eq!(listed.len(), want, "{status:?}");
+        assert!(
+            listed.iter().all(|d| d.status == status as i32),
+            "{status:?}"
+        );
+    }
+    let (problems, nulls): (Vec<String>, i64) = sqlx::query_as(
+        "SELECT array_agg(problem ORDER BY problem) FILTER (WHERE problem IS NOT NULL), count(*) FILTER (WHERE problem IS NULL) FROM deliveries",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (problems, nulls),
+        (vec!["failed".to_owned(), "retrying".to_owned()], 3)
+    );
+    writer.close().await;
     h.stop().await;
 }

@@ -103,7 +103,7 @@ pub enum ScenarioName {
     /// One endpoint, closed loop.
     #[value(name = "one-endpoint")]
     OneEndpoint,
-    /// A hundred endpoints, fewer events: about as many deliveries.
+    /// A hundred endpoints, closed loop: maximum deliveries/s over about a minute.
     #[value(name = "hundred-endpoints")]
     HundredEndpoints,
     /// Ten endpoints, one of which always answers 500.
@@ -115,6 +115,10 @@ pub enum ScenarioName {
     /// Open loop at 1,000 events/s.
     #[value(name = "open-loop-1000")]
     OpenLoop1000,
+    /// Open loop at 5,000 deliveries/s (50 events/s to 100 endpoints) for 70 s: the target
+    /// rate held, with its latency.
+    #[value(name = "sustained-5000")]
+    Sustained5000,
     /// PublishBatch of 500 events.
     #[value(name = "batch")]
     Batch,
@@ -125,12 +129,13 @@ pub enum ScenarioName {
 
 impl ScenarioName {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [ScenarioName; 7] = [
+    pub const ALL: [ScenarioName; 8] = [
         ScenarioName::OneEndpoint,
         ScenarioName::HundredEndpoints,
         ScenarioName::Failing10Pct,
         ScenarioName::Payload10k,
         ScenarioName::OpenLoop1000,
+        ScenarioName::Sustained5000,
         ScenarioName::Batch,
         ScenarioName::BatchAccept,
     ];
@@ -142,6 +147,7 @@ impl ScenarioName {
             ScenarioName::Failing10Pct => "failing-10pct",
             ScenarioName::Payload10k => "payload-10k",
             ScenarioName::OpenLoop1000 => "open-loop-1000",
+            ScenarioName::Sustained5000 => "sustained-5000",
             ScenarioName::Batch => "batch",
             ScenarioName::BatchAccept => "batch-accept",
         }

@@ -120,6 +120,16 @@ struct AttemptRow {
     status: String,
 }
 
+/// The column to filter a delivery status on: `retrying` and `failed` through `problem` (their
+/// copy, NULL otherwise, behind partial indexes), the others on `status` itself. No index holds
+/// `status`, so the usual pending -> success update stays in place (migration 0007).
+fn status_column(status: &str) -> &'static str {
+    match status {
+        "retrying" | "failed" => "problem",
+        _ => "status",
+    }
+}
+
 const DELIVERY_COLUMNS: &str =
     "id, event_id, endpoint_id, event_type, status, attempt_count, response_status,
     response_body, last_error, latency_ms, created_at, last_attempt_at, next_retry_at, test";
@@ -192,26 +202,35 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries
-             WHERE tenant_id = $1
-               AND ($2::uuid IS NULL OR endpoint_id = $2)
-               AND ($3::uuid IS NULL OR event_id = $3)
-               AND ($4::text IS NULL OR status = $4)
-               AND ($5::text IS NULL OR event_type = $5)
-               AND ($6::uuid IS NULL OR id < $6)
-               AND ($8::uuid IS NULL OR id >= $8)
-             ORDER BY id DESC LIMIT $7"
-        );
-        let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(endpoint)
-            .bind(event)
-            .bind(status)
-            .bind(r.event_type.as_deref())
-            .bind(before)
-            .bind(i64::from(limit))
-            .bind(since)
+        // Only the filters given: each query then has a plan made for it (the indexes it can
+        // use), not one generic plan for every combination.
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = "
+        ));
+        q.push_bind(tenant);
+        if let Some(endpoint) = endpoint {
+            q.push(" AND endpoint_id = ").push_bind(endpoint);
+        }
+        if let Some(event) = event {
+            q.push(" AND event_id = ").push_bind(event);
+        }
+        if let Some(status) = status {
+            q.push(format_args!(" AND {} = ", status_column(status)))
+                .push_bind(status);
+        }
+        if let Some(event_type) = r.event_type.as_deref() {
+            q.push(" AND event_type = ").push_bind(event_type);
+        }
+        if let Some(before) = before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        if let Some(since) = since {
+            q.push(" AND id >= ").push_bind(since);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows: Vec<DeliveryRow> = q
+            .build_query_as()
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
@@ -363,9 +382,10 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         self.check_endpoint(tenant, endpoint).await?;
         let rows: Vec<ReplayRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{REPLAY_SELECT}
-             WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND d.status = $3 AND NOT d.test
+             WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND d.{} = $3 AND NOT d.test
                AND ($4::uuid IS NULL OR d.id >= $4) AND ($5::uuid IS NULL OR d.id < $5)
-             ORDER BY d.id LIMIT $6"
+             ORDER BY d.id LIMIT $6",
+            status_column(status)
         )))
         .bind(endpoint)
         .bind(tenant)
