@@ -18,15 +18,16 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_e` (v3).
+#[cfg(target_os = "linux")]
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// Runs from `.init_array`, before `main` and before the Rust runtime allocates anything.
+#[cfg(target_os = "linux")]
 extern "C" fn configure() {
-    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
-        return;
-    }
     // SAFETY: sets a plain integer option while nothing else runs (single-threaded start-up).
-    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
+    // Only the default: an option mimalloc found in the environment (under any of the names
+    // it accepts) is marked initialised and left as the environment says.
+    unsafe { libmimalloc_sys::mi_option_set_default(ARENA_EAGER_COMMIT, 0) }
 }
 
 #[cfg(target_os = "linux")]

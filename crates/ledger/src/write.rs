@@ -10,8 +10,9 @@
 //! A delivery whose event record and attempt record arrive in the same batch (the usual case
 //! when the dispatchers keep up) is inserted once, already in its attempted state, instead of
 //! inserted `pending` and updated, which saves a heap tuple and its WAL. When the attempt comes
-//! later (dispatchers behind a backlog), pending -> success is a HOT update: no index holds
-//! `status` (migration 0007), so the update touches none of the table's indexes.
+//! later (dispatchers behind a backlog), pending -> success is normally a HOT update: no index
+//! holds `status` (migration 0007), so when the page has room (fillfactor 70) the update
+//! touches none of the table's indexes.
 //!
 //! Per-endpoint statistics are kept in the same transaction from what the batch really
 //! inserted (`RETURNING`), so a record applied twice counts once.
