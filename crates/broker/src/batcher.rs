@@ -49,8 +49,8 @@ pub struct Batching {
 }
 
 impl Batching {
-    /// What every service uses: at most 500 records per message, two messages awaiting their
-    /// confirm per publish channel (at least two), and the service's linger.
+    /// What every service uses: at most 500 records per message, as many messages awaiting
+    /// their confirm as there are publish channels (at least two), and the service's linger.
     pub fn ledger(publish_channels: usize, linger: Duration) -> Self {
         Self {
             max_records: 500,
