@@ -16,7 +16,7 @@ use herald_core::wire::{
 };
 use herald_ledger::write::{Batch, apply, apply_with};
 use herald_proto::v1 as pb;
-use herald_tests::{AMQP_URL, DATABASE_URL, Herald, Options, authed, cleanup};
+use herald_tests::{AMQP_URL, Herald, Options, authed, cleanup, schema_pool};
 use uuid::Uuid;
 
 fn abandoned(reason: &str) -> Record {
@@ -398,16 +398,7 @@ async fn a_pending_delivery_that_succeeds_is_updated_in_place() {
     let t = h.tenant().await;
     let tenant: Uuid = t.id.parse().unwrap();
     // One connection, so the statistics flush below is the writer's own.
-    let writer = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            DATABASE_URL
-                .parse::<sqlx::postgres::PgConnectOptions>()
-                .unwrap()
-                .options([("search_path", h.name.as_str())]),
-        )
-        .await
-        .unwrap();
+    let writer = schema_pool(&h.name, 1).await;
     let targets: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
     let (event, tasks) = EventRecord::fan_out(
         Uuid::now_v7(),

@@ -156,16 +156,7 @@ impl Herald {
                 }
             }),
         ));
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(3)
-            .connect_with(
-                DATABASE_URL
-                    .parse::<sqlx::postgres::PgConnectOptions>()
-                    .unwrap()
-                    .options([("search_path", name.as_str())]),
-            )
-            .await
-            .expect("postgres");
+        let pool = schema_pool(&name, 3).await;
         let mut herald = Herald {
             name,
             env,
@@ -496,6 +487,20 @@ impl Herald {
         cleanup(&self.name, &self.delays_ms).await;
         self.name.clear();
     }
+}
+
+/// A pool of at most `connections` connections on the test schema `name`.
+pub async fn schema_pool(name: &str, connections: u32) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(
+            DATABASE_URL
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .unwrap()
+                .options([("search_path", name)]),
+        )
+        .await
+        .expect("postgres")
 }
 
 /// Removes everything a test installation created.

@@ -230,16 +230,7 @@ impl Processes {
 
     /// A pool on this installation's schema.
     pub async fn pool(&self) -> sqlx::PgPool {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect_with(
-                DATABASE_URL
-                    .parse::<sqlx::postgres::PgConnectOptions>()
-                    .unwrap()
-                    .options([("search_path", self.name.as_str())]),
-            )
-            .await
-            .expect("postgres")
+        crate::schema_pool(&self.name, 2).await
     }
 }
 
