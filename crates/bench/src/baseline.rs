@@ -32,7 +32,8 @@ use crate::cli::Settings;
 use crate::load::PayloadMaker;
 use crate::procs::unique_name;
 use crate::receiver::{Receiver, ReceiverOptions};
-use crate::report::{BaselineFigure, Baselines};
+use crate::report::{BaselineFigure, Baselines, CpuCost};
+use crate::usage::{CpuSnapshot, usage_between};
 
 /// Publisher confirms in flight.
 const WINDOW: usize = 256;
@@ -78,16 +79,23 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
 }
 
 /// (completed, seconds) → figure, bounded by `limit`.
+/// The CPU cost is charged from the first to the last moment of the baseline (setup included,
+/// a few queue declarations) with the bench process as the client.
 async fn figure(
     limit: Duration,
     measured: impl Future<Output = Result<(u64, f64)>>,
 ) -> BaselineFigure {
-    match tokio::time::timeout(limit, measured).await {
+    let me = [("bench".to_owned(), std::process::id())];
+    let begin = CpuSnapshot::take(&me);
+    let outcome = tokio::time::timeout(limit, measured).await;
+    let usage = usage_between(&begin, &CpuSnapshot::take(&me));
+    match outcome {
         Ok(Ok((count, secs))) => BaselineFigure {
             per_sec: (secs > 0.0).then_some(count as f64 / secs),
             count,
             secs,
             error: None,
+            cpu: CpuCost::new(&usage, count, |_| true),
         },
         Ok(Err(e)) => BaselineFigure {
             error: Some(format!("{e:#}")),

@@ -115,6 +115,8 @@ pub struct RunReport {
     pub end_to_end_latency: Percentiles,
     pub open_loop: Option<OpenLoopStats>,
     pub usage: Usage,
+    /// `usage` divided by the deliveries received (Herald = ingest, dispatchers, ledger).
+    pub cpu_per_delivery: Option<CpuCost>,
     pub dispatcher_rss: RssTrend,
     pub timed_out: bool,
     pub notes: Vec<String>,
@@ -128,6 +130,49 @@ pub struct BaselineFigure {
     pub count: u64,
     pub secs: f64,
     pub error: Option<String>,
+    /// What each message cost in CPU while the baseline ran.
+    pub cpu: Option<CpuCost>,
+}
+
+/// CPU microseconds per message (or per delivery), split by who spent them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuCost {
+    /// Every process of the machine (from `/proc/stat`), per unit.
+    pub machine_us: f64,
+    /// RabbitMQ (`beam.smp`), per unit.
+    pub rabbitmq_us: f64,
+    /// The client side: the bench process in a baseline, Herald's own processes in a scenario.
+    pub client_us: f64,
+    /// Units per second all cores of this machine would allow at `machine_us` each.
+    pub cpu_ceiling_per_sec: f64,
+}
+
+impl CpuCost {
+    /// The cost of `units` over the window of `u`; `client` picks the processes charged as
+    /// the client side. None when nothing was counted.
+    pub fn new(u: &Usage, units: u64, client: impl Fn(&str) -> bool) -> Option<Self> {
+        let busy = u.machine_busy_pct?;
+        if units == 0 || u.window_secs <= 0.0 {
+            return None;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let per = |secs: f64| secs * 1e6 / units as f64;
+        let machine_us = per(busy / 100.0 * cores * u.window_secs);
+        let client_secs: f64 = u
+            .processes
+            .iter()
+            .filter(|p| client(&p.role))
+            .map(|p| p.cpu_secs)
+            .sum();
+        Some(Self {
+            machine_us,
+            rabbitmq_us: per(u.infra_secs("rabbitmq")),
+            client_us: per(client_secs),
+            cpu_ceiling_per_sec: (machine_us > 0.0)
+                .then(|| cores * 1e6 / machine_us)
+                .unwrap_or(0.0),
+        })
+    }
 }
 
 /// What the machine allows without Herald in the way.
@@ -390,6 +435,19 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
         cpu.push(format!("machine {busy:.0} % busy"));
     }
     push(&format!("CPU over {:.1} s", u.window_secs), cpu.join(", "));
+    if let Some(c) = &r.cpu_per_delivery {
+        push(
+            "CPU per delivery",
+            format!(
+                "{:.0} µs of the machine (RabbitMQ {:.0}, Herald {:.0}, the rest Postgres, Redis \
+                 and the bench); all cores at this cost allow {}/s",
+                c.machine_us,
+                c.rabbitmq_us,
+                c.client_us,
+                thousands(c.cpu_ceiling_per_sec)
+            ),
+        );
+    }
     let rss: Vec<String> = u
         .processes
         .iter()
@@ -455,12 +513,21 @@ pub fn baseline_rows(b: &Baselines) -> [(&'static str, &BaselineFigure); 4] {
 
 pub fn figure_text(f: &BaselineFigure) -> String {
     match (f.per_sec, &f.error) {
-        (Some(rate), _) => format!(
-            "{} ({} in {:.1} s)",
-            thousands(rate),
-            thousands(f.count as f64),
-            f.secs
-        ),
+        (Some(rate), _) => {
+            let mut text = format!(
+                "{} ({} in {:.1} s)",
+                thousands(rate),
+                thousands(f.count as f64),
+                f.secs
+            );
+            if let Some(c) = &f.cpu {
+                text.push_str(&format!(
+                    "; CPU per message {:.0} µs (RabbitMQ {:.0}, client {:.0})",
+                    c.machine_us, c.rabbitmq_us, c.client_us
+                ));
+            }
+            text
+        }
         (None, Some(e)) => format!("failed: {e}"),
         (None, None) => "-".into(),
     }

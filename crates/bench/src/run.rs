@@ -16,7 +16,7 @@ use crate::db::{self, LedgerPoll};
 use crate::load::{self, LoadSpec};
 use crate::procs::Herald;
 use crate::receiver::{Receiver, ReceiverOptions};
-use crate::report::{LedgerFigures, RunReport, percentiles};
+use crate::report::{CpuCost, LedgerFigures, RunReport, percentiles};
 use crate::usage::{CpuSnapshot, RssSampler, usage_between};
 
 /// Give up waiting for deliveries when none arrived for this long.
@@ -156,6 +156,10 @@ async fn measure(
     {
         notes.push("open loop hit the in-flight cap: latencies are understated".into());
     }
+    // Herald's own processes are the client side; the bench (load and receiver) is not.
+    let cpu_per_delivery = CpuCost::new(&usage, stats.delivered.min(deliveries_expected), |r| {
+        r != "bench"
+    });
     Ok(RunReport {
         scenario: scenario.to_owned(),
         spec: spec.clone(),
@@ -176,6 +180,7 @@ async fn measure(
         publish_latency: percentiles(outcome.latencies_us),
         end_to_end_latency: percentiles(receiver.take_latencies()),
         open_loop: outcome.open_loop,
+        cpu_per_delivery,
         usage,
         dispatcher_rss,
         timed_out,

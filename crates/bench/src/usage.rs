@@ -156,6 +156,16 @@ pub struct Usage {
     pub machine_busy_pct: Option<f64>,
 }
 
+impl Usage {
+    /// CPU seconds a backing service spent in the window (0 when it was not seen).
+    pub fn infra_secs(&self, service: &str) -> f64 {
+        self.infrastructure_cpu_secs
+            .get(service)
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
 /// The cost between two snapshots of the same processes; peaks are read now.
 pub fn usage_between(a: &CpuSnapshot, b: &CpuSnapshot) -> Usage {
     let tck = clk_tck();
