@@ -468,7 +468,9 @@ async fn payload_filters_select_events_and_are_validated() {
             String::from_utf8_lossy(payload)
         );
     }
-    let got = rx.drain_for(Duration::from_millis(1500)).await;
+    let got = rx
+        .exactly(2, Duration::from_secs(15), Duration::from_millis(500))
+        .await;
     assert_eq!(got.len(), 2);
 
     let mut endpoints = herald.endpoints().await;

@@ -145,6 +145,22 @@ impl Receiver {
             .expect("receiver closed")
     }
 
+    /// Waits up to `within` for `n` requests, then keeps listening for `quiet` so that an
+    /// extra one shows up too: the caller asserts the count. Slow machines only make the
+    /// first wait longer, never the outcome different.
+    pub async fn exactly(&mut self, n: usize, within: Duration, quiet: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => out.push(r),
+                _ => break,
+            }
+        }
+        out.extend(self.drain_for(quiet).await);
+        out
+    }
+
     /// Collects requests for `during`.
     pub async fn drain_for(&mut self, during: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + during;

@@ -54,6 +54,12 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
         rabbit(&settings.amqp_url, quorum, &payload, window, false),
     )
     .await;
+    eprintln!("bench: baseline: RabbitMQ one hop, minimal client");
+    let rabbit_one_hop_raw = figure(
+        limit,
+        rabbit_raw(&settings.amqp_url, quorum, &payload, window, true),
+    )
+    .await;
     eprintln!("bench: baseline: RabbitMQ two hops");
     let rabbit_two_hops = figure(
         limit,
@@ -66,14 +72,22 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
         rabbit_publish_only(&settings.amqp_url, quorum, &payload, window),
     )
     .await;
+    eprintln!("bench: baseline: RabbitMQ publish only, minimal client");
+    let rabbit_publish_raw = figure(
+        limit,
+        rabbit_raw(&settings.amqp_url, quorum, &payload, window, false),
+    )
+    .await;
     eprintln!("bench: baseline: bare HTTP POST");
     let http_post = figure(limit, http(Bytes::from(payload), window)).await;
     Baselines {
         payload_bytes,
         queue_type: settings.queue_type.clone(),
         rabbit_one_hop,
+        rabbit_one_hop_raw,
         rabbit_two_hops,
         rabbit_publish,
+        rabbit_publish_raw,
         http_post,
     }
 }
@@ -184,26 +198,21 @@ async fn rabbit(
     outcome
 }
 
-/// Publishes into a fresh queue nobody consumes; returns (messages confirmed, seconds).
-async fn rabbit_publish_only(
+/// Declares a fresh queue named after `suffix`, runs `measure` on its name, and deletes the
+/// queue whatever the outcome.
+async fn with_queue(
     url: &str,
+    suffix: &str,
     quorum: bool,
-    payload: &[u8],
-    window: Duration,
+    measure: impl AsyncFnOnce(&str) -> Result<(u64, f64)>,
 ) -> Result<(u64, f64)> {
-    let queue = format!("{}.baseline.publish", unique_name());
+    let queue = format!("{}.baseline.{suffix}", unique_name());
     let admin = herald_broker::connect(url, "herald-bench-baseline").await?;
     let ch = admin.create_channel().await?;
-    let outcome: Result<(u64, f64)> = async {
-        declare(&ch, &queue, quorum).await?;
-        let publisher = herald_broker::connect(url, "herald-bench-publisher").await?;
-        let started = Instant::now();
-        let published = publish_for(&publisher, &queue, payload, window).await;
-        let elapsed = started.elapsed().as_secs_f64();
-        let _ = publisher.close(200, ShortString::from("done")).await;
-        Ok((published?, elapsed))
-    }
-    .await;
+    let outcome = match declare(&ch, &queue, quorum).await {
+        Ok(()) => measure(&queue).await,
+        Err(e) => Err(e),
+    };
     let _ = ch
         .queue_delete(
             ShortString::from(queue.as_str()),
@@ -212,6 +221,65 @@ async fn rabbit_publish_only(
         .await;
     let _ = admin.close(200, ShortString::from("done")).await;
     outcome
+}
+
+/// One hop (`consumed`) or publish only with the minimal client of [`crate::rawamqp`] (the
+/// queue is declared with lapin, off the clock); returns (messages acked, or confirmed when
+/// nobody consumes, within the window; the window).
+async fn rabbit_raw(
+    url: &str,
+    quorum: bool,
+    payload: &[u8],
+    window: Duration,
+    consumed: bool,
+) -> Result<(u64, f64)> {
+    with_queue(url, "raw", quorum, async |queue: &str| {
+        let sunk = Arc::new(AtomicU64::new(0));
+        let sink = if consumed {
+            let consumer =
+                crate::rawamqp::consume(url.to_owned(), queue.to_owned(), PREFETCH, sunk.clone());
+            tokio::spawn(consumer)
+        } else {
+            tokio::spawn(std::future::pending())
+        };
+        let started = Instant::now();
+        let published =
+            crate::rawamqp::publish_for(url, queue, payload, window, WINDOW as u64).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = if consumed {
+            sunk.load(Ordering::Relaxed)
+        } else {
+            *published.as_ref().unwrap_or(&0)
+        };
+        let sink_failed = sink.is_finished();
+        sink.abort();
+        match sink.await {
+            Ok(Err(e)) => return Err(e.context("the minimal consumer failed")),
+            _ if sink_failed => bail!("the minimal consumer ended early"),
+            _ => {}
+        }
+        published?;
+        Ok((done, elapsed))
+    })
+    .await
+}
+
+/// Publishes into a fresh queue nobody consumes; returns (messages confirmed, seconds).
+async fn rabbit_publish_only(
+    url: &str,
+    quorum: bool,
+    payload: &[u8],
+    window: Duration,
+) -> Result<(u64, f64)> {
+    with_queue(url, "publish", quorum, async |queue: &str| {
+        let publisher = herald_broker::connect(url, "herald-bench-publisher").await?;
+        let started = Instant::now();
+        let published = publish_for(&publisher, queue, payload, window).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let _ = publisher.close(200, ShortString::from("done")).await;
+        Ok((published?, elapsed))
+    })
+    .await
 }
 
 /// Publishes persistent messages to `queue` for `window`, keeping `WINDOW` confirms in

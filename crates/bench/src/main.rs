@@ -13,6 +13,7 @@ mod grpc;
 mod load;
 mod markdown;
 mod procs;
+mod rawamqp;
 mod receiver;
 mod report;
 mod run;

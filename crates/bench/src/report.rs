@@ -168,9 +168,11 @@ impl CpuCost {
             machine_us,
             rabbitmq_us: per(u.infra_secs("rabbitmq")),
             client_us: per(client_secs),
-            cpu_ceiling_per_sec: (machine_us > 0.0)
-                .then(|| cores * 1e6 / machine_us)
-                .unwrap_or(0.0),
+            cpu_ceiling_per_sec: if machine_us > 0.0 {
+                cores * 1e6 / machine_us
+            } else {
+                0.0
+            },
         })
     }
 }
@@ -182,11 +184,16 @@ pub struct Baselines {
     pub queue_type: String,
     /// Persistent, confirmed (window 256) publish → consume and ack.
     pub rabbit_one_hop: BaselineFigure,
+    /// The same hop with the bench's minimal client ([`crate::rawamqp`]) instead of lapin:
+    /// closer to the broker's own limit.
+    pub rabbit_one_hop_raw: BaselineFigure,
     /// Publish → relay (consume, republish confirmed, ack) → consume and ack.
     pub rabbit_two_hops: BaselineFigure,
     /// Persistent, confirmed (window 256) publish into a queue nobody consumes: the most a
     /// publisher can hand to the broker, the ceiling of `PublishBatch` acceptance.
     pub rabbit_publish: BaselineFigure,
+    /// The same with the minimal client: the broker's own acceptance ceiling.
+    pub rabbit_publish_raw: BaselineFigure,
     /// reqwest, 64 in flight, to the bench's receiver.
     pub http_post: BaselineFigure,
 }
@@ -195,10 +202,12 @@ pub struct Baselines {
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratios {
     pub vs_rabbit_one_hop: Option<f64>,
+    pub vs_rabbit_one_hop_raw: Option<f64>,
     pub vs_rabbit_two_hops: Option<f64>,
     pub vs_http_post: Option<f64>,
     /// Accepted events/s as a share of the publish-only rate.
     pub accepted_vs_rabbit_publish: Option<f64>,
+    pub accepted_vs_rabbit_publish_raw: Option<f64>,
 }
 
 impl Ratios {
@@ -207,9 +216,11 @@ impl Ratios {
         let delivered = |f: &BaselineFigure| ratio(f, per_sec).filter(|_| per_sec > 0.0);
         Self {
             vs_rabbit_one_hop: delivered(&b.rabbit_one_hop),
+            vs_rabbit_one_hop_raw: delivered(&b.rabbit_one_hop_raw),
             vs_rabbit_two_hops: delivered(&b.rabbit_two_hops),
             vs_http_post: delivered(&b.http_post),
             accepted_vs_rabbit_publish: ratio(&b.rabbit_publish, accepted_per_sec),
+            accepted_vs_rabbit_publish_raw: ratio(&b.rabbit_publish_raw, accepted_per_sec),
         }
     }
 }
@@ -307,6 +318,7 @@ fn ratio_text(r: &Ratios) -> String {
     let one = |label: &str, v: Option<f64>| v.map(|v| format!("{v:.2}× {label}"));
     let parts: Vec<String> = [
         one("RabbitMQ 1 hop", r.vs_rabbit_one_hop),
+        one("RabbitMQ 1 hop, minimal client", r.vs_rabbit_one_hop_raw),
         one("RabbitMQ 2 hops", r.vs_rabbit_two_hops),
         one("bare HTTP", r.vs_http_post),
     ]
@@ -345,6 +357,9 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
     );
     if let Some(v) = ratios.and_then(|r| r.accepted_vs_rabbit_publish) {
         accepted.push_str(&format!("; {v:.2}× RabbitMQ publish only"));
+    }
+    if let Some(v) = ratios.and_then(|r| r.accepted_vs_rabbit_publish_raw) {
+        accepted.push_str(&format!(", {v:.2}× with the minimal client"));
     }
     push("accepted events/s", accepted);
     let mut delivered = format!(
@@ -497,16 +512,24 @@ pub fn print_baselines(b: &Baselines) {
         b.payload_bytes, b.queue_type
     );
     for (label, f) in baseline_rows(b) {
-        println!("  {label:<32}  {}", figure_text(f));
+        println!("  {label:<44}  {}", figure_text(f));
     }
 }
 
 /// (label, figure) of each baseline.
-pub fn baseline_rows(b: &Baselines) -> [(&'static str, &BaselineFigure); 4] {
+pub fn baseline_rows(b: &Baselines) -> [(&'static str, &BaselineFigure); 6] {
     [
         ("RabbitMQ 1 hop msg/s", &b.rabbit_one_hop),
+        (
+            "RabbitMQ 1 hop, minimal client msg/s",
+            &b.rabbit_one_hop_raw,
+        ),
         ("RabbitMQ 2 hops msg/s", &b.rabbit_two_hops),
         ("RabbitMQ publish only msg/s", &b.rabbit_publish),
+        (
+            "RabbitMQ publish only, minimal client msg/s",
+            &b.rabbit_publish_raw,
+        ),
         ("bare HTTP POST req/s", &b.http_post),
     ]
 }

@@ -1,0 +1,515 @@
+//! A minimal AMQP 0-9-1 client for one baseline: how fast the broker moves persistent,
+//! confirmed messages when the client costs next to nothing.
+//!
+//! The lapin baselines measure the broker plus lapin. lapin runs its socket IO on a thread of
+//! its own, so every frame crosses threads (a futex wake-up each way), and profiles of the
+//! one-hop baseline show the client spending about as much CPU per message as RabbitMQ itself.
+//! This client does the same work (persistent publishes on a confirm channel, a window of 256
+//! confirms, a consumer with a prefetch of 256 that acks every message on its own) from one
+//! task per connection on the tokio runtime, and writes every frame that is ready in one
+//! `write` call. The gap between the two one-hop figures is what the client library costs.
+//!
+//! It speaks just enough of the protocol for that: PLAIN login, no heartbeats, channel 1 only,
+//! no content split over several body frames (payloads are far below the frame size). Any
+//! frame it does not expect (a channel or connection close included) ends the run with an
+//! error naming it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+const FRAME_METHOD: u8 = 1;
+const FRAME_HEADER: u8 = 2;
+const FRAME_BODY: u8 = 3;
+const FRAME_HEARTBEAT: u8 = 8;
+const FRAME_END: u8 = 0xCE;
+/// Frames up to this size; RabbitMQ's default is 128 KiB.
+const FRAME_MAX: u32 = 131_072;
+
+/// (class, method) ids used here.
+mod id {
+    pub const CONNECTION_START: (u16, u16) = (10, 10);
+    pub const CONNECTION_START_OK: (u16, u16) = (10, 11);
+    pub const CONNECTION_TUNE: (u16, u16) = (10, 30);
+    pub const CONNECTION_TUNE_OK: (u16, u16) = (10, 31);
+    pub const CONNECTION_OPEN: (u16, u16) = (10, 40);
+    pub const CONNECTION_OPEN_OK: (u16, u16) = (10, 41);
+    pub const CONNECTION_CLOSE: (u16, u16) = (10, 50);
+    pub const CHANNEL_OPEN: (u16, u16) = (20, 10);
+    pub const CHANNEL_OPEN_OK: (u16, u16) = (20, 11);
+    pub const CHANNEL_CLOSE: (u16, u16) = (20, 40);
+    pub const BASIC_QOS: (u16, u16) = (60, 10);
+    pub const BASIC_QOS_OK: (u16, u16) = (60, 11);
+    pub const BASIC_CONSUME: (u16, u16) = (60, 20);
+    pub const BASIC_CONSUME_OK: (u16, u16) = (60, 21);
+    pub const BASIC_PUBLISH: (u16, u16) = (60, 40);
+    pub const BASIC_DELIVER: (u16, u16) = (60, 60);
+    pub const BASIC_ACK: (u16, u16) = (60, 80);
+    pub const BASIC_NACK: (u16, u16) = (60, 120);
+    pub const CONFIRM_SELECT: (u16, u16) = (85, 10);
+    pub const CONFIRM_SELECT_OK: (u16, u16) = (85, 11);
+}
+
+/// One frame as read.
+struct Frame {
+    kind: u8,
+    channel: u16,
+    payload: Bytes,
+}
+
+impl Frame {
+    /// (class, method) of a method frame, and the arguments after them.
+    fn method(&self) -> Option<((u16, u16), Bytes)> {
+        if self.kind != FRAME_METHOD || self.payload.len() < 4 {
+            return None;
+        }
+        let mut p = self.payload.clone();
+        let class = p.get_u16();
+        let method = p.get_u16();
+        Some(((class, method), p))
+    }
+}
+
+/// Appends a frame around what `body` writes.
+fn frame(out: &mut BytesMut, kind: u8, channel: u16, body: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(kind);
+    out.put_u16(channel);
+    let size_at = out.len();
+    out.put_u32(0);
+    let start = out.len();
+    body(out);
+    let size = u32::try_from(out.len() - start).expect("frames here are small");
+    out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+    out.put_u8(FRAME_END);
+}
+
+fn method(out: &mut BytesMut, channel: u16, id: (u16, u16), args: impl FnOnce(&mut BytesMut)) {
+    frame(out, FRAME_METHOD, channel, |b| {
+        b.put_u16(id.0);
+        b.put_u16(id.1);
+        args(b);
+    });
+}
+
+fn short_str(out: &mut BytesMut, s: &str) {
+    let len = u8::try_from(s.len()).expect("short strings are at most 255 bytes");
+    out.put_u8(len);
+    out.put_slice(s.as_bytes());
+}
+
+fn long_bytes(out: &mut BytesMut, s: &[u8]) {
+    out.put_u32(u32::try_from(s.len()).expect("small"));
+    out.put_slice(s);
+}
+
+/// Skips a short string in a method's arguments.
+fn skip_short_str(p: &mut Bytes) -> Result<()> {
+    ensure!(p.has_remaining(), "truncated short string");
+    let n = usize::from(p.get_u8());
+    ensure!(p.remaining() >= n, "truncated short string");
+    p.advance(n);
+    Ok(())
+}
+
+/// A close's reply code and text, for the error message.
+fn close_reason(mut p: Bytes) -> String {
+    if p.remaining() < 3 {
+        return "no reason given".into();
+    }
+    let code = p.get_u16();
+    let n = usize::from(p.get_u8()).min(p.remaining());
+    let text = String::from_utf8_lossy(&p[..n]).into_owned();
+    format!("{code} {text}")
+}
+
+/// Host, port, user, password and vhost of an `amqp://` URL (RabbitMQ's defaults for the
+/// parts left out).
+fn parse_url(url: &str) -> Result<(String, u16, String, String, String)> {
+    let u = url::Url::parse(url).with_context(|| format!("parsing the AMQP URL {url:?}"))?;
+    ensure!(u.scheme() == "amqp", "only amqp:// URLs are supported here");
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let user = if u.username().is_empty() {
+        "guest".to_owned()
+    } else {
+        decode(u.username())
+    };
+    let password = u.password().map_or_else(|| "guest".to_owned(), decode);
+    let vhost = match u.path().strip_prefix('/') {
+        None | Some("") => "/".to_owned(),
+        Some(v) => decode(v),
+    };
+    let host = u.host_str().unwrap_or("127.0.0.1").to_owned();
+    Ok((host, u.port().unwrap_or(5672), user, password, vhost))
+}
+
+/// One connection with channel 1 open.
+pub struct RawConnection {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+impl RawConnection {
+    /// Connects, logs in, opens channel 1.
+    pub async fn open(url: &str) -> Result<Self> {
+        let (host, port, user, password, vhost) = parse_url(url)?;
+        let stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .with_context(|| format!("connecting to {host}:{port}"))?;
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        let mut c = Self {
+            reader,
+            writer,
+            buf: BytesMut::with_capacity(256 * 1024),
+        };
+        c.writer.write_all(b"AMQP\x00\x00\x09\x01").await?;
+        c.expect(id::CONNECTION_START).await?;
+        let mut out = BytesMut::new();
+        method(&mut out, 0, id::CONNECTION_START_OK, |b| {
+            b.put_u32(0); // client properties: an empty table
+            short_str(b, "PLAIN");
+            let mut response = vec![0u8];
+            response.extend_from_slice(user.as_bytes());
+            response.push(0);
+            response.extend_from_slice(password.as_bytes());
+            long_bytes(b, &response);
+            short_str(b, "en_US");
+        });
+        c.send(&out).await?;
+        let mut tune = c.expect(id::CONNECTION_TUNE).await?;
+        ensure!(tune.remaining() >= 8, "truncated connection.tune");
+        let channel_max = tune.get_u16();
+        let frame_max = match tune.get_u32() {
+            0 => FRAME_MAX,
+            n => n.min(FRAME_MAX),
+        };
+        let mut out = BytesMut::new();
+        method(&mut out, 0, id::CONNECTION_TUNE_OK, |b| {
+            b.put_u16(channel_max);
+            b.put_u32(frame_max);
+            b.put_u16(0); // no heartbeats: a baseline lasts seconds
+        });
+        method(&mut out, 0, id::CONNECTION_OPEN, |b| {
+            short_str(b, &vhost);
+            short_str(b, "");
+            b.put_u8(0);
+        });
+        c.send(&out).await?;
+        c.expect(id::CONNECTION_OPEN_OK).await?;
+        c.call(id::CHANNEL_OPEN, id::CHANNEL_OPEN_OK, |b| short_str(b, ""))
+            .await?;
+        Ok(c)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Sends a method on channel 1 and waits for its reply.
+    async fn call(
+        &mut self,
+        request: (u16, u16),
+        reply: (u16, u16),
+        args: impl FnOnce(&mut BytesMut),
+    ) -> Result<Bytes> {
+        let mut out = BytesMut::new();
+        method(&mut out, 1, request, args);
+        self.send(&out).await?;
+        self.expect(reply).await
+    }
+
+    /// Reads the next frame, skipping heartbeats; None at end of stream.
+    fn parse(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if self.buf.len() < 7 {
+                return Ok(None);
+            }
+            let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]);
+            let size = usize::try_from(size)?;
+            if self.buf.len() < 7 + size + 1 {
+                return Ok(None);
+            }
+            let mut whole = self.buf.split_to(7 + size + 1).freeze();
+            let kind = whole.get_u8();
+            let channel = whole.get_u16();
+            whole.advance(4);
+            let payload = whole.split_to(size);
+            ensure!(
+                whole.first() == Some(&FRAME_END),
+                "frame without its end octet"
+            );
+            if kind == FRAME_HEARTBEAT {
+                continue;
+            }
+            return Ok(Some(Frame {
+                kind,
+                channel,
+                payload,
+            }));
+        }
+    }
+
+    /// The next whole frame, reading as needed.
+    async fn next_frame(&mut self) -> Result<Frame> {
+        loop {
+            if let Some(f) = self.parse()? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads whatever the socket has into the buffer.
+    async fn fill(&mut self) -> Result<()> {
+        if self.reader.read_buf(&mut self.buf).await? == 0 {
+            bail!("the broker closed the connection");
+        }
+        Ok(())
+    }
+
+    /// Waits for one given method, failing on anything else.
+    async fn expect(&mut self, want: (u16, u16)) -> Result<Bytes> {
+        let f = self.next_frame().await?;
+        match f.method() {
+            Some((got, args)) if got == want => Ok(args),
+            Some((got, args)) => Err(unexpected(got, args)),
+            None => bail!(
+                "expected method {want:?}, got a frame of type {} on channel {}",
+                f.kind,
+                f.channel
+            ),
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+}
+
+fn unexpected(got: (u16, u16), args: Bytes) -> anyhow::Error {
+    if got == id::CONNECTION_CLOSE || got == id::CHANNEL_CLOSE {
+        anyhow!("the broker closed: {}", close_reason(args))
+    } else {
+        anyhow!("unexpected method {got:?}")
+    }
+}
+
+/// Appends one persistent publish to the default exchange (method, header, body frames).
+fn put_publish(out: &mut BytesMut, queue: &str, payload: &[u8]) {
+    method(out, 1, id::BASIC_PUBLISH, |b| {
+        b.put_u16(0);
+        short_str(b, "");
+        short_str(b, queue);
+        b.put_u8(0);
+    });
+    frame(out, FRAME_HEADER, 1, |b| {
+        b.put_u16(60);
+        b.put_u16(0);
+        b.put_u64(payload.len() as u64);
+        b.put_u16(1 << 12); // delivery-mode present
+        b.put_u8(2); // persistent
+    });
+    frame(out, FRAME_BODY, 1, |b| b.put_slice(payload));
+}
+
+/// Publisher confirms received, as the highest tag below which every message is confirmed.
+#[derive(Default)]
+struct Confirms {
+    through: u64,
+    /// Tags confirmed singly above `through`.
+    ahead: std::collections::BTreeSet<u64>,
+}
+
+impl Confirms {
+    /// Takes one `basic.ack` and returns how many messages are confirmed in a row from the
+    /// first.
+    fn ack(&mut self, tag: u64, multiple: bool) -> u64 {
+        if multiple {
+            self.through = self.through.max(tag);
+            self.ahead = self.ahead.split_off(&(self.through + 1));
+        } else if tag > self.through {
+            self.ahead.insert(tag);
+        }
+        while self.ahead.remove(&(self.through + 1)) {
+            self.through += 1;
+        }
+        self.through
+    }
+}
+
+/// Publishes persistent messages to `queue` for `window`, keeping `in_flight` confirms
+/// outstanding; returns how many were confirmed.
+pub async fn publish_for(
+    url: &str,
+    queue: &str,
+    payload: &[u8],
+    window: Duration,
+    in_flight: u64,
+) -> Result<u64> {
+    let mut c = RawConnection::open(url).await?;
+    c.call(id::CONFIRM_SELECT, id::CONFIRM_SELECT_OK, |b| b.put_u8(0))
+        .await?;
+    let until = Instant::now() + window;
+    let (mut published, mut confirmed) = (0u64, 0u64);
+    let mut confirms = Confirms::default();
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let sending = Instant::now() < until;
+        if sending {
+            while published - confirmed < in_flight {
+                put_publish(&mut out, queue, payload);
+                published += 1;
+            }
+            c.send(&out).await?;
+            out.clear();
+        }
+        if confirmed == published {
+            break;
+        }
+        // Take every confirm that has arrived; at least one.
+        c.fill().await?;
+        while let Some(f) = c.parse()? {
+            match f.method() {
+                Some((id::BASIC_ACK, mut args)) if args.remaining() >= 9 => {
+                    let tag = args.get_u64();
+                    let multiple = args.get_u8() & 1 == 1;
+                    confirmed = confirms.ack(tag, multiple);
+                }
+                Some((id::BASIC_NACK, _)) => bail!("the broker nacked a message"),
+                Some((got, args)) => return Err(unexpected(got, args)),
+                None => bail!("unexpected frame of type {}", f.kind),
+            }
+        }
+    }
+    c.close().await;
+    Ok(confirmed)
+}
+
+/// Consumes `queue` with a prefetch of `prefetch`, acking every message on its own, until the
+/// task is aborted; `count` is raised once per acked message.
+pub async fn consume(
+    url: String,
+    queue: String,
+    prefetch: u16,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let mut c = RawConnection::open(&url).await?;
+    c.call(id::BASIC_QOS, id::BASIC_QOS_OK, |b| {
+        b.put_u32(0);
+        b.put_u16(prefetch);
+        b.put_u8(0);
+    })
+    .await?;
+    c.call(id::BASIC_CONSUME, id::BASIC_CONSUME_OK, |b| {
+        b.put_u16(0);
+        short_str(b, &queue);
+        short_str(b, "");
+        b.put_u8(0);
+        b.put_u32(0);
+    })
+    .await?;
+    let mut acks = BytesMut::with_capacity(16 * 1024);
+    // The delivery whose header and body frames are still to come.
+    let mut pending: Option<u64> = None;
+    let mut body_left = 0u64;
+    loop {
+        c.fill().await?;
+        while let Some(f) = c.parse()? {
+            match (f.kind, pending) {
+                (FRAME_METHOD, None) => match f.method() {
+                    Some((id::BASIC_DELIVER, mut args)) => {
+                        skip_short_str(&mut args)?;
+                        ensure!(args.remaining() >= 8, "truncated basic.deliver");
+                        pending = Some(args.get_u64());
+                    }
+                    Some((got, args)) => return Err(unexpected(got, args)),
+                    None => bail!("unexpected frame"),
+                },
+                (FRAME_HEADER, Some(_)) => {
+                    let mut p = f.payload.clone();
+                    ensure!(p.remaining() >= 12, "truncated content header");
+                    p.advance(4);
+                    body_left = p.get_u64();
+                }
+                (FRAME_BODY, Some(_)) => {
+                    body_left = body_left.saturating_sub(f.payload.len() as u64);
+                }
+                _ => bail!("unexpected frame of type {} mid-delivery", f.kind),
+            }
+            if let Some(tag) = pending
+                && f.kind != FRAME_METHOD
+                && body_left == 0
+            {
+                method(&mut acks, 1, id::BASIC_ACK, |b| {
+                    b.put_u64(tag);
+                    b.put_u8(0);
+                });
+                pending = None;
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !acks.is_empty() {
+            c.send(&acks).await?;
+            acks.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_carries_its_size_and_end_octet() {
+        let mut out = BytesMut::new();
+        method(&mut out, 1, id::BASIC_ACK, |b| {
+            b.put_u64(7);
+            b.put_u8(1);
+        });
+        assert_eq!(out[0], FRAME_METHOD);
+        assert_eq!(&out[1..3], &[0, 1]);
+        assert_eq!(&out[3..7], &13u32.to_be_bytes());
+        assert_eq!(out.len(), 7 + 13 + 1);
+        assert_eq!(out[out.len() - 1], FRAME_END);
+    }
+
+    #[test]
+    fn confirms_count_single_multiple_and_out_of_order_acks() {
+        let mut c = Confirms::default();
+        assert_eq!(c.ack(1, false), 1);
+        assert_eq!(c.ack(3, false), 1);
+        assert_eq!(c.ack(2, false), 3);
+        assert_eq!(c.ack(6, false), 3);
+        assert_eq!(c.ack(5, true), 6);
+        assert_eq!(c.ack(9, true), 9);
+        assert_eq!(c.ack(4, false), 9);
+    }
+
+    #[test]
+    fn urls_fall_back_to_rabbitmq_defaults_and_decode_the_vhost() {
+        let (host, port, user, pass, vhost) =
+            parse_url("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(
+            (host.as_str(), port, user.as_str(), pass.as_str()),
+            ("127.0.0.1", 5672, "guest", "guest")
+        );
+        assert_eq!(vhost, "/");
+        let (_, port, user, _, vhost) = parse_url("amqp://localhost").unwrap();
+        assert_eq!((port, user.as_str(), vhost.as_str()), (5672, "guest", "/"));
+        let (_, _, _, _, vhost) = parse_url("amqp://u:p@h/prod%2Fwebhooks").unwrap();
+        assert_eq!(vhost, "prod/webhooks");
+        assert!(parse_url("amqps://h").is_err());
+    }
+}
