@@ -9,110 +9,28 @@
 //! task per connection on the tokio runtime, and writes every frame that is ready in one
 //! `write` call. The gap between the two one-hop figures is what the client library costs.
 //!
-//! It speaks just enough of the protocol for that: PLAIN login, no heartbeats, channel 1 only,
-//! no content split over several body frames (payloads are far below the frame size). Any
-//! frame it does not expect (a channel or connection close included) ends the run with an
-//! error naming it.
+//! It speaks just enough of the protocol for that, over the codec in
+//! [`herald_broker::frames`]: PLAIN login, no heartbeats, channel 1 only. Any frame it does
+//! not expect (a channel or connection close included) ends the run with an error naming it.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use herald_broker::frames::{
+    self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties,
+    id, put_method, put_short_str,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-const FRAME_METHOD: u8 = 1;
-const FRAME_HEADER: u8 = 2;
-const FRAME_BODY: u8 = 3;
-const FRAME_HEARTBEAT: u8 = 8;
-const FRAME_END: u8 = 0xCE;
 /// Frames up to this size; RabbitMQ's default is 128 KiB.
 const FRAME_MAX: u32 = 131_072;
 
-/// (class, method) ids used here.
-mod id {
-    pub const CONNECTION_START: (u16, u16) = (10, 10);
-    pub const CONNECTION_START_OK: (u16, u16) = (10, 11);
-    pub const CONNECTION_TUNE: (u16, u16) = (10, 30);
-    pub const CONNECTION_TUNE_OK: (u16, u16) = (10, 31);
-    pub const CONNECTION_OPEN: (u16, u16) = (10, 40);
-    pub const CONNECTION_OPEN_OK: (u16, u16) = (10, 41);
-    pub const CONNECTION_CLOSE: (u16, u16) = (10, 50);
-    pub const CHANNEL_OPEN: (u16, u16) = (20, 10);
-    pub const CHANNEL_OPEN_OK: (u16, u16) = (20, 11);
-    pub const CHANNEL_CLOSE: (u16, u16) = (20, 40);
-    pub const BASIC_QOS: (u16, u16) = (60, 10);
-    pub const BASIC_QOS_OK: (u16, u16) = (60, 11);
-    pub const BASIC_CONSUME: (u16, u16) = (60, 20);
-    pub const BASIC_CONSUME_OK: (u16, u16) = (60, 21);
-    pub const BASIC_PUBLISH: (u16, u16) = (60, 40);
-    pub const BASIC_DELIVER: (u16, u16) = (60, 60);
-    pub const BASIC_ACK: (u16, u16) = (60, 80);
-    pub const BASIC_NACK: (u16, u16) = (60, 120);
-    pub const CONFIRM_SELECT: (u16, u16) = (85, 10);
-    pub const CONFIRM_SELECT_OK: (u16, u16) = (85, 11);
-}
-
-/// One frame as read.
-struct Frame {
-    kind: u8,
-    channel: u16,
-    payload: Bytes,
-}
-
-impl Frame {
-    /// (class, method) of a method frame, and the arguments after them.
-    fn method(&self) -> Option<((u16, u16), Bytes)> {
-        if self.kind != FRAME_METHOD || self.payload.len() < 4 {
-            return None;
-        }
-        let mut p = self.payload.clone();
-        let class = p.get_u16();
-        let method = p.get_u16();
-        Some(((class, method), p))
-    }
-}
-
-/// Appends a frame around what `body` writes.
-fn frame(out: &mut BytesMut, kind: u8, channel: u16, body: impl FnOnce(&mut BytesMut)) {
-    out.put_u8(kind);
-    out.put_u16(channel);
-    let size_at = out.len();
-    out.put_u32(0);
-    let start = out.len();
-    body(out);
-    let size = u32::try_from(out.len() - start).expect("frames here are small");
-    out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
-    out.put_u8(FRAME_END);
-}
-
-fn method(out: &mut BytesMut, channel: u16, id: (u16, u16), args: impl FnOnce(&mut BytesMut)) {
-    frame(out, FRAME_METHOD, channel, |b| {
-        b.put_u16(id.0);
-        b.put_u16(id.1);
-        args(b);
-    });
-}
-
-fn short_str(out: &mut BytesMut, s: &str) {
-    let len = u8::try_from(s.len()).expect("short strings are at most 255 bytes");
-    out.put_u8(len);
-    out.put_slice(s.as_bytes());
-}
-
-fn long_bytes(out: &mut BytesMut, s: &[u8]) {
-    out.put_u32(u32::try_from(s.len()).expect("small"));
-    out.put_slice(s);
-}
-
-/// Skips a short string in a method's arguments.
-fn skip_short_str(p: &mut Bytes) -> Result<()> {
-    ensure!(p.has_remaining(), "truncated short string");
-    let n = usize::from(p.get_u8());
-    ensure!(p.remaining() >= n, "truncated short string");
-    p.advance(n);
-    Ok(())
+/// Codec results as this module's errors.
+fn ok<T>(r: Result<T, FrameError>) -> Result<T> {
+    r.map_err(anyhow::Error::from)
 }
 
 /// A close's reply code and text, for the error message.
@@ -156,6 +74,7 @@ pub struct RawConnection {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     buf: BytesMut,
+    frame_max: u32,
 }
 
 impl RawConnection {
@@ -171,43 +90,45 @@ impl RawConnection {
             reader,
             writer,
             buf: BytesMut::with_capacity(256 * 1024),
+            frame_max: FRAME_MAX,
         };
-        c.writer.write_all(b"AMQP\x00\x00\x09\x01").await?;
+        c.writer.write_all(frames::PROTOCOL_HEADER).await?;
         c.expect(id::CONNECTION_START).await?;
         let mut out = BytesMut::new();
-        method(&mut out, 0, id::CONNECTION_START_OK, |b| {
-            b.put_u32(0); // client properties: an empty table
-            short_str(b, "PLAIN");
-            let mut response = vec![0u8];
-            response.extend_from_slice(user.as_bytes());
-            response.push(0);
-            response.extend_from_slice(password.as_bytes());
-            long_bytes(b, &response);
-            short_str(b, "en_US");
-        });
+        ok(put_method(&mut out, 0, id::CONNECTION_START_OK, |b| {
+            frames::put_table(b, &[])?; // client properties
+            put_short_str(b, "PLAIN")?;
+            let response = format!("\0{user}\0{password}");
+            frames::put_long_str(b, response.as_bytes())?;
+            put_short_str(b, "en_US")
+        }))?;
         c.send(&out).await?;
         let mut tune = c.expect(id::CONNECTION_TUNE).await?;
-        ensure!(tune.remaining() >= 8, "truncated connection.tune");
-        let channel_max = tune.get_u16();
-        let frame_max = match tune.get_u32() {
+        let channel_max = ok(frames::get_u16(&mut tune, "connection.tune"))?;
+        let frame_max = match ok(frames::get_u32(&mut tune, "connection.tune"))? {
             0 => FRAME_MAX,
             n => n.min(FRAME_MAX),
         };
+        c.frame_max = frame_max;
         let mut out = BytesMut::new();
-        method(&mut out, 0, id::CONNECTION_TUNE_OK, |b| {
+        ok(put_method(&mut out, 0, id::CONNECTION_TUNE_OK, |b| {
             b.put_u16(channel_max);
             b.put_u32(frame_max);
             b.put_u16(0); // no heartbeats: a baseline lasts seconds
-        });
-        method(&mut out, 0, id::CONNECTION_OPEN, |b| {
-            short_str(b, &vhost);
-            short_str(b, "");
+            Ok(())
+        }))?;
+        ok(put_method(&mut out, 0, id::CONNECTION_OPEN, |b| {
+            put_short_str(b, &vhost)?;
+            put_short_str(b, "")?;
             b.put_u8(0);
-        });
+            Ok(())
+        }))?;
         c.send(&out).await?;
         c.expect(id::CONNECTION_OPEN_OK).await?;
-        c.call(id::CHANNEL_OPEN, id::CHANNEL_OPEN_OK, |b| short_str(b, ""))
-            .await?;
+        c.call(id::CHANNEL_OPEN, id::CHANNEL_OPEN_OK, |b| {
+            put_short_str(b, "")
+        })
+        .await?;
         Ok(c)
     }
 
@@ -221,42 +142,21 @@ impl RawConnection {
         &mut self,
         request: (u16, u16),
         reply: (u16, u16),
-        args: impl FnOnce(&mut BytesMut),
+        args: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>,
     ) -> Result<Bytes> {
         let mut out = BytesMut::new();
-        method(&mut out, 1, request, args);
+        ok(put_method(&mut out, 1, request, args))?;
         self.send(&out).await?;
         self.expect(reply).await
     }
 
-    /// Reads the next frame, skipping heartbeats; None at end of stream.
+    /// The next whole frame in the buffer, skipping heartbeats; None while incomplete.
     fn parse(&mut self) -> Result<Option<Frame>> {
         loop {
-            if self.buf.len() < 7 {
-                return Ok(None);
+            match ok(frames::decode(&mut self.buf, self.frame_max))? {
+                Some(f) if f.kind == FRAME_HEARTBEAT => continue,
+                other => return Ok(other),
             }
-            let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]);
-            let size = usize::try_from(size)?;
-            if self.buf.len() < 7 + size + 1 {
-                return Ok(None);
-            }
-            let mut whole = self.buf.split_to(7 + size + 1).freeze();
-            let kind = whole.get_u8();
-            let channel = whole.get_u16();
-            whole.advance(4);
-            let payload = whole.split_to(size);
-            ensure!(
-                whole.first() == Some(&FRAME_END),
-                "frame without its end octet"
-            );
-            if kind == FRAME_HEARTBEAT {
-                continue;
-            }
-            return Ok(Some(Frame {
-                kind,
-                channel,
-                payload,
-            }));
         }
     }
 
@@ -306,21 +206,19 @@ fn unexpected(got: (u16, u16), args: Bytes) -> anyhow::Error {
 }
 
 /// Appends one persistent publish to the default exchange (method, header, body frames).
-fn put_publish(out: &mut BytesMut, queue: &str, payload: &[u8]) {
-    method(out, 1, id::BASIC_PUBLISH, |b| {
+fn put_publish(out: &mut BytesMut, queue: &str, payload: &[u8], frame_max: u32) -> Result<()> {
+    ok(put_method(out, 1, id::BASIC_PUBLISH, |b| {
         b.put_u16(0);
-        short_str(b, "");
-        short_str(b, queue);
+        put_short_str(b, "")?;
+        put_short_str(b, queue)?;
         b.put_u8(0);
-    });
-    frame(out, FRAME_HEADER, 1, |b| {
-        b.put_u16(60);
-        b.put_u16(0);
-        b.put_u64(payload.len() as u64);
-        b.put_u16(1 << 12); // delivery-mode present
-        b.put_u8(2); // persistent
-    });
-    frame(out, FRAME_BODY, 1, |b| b.put_slice(payload));
+        Ok(())
+    }))?;
+    let persistent = Properties {
+        delivery_mode: Some(2),
+        ..Default::default()
+    };
+    ok(frames::put_content(out, 1, &persistent, payload, frame_max))
 }
 
 /// Publisher confirms received, as the highest tag below which every message is confirmed.
@@ -358,8 +256,11 @@ pub async fn publish_for(
     in_flight: u64,
 ) -> Result<u64> {
     let mut c = RawConnection::open(url).await?;
-    c.call(id::CONFIRM_SELECT, id::CONFIRM_SELECT_OK, |b| b.put_u8(0))
-        .await?;
+    c.call(id::CONFIRM_SELECT, id::CONFIRM_SELECT_OK, |b| {
+        b.put_u8(0);
+        Ok(())
+    })
+    .await?;
     let until = Instant::now() + window;
     let (mut published, mut confirmed) = (0u64, 0u64);
     let mut confirms = Confirms::default();
@@ -368,7 +269,7 @@ pub async fn publish_for(
         let sending = Instant::now() < until;
         if sending {
             while published - confirmed < in_flight {
-                put_publish(&mut out, queue, payload);
+                put_publish(&mut out, queue, payload, c.frame_max)?;
                 published += 1;
             }
             c.send(&out).await?;
@@ -410,14 +311,15 @@ pub async fn consume(
         b.put_u32(0);
         b.put_u16(prefetch);
         b.put_u8(0);
+        Ok(())
     })
     .await?;
     c.call(id::BASIC_CONSUME, id::BASIC_CONSUME_OK, |b| {
         b.put_u16(0);
-        short_str(b, &queue);
-        short_str(b, "");
+        put_short_str(b, &queue)?;
+        put_short_str(b, "")?;
         b.put_u8(0);
-        b.put_u32(0);
+        frames::put_table(b, &[])
     })
     .await?;
     let mut acks = BytesMut::with_capacity(16 * 1024);
@@ -430,18 +332,14 @@ pub async fn consume(
             match (f.kind, pending) {
                 (FRAME_METHOD, None) => match f.method() {
                     Some((id::BASIC_DELIVER, mut args)) => {
-                        skip_short_str(&mut args)?;
-                        ensure!(args.remaining() >= 8, "truncated basic.deliver");
-                        pending = Some(args.get_u64());
+                        ok(frames::get_short_str(&mut args))?;
+                        pending = Some(ok(frames::get_u64(&mut args, "basic.deliver"))?);
                     }
                     Some((got, args)) => return Err(unexpected(got, args)),
                     None => bail!("unexpected frame"),
                 },
                 (FRAME_HEADER, Some(_)) => {
-                    let mut p = f.payload.clone();
-                    ensure!(p.remaining() >= 12, "truncated content header");
-                    p.advance(4);
-                    body_left = p.get_u64();
+                    body_left = ok(frames::get_content_header(f.payload.clone()))?.0;
                 }
                 (FRAME_BODY, Some(_)) => {
                     body_left = body_left.saturating_sub(f.payload.len() as u64);
@@ -452,10 +350,11 @@ pub async fn consume(
                 && f.kind != FRAME_METHOD
                 && body_left == 0
             {
-                method(&mut acks, 1, id::BASIC_ACK, |b| {
+                ok(put_method(&mut acks, 1, id::BASIC_ACK, |b| {
                     b.put_u64(tag);
                     b.put_u8(0);
-                });
+                    Ok(())
+                }))?;
                 pending = None;
                 count.fetch_add(1, Ordering::Relaxed);
             }
@@ -470,20 +369,6 @@ pub async fn consume(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_frame_carries_its_size_and_end_octet() {
-        let mut out = BytesMut::new();
-        method(&mut out, 1, id::BASIC_ACK, |b| {
-            b.put_u64(7);
-            b.put_u8(1);
-        });
-        assert_eq!(out[0], FRAME_METHOD);
-        assert_eq!(&out[1..3], &[0, 1]);
-        assert_eq!(&out[3..7], &13u32.to_be_bytes());
-        assert_eq!(out.len(), 7 + 13 + 1);
-        assert_eq!(out[out.len() - 1], FRAME_END);
-    }
 
     #[test]
     fn confirms_count_single_multiple_and_out_of_order_acks() {

@@ -21,6 +21,7 @@
 mod acks;
 mod batcher;
 mod error;
+pub mod frames;
 mod publisher;
 mod topology;
 
