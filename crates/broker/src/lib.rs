@@ -14,6 +14,10 @@
 //! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit), and
 //! consumer acks of completed deliveries share frames ([`Acks`]).
 //!
+//! [`frames`] is the AMQP 0-9-1 codec of a client whose IO runs on the tokio runtime, the
+//! replacement planned for lapin on the hot paths (see its module doc for the measurements);
+//! only the bench's minimal client uses it so far.
+//!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
 //! after the broker confirmed every message, and fails if any was nacked or unroutable. That is
 //! what lets ingest answer OK and the dispatcher ack only once follow-ups are safe.
