@@ -16,7 +16,7 @@ use herald_core::wire::{
 };
 use herald_ledger::write::{Batch, apply, apply_with};
 use herald_proto::v1 as pb;
-use herald_tests::{AMQP_URL, Herald, Options, authed, cleanup, schema_pool};
+use herald_tests::{AMQP_URL, Herald, Options, cleanup, schema_pool};
 use uuid::Uuid;
 
 fn abandoned(reason: &str) -> Record {
@@ -453,26 +453,22 @@ async fn a_pending_delivery_that_succeeds_is_updated_in_place() {
     assert_eq!((updated, hot), (5, 3), "updates, of which HOT");
 
     // Every status filter finds its rows, through whichever column serves it.
-    let mut deliveries = h.deliveries().await;
     for (status, want) in [
         (pb::DeliveryStatus::Success, 3),
         (pb::DeliveryStatus::Failed, 1),
         (pb::DeliveryStatus::Retrying, 1),
         (pb::DeliveryStatus::Pending, 0),
     ] {
-        let listed = deliveries
-            .list_deliveries(authed(
+        let listed = h
+            .list_deliveries(
+                &t,
                 pb::ListDeliveriesRequest {
                     status: status as i32,
                     event_type: Some("batching.hot".into()),
                     ..Default::default()
                 },
-                &t.api_key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
+            )
+            .await;
         assert_eq!(listed.len(), want, "{status:?}");
         assert!(
             listed.iter().all(|d| d.status == status as i32),

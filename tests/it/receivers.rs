@@ -55,21 +55,17 @@ async fn chaotic_receiver_ends_every_delivery_per_its_schedule() {
         );
     }
     // Wait until every delivery is final.
-    let mut deliveries = herald.deliveries().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let finals = loop {
-        let all = deliveries
-            .list_deliveries(authed(
+        let all = herald
+            .list_deliveries(
+                &t,
                 pb::ListDeliveriesRequest {
                     page_size: 500,
                     ..Default::default()
                 },
-                &t.api_key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
+            )
+            .await;
         let done = all
             .iter()
             .filter(|d| {
@@ -92,6 +88,7 @@ async fn chaotic_receiver_ends_every_delivery_per_its_schedule() {
     for r in rx.drain_for(Duration::from_millis(100)).await {
         *seen.entry(r.header("webhook-id").unwrap()).or_default() += 1;
     }
+    let mut deliveries = herald.deliveries().await;
     let (mut ok, mut failed, mut timeouts) = (0, 0, 0);
     for d in &finals {
         let full = deliveries

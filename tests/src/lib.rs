@@ -413,22 +413,32 @@ impl Herald {
         }
     }
 
-    /// Lists every delivery of an event (newest first).
-    pub async fn deliveries_of(&self, tenant: &Tenant, event_id: &str) -> Vec<pb::Delivery> {
+    /// One page of a tenant's delivery log, as `request` filters it.
+    pub async fn list_deliveries(
+        &self,
+        tenant: &Tenant,
+        request: pb::ListDeliveriesRequest,
+    ) -> Vec<pb::Delivery> {
         self.deliveries()
             .await
-            .list_deliveries(authed(
-                pb::ListDeliveriesRequest {
-                    event_id: Some(event_id.into()),
-                    page_size: 500,
-                    ..Default::default()
-                },
-                &tenant.api_key,
-            ))
+            .list_deliveries(authed(request, &tenant.api_key))
             .await
             .expect("list deliveries")
             .into_inner()
             .deliveries
+    }
+
+    /// Lists every delivery of an event (newest first).
+    pub async fn deliveries_of(&self, tenant: &Tenant, event_id: &str) -> Vec<pb::Delivery> {
+        self.list_deliveries(
+            tenant,
+            pb::ListDeliveriesRequest {
+                event_id: Some(event_id.into()),
+                page_size: 500,
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// Polls the ledger until an event has `n` deliveries, none of them still pending.
