@@ -93,6 +93,7 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
 }
 
 /// (completed, seconds) → figure, bounded by `limit`.
+///
 /// The CPU cost is charged from the first to the last moment of the baseline (setup included,
 /// a few queue declarations) with the bench process as the client.
 async fn figure(
@@ -235,22 +236,19 @@ async fn rabbit_raw(
 ) -> Result<(u64, f64)> {
     with_queue(url, "raw", quorum, async |queue: &str| {
         let sunk = Arc::new(AtomicU64::new(0));
-        let sink = if consumed {
+        let sink = consumed.then(|| {
             let consumer =
                 crate::rawamqp::consume(url.to_owned(), queue.to_owned(), PREFETCH, sunk.clone());
             tokio::spawn(consumer)
-        } else {
-            tokio::spawn(std::future::pending())
-        };
+        });
         let started = Instant::now();
         let published =
             crate::rawamqp::publish_for(url, queue, payload, window, WINDOW as u64).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let done = if consumed {
-            sunk.load(Ordering::Relaxed)
-        } else {
-            *published.as_ref().unwrap_or(&0)
+        let Some(sink) = sink else {
+            return Ok((published?, elapsed));
         };
+        let done = sunk.load(Ordering::Relaxed);
         let sink_failed = sink.is_finished();
         sink.abort();
         match sink.await {

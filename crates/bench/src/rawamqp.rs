@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use herald_broker::frames::{
     self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties,
     id, put_method, put_short_str,
@@ -35,13 +35,13 @@ fn ok<T>(r: Result<T, FrameError>) -> Result<T> {
 
 /// A close's reply code and text, for the error message.
 fn close_reason(mut p: Bytes) -> String {
-    if p.remaining() < 3 {
-        return "no reason given".into();
+    match (
+        frames::get_u16(&mut p, "close"),
+        frames::get_short_str(&mut p),
+    ) {
+        (Ok(code), Ok(text)) => format!("{code} {text}"),
+        _ => "no reason given".into(),
     }
-    let code = p.get_u16();
-    let n = usize::from(p.get_u8()).min(p.remaining());
-    let text = String::from_utf8_lossy(&p[..n]).into_owned();
-    format!("{code} {text}")
 }
 
 /// Host, port, user, password and vhost of an `amqp://` URL (RabbitMQ's defaults for the
@@ -262,30 +262,30 @@ pub async fn publish_for(
     })
     .await?;
     let until = Instant::now() + window;
-    let (mut published, mut confirmed) = (0u64, 0u64);
+    let mut published = 0u64;
     let mut confirms = Confirms::default();
     let mut out = BytesMut::with_capacity(64 * 1024);
     loop {
         let sending = Instant::now() < until;
         if sending {
-            while published - confirmed < in_flight {
+            while published - confirms.through < in_flight {
                 put_publish(&mut out, queue, payload, c.frame_max)?;
                 published += 1;
             }
             c.send(&out).await?;
             out.clear();
         }
-        if confirmed == published {
+        if confirms.through == published {
             break;
         }
         // Take every confirm that has arrived; at least one.
         c.fill().await?;
         while let Some(f) = c.parse()? {
             match f.method() {
-                Some((id::BASIC_ACK, mut args)) if args.remaining() >= 9 => {
-                    let tag = args.get_u64();
-                    let multiple = args.get_u8() & 1 == 1;
-                    confirmed = confirms.ack(tag, multiple);
+                Some((id::BASIC_ACK, mut args)) => {
+                    let tag = ok(frames::get_u64(&mut args, "basic.ack"))?;
+                    let multiple = ok(frames::get_u8(&mut args, "basic.ack"))? & 1 == 1;
+                    confirms.ack(tag, multiple);
                 }
                 Some((id::BASIC_NACK, _)) => bail!("the broker nacked a message"),
                 Some((got, args)) => return Err(unexpected(got, args)),
@@ -294,7 +294,7 @@ pub async fn publish_for(
         }
     }
     c.close().await;
-    Ok(confirmed)
+    Ok(confirms.through)
 }
 
 /// Consumes `queue` with a prefetch of `prefetch`, acking every message on its own, until the

@@ -569,8 +569,9 @@ impl Properties {
     }
 }
 
-/// Appends a content header and the body frames of `body`, each body frame at most
-/// `frame_max` bytes. Nothing is appended when the properties do not encode.
+/// Appends a content header and the body frames of `body`, each frame at most `frame_max`
+/// bytes (0: no limit, as in `connection.tune`). Nothing is appended when the content does not
+/// encode or its header alone is over the limit.
 pub fn put_content(
     out: &mut BytesMut,
     channel: u16,
@@ -579,31 +580,32 @@ pub fn put_content(
     frame_max: u32,
 ) -> Result<(), FrameError> {
     let start = out.len();
-    let header = put_frame(out, FRAME_HEADER, channel, |b| {
+    put_frame(out, FRAME_HEADER, channel, |b| {
         b.put_u16(CLASS_BASIC);
         b.put_u16(0);
         b.put_u64(body.len() as u64);
         properties.put(b)
-    });
-    if let Err(e) = header {
+    })?;
+    let max = match frame_max {
+        0 => usize::MAX,
+        n => n.max(FRAME_MIN_SIZE) as usize,
+    };
+    let header = out.len() - start;
+    if header > max {
         out.truncate(start);
-        return Err(e);
-    }
-    let max = frame_max.max(FRAME_MIN_SIZE) as usize;
-    if out.len() - start > max {
-        out.truncate(start);
-        return Err(FrameError::TooLarge {
-            size: out.len() - start,
-            max,
-        });
+        return Err(FrameError::TooLarge { size: header, max });
     }
     let chunk = max - FRAME_OVERHEAD;
     out.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD);
     for part in body.chunks(chunk) {
-        put_frame::<FrameError>(out, FRAME_BODY, channel, |b| {
+        let written = put_frame::<FrameError>(out, FRAME_BODY, channel, |b| {
             b.put_slice(part);
             Ok(())
-        })?;
+        });
+        if let Err(e) = written {
+            out.truncate(start);
+            return Err(e);
+        }
     }
     Ok(())
 }
@@ -766,6 +768,23 @@ mod tests {
         );
         let joined: Vec<u8> = bodies.iter().flat_map(|f| f.payload.to_vec()).collect();
         assert_eq!(joined, body);
+        // A header over the frame size is refused whole, with its size.
+        let mut out = BytesMut::from(&b"kept"[..]);
+        let huge = Properties {
+            headers: Some(vec![(
+                "big".into(),
+                Value::LongStr(Bytes::from(vec![b'x'; 5_000])),
+            )]),
+            ..Default::default()
+        };
+        assert_eq!(
+            put_content(&mut out, 1, &huge, b"{}", 4096),
+            Err(FrameError::TooLarge {
+                size: 5_035,
+                max: 4096
+            })
+        );
+        assert_eq!(&out[..], b"kept");
         // No properties at all, and an empty body: a header frame only.
         let mut out = BytesMut::new();
         put_content(&mut out, 1, &Properties::default(), &[], 0).unwrap();
