@@ -7,27 +7,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use herald_broker::lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    ConfirmSelectOptions,
 };
 use herald_broker::lapin::types::{FieldTable, ShortString};
 use herald_broker::lapin::{BasicProperties, Channel, Connection};
 use herald_broker::{AckPolicy, Acks};
-use herald_tests::AMQP_URL;
 
 /// An exclusive queue (gone with the connection) holding messages "0".."n-1".
 async fn queue_with(n: usize) -> (Connection, Channel, String) {
-    let conn = herald_broker::connect(AMQP_URL, "herald-tests-acks")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let name = format!("herald-acks-{}", uuid::Uuid::new_v4().simple());
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.as_str().into(), options, FieldTable::default())
-        .await
-        .unwrap();
+    let (conn, ch, name) = herald_tests::exclusive_queue("acks").await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();

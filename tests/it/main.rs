@@ -9,6 +9,7 @@ mod interop;
 mod no_loss;
 mod page;
 mod pipeline;
+mod publish_client;
 mod rate_limits;
 mod receivers;
 mod secrets;

@@ -513,6 +513,30 @@ pub async fn schema_pool(name: &str, connections: u32) -> sqlx::PgPool {
         .expect("postgres")
 }
 
+/// An exclusive queue (gone with its connection) named `label-<uuid>`, with the connection and
+/// the channel that declared it.
+pub async fn exclusive_queue(
+    label: &str,
+) -> (
+    herald_broker::lapin::Connection,
+    herald_broker::lapin::Channel,
+    String,
+) {
+    let conn = herald_broker::connect(AMQP_URL, &format!("herald-tests-{label}"))
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let name = format!("herald-{label}-{}", uuid::Uuid::new_v4().simple());
+    let options = herald_broker::lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), options, Default::default())
+        .await
+        .unwrap();
+    (conn, ch, name)
+}
+
 /// Removes everything a test installation created.
 pub async fn cleanup(name: &str, delays_ms: &[u64]) {
     if name.is_empty() {

@@ -9,132 +9,50 @@
 //! task per connection on the tokio runtime, and writes every frame that is ready in one
 //! `write` call. The gap between the two one-hop figures is what the client library costs.
 //!
-//! It speaks just enough of the protocol for that, over the codec in
-//! [`herald_broker::frames`]: PLAIN login, no heartbeats, channel 1 only. Any frame it does
+//! It speaks just enough of the protocol for that, over the handshake and codec of
+//! [`herald_broker::client`] and [`herald_broker::frames`]: no heartbeats, channel 1 only. Any frame it does
 //! not expect (a channel or connection close included) ends the run with an error naming it.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail};
 use bytes::{BufMut, Bytes, BytesMut};
+use herald_broker::client::{self, Endpoint, Opened};
 use herald_broker::frames::{
     self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties,
     id, put_method, put_short_str,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
-/// Frames up to this size; RabbitMQ's default is 128 KiB.
-const FRAME_MAX: u32 = 131_072;
 
 /// Codec results as this module's errors.
 fn ok<T>(r: Result<T, FrameError>) -> Result<T> {
     r.map_err(anyhow::Error::from)
 }
 
-/// A close's reply code and text, for the error message.
-fn close_reason(mut p: Bytes) -> String {
-    match (
-        frames::get_u16(&mut p, "close"),
-        frames::get_short_str(&mut p),
-    ) {
-        (Ok(code), Ok(text)) => format!("{code} {text}"),
-        _ => "no reason given".into(),
-    }
-}
-
-/// Host, port, user, password and vhost of an `amqp://` URL (RabbitMQ's defaults for the
-/// parts left out).
-fn parse_url(url: &str) -> Result<(String, u16, String, String, String)> {
-    let u = url::Url::parse(url).with_context(|| format!("parsing the AMQP URL {url:?}"))?;
-    ensure!(u.scheme() == "amqp", "only amqp:// URLs are supported here");
-    let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    let user = if u.username().is_empty() {
-        "guest".to_owned()
-    } else {
-        decode(u.username())
-    };
-    let password = u.password().map_or_else(|| "guest".to_owned(), decode);
-    let vhost = match u.path().strip_prefix('/') {
-        None | Some("") => "/".to_owned(),
-        Some(v) => decode(v),
-    };
-    let host = u.host_str().unwrap_or("127.0.0.1").to_owned();
-    Ok((host, u.port().unwrap_or(5672), user, password, vhost))
-}
-
-/// One connection with channel 1 open.
+/// One connection with channel 1 open, read and written by its owner directly (the broker's
+/// handshake, without the tasks of Herald's publishing client).
 pub struct RawConnection {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    buf: BytesMut,
-    frame_max: u32,
+    c: Opened,
 }
 
 impl RawConnection {
-    /// Connects, logs in, opens channel 1.
+    /// Connects, logs in (no heartbeats: a baseline lasts seconds), opens channel 1.
     pub async fn open(url: &str) -> Result<Self> {
-        let (host, port, user, password, vhost) = parse_url(url)?;
-        let stream = TcpStream::connect((host.as_str(), port))
-            .await
-            .with_context(|| format!("connecting to {host}:{port}"))?;
-        stream.set_nodelay(true)?;
-        let (reader, writer) = stream.into_split();
-        let mut c = Self {
-            reader,
-            writer,
-            buf: BytesMut::with_capacity(256 * 1024),
-            frame_max: FRAME_MAX,
-        };
-        c.writer.write_all(frames::PROTOCOL_HEADER).await?;
-        c.expect(id::CONNECTION_START).await?;
-        let mut out = BytesMut::new();
-        ok(put_method(&mut out, 0, id::CONNECTION_START_OK, |b| {
-            frames::put_table(b, &[])?; // client properties
-            put_short_str(b, "PLAIN")?;
-            let response = format!("\0{user}\0{password}");
-            frames::put_long_str(b, response.as_bytes())?;
-            put_short_str(b, "en_US")
-        }))?;
-        c.send(&out).await?;
-        let mut tune = c.expect(id::CONNECTION_TUNE).await?;
-        let channel_max = ok(frames::get_u16(&mut tune, "connection.tune"))?;
-        let frame_max = match ok(frames::get_u32(&mut tune, "connection.tune"))? {
-            0 => FRAME_MAX,
-            n => n.min(FRAME_MAX),
-        };
-        c.frame_max = frame_max;
-        let mut out = BytesMut::new();
-        ok(put_method(&mut out, 0, id::CONNECTION_TUNE_OK, |b| {
-            b.put_u16(channel_max);
-            b.put_u32(frame_max);
-            b.put_u16(0); // no heartbeats: a baseline lasts seconds
-            Ok(())
-        }))?;
-        ok(put_method(&mut out, 0, id::CONNECTION_OPEN, |b| {
-            put_short_str(b, &vhost)?;
-            put_short_str(b, "")?;
-            b.put_u8(0);
-            Ok(())
-        }))?;
-        c.send(&out).await?;
-        c.expect(id::CONNECTION_OPEN_OK).await?;
-        c.call(id::CHANNEL_OPEN, id::CHANNEL_OPEN_OK, |b| {
+        let endpoint = Endpoint::parse(url)?;
+        let mut c = Opened::connect(&endpoint, "herald-bench", 0, Duration::from_secs(10)).await?;
+        c.call(1, id::CHANNEL_OPEN, id::CHANNEL_OPEN_OK, |b| {
             put_short_str(b, "")
         })
         .await?;
-        Ok(c)
+        Ok(Self { c })
+    }
+
+    fn frame_max(&self) -> u32 {
+        self.c.frame_max
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer.write_all(bytes).await?;
-        Ok(())
+        Ok(self.c.send(bytes).await?)
     }
 
     /// Sends a method on channel 1 and waits for its reply.
@@ -144,62 +62,35 @@ impl RawConnection {
         reply: (u16, u16),
         args: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>,
     ) -> Result<Bytes> {
-        let mut out = BytesMut::new();
-        ok(put_method(&mut out, 1, request, args))?;
-        self.send(&out).await?;
-        self.expect(reply).await
+        Ok(self.c.call(1, request, reply, args).await?)
     }
 
     /// The next whole frame in the buffer, skipping heartbeats; None while incomplete.
     fn parse(&mut self) -> Result<Option<Frame>> {
         loop {
-            match ok(frames::decode(&mut self.buf, self.frame_max))? {
+            match ok(frames::decode(&mut self.c.buf, self.c.frame_max))? {
                 Some(f) if f.kind == FRAME_HEARTBEAT => continue,
                 other => return Ok(other),
             }
         }
     }
 
-    /// The next whole frame, reading as needed.
-    async fn next_frame(&mut self) -> Result<Frame> {
-        loop {
-            if let Some(f) = self.parse()? {
-                return Ok(f);
-            }
-            self.fill().await?;
-        }
-    }
-
     /// Reads whatever the socket has into the buffer.
     async fn fill(&mut self) -> Result<()> {
-        if self.reader.read_buf(&mut self.buf).await? == 0 {
+        if self.c.reader.read_buf(&mut self.c.buf).await? == 0 {
             bail!("the broker closed the connection");
         }
         Ok(())
     }
 
-    /// Waits for one given method, failing on anything else.
-    async fn expect(&mut self, want: (u16, u16)) -> Result<Bytes> {
-        let f = self.next_frame().await?;
-        match f.method() {
-            Some((got, args)) if got == want => Ok(args),
-            Some((got, args)) => Err(unexpected(got, args)),
-            None => bail!(
-                "expected method {want:?}, got a frame of type {} on channel {}",
-                f.kind,
-                f.channel
-            ),
-        }
-    }
-
     async fn close(mut self) {
-        let _ = self.writer.shutdown().await;
+        let _ = self.c.writer.shutdown().await;
     }
 }
 
 fn unexpected(got: (u16, u16), args: Bytes) -> anyhow::Error {
     if got == id::CONNECTION_CLOSE || got == id::CHANNEL_CLOSE {
-        anyhow!("the broker closed: {}", close_reason(args))
+        anyhow!("the broker closed: {}", client::close_reason(args))
     } else {
         anyhow!("unexpected method {got:?}")
     }
@@ -269,7 +160,7 @@ pub async fn publish_for(
         let sending = Instant::now() < until;
         if sending {
             while published - confirms.through < in_flight {
-                put_publish(&mut out, queue, payload, c.frame_max)?;
+                put_publish(&mut out, queue, payload, c.frame_max())?;
                 published += 1;
             }
             c.send(&out).await?;
@@ -380,21 +271,5 @@ mod tests {
         assert_eq!(c.ack(5, true), 6);
         assert_eq!(c.ack(9, true), 9);
         assert_eq!(c.ack(4, false), 9);
-    }
-
-    #[test]
-    fn urls_fall_back_to_rabbitmq_defaults_and_decode_the_vhost() {
-        let (host, port, user, pass, vhost) =
-            parse_url("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
-        assert_eq!(
-            (host.as_str(), port, user.as_str(), pass.as_str()),
-            ("127.0.0.1", 5672, "guest", "guest")
-        );
-        assert_eq!(vhost, "/");
-        let (_, port, user, _, vhost) = parse_url("amqp://localhost").unwrap();
-        assert_eq!((port, user.as_str(), vhost.as_str()), (5672, "guest", "/"));
-        let (_, _, _, _, vhost) = parse_url("amqp://u:p@h/prod%2Fwebhooks").unwrap();
-        assert_eq!(vhost, "prod/webhooks");
-        assert!(parse_url("amqps://h").is_err());
     }
 }

@@ -15,6 +15,9 @@ pub enum Error {
         exchange: String,
         routing_key: String,
     },
+    /// A message or setting Herald cannot send as it is (too long a routing key, a bad URL).
+    #[error("invalid broker request: {0}")]
+    Invalid(String),
     /// The broker rejected a declaration (e.g. a queue exists with other arguments).
     #[error("broker topology error: {0}")]
     Topology(String),

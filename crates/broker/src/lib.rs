@@ -14,9 +14,9 @@
 //! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit), and
 //! consumer acks of completed deliveries share frames ([`Acks`]).
 //!
-//! [`frames`] is the AMQP 0-9-1 codec of a client whose IO runs on the tokio runtime, the
-//! replacement planned for lapin on the hot paths (see its module doc for the measurements);
-//! only the bench's minimal client uses it so far.
+//! Publishes go over Herald's own AMQP client ([`client`], on the codec in [`frames`]), whose
+//! IO runs as tasks on the tokio runtime; declarations and consumers still use lapin (see the
+//! module docs for the measurements behind the split).
 //!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
 //! after the broker confirmed every message, and fails if any was nacked or unroutable. That is
@@ -24,6 +24,7 @@
 
 mod acks;
 mod batcher;
+pub mod client;
 mod error;
 pub mod frames;
 mod publisher;

@@ -1,8 +1,9 @@
 //! Confirmed publishing over a connection that heals itself.
 //!
-//! A [`Publisher`] keeps one connection with a few confirm-mode channels. When the broker goes
-//! away, the call in flight fails with [`Error::Unavailable`] and the next call reconnects; the
-//! outage is logged once when it starts and once when it ends, never per call.
+//! A [`Publisher`] keeps two connections: Herald's own confirm-mode client for the messages
+//! ([`crate::client`], a few channels), and a lapin one for declarations. When the broker goes
+//! away, the call in flight fails with [`Error::Unavailable`] and the next call reconnects both;
+//! the outage is logged once when it starts and once when it ends, never per call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
+use crate::client::{ConfirmConnection, Endpoint};
 use crate::error::{Error, Result};
 use crate::topology::Topology;
 
@@ -81,14 +83,29 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     }
 }
 
+/// What a [`Publisher`] holds between calls.
 struct Session {
-    connection: Connection,
-    channels: Vec<Channel>,
+    /// lapin: declarations, and nothing on the per-message path.
+    control: Connection,
+    control_channel: Channel,
+    publishing: Publishing,
+}
+
+/// Where publishes go: Herald's own client for `amqp://`, lapin's confirm channels for
+/// `amqps://` (the own client has no TLS yet).
+enum Publishing {
+    Own(ConfirmConnection),
+    Lapin(Vec<Channel>),
 }
 
 impl Session {
     fn healthy(&self) -> bool {
-        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+        self.control.status().connected()
+            && self.control_channel.status().connected()
+            && match &self.publishing {
+                Publishing::Own(c) => c.is_open(),
+                Publishing::Lapin(channels) => channels.iter().all(|c| c.status().connected()),
+            }
     }
 }
 
@@ -171,24 +188,34 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Session> {
-        let connection = connect(&self.inner.url, &self.inner.name).await?;
-        let mut channels = Vec::with_capacity(self.inner.channels);
-        for _ in 0..self.inner.channels {
-            let ch = connection.create_channel().await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            channels.push(ch);
-        }
-        self.inner.topology.declare(&channels[0]).await?;
+        let control = connect(&self.inner.url, &self.inner.name).await?;
+        let control_channel = control.create_channel().await?;
+        self.inner.topology.declare(&control_channel).await?;
+        let publishing = if self.inner.url.starts_with("amqps:") {
+            let mut channels = Vec::with_capacity(self.inner.channels);
+            for _ in 0..self.inner.channels {
+                let ch = control.create_channel().await?;
+                ch.confirm_select(ConfirmSelectOptions::default()).await?;
+                channels.push(ch);
+            }
+            Publishing::Lapin(channels)
+        } else {
+            let endpoint = Endpoint::parse(&self.inner.url)?;
+            let name = format!("{}.publish", self.inner.name);
+            let channels = u16::try_from(self.inner.channels).unwrap_or(u16::MAX);
+            Publishing::Own(ConfirmConnection::open(&endpoint, &name, channels).await?)
+        };
         Ok(Session {
-            connection,
-            channels,
+            control,
+            control_channel,
+            publishing,
         })
     }
 
-    /// A confirm-mode channel for declarations (e.g. lazily declared delay queues).
+    /// A channel for declarations (e.g. lazily declared delay queues).
     pub async fn channel(&self) -> Result<Channel> {
         let s = self.session().await?;
-        Ok(s.channels[0].clone())
+        Ok(s.control_channel.clone())
     }
 
     /// Publishes every message and returns once the broker confirmed all of them.
@@ -197,8 +224,13 @@ impl Publisher {
             return Ok(());
         }
         let session = self.session().await?;
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % session.channels.len();
-        let result = publish_on(&session.channels[i], messages).await;
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let result = match &session.publishing {
+            Publishing::Own(c) => c.publish(i, messages).await,
+            Publishing::Lapin(channels) => {
+                publish_on(&channels[i % channels.len()], messages).await
+            }
+        };
         if let Err(e @ Error::Unavailable(_)) = &result {
             self.mark_down(e);
         }
@@ -208,7 +240,10 @@ impl Publisher {
     /// Closes the connection (at shutdown, after the last publish).
     pub async fn close(&self) {
         if let Some(s) = self.inner.session.lock().await.take() {
-            let _ = s.connection.close(200, ShortString::from("shutdown")).await;
+            if let Publishing::Own(c) = &s.publishing {
+                c.close().await;
+            }
+            let _ = s.control.close(200, ShortString::from("shutdown")).await;
         }
     }
 }
