@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use herald_broker::lapin::options::BasicGetOptions;
 use herald_broker::{Batching, Publisher, QueueType, RecordBatcher, Topology};
+use herald_core::config::AmqpClient;
 use herald_core::wire::{
     AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, EventRecord, LedgerBatch, Record,
     Trigger,
@@ -63,9 +64,15 @@ async fn ledger_messages(publisher: &Publisher) -> Vec<Vec<String>> {
 async fn records_handed_in_within_the_linger_share_one_message() {
     let name = format!("herald-batching-{}", Uuid::new_v4().simple());
     let topology = Topology::new(name.clone(), QueueType::Quorum);
-    let publisher = Publisher::connect(AMQP_URL, "herald-tests-batching", topology, 1)
-        .await
-        .unwrap();
+    let publisher = Publisher::connect(
+        AMQP_URL,
+        "herald-tests-batching",
+        topology,
+        1,
+        AmqpClient::Herald,
+    )
+    .await
+    .unwrap();
     let records = RecordBatcher::start(
         publisher.clone(),
         Batching {

@@ -114,8 +114,21 @@ async fn publish_reaches_receiver_signed_byte_for_byte_and_ledger_records_succes
 
 #[tokio::test]
 async fn failing_receiver_is_retried_on_tiers_until_it_succeeds() {
+    retried_on_tiers_until_success("herald").await;
+}
+
+/// The same through lapin's publishing (`HERALD_AMQP_CLIENT=lapin`, the fallback, which is
+/// also what `amqps://` URLs use): ingest's tasks, the dispatcher's delay-queue retries and
+/// every ledger record.
+#[tokio::test]
+async fn the_lapin_publisher_fallback_retries_on_tiers_too() {
+    retried_on_tiers_until_success("lapin").await;
+}
+
+async fn retried_on_tiers_until_success(amqp_client: &str) {
     let herald = Herald::start(Options {
         retry_schedule: "300ms,600ms,900ms".into(),
+        env: vec![("HERALD_AMQP_CLIENT".into(), amqp_client.into())],
         ..Default::default()
     })
     .await;

@@ -15,6 +15,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
+use herald_core::config::AmqpClient;
+
 use crate::client::{ConfirmConnection, Endpoint};
 use crate::error::{Error, Result};
 use crate::topology::Topology;
@@ -92,7 +94,7 @@ struct Session {
 }
 
 /// Where publishes go: Herald's own client for `amqp://`, lapin's confirm channels for
-/// `amqps://` (the own client has no TLS yet).
+/// `amqps://` (the own client has no TLS yet) or when `HERALD_AMQP_CLIENT=lapin`.
 enum Publishing {
     Own(ConfirmConnection),
     Lapin(Vec<Channel>),
@@ -120,6 +122,7 @@ struct Inner {
     name: String,
     topology: Topology,
     channels: usize,
+    client: AmqpClient,
     session: Mutex<Option<Arc<Session>>>,
     next: AtomicUsize,
     down: AtomicBool,
@@ -127,11 +130,13 @@ struct Inner {
 
 impl Publisher {
     /// Connects and declares the topology; fails if the broker is unreachable at start.
+    /// `client` publishes over `channels` confirm channels (`amqps://` URLs always use lapin).
     pub async fn connect(
         url: &str,
         name: &str,
         topology: Topology,
         channels: usize,
+        client: AmqpClient,
     ) -> Result<Self> {
         let p = Self {
             inner: Arc::new(Inner {
@@ -139,6 +144,7 @@ impl Publisher {
                 name: name.to_owned(),
                 topology,
                 channels: channels.max(1),
+                client,
                 session: Mutex::new(None),
                 next: AtomicUsize::new(0),
                 down: AtomicBool::new(false),
@@ -191,7 +197,8 @@ impl Publisher {
         let control = connect(&self.inner.url, &self.inner.name).await?;
         let control_channel = control.create_channel().await?;
         self.inner.topology.declare(&control_channel).await?;
-        let publishing = if self.inner.url.starts_with("amqps:") {
+        let own = self.inner.client == AmqpClient::Herald && !self.inner.url.starts_with("amqps:");
+        let publishing = if !own {
             let mut channels = Vec::with_capacity(self.inner.channels);
             for _ in 0..self.inner.channels {
                 let ch = control.create_channel().await?;

@@ -77,6 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "herald-dispatcher",
         topology,
         config.publish_channels,
+        c.amqp_client,
     )
     .await?;
     let redis =

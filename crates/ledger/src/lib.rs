@@ -38,7 +38,14 @@ pub async fn run(
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
     // Publishes manual attempts (redeliver, replay).
-    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
+    let publisher = Publisher::connect(
+        &c.amqp_url,
+        "herald-ledger",
+        topology.clone(),
+        1,
+        c.amqp_client,
+    )
+    .await?;
 
     let consuming = Arc::new(AtomicBool::new(false));
     let ready: herald_telemetry::ops::Readiness = {
