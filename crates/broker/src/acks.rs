@@ -21,10 +21,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+use crate::consumer::Settler;
 
 /// When completed deliveries behind a straggler are acked one by one.
 #[derive(Clone, Copy, Debug)]
@@ -60,10 +60,11 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// Starts the task that sends the channel's acknowledgements.
-    pub fn start(channel: Channel, policy: AckPolicy) -> Self {
+    /// Starts the task that sends the consumer's acknowledgements (to a lapin channel or
+    /// Herald's own consuming connection).
+    pub fn start(settler: impl Into<Settler>, policy: AckPolicy) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Window::new(channel, policy).run(rx));
+        tokio::spawn(Window::new(settler.into(), policy).run(rx));
         Self { tx }
     }
 
@@ -179,7 +180,7 @@ impl Ledger {
 }
 
 struct Window {
-    channel: Channel,
+    settler: Settler,
     policy: AckPolicy,
     ledger: Ledger,
     /// The channel failed: nothing more can be settled on it (the broker requeues it all).
@@ -187,9 +188,9 @@ struct Window {
 }
 
 impl Window {
-    fn new(channel: Channel, policy: AckPolicy) -> Self {
+    fn new(settler: Settler, policy: AckPolicy) -> Self {
         Self {
-            channel,
+            settler,
             policy,
             ledger: Ledger::default(),
             broken: false,
@@ -219,18 +220,13 @@ impl Window {
                     Command::Ack(tag) => self.ledger.done(tag, Instant::now()),
                     Command::Nack(tag) => {
                         if self.ledger.settle(tag) {
-                            let options = BasicNackOptions {
-                                multiple: false,
-                                requeue: true,
-                            };
-                            let r = self.channel.basic_nack(tag, options).await;
+                            let r = self.settler.requeue(tag).await;
                             self.check(r, "nack");
                         }
                     }
                     Command::Reject(tag) => {
                         if self.ledger.settle(tag) {
-                            let options = BasicRejectOptions { requeue: false };
-                            let r = self.channel.basic_reject(tag, options).await;
+                            let r = self.settler.reject(tag).await;
                             self.check(r, "reject");
                         }
                     }
@@ -253,25 +249,19 @@ impl Window {
     async fn flush(&mut self, all: bool) -> Option<Instant> {
         let plan = self.ledger.plan(Instant::now(), self.policy, all);
         if let Some(tag) = plan.up_to {
-            let r = self
-                .channel
-                .basic_ack(tag, BasicAckOptions { multiple: true })
-                .await;
+            let r = self.settler.ack(tag, true).await;
             self.check(r, "ack");
             metrics::counter!("herald_consumer_ack_frames_total").increment(1);
         }
         for tag in plan.single {
-            let r = self
-                .channel
-                .basic_ack(tag, BasicAckOptions { multiple: false })
-                .await;
+            let r = self.settler.ack(tag, false).await;
             self.check(r, "ack");
             metrics::counter!("herald_consumer_ack_frames_total").increment(1);
         }
         plan.next_due
     }
 
-    fn check(&mut self, result: lapin::Result<()>, what: &str) {
+    fn check(&mut self, result: crate::Result<()>, what: &str) {
         if let Err(e) = result {
             if !self.broken {
                 tracing::warn!(error = %e, frame = what, "cannot settle deliveries, the broker will hand them out again");

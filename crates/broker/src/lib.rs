@@ -14,9 +14,10 @@
 //! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit), and
 //! consumer acks of completed deliveries share frames ([`Acks`]).
 //!
-//! Publishes go over Herald's own AMQP client ([`client`], on the codec in [`frames`]), whose
-//! IO runs as tasks on the tokio runtime; declarations and consumers still use lapin (see the
-//! module docs for the measurements behind the split).
+//! Publishes and the dispatcher's consumption go over Herald's own AMQP client ([`client`], on
+//! the codec in [`frames`]), whose IO runs as tasks on the tokio runtime; declarations, the
+//! ledger's consumers and `amqps://` URLs still use lapin (see the module docs for the
+//! measurements behind the split).
 //!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
 //! after the broker confirmed every message, and fails if any was nacked or unroutable. That is
@@ -25,6 +26,7 @@
 mod acks;
 mod batcher;
 pub mod client;
+mod consumer;
 mod error;
 pub mod frames;
 mod publisher;
@@ -32,6 +34,7 @@ mod topology;
 
 pub use acks::{AckPolicy, Acks};
 pub use batcher::{Batching, MAX_RECORD_LINGER, RecordBatcher, record_linger};
+pub use consumer::{Consumer, Delivery, Settler};
 pub use error::{Error, Result};
 pub use lapin;
 pub use publisher::{

@@ -22,11 +22,10 @@ use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
 
-use futures::{FutureExt, StreamExt};
-use herald_broker::lapin::message::Delivery;
-use herald_broker::lapin::options::BasicCancelOptions;
-use herald_broker::lapin::types::ShortString;
-use herald_broker::{AckPolicy, Acks, Batching, Publisher, QueueType, RecordBatcher, Topology};
+use futures::FutureExt;
+use herald_broker::{
+    AckPolicy, Acks, Batching, Consumer, Delivery, Publisher, QueueType, RecordBatcher, Topology,
+};
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
 use herald_store::Store;
@@ -180,18 +179,19 @@ impl Dispatcher {
     /// One consumer session; returns `Ok` on shutdown, `Err` when the connection broke.
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let topo = self.publisher.topology().clone();
-        let (conn, ch, mut consumer) = herald_broker::consume(
+        let mut consumer = Consumer::open(
             &self.config.common.amqp_url,
             "herald-dispatcher-consumer",
             &topo,
             &topo.work_queue(),
             self.config.prefetch,
+            self.config.common.amqp_client,
         )
         .await?;
         tracing::info!(queue = %topo.work_queue(), prefetch = self.config.prefetch, "dispatcher consuming");
         self.consuming
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let acks = Acks::start(ch.clone(), AckPolicy::default());
+        let acks = Acks::start(consumer.settler(), AckPolicy::default());
         // Ends this session's work: on shutdown, or when the connection broke (the broker has
         // then handed every unacked task out again, so tasks not yet POSTed must not start).
         let session = shutdown.child_token();
@@ -203,11 +203,10 @@ impl Dispatcher {
                 next = consumer.next() => next,
             };
             let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => break Err(anyhow::Error::from(e)),
-                None => break Err(anyhow::anyhow!("consumer cancelled by the broker")),
+                Ok(delivery) => delivery,
+                Err(e) => break Err(anyhow::Error::from(e)),
             };
-            let tag = delivery.delivery_tag;
+            let tag = delivery.tag;
             acks.received(tag);
             let this = self.clone();
             let stop = session.clone();
@@ -230,9 +229,7 @@ impl Dispatcher {
         }
         // Stop taking new tasks, let the ones in flight finish and ack them; closing the
         // channel then hands back the rest (and whatever was prefetched but not started).
-        let _ = ch
-            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-            .await;
+        consumer.cancel().await;
         let grace = self.config.shutdown_grace;
         if tokio::time::timeout(grace, async {
             while inflight.join_next().await.is_some() {}
@@ -248,10 +245,9 @@ impl Dispatcher {
         }
         // Bounded: a stalled socket must not hold the shutdown (unacked tasks come back).
         let _ = tokio::time::timeout(Duration::from_secs(5), acks.close()).await;
-        let _ = ch.close(200, ShortString::from("stopping")).await;
         self.consuming
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        let _ = conn.close(200, ShortString::from("stopping")).await;
+        consumer.close().await;
         result
     }
 
@@ -262,14 +258,16 @@ impl Dispatcher {
             delivery_id = tracing::field::Empty,
             attempt = tracing::field::Empty
         );
-        let headers = herald_broker::string_headers(&delivery.properties);
         herald_telemetry::set_parent_from(
             &span,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            delivery
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
         );
         let in_flight = ::metrics::gauge!("herald_deliveries_in_flight");
         in_flight.increment(1.0);
-        let tag = delivery.delivery_tag;
+        let tag = delivery.tag;
         match self.handle_in(delivery, shutdown).instrument(span).await {
             Settle::Ack => acks.ack(tag),
             Settle::Requeue => acks.requeue(tag),
@@ -281,7 +279,7 @@ impl Dispatcher {
 
     /// Works a task; says how to settle it.
     async fn handle_in(&self, delivery: Delivery, shutdown: &CancellationToken) -> Settle {
-        let task = match DeliveryTask::decode(&delivery.data) {
+        let task = match DeliveryTask::decode(&delivery.body) {
             Ok(t) => t,
             Err(e) => {
                 ::metrics::counter!("herald_dispatcher_unreadable_tasks_total").increment(1);

@@ -34,6 +34,9 @@ type Waiter = oneshot::Sender<Result<()>>;
 
 /// How long opening a connection (TCP, login, channels) may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Write buffers keep at most this much capacity between writes: a `PublishBatch` fanned out
+/// to many endpoints may queue tens of MB at once, which must not stay allocated.
+const RETAINED_BUFFER: usize = 1 << 20;
 /// How long [`ConfirmConnection::close`] waits for the broker's `close-ok`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -51,10 +54,56 @@ struct Shared {
     name: String,
 }
 
+/// What the IO tasks need of a connection's shared state (publishing and consuming
+/// connections keep different books around the same outgoing buffer).
+pub(super) trait Outbox: Send + Sync + 'static {
+    fn wake(&self) -> &Notify;
+    /// Moves the queued frames into `spare`; true once the connection is broken (the writer
+    /// writes what it took, then stops).
+    fn take(&self, spare: &mut BytesMut) -> bool;
+    /// Marks the connection broken (once) and ends whatever waits on it.
+    fn break_with(&self, why: String);
+    /// Queues frames for the writer.
+    fn queue(&self, frames: &[u8]);
+    fn is_broken(&self) -> bool;
+    /// The connection's name, for logs.
+    fn name(&self) -> &str;
+}
+
+/// Moves queued frames to the writer's buffer, swapping buffers when it is empty (no copy).
+pub(super) fn hand_over(out: &mut BytesMut, spare: &mut BytesMut) {
+    if spare.is_empty() {
+        std::mem::swap(out, spare);
+    } else {
+        spare.extend_from_slice(out);
+        out.clear();
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent bookkeeping (no await inside).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Outbox for Shared {
+    fn wake(&self) -> &Notify {
+        &self.wake_writer
+    }
+
+    fn take(&self, spare: &mut BytesMut) -> bool {
+        let mut st = self.lock();
+        hand_over(&mut st.out, spare);
+        st.broken.is_some()
+    }
+
+    fn is_broken(&self) -> bool {
+        self.lock().broken.is_some()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
     }
 
     /// Marks the connection broken (once) and fails every waiting call with `why`.
@@ -76,8 +125,7 @@ impl Shared {
         self.wake_writer.notify_one();
     }
 
-    /// Queues frames for the writer.
-    fn send(&self, frames: &[u8]) {
+    fn queue(&self, frames: &[u8]) {
         self.lock().out.extend_from_slice(frames);
         self.wake_writer.notify_one();
     }
@@ -136,14 +184,24 @@ impl ConfirmConnection {
             name: name.to_owned(),
         });
         let interval = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+        let mut content = vec![Content::None; usize::from(channels) + 1];
+        let mut done = Vec::new();
+        let books = shared.clone();
+        let handler = move |frame: Frame| {
+            let flow = handle(&books, frame, &mut content, &mut done);
+            for (waiter, outcome) in done.drain(..) {
+                let _ = waiter.send(outcome);
+            }
+            flow
+        };
         let tasks = vec![
             tokio::spawn(read_loop(
                 shared.clone(),
                 reader,
                 buf,
                 frame_max,
-                channels,
                 interval,
+                handler,
             )),
             tokio::spawn(write_loop(shared.clone(), writer, interval)),
         ];
@@ -213,32 +271,36 @@ impl ConfirmConnection {
     /// Closes the connection: calls still waiting fail, the broker is sent `connection.close`
     /// and its reply awaited for up to five seconds.
     pub async fn close(&self) {
-        let mut out = BytesMut::new();
-        let _ = put_method(&mut out, 0, id::CONNECTION_CLOSE, |b| {
-            b.put_u16(200);
-            put_short_str(b, "closing")?;
-            b.put_u16(0);
-            b.put_u16(0);
-            Ok(())
-        });
-        let open = self.is_open();
-        if open {
-            self.shared.send(&out);
-        }
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut tasks = tasks.into_iter();
-        // The reader ends at the broker's close-ok (or a broken socket).
-        if let Some(reader) = tasks.next()
-            && open
-            && tokio::time::timeout(CLOSE_TIMEOUT, reader).await.is_err()
-        {
-            tracing::debug!(connection = %self.shared.name, "no close-ok from the broker");
-        }
-        self.shared.break_with("closed by Herald".into());
-        for t in tasks {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, t).await;
-        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        close(&*self.shared, tasks).await;
+    }
+}
+
+/// Sends `connection.close`, waits for the reader to see the answer (or the socket end), then
+/// for the writer; each wait at most five seconds. `tasks` is [reader, writer].
+pub(super) async fn close<O: Outbox>(shared: &O, tasks: Vec<JoinHandle<()>>) {
+    let mut out = BytesMut::new();
+    let _ = put_method(&mut out, 0, id::CONNECTION_CLOSE, |b| {
+        b.put_u16(200);
+        put_short_str(b, "closing")?;
+        b.put_u16(0);
+        b.put_u16(0);
+        Ok(())
+    });
+    let open = !shared.is_broken();
+    if open {
+        shared.queue(&out);
+    }
+    let mut tasks = tasks.into_iter();
+    if let Some(reader) = tasks.next()
+        && open
+        && tokio::time::timeout(CLOSE_TIMEOUT, reader).await.is_err()
+    {
+        tracing::debug!(connection = %shared.name(), "no close-ok from the broker");
+    }
+    shared.break_with("closed by Herald".into());
+    for t in tasks {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, t).await;
     }
 }
 
@@ -293,7 +355,11 @@ fn put_publish(
 }
 
 /// Writes what callers queued, whole, and heartbeats when idle.
-async fn write_loop(shared: Arc<Shared>, mut writer: OwnedWriteHalf, heartbeat: Option<Duration>) {
+pub(super) async fn write_loop<O: Outbox>(
+    shared: Arc<O>,
+    mut writer: OwnedWriteHalf,
+    heartbeat: Option<Duration>,
+) {
     let idle = heartbeat.map_or(Duration::from_secs(3600), |h| h / 2);
     let mut spare = BytesMut::with_capacity(64 * 1024);
     let mut last_write = Instant::now();
@@ -301,7 +367,7 @@ async fn write_loop(shared: Arc<Shared>, mut writer: OwnedWriteHalf, heartbeat: 
     tokio::pin!(tick);
     loop {
         tokio::select! {
-            () = shared.wake_writer.notified() => {}
+            () = shared.wake().notified() => {}
             () = &mut tick => {
                 if heartbeat.is_some() && last_write.elapsed() >= idle {
                     frames::put_heartbeat(&mut spare);
@@ -309,22 +375,16 @@ async fn write_loop(shared: Arc<Shared>, mut writer: OwnedWriteHalf, heartbeat: 
                 tick.as_mut().reset((Instant::now() + idle).into());
             }
         }
-        let stop = {
-            let mut st = shared.lock();
-            if spare.is_empty() {
-                std::mem::swap(&mut st.out, &mut spare);
-            } else {
-                spare.extend_from_slice(&st.out);
-                st.out.clear();
-            }
-            st.broken.is_some()
-        };
+        let stop = shared.take(&mut spare);
         if !spare.is_empty() {
             if let Err(e) = writer.write_all(&spare).await {
                 shared.break_with(format!("writing to the broker: {e}"));
                 break;
             }
             spare.clear();
+            if spare.capacity() > RETAINED_BUFFER {
+                spare = BytesMut::with_capacity(64 * 1024);
+            }
             last_write = Instant::now();
         }
         if stop {
@@ -344,19 +404,18 @@ enum Content {
     Body(u64),
 }
 
-/// Reads frames until the connection breaks, settling confirms.
-async fn read_loop(
-    shared: Arc<Shared>,
+/// Reads frames until the connection breaks, giving each to `handle`; breaks the connection
+/// with the reason it ended.
+pub(super) async fn read_loop<O: Outbox>(
+    shared: Arc<O>,
     mut reader: OwnedReadHalf,
     mut buf: BytesMut,
     frame_max: u32,
-    channels: u16,
     heartbeat: Option<Duration>,
+    mut handle: impl FnMut(Frame) -> Result<Flow, String> + Send + 'static,
 ) {
     let dead_after = heartbeat.map_or(Duration::from_secs(3600 * 24), |h| h * 2);
     let mut last_read = Instant::now();
-    let mut content = vec![Content::None; usize::from(channels) + 1];
-    let mut done = Vec::new();
     let deadline = tokio::time::sleep(dead_after);
     tokio::pin!(deadline);
     let why = 'read: loop {
@@ -366,13 +425,10 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(e) => break 'read format!("broker protocol error: {e}"),
             };
-            match handle(&shared, frame, &mut content, &mut done) {
+            match handle(frame) {
                 Ok(Flow::Go) => {}
                 Ok(Flow::Closed) => break 'read "closed by Herald".to_owned(),
                 Err(why) => break 'read why,
-            }
-            for (waiter, outcome) in done.drain(..) {
-                let _ = waiter.send(outcome);
             }
         }
         tokio::select! {
@@ -390,12 +446,12 @@ async fn read_loop(
         }
     };
     if why != "closed by Herald" {
-        tracing::info!(connection = %shared.name, reason = %why, "broker connection ended");
+        tracing::info!(connection = %shared.name(), reason = %why, "broker connection ended");
     }
     shared.break_with(why);
 }
 
-enum Flow {
+pub(super) enum Flow {
     Go,
     /// The broker answered our `connection.close`.
     Closed,
@@ -472,7 +528,7 @@ fn handle(
             content[ch] = Content::Header;
         }
         id::CONNECTION_CLOSE => {
-            shared.send(&close_ok(0, id::CONNECTION_CLOSE_OK));
+            shared.queue(&bare_method(0, id::CONNECTION_CLOSE_OK));
             return Err(format!(
                 "the broker closed the connection: {}",
                 close_reason(args)
@@ -480,7 +536,7 @@ fn handle(
         }
         id::CONNECTION_CLOSE_OK => return Ok(Flow::Closed),
         id::CHANNEL_CLOSE => {
-            shared.send(&close_ok(frame.channel, id::CHANNEL_CLOSE_OK));
+            shared.queue(&bare_method(frame.channel, id::CHANNEL_CLOSE_OK));
             return Err(format!(
                 "the broker closed channel {ch}: {}",
                 close_reason(args)
@@ -502,7 +558,8 @@ fn handle(
     Ok(Flow::Go)
 }
 
-fn close_ok(channel: u16, method: (u16, u16)) -> BytesMut {
+/// A method without arguments (the close-oks).
+pub(super) fn bare_method(channel: u16, method: (u16, u16)) -> BytesMut {
     let mut out = BytesMut::new();
     put_method(&mut out, channel, method, |_| Ok(())).expect("no arguments to encode");
     out

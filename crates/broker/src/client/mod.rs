@@ -7,16 +7,19 @@
 //!
 //! - [`handshake`]: URL, login, tuning, request/reply calls during setup.
 //! - [`confirms`]: which call each confirm, nack or return settles (pure bookkeeping).
-//! - [`connection`]: the connection itself, its reader and writer tasks and liveness.
+//! - [`connection`]: the publishing connection, the reader and writer tasks and liveness.
+//! - [`consumer`]: a consuming connection (deliveries in, acks, nacks and rejects out).
 //!
-//! Declarations, consumers and `amqps://` URLs still use lapin: they are not on the per-message
-//! path, or (TLS) not yet supported here.
+//! Declarations, the ledger's consumers and `amqps://` URLs still use lapin: they are not on the
+//! per-message path, or (TLS) not yet supported here.
 
 mod confirms;
 mod connection;
+mod consumer;
 mod handshake;
 #[cfg(test)]
 mod liveness_tests;
 
 pub use connection::ConfirmConnection;
+pub use consumer::{ConsumerConnection, Delivery};
 pub use handshake::{Endpoint, FRAME_MAX, HEARTBEAT_SECS, Opened, close_reason};

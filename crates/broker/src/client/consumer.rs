@@ -1,0 +1,414 @@
+//! A consuming connection whose IO runs as two tokio tasks, like [`super::ConfirmConnection`]:
+//! the reader assembles deliveries (method, content header, body frames) and hands them over a
+//! channel; acks, nacks and rejects are frames appended to the outgoing buffer, so every
+//! settlement queued while the writer was busy leaves in its next single `write`.
+//!
+//! When the connection breaks, the delivery stream ends and settling fails: the broker has
+//! already put every unacked delivery back on the queue, so nothing is lost, and the owner
+//! opens a new session (the same rule as with lapin).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use super::connection::{Flow, Outbox, hand_over, read_loop, write_loop};
+use super::handshake::{Endpoint, HEARTBEAT_SECS, Opened, close_reason};
+use crate::error::{Error, Result};
+use crate::frames::{
+    self, FRAME_BODY, FRAME_HEADER, FRAME_METHOD, Frame, id, put_method, put_short_str,
+};
+
+/// One message handed to the consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub tag: u64,
+    /// Handed out before and not acked (the broker's redelivered flag).
+    pub redelivered: bool,
+    pub body: Bytes,
+    /// The string headers (the W3C trace context among them).
+    pub headers: Vec<(String, String)>,
+}
+
+struct State {
+    out: BytesMut,
+    broken: Option<String>,
+    cancelled: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake_writer: Notify,
+    cancel_ok: Notify,
+    name: String,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame built by `put`; fails once the connection is broken.
+    fn send(&self, put: impl FnOnce(&mut BytesMut)) -> Result<()> {
+        {
+            let mut st = self.lock();
+            if let Some(why) = &st.broken {
+                return Err(Error::Unavailable(format!("broker connection lost: {why}")));
+            }
+            put(&mut st.out);
+        }
+        self.wake_writer.notify_one();
+        Ok(())
+    }
+}
+
+impl Outbox for Shared {
+    fn wake(&self) -> &Notify {
+        &self.wake_writer
+    }
+
+    fn take(&self, spare: &mut BytesMut) -> bool {
+        let mut st = self.lock();
+        hand_over(&mut st.out, spare);
+        st.broken.is_some()
+    }
+
+    fn break_with(&self, why: String) {
+        {
+            let mut st = self.lock();
+            if st.broken.is_some() {
+                return;
+            }
+            st.broken = Some(why);
+        }
+        self.wake_writer.notify_one();
+        self.cancel_ok.notify_one();
+    }
+
+    fn queue(&self, frames: &[u8]) {
+        self.lock().out.extend_from_slice(frames);
+        self.wake_writer.notify_one();
+    }
+
+    fn is_broken(&self) -> bool {
+        self.lock().broken.is_some()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A consumer of one queue on a connection of its own (channel 1).
+pub struct ConsumerConnection {
+    shared: Arc<Shared>,
+    consumer_tag: String,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// How long opening (TCP, login, qos, consume) and cancelling may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ConsumerConnection {
+    /// Connects and starts consuming `queue` with `prefetch` unacked deliveries at most; the
+    /// receiver yields deliveries until the connection breaks or is closed.
+    pub async fn open(
+        endpoint: &Endpoint,
+        name: &str,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Delivery>)> {
+        let mut c = Opened::connect(endpoint, name, HEARTBEAT_SECS, STEP_TIMEOUT).await?;
+        let setup = async {
+            c.call(1, id::CHANNEL_OPEN, id::CHANNEL_OPEN_OK, |b| {
+                put_short_str(b, "")
+            })
+            .await?;
+            c.call(1, id::BASIC_QOS, id::BASIC_QOS_OK, |b| {
+                b.put_u32(0);
+                b.put_u16(prefetch);
+                b.put_u8(0);
+                Ok(())
+            })
+            .await?;
+            let mut ok = c
+                .call(1, id::BASIC_CONSUME, id::BASIC_CONSUME_OK, |b| {
+                    b.put_u16(0);
+                    put_short_str(b, queue)?;
+                    put_short_str(b, "")?;
+                    b.put_u8(0); // no-local, no-ack, exclusive, no-wait: all off
+                    frames::put_table(b, &[])
+                })
+                .await?;
+            frames::get_short_str(&mut ok)
+                .map_err(|e| Error::Unavailable(format!("broker protocol error: {e}")))
+        };
+        let consumer_tag = match tokio::time::timeout(STEP_TIMEOUT, setup).await {
+            Ok(r) => r?,
+            Err(_) => return Err(Error::Unavailable("starting the consumer timed out".into())),
+        };
+        let Opened {
+            reader,
+            writer,
+            buf,
+            frame_max,
+            heartbeat,
+        } = c;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                out: BytesMut::with_capacity(16 * 1024),
+                broken: None,
+                cancelled: false,
+            }),
+            wake_writer: Notify::new(),
+            cancel_ok: Notify::new(),
+            name: name.to_owned(),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let interval = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+        let mut assembling = Assembly::Idle;
+        let handler_shared = shared.clone();
+        let handler = move |frame: Frame| -> Result<Flow, String> {
+            handle(&handler_shared, frame, &mut assembling, &tx)
+        };
+        let tasks = vec![
+            tokio::spawn(read_loop(
+                shared.clone(),
+                reader,
+                buf,
+                frame_max,
+                interval,
+                handler,
+            )),
+            tokio::spawn(write_loop(shared.clone(), writer, interval)),
+        ];
+        Ok((
+            Self {
+                shared,
+                consumer_tag,
+                tasks: Mutex::new(tasks),
+            },
+            rx,
+        ))
+    }
+
+    /// Whether settlements can still be sent.
+    pub fn is_open(&self) -> bool {
+        self.shared.lock().broken.is_none()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn broken(&self) -> Option<String> {
+        self.shared.lock().broken.clone()
+    }
+
+    /// Acks `tag` (and, with `multiple`, every unsettled delivery below it).
+    pub fn ack(&self, tag: u64, multiple: bool) -> Result<()> {
+        self.settle(id::BASIC_ACK, tag, frames::bits(&[multiple]))
+    }
+
+    /// Hands `tag` (and, with `multiple`, every unsettled one below it) back: to the queue with
+    /// `requeue`, else to the dead-letter exchange.
+    pub fn nack(&self, tag: u64, multiple: bool, requeue: bool) -> Result<()> {
+        self.settle(id::BASIC_NACK, tag, frames::bits(&[multiple, requeue]))
+    }
+
+    /// Rejects one delivery: requeued, or dead-lettered.
+    pub fn reject(&self, tag: u64, requeue: bool) -> Result<()> {
+        self.settle(id::BASIC_REJECT, tag, frames::bits(&[requeue]))
+    }
+
+    fn settle(&self, method: (u16, u16), tag: u64, flags: u8) -> Result<()> {
+        self.shared.send(|out| {
+            put_method(out, 1, method, |b| {
+                b.put_u64(tag);
+                b.put_u8(flags);
+                Ok(())
+            })
+            .expect("fixed-size arguments encode");
+        })
+    }
+
+    /// Stops deliveries (`basic.cancel`) and waits for the broker's answer; deliveries already
+    /// received stay to be settled.
+    pub async fn cancel(&self) -> Result<()> {
+        let tag = self.consumer_tag.clone();
+        self.shared.send(|out| {
+            let _ = put_method(out, 1, id::BASIC_CANCEL, |b| {
+                put_short_str(b, &tag)?;
+                b.put_u8(0);
+                Ok(())
+            });
+        })?;
+        let waited = tokio::time::timeout(STEP_TIMEOUT, async {
+            loop {
+                let notified = self.shared.cancel_ok.notified();
+                {
+                    let st = self.shared.lock();
+                    if st.cancelled || st.broken.is_some() {
+                        return;
+                    }
+                }
+                notified.await;
+            }
+        })
+        .await;
+        match (waited, self.broken()) {
+            (Ok(()), None) => Ok(()),
+            (_, Some(why)) => Err(Error::Unavailable(format!("broker connection lost: {why}"))),
+            (Err(_), None) => Err(Error::Unavailable(
+                "cancelling the consumer timed out".into(),
+            )),
+        }
+    }
+
+    /// Closes the connection (the broker hands back whatever is unacked) and waits up to five
+    /// seconds for its answer.
+    pub async fn close(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        super::connection::close(&*self.shared, tasks).await;
+    }
+}
+
+impl Drop for ConsumerConnection {
+    fn drop(&mut self) {
+        self.shared.break_with("connection dropped".into());
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            t.abort();
+        }
+    }
+}
+
+/// Where the reader is in a delivery's frames.
+enum Assembly {
+    Idle,
+    /// `basic.deliver` read; its content header is next.
+    Header {
+        tag: u64,
+        redelivered: bool,
+    },
+    /// Body bytes still to come.
+    Body {
+        tag: u64,
+        redelivered: bool,
+        headers: Vec<(String, String)>,
+        body: BytesMut,
+        size: usize,
+    },
+}
+
+fn protocol(e: frames::FrameError) -> String {
+    format!("broker protocol error: {e}")
+}
+
+/// Handles one frame of the consumer's connection.
+fn handle(
+    shared: &Shared,
+    frame: Frame,
+    assembling: &mut Assembly,
+    deliveries: &mpsc::UnboundedSender<Delivery>,
+) -> Result<Flow, String> {
+    let ch = frame.channel;
+    if ch > 1 {
+        return Err(format!("frame on channel {ch}, which was never opened"));
+    }
+    match (frame.kind, &mut *assembling) {
+        (FRAME_HEADER, Assembly::Header { tag, redelivered }) if ch == 1 => {
+            let (size, props) = frames::get_content_header(frame.payload).map_err(protocol)?;
+            let headers = props
+                .headers
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+                .collect();
+            let size = usize::try_from(size).map_err(|_| "delivery too large".to_owned())?;
+            let (tag, redelivered) = (*tag, *redelivered);
+            *assembling = Assembly::Body {
+                tag,
+                redelivered,
+                headers,
+                body: BytesMut::with_capacity(size),
+                size,
+            };
+        }
+        (FRAME_BODY, Assembly::Body { body, size, .. }) if ch == 1 => {
+            if body.len() + frame.payload.len() > *size {
+                return Err("delivery body longer than its header said".into());
+            }
+            body.extend_from_slice(&frame.payload);
+        }
+        (FRAME_METHOD, Assembly::Idle) => return method(shared, frame, assembling),
+        (kind, _) => return Err(format!("unexpected frame of type {kind} on channel {ch}")),
+    }
+    if let Assembly::Body { body, size, .. } = assembling
+        && body.len() == *size
+        && let Assembly::Body {
+            tag,
+            redelivered,
+            headers,
+            body,
+            ..
+        } = std::mem::replace(assembling, Assembly::Idle)
+    {
+        // The receiver gone means the owner stopped consuming; the delivery stays unacked.
+        let _ = deliveries.send(Delivery {
+            tag,
+            redelivered,
+            body: body.freeze(),
+            headers,
+        });
+    }
+    Ok(Flow::Go)
+}
+
+fn method(shared: &Shared, frame: Frame, assembling: &mut Assembly) -> Result<Flow, String> {
+    let ch = frame.channel;
+    let Some((method, mut args)) = frame.method() else {
+        return Err(format!("method frame too short on channel {ch}"));
+    };
+    match method {
+        id::BASIC_DELIVER if ch == 1 => {
+            frames::get_short_str(&mut args).map_err(protocol)?;
+            let tag = frames::get_u64(&mut args, "basic.deliver").map_err(protocol)?;
+            let redelivered =
+                frames::get_u8(&mut args, "basic.deliver").map_err(protocol)? & 1 == 1;
+            *assembling = Assembly::Header { tag, redelivered };
+        }
+        id::BASIC_CANCEL_OK if ch == 1 => {
+            shared.lock().cancelled = true;
+            shared.cancel_ok.notify_one();
+        }
+        id::BASIC_CANCEL if ch == 1 => {
+            // The broker cancelled the consumer (its queue was deleted, or it moved).
+            let tag = frames::get_short_str(&mut args).map_err(protocol)?;
+            let no_wait = frames::get_u8(&mut args, "basic.cancel").unwrap_or(1) & 1 == 1;
+            if !no_wait {
+                let mut out = BytesMut::new();
+                put_method(&mut out, 1, id::BASIC_CANCEL_OK, |b| put_short_str(b, &tag))
+                    .map_err(protocol)?;
+                shared.queue(&out);
+            }
+            return Err("the broker cancelled the consumer".into());
+        }
+        id::CHANNEL_CLOSE => {
+            shared.queue(&super::connection::bare_method(ch, id::CHANNEL_CLOSE_OK));
+            return Err(format!(
+                "the broker closed channel {ch}: {}",
+                close_reason(args)
+            ));
+        }
+        id::CONNECTION_CLOSE => {
+            shared.queue(&super::connection::bare_method(0, id::CONNECTION_CLOSE_OK));
+            return Err(format!(
+                "the broker closed the connection: {}",
+                close_reason(args)
+            ));
+        }
+        id::CONNECTION_CLOSE_OK => return Ok(Flow::Closed),
+        id::CONNECTION_BLOCKED | id::CONNECTION_UNBLOCKED => {}
+        other => return Err(format!("unexpected method {other:?} on channel {ch}")),
+    }
+    Ok(Flow::Go)
+}
