@@ -40,7 +40,11 @@ impl Settler {
     pub async fn ack(&self, tag: u64, multiple: bool) -> Result<()> {
         match self {
             Settler::Lapin(ch) => Ok(ch.basic_ack(tag, BasicAckOptions { multiple }).await?),
-            Settler::Own(c) => c.ack(tag, multiple),
+            Settler::Own(c) => {
+                c.ack(tag, multiple)?;
+                c.flushed().await;
+                Ok(())
+            }
         }
     }
 
@@ -114,7 +118,10 @@ impl Consumer {
         let declaring = connect(url, name).await?;
         let declared = async {
             let ch = declaring.create_channel().await?;
-            topology.declare(&ch).await
+            topology.declare(&ch).await?;
+            // Closed before its connection: lapin logs an error for a channel still open.
+            let _ = ch.close(200, ShortString::from("declared")).await;
+            Ok::<_, Error>(())
         }
         .await;
         let _ = declaring.close(200, ShortString::from("declared")).await;

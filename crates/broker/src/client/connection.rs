@@ -61,6 +61,8 @@ pub(super) trait Outbox: Send + Sync + 'static {
     /// Moves the queued frames into `spare`; true once the connection is broken (the writer
     /// writes what it took, then stops).
     fn take(&self, spare: &mut BytesMut) -> bool;
+    /// Everything taken by the last `take` was written.
+    fn written(&self) {}
     /// Marks the connection broken (once) and ends whatever waits on it.
     fn break_with(&self, why: String);
     /// Queues frames for the writer.
@@ -386,6 +388,7 @@ pub(super) async fn write_loop<O: Outbox>(
                 spare = BytesMut::with_capacity(64 * 1024);
             }
             last_write = Instant::now();
+            shared.written();
         }
         if stop {
             break;
@@ -425,6 +428,11 @@ pub(super) async fn read_loop<O: Outbox>(
                 Ok(None) => break,
                 Err(e) => break 'read format!("broker protocol error: {e}"),
             };
+            if frame.kind == FRAME_HEARTBEAT {
+                // Liveness only (any read counts); a heartbeat may come between the frames of
+                // one message, so it never reaches the handlers.
+                continue;
+            }
             match handle(frame) {
                 Ok(Flow::Go) => {}
                 Ok(Flow::Closed) => break 'read "closed by Herald".to_owned(),
@@ -473,7 +481,6 @@ fn handle(
         return Err(format!("frame on channel {ch}, which was never opened"));
     }
     match (frame.kind, content[ch]) {
-        (FRAME_HEARTBEAT, _) => return Ok(Flow::Go),
         (FRAME_HEADER, Content::Header) => {
             let (size, _) = frames::get_content_header(frame.payload).map_err(protocol)?;
             content[ch] = if size == 0 {

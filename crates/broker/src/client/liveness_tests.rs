@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{ConfirmConnection, Endpoint, HEARTBEAT_SECS};
+use super::{ConfirmConnection, ConsumerConnection, Endpoint, HEARTBEAT_SECS};
 use crate::error::Error;
 use crate::frames::{self, FRAME_HEARTBEAT, Frame, id, put_method, put_short_str};
 use crate::publisher::Outgoing;
@@ -93,9 +93,32 @@ impl Script {
             frames::put_long_str(b, b"").unwrap()
         })
         .await;
-        assert_eq!(s.method().await.0, id::CONFIRM_SELECT);
-        s.send(1, id::CONFIRM_SELECT_OK, |_| {}).await;
         s
+    }
+
+    /// The confirm.select a publishing client sends next.
+    async fn confirm_mode(mut self) -> Self {
+        assert_eq!(self.method().await.0, id::CONFIRM_SELECT);
+        self.send(1, id::CONFIRM_SELECT_OK, |_| {}).await;
+        self
+    }
+
+    /// The qos and consume a consuming client sends next.
+    async fn consuming(mut self) -> Self {
+        assert_eq!(self.method().await.0, id::BASIC_QOS);
+        self.send(1, id::BASIC_QOS_OK, |_| {}).await;
+        assert_eq!(self.method().await.0, id::BASIC_CONSUME);
+        self.send(1, id::BASIC_CONSUME_OK, |b| {
+            put_short_str(b, "ctag").unwrap()
+        })
+        .await;
+        self
+    }
+
+    async fn heartbeat(&mut self) {
+        let mut out = BytesMut::new();
+        frames::put_heartbeat(&mut out);
+        self.stream.write_all(&out).await.unwrap();
     }
 }
 
@@ -116,10 +139,12 @@ async fn client_and_broker(heartbeat: u16) -> (ConfirmConnection, Script) {
         listener.local_addr().unwrap()
     ))
     .unwrap();
-    let (client, script) = tokio::join!(
-        ConfirmConnection::open(&endpoint, "test", 1),
+    let (client, script) = tokio::join!(ConfirmConnection::open(&endpoint, "test", 1), async {
         Script::accept(&listener, heartbeat)
-    );
+            .await
+            .confirm_mode()
+            .await
+    });
     (client.unwrap(), script)
 }
 
@@ -220,4 +245,57 @@ async fn a_silent_broker_is_declared_dead_after_two_heartbeats_and_ours_keep_com
     assert!(why.contains("no heartbeat"), "{why}");
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(!client.is_open());
+}
+
+#[tokio::test]
+async fn heartbeats_between_the_frames_of_a_delivery_change_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = Endpoint::parse(&format!(
+        "amqp://guest:guest@{}/",
+        listener.local_addr().unwrap()
+    ))
+    .unwrap();
+    let (opened, mut broker) = tokio::join!(
+        ConsumerConnection::open(&endpoint, "test", "q", 10),
+        async { Script::accept(&listener, 0).await.consuming().await }
+    );
+    let (consumer, mut deliveries) = opened.unwrap();
+    broker.heartbeat().await;
+    broker
+        .send(1, id::BASIC_DELIVER, |b| {
+            put_short_str(b, "ctag").unwrap();
+            b.put_u64(1);
+            b.put_u8(0);
+            put_short_str(b, "").unwrap();
+            put_short_str(b, "q").unwrap();
+        })
+        .await;
+    broker.heartbeat().await;
+    let mut content = BytesMut::new();
+    let props = frames::Properties::default();
+    frames::put_content(&mut content, 1, &props, b"{\"a\":1}", 4096).unwrap();
+    // The header frame, a heartbeat, then the body frame (7 bytes of body, 8 of framing).
+    let header_len = content.len() - (8 + 7);
+    broker
+        .stream
+        .write_all(&content[..header_len])
+        .await
+        .unwrap();
+    broker.heartbeat().await;
+    broker
+        .stream
+        .write_all(&content[header_len..])
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+        .await
+        .expect("a delivery")
+        .expect("the connection is up");
+    assert_eq!((d.tag, &d.body[..]), (1, &b"{\"a\":1}"[..]));
+    broker.heartbeat().await;
+    consumer.ack(1, false).unwrap();
+    let (ack, mut args) = broker.method().await;
+    assert_eq!(ack, id::BASIC_ACK);
+    assert_eq!(frames::get_u64(&mut args, "tag").unwrap(), 1);
+    assert!(consumer.is_open(), "{:?}", consumer.broken());
 }
