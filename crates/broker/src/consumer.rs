@@ -144,8 +144,10 @@ impl Consumer {
                 connection,
                 deliveries,
             } => match deliveries.recv().await {
-                Some(d) => Ok(d),
-                None => Err(Error::Unavailable(
+                // Once the connection is gone the broker has requeued everything unacked:
+                // deliveries still buffered here must not be worked on (a duplicate each).
+                Some(d) if connection.is_open() => Ok(d),
+                _ => Err(Error::Unavailable(
                     connection
                         .broken()
                         .unwrap_or_else(|| "the consumer stopped".into()),

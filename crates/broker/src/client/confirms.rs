@@ -7,11 +7,12 @@
 //! nacked or returned.
 //!
 //! Returns carry no tag. RabbitMQ sends a mandatory message's `basic.return` before the ack
-//! that confirms it, so a return is matched, at the next ack or nack on its channel, to a
-//! message that ack settles with the same exchange and routing key. When the count does not
-//! come out even (a queue declared or deleted while messages to it were in flight), every
-//! settled message with that route counts as returned: a spurious failure costs a duplicate
-//! publish, a missed one would lose a message.
+//! that confirms it, so when a return arrives its message is still in flight: every message in
+//! flight on that channel with the same exchange and routing key is marked returned, and its
+//! call fails when it is confirmed. Usually that is exactly the returned ones (a missing delay
+//! queue returns all its messages); when a queue appears or vanishes while messages to it are
+//! in flight, routable ones may be marked too. A spurious failure costs a duplicate publish, a
+//! missed one would lose a message, so this errs on that side whatever the timing of the acks.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -25,8 +26,6 @@ pub type Route = (String, String);
 struct Channel {
     next_tag: u64,
     in_flight: VecDeque<InFlight>,
-    /// Routes of returns not yet matched to a message.
-    returns: Vec<Route>,
 }
 
 struct InFlight {
@@ -34,6 +33,8 @@ struct InFlight {
     batch: u64,
     /// Index of the message in its batch's routes.
     index: usize,
+    /// A return with this message's route arrived while it was in flight.
+    returned: bool,
 }
 
 /// One publish call: its waiter, its messages' routes and how many are still unconfirmed.
@@ -92,6 +93,7 @@ impl<W> Tracker<W> {
                 tag: ch.next_tag,
                 batch: id,
                 index,
+                returned: false,
             });
             ch.next_tag += 1;
         }
@@ -107,9 +109,19 @@ impl<W> Tracker<W> {
         None
     }
 
-    /// A `basic.return` on `channel`; it is matched at the next confirm.
-    pub fn returned(&mut self, channel: usize, exchange: String, routing_key: String) {
-        self.channels[channel].returns.push((exchange, routing_key));
+    /// A `basic.return` on `channel`: every message in flight there with its route is marked
+    /// (see the module doc).
+    pub fn returned(&mut self, channel: usize, exchange: &str, routing_key: &str) {
+        let batches = &self.batches;
+        for m in &mut self.channels[channel].in_flight {
+            let Some(batch) = batches.get(&m.batch) else {
+                continue;
+            };
+            let (e, k) = &batch.routes[m.index];
+            if e == exchange && k == routing_key {
+                m.returned = true;
+            }
+        }
     }
 
     /// A confirm on `channel`; the calls it completes go to `done` with their outcome. An
@@ -142,16 +154,14 @@ impl<W> Tracker<W> {
                 }
             }
         };
-        let returns = std::mem::take(&mut ch.returns);
-        let returned = self.match_returns(&settled, returns, channel);
-        for (m, returned) in settled.iter().zip(returned) {
+        for m in &settled {
             let Some(batch) = self.batches.get_mut(&m.batch) else {
                 continue;
             };
             if batch.error.is_none() {
                 if confirm == Confirm::Nack {
                     batch.error = Some(Error::Nacked);
-                } else if returned {
+                } else if m.returned {
                     let (exchange, routing_key) = batch.routes[m.index].clone();
                     batch.error = Some(Error::Unroutable {
                         exchange,
@@ -168,45 +178,11 @@ impl<W> Tracker<W> {
         Ok(())
     }
 
-    /// Which settled messages the pending returns stand for (see the module doc); returns
-    /// that match none of them wait for the next confirm.
-    fn match_returns(
-        &mut self,
-        settled: &[InFlight],
-        returns: Vec<Route>,
-        channel: usize,
-    ) -> Vec<bool> {
-        let mut marked = vec![false; settled.len()];
-        if returns.is_empty() {
-            return marked;
-        }
-        let route = |m: &InFlight| self.batches.get(&m.batch).map(|b| &b.routes[m.index]);
-        let mut counts: HashMap<&Route, usize> = HashMap::new();
-        for r in &returns {
-            *counts.entry(r).or_default() += 1;
-        }
-        let mut unmatched = Vec::new();
-        for (r, &wanted) in &counts {
-            let candidates: Vec<usize> = (0..settled.len())
-                .filter(|&i| route(&settled[i]) == Some(*r))
-                .collect();
-            for &i in &candidates {
-                marked[i] = true;
-            }
-            for _ in candidates.len()..wanted {
-                unmatched.push((*r).clone());
-            }
-        }
-        self.channels[channel].returns = unmatched;
-        marked
-    }
-
     /// Ends every call still waiting, each with an error made by `error` (the connection is
     /// gone, so no confirm will come).
     pub fn fail_all(&mut self, error: impl Fn() -> Error) -> Vec<(W, Result<(), Error>)> {
         for ch in &mut self.channels {
             ch.in_flight.clear();
-            ch.returns.clear();
         }
         self.batches
             .drain()
@@ -285,7 +261,7 @@ mod tests {
         t.register(0, routes(&["delay.5000", "work"]), 2); // tags 2, 3
         t.register(0, routes(&["work"]), 3); // tag 4
         // The unroutable tag 2 is returned, then acked alone.
-        t.returned(0, "x".into(), "delay.5000".into());
+        t.returned(0, "x", "delay.5000");
         t.confirm(0, 2, false, Confirm::Ack, &mut done).unwrap();
         t.confirm(0, 4, true, Confirm::Ack, &mut done).unwrap();
         assert_eq!(
@@ -301,8 +277,8 @@ mod tests {
         t.register(0, routes(&["work", "gone", "work"]), 1);
         t.register(0, routes(&["gone"]), 2);
         t.register(0, routes(&["work"]), 3);
-        t.returned(0, "x".into(), "gone".into());
-        t.returned(0, "x".into(), "gone".into());
+        t.returned(0, "x", "gone");
+        t.returned(0, "x", "gone");
         t.confirm(0, 5, true, Confirm::Ack, &mut done).unwrap();
         assert_eq!(
             outcomes(&mut done),
@@ -311,15 +287,15 @@ mod tests {
     }
 
     #[test]
-    fn an_uneven_match_fails_every_message_of_the_route() {
-        // One return, two settled messages with its route (the queue appeared or vanished
+    fn a_return_marks_every_message_in_flight_with_its_route() {
+        // One return, two messages in flight with its route (the queue appeared or vanished
         // meanwhile): both calls fail rather than risk acking the returned one.
         let mut t = Tracker::new(1);
         let mut done = Vec::new();
         t.register(0, routes(&["q"]), 1);
         t.register(0, routes(&["q"]), 2);
         t.register(0, routes(&["other"]), 3);
-        t.returned(0, "x".into(), "q".into());
+        t.returned(0, "x", "q");
         t.confirm(0, 3, true, Confirm::Ack, &mut done).unwrap();
         assert_eq!(
             outcomes(&mut done),
@@ -328,16 +304,36 @@ mod tests {
     }
 
     #[test]
-    fn a_return_whose_message_is_not_yet_confirmed_waits_for_it() {
+    fn a_return_is_kept_whatever_confirm_comes_first() {
+        // The returned message's ack may come after an ack of another message alone.
         let mut t = Tracker::new(1);
         let mut done = Vec::new();
         t.register(0, routes(&["a"]), 1);
         t.register(0, routes(&["b"]), 2);
-        t.returned(0, "x".into(), "b".into());
+        t.returned(0, "x", "b");
         t.confirm(0, 1, false, Confirm::Ack, &mut done).unwrap();
         assert_eq!(outcomes(&mut done), [(1, "ok")]);
         t.confirm(0, 2, false, Confirm::Ack, &mut done).unwrap();
         assert_eq!(outcomes(&mut done), [(2, "unroutable")]);
+    }
+
+    #[test]
+    fn a_returned_message_never_succeeds_even_when_another_ack_comes_between() {
+        // M (tag 1) was routed, then its queue vanished and N (tag 2, same route) was
+        // returned; the broker acks M alone after N's return, then N.
+        let mut t = Tracker::new(1);
+        let mut done = Vec::new();
+        t.register(0, routes(&["q"]), 1);
+        t.register(0, routes(&["q"]), 2);
+        t.returned(0, "x", "q");
+        t.confirm(0, 1, false, Confirm::Ack, &mut done).unwrap();
+        t.confirm(0, 2, false, Confirm::Ack, &mut done).unwrap();
+        let outcomes = outcomes(&mut done);
+        assert_eq!(
+            outcomes[1],
+            (2, "unroutable"),
+            "N must not be reported delivered"
+        );
     }
 
     #[test]

@@ -294,15 +294,23 @@ pub(super) async fn close<O: Outbox>(shared: &O, tasks: Vec<JoinHandle<()>>) {
         shared.queue(&out);
     }
     let mut tasks = tasks.into_iter();
-    if let Some(reader) = tasks.next()
-        && open
-        && tokio::time::timeout(CLOSE_TIMEOUT, reader).await.is_err()
-    {
-        tracing::debug!(connection = %shared.name(), "no close-ok from the broker");
+    if let Some(mut reader) = tasks.next() {
+        if open
+            && tokio::time::timeout(CLOSE_TIMEOUT, &mut reader)
+                .await
+                .is_err()
+        {
+            tracing::debug!(connection = %shared.name(), "no close-ok from the broker");
+        }
+        // A reader still running (no close-ok, heartbeats still coming) would keep the socket.
+        reader.abort();
     }
     shared.break_with("closed by Herald".into());
-    for t in tasks {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, t).await;
+    for mut t in tasks {
+        // A writer stuck in a write the broker no longer reads (resource alarm) is ended too.
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut t).await.is_err() {
+            t.abort();
+        }
     }
 }
 
@@ -531,7 +539,7 @@ fn handle(
                 return Err("basic.return on channel 0".into());
             }
             tracing::debug!(connection = %shared.name, code, text, exchange, routing_key = key, "message returned");
-            shared.lock().tracker.returned(ch - 1, exchange, key);
+            shared.lock().tracker.returned(ch - 1, &exchange, &key);
             content[ch] = Content::Header;
         }
         id::CONNECTION_CLOSE => {

@@ -126,6 +126,9 @@ pub struct ConsumerConnection {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// The largest body accepted (RabbitMQ's own `max_message_size` ceiling).
+const MAX_BODY: usize = 512 << 20;
+
 /// How long opening (TCP, login, qos, consume) and cancelling may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -363,13 +366,19 @@ fn handle(
                 .into_iter()
                 .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
                 .collect();
-            let size = usize::try_from(size).map_err(|_| "delivery too large".to_owned())?;
+            // RabbitMQ caps messages at 512 MiB; a larger size is a broken peer, not a message.
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&n| n <= MAX_BODY)
+                .ok_or_else(|| {
+                    format!("delivery of {size} bytes announced (at most {MAX_BODY})")
+                })?;
             let (tag, redelivered) = (*tag, *redelivered);
             *assembling = Assembly::Body {
                 tag,
                 redelivered,
                 headers,
-                body: BytesMut::with_capacity(size),
+                body: BytesMut::with_capacity(size.min(1 << 20)),
                 size,
             };
         }

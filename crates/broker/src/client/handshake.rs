@@ -58,7 +58,8 @@ impl Endpoint {
             )));
         }
         let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            // Percent-decoding only: a `+` in a URL's userinfo or path is a plus, not a space.
+            url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
                 .next()
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or_default()
@@ -339,6 +340,8 @@ mod tests {
             (e.port, e.password.as_str(), e.vhost.as_str()),
             (5673, "p@ss", "prod/webhooks")
         );
+        let e = Endpoint::parse("amqp://svc:a+b@h/v+1").unwrap();
+        assert_eq!((e.password.as_str(), e.vhost.as_str()), ("a+b", "v+1"));
         let e = Endpoint::parse("amqp://[::1]:5672/").unwrap();
         assert_eq!(e.host, "::1");
         assert!(matches!(
