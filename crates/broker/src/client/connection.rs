@@ -139,7 +139,7 @@ pub struct ConfirmConnection {
     shared: Arc<Shared>,
     channels: u16,
     frame_max: u32,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    io: Io,
 }
 
 impl ConfirmConnection {
@@ -169,13 +169,6 @@ impl ConfirmConnection {
                 ));
             }
         }
-        let Opened {
-            reader,
-            writer,
-            buf,
-            frame_max,
-            heartbeat,
-        } = c;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 out: BytesMut::with_capacity(64 * 1024),
@@ -185,7 +178,7 @@ impl ConfirmConnection {
             wake_writer: Notify::new(),
             name: name.to_owned(),
         });
-        let interval = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+        let frame_max = c.frame_max;
         let mut content = vec![Content::None; usize::from(channels) + 1];
         let mut done = Vec::new();
         let books = shared.clone();
@@ -196,22 +189,12 @@ impl ConfirmConnection {
             }
             flow
         };
-        let tasks = vec![
-            tokio::spawn(read_loop(
-                shared.clone(),
-                reader,
-                buf,
-                frame_max,
-                interval,
-                handler,
-            )),
-            tokio::spawn(write_loop(shared.clone(), writer, interval)),
-        ];
+        let io = Io::start(&shared, c, handler);
         Ok(Self {
             shared,
             channels,
             frame_max,
-            tasks: Mutex::new(tasks),
+            io,
         })
     }
 
@@ -273,28 +256,66 @@ impl ConfirmConnection {
     /// Closes the connection: calls still waiting fail, the broker is sent `connection.close`
     /// and its reply awaited for up to five seconds.
     pub async fn close(&self) {
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        close(&*self.shared, tasks).await;
+        self.io.close(&*self.shared).await;
     }
 }
 
-/// Sends `connection.close`, waits for the reader to see the answer (or the socket end), then
-/// for the writer; each wait at most five seconds. `tasks` is [reader, writer].
-pub(super) async fn close<O: Outbox>(shared: &O, tasks: Vec<JoinHandle<()>>) {
-    let mut out = BytesMut::new();
-    let _ = put_method(&mut out, 0, id::CONNECTION_CLOSE, |b| {
-        b.put_u16(200);
-        put_short_str(b, "closing")?;
-        b.put_u16(0);
-        b.put_u16(0);
-        Ok(())
-    });
-    let open = !shared.is_broken();
-    if open {
-        shared.queue(&out);
+/// The reader and writer tasks of one connection (publishing or consuming).
+pub(super) struct Io {
+    /// (reader, writer); taken by `close`.
+    tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+}
+
+impl Io {
+    /// Takes over an opened connection: its reader gives every frame but heartbeats to
+    /// `handle`, its writer sends what `shared` queues.
+    pub(super) fn start<O: Outbox>(
+        shared: &Arc<O>,
+        opened: Opened,
+        handle: impl FnMut(Frame) -> Result<Flow, String> + Send + 'static,
+    ) -> Self {
+        let Opened {
+            reader,
+            writer,
+            buf,
+            frame_max,
+            heartbeat,
+        } = opened;
+        let interval = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
+        let reader = tokio::spawn(read_loop(
+            shared.clone(),
+            reader,
+            buf,
+            frame_max,
+            interval,
+            handle,
+        ));
+        let writer = tokio::spawn(write_loop(shared.clone(), writer, interval));
+        Self {
+            tasks: Mutex::new(Some((reader, writer))),
+        }
     }
-    let mut tasks = tasks.into_iter();
-    if let Some(mut reader) = tasks.next() {
+
+    /// Sends `connection.close`, waits for the reader to see the answer (or the socket end),
+    /// then for the writer; each wait at most five seconds, after which the task is aborted.
+    pub(super) async fn close<O: Outbox>(&self, shared: &O) {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut out = BytesMut::new();
+        let _ = put_method(&mut out, 0, id::CONNECTION_CLOSE, |b| {
+            b.put_u16(200);
+            put_short_str(b, "closing")?;
+            b.put_u16(0);
+            b.put_u16(0);
+            Ok(())
+        });
+        let open = !shared.is_broken();
+        if open {
+            shared.queue(&out);
+        }
+        let Some((mut reader, mut writer)) = tasks else {
+            shared.break_with("closed by Herald".into());
+            return;
+        };
         if open
             && tokio::time::timeout(CLOSE_TIMEOUT, &mut reader)
                 .await
@@ -304,12 +325,21 @@ pub(super) async fn close<O: Outbox>(shared: &O, tasks: Vec<JoinHandle<()>>) {
         }
         // A reader still running (no close-ok, heartbeats still coming) would keep the socket.
         reader.abort();
-    }
-    shared.break_with("closed by Herald".into());
-    for mut t in tasks {
+        shared.break_with("closed by Herald".into());
         // A writer stuck in a write the broker no longer reads (resource alarm) is ended too.
-        if tokio::time::timeout(CLOSE_TIMEOUT, &mut t).await.is_err() {
-            t.abort();
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
+
+    /// Ends both tasks at once (the connection is dropped).
+    pub(super) fn abort(&self) {
+        if let Some((reader, writer)) = &*self.tasks.lock().unwrap_or_else(|p| p.into_inner()) {
+            reader.abort();
+            writer.abort();
         }
     }
 }
@@ -319,9 +349,7 @@ impl Drop for ConfirmConnection {
         // Ends both tasks: the writer sees the connection broken and shuts its half, the
         // reader then sees the broker close the socket.
         self.shared.break_with("connection dropped".into());
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            t.abort();
-        }
+        self.io.abort();
     }
 }
 
@@ -365,7 +393,7 @@ fn put_publish(
 }
 
 /// Writes what callers queued, whole, and heartbeats when idle.
-pub(super) async fn write_loop<O: Outbox>(
+async fn write_loop<O: Outbox>(
     shared: Arc<O>,
     mut writer: OwnedWriteHalf,
     heartbeat: Option<Duration>,
@@ -417,7 +445,7 @@ enum Content {
 
 /// Reads frames until the connection breaks, giving each to `handle`; breaks the connection
 /// with the reason it ended.
-pub(super) async fn read_loop<O: Outbox>(
+async fn read_loop<O: Outbox>(
     shared: Arc<O>,
     mut reader: OwnedReadHalf,
     mut buf: BytesMut,

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
 
-use super::connection::{Flow, Outbox, hand_over, read_loop, write_loop};
+use super::connection::{Flow, Io, Outbox, hand_over};
 use super::handshake::{Endpoint, HEARTBEAT_SECS, Opened, close_reason};
 use crate::error::{Error, Result};
 use crate::frames::{
@@ -123,7 +122,7 @@ impl Outbox for Shared {
 pub struct ConsumerConnection {
     shared: Arc<Shared>,
     consumer_tag: String,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    io: Io,
 }
 
 /// The largest body accepted (RabbitMQ's own `max_message_size` ceiling).
@@ -170,13 +169,6 @@ impl ConsumerConnection {
             Ok(r) => r?,
             Err(_) => return Err(Error::Unavailable("starting the consumer timed out".into())),
         };
-        let Opened {
-            reader,
-            writer,
-            buf,
-            frame_max,
-            heartbeat,
-        } = c;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 out: BytesMut::with_capacity(16 * 1024),
@@ -191,28 +183,17 @@ impl ConsumerConnection {
             name: name.to_owned(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let interval = (heartbeat > 0).then(|| Duration::from_secs(u64::from(heartbeat)));
         let mut assembling = Assembly::Idle;
         let handler_shared = shared.clone();
         let handler = move |frame: Frame| -> Result<Flow, String> {
             handle(&handler_shared, frame, &mut assembling, &tx)
         };
-        let tasks = vec![
-            tokio::spawn(read_loop(
-                shared.clone(),
-                reader,
-                buf,
-                frame_max,
-                interval,
-                handler,
-            )),
-            tokio::spawn(write_loop(shared.clone(), writer, interval)),
-        ];
+        let io = Io::start(&shared, c, handler);
         Ok((
             Self {
                 shared,
                 consumer_tag,
-                tasks: Mutex::new(tasks),
+                io,
             },
             rx,
         ))
@@ -310,17 +291,14 @@ impl ConsumerConnection {
     /// Closes the connection (the broker hands back whatever is unacked) and waits up to five
     /// seconds for its answer.
     pub async fn close(&self) {
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        super::connection::close(&*self.shared, tasks).await;
+        self.io.close(&*self.shared).await;
     }
 }
 
 impl Drop for ConsumerConnection {
     fn drop(&mut self) {
         self.shared.break_with("connection dropped".into());
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            t.abort();
-        }
+        self.io.abort();
     }
 }
 
