@@ -1,5 +1,5 @@
-//! A consuming session over either client: the start of the dispatcher's work-queue
-//! consumption, where every delivery is a frame in and an ack out.
+//! A consuming session over either client: the dispatcher's work queue and the ledger's
+//! record queue, where every delivery is a frame in and an ack out.
 //!
 //! With [`AmqpClient::Herald`] the deliveries come from [`crate::client::ConsumerConnection`]
 //! (IO on the tokio runtime; the topology is declared first over a short-lived lapin

@@ -14,10 +14,10 @@
 //! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit), and
 //! consumer acks of completed deliveries share frames ([`Acks`]).
 //!
-//! Publishes and the dispatcher's consumption go over Herald's own AMQP client ([`client`], on
-//! the codec in [`frames`]), whose IO runs as tasks on the tokio runtime; declarations, the
-//! ledger's consumers and `amqps://` URLs still use lapin (see the module docs for the
-//! measurements behind the split).
+//! Publishes, the dispatcher's work-queue consumption and the ledger's record consumption go
+//! over Herald's own AMQP client ([`client`], on the codec in [`frames`]), whose IO runs as
+//! tasks on the tokio runtime; declarations, the dead-letter consumer and `amqps://` URLs still
+//! use lapin (see the module docs for the measurements behind the split).
 //!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
 //! after the broker confirmed every message, and fails if any was nacked or unroutable. That is

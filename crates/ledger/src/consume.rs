@@ -19,11 +19,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use herald_broker::lapin::message::Delivery;
-use herald_broker::lapin::options::{BasicAckOptions, BasicRejectOptions};
-use herald_broker::lapin::types::ShortString;
-use herald_broker::{Topology, consume};
+use herald_broker::{Consumer, Delivery, Settler, Topology};
 use herald_core::wire::LedgerBatch;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -80,14 +76,16 @@ async fn session(
     shutdown: &CancellationToken,
     consuming: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let (conn, ch, mut consumer) = consume(
+    let mut consumer = Consumer::open(
         &config.common.amqp_url,
         "herald-ledger",
         topology,
         &topology.ledger_queue(),
         config.prefetch,
+        config.common.amqp_client,
     )
     .await?;
+    let settler = consumer.settler();
     tracing::info!(queue = %topology.ledger_queue(), "ledger consuming");
     consuming.store(true, Ordering::Relaxed);
     let mut held = Held::default();
@@ -107,27 +105,24 @@ async fn session(
         };
         let Some(first) = first else {
             // Nothing came: the held rows go on their own.
-            if !held.flush(pool, &ch, shutdown).await? {
+            if !held.flush(pool, &settler, shutdown).await? {
                 return Ok(());
             }
             continue;
         };
-        let mut deliveries = vec![match first {
-            Some(d) => d?,
-            None => anyhow::bail!("ledger consumer cancelled by the broker"),
-        }];
+        let mut deliveries = vec![first?];
         let deadline = tokio::time::Instant::now() + config.batch_wait;
         // Messages carry many records each (group commit upstream): bound the transaction by
         // bytes as well as by messages.
-        let mut bytes = deliveries[0].data.len();
+        let mut bytes = deliveries[0].body.len();
         while deliveries.len() < config.batch_messages && bytes < MAX_TRANSACTION_BYTES {
             match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(Some(d)) => {
+                Ok(d) => {
                     let d = d?;
-                    bytes += d.data.len();
+                    bytes += d.body.len();
                     deliveries.push(d);
                 }
-                Ok(None) | Err(_) => break,
+                Err(_) => break,
             }
         }
         let mut batch = Batch::default();
@@ -135,13 +130,12 @@ async fn session(
         // One span per message, in the trace of the work that produced it, closed at commit.
         let mut spans = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            match LedgerBatch::decode(&d.data) {
+            match LedgerBatch::decode(&d.body) {
                 Ok(b) => {
                     let span = tracing::info_span!("ledger.write", records = b.records.len());
-                    let headers = herald_broker::string_headers(&d.properties);
                     herald_telemetry::set_parent_from(
                         &span,
-                        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        d.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                     );
                     spans.push(span);
                     b.records.into_iter().for_each(|r| batch.push(r));
@@ -150,15 +144,13 @@ async fn session(
                 Err(e) => {
                     metrics::counter!("herald_ledger_unreadable_messages_total").increment(1);
                     tracing::error!(error = %e, "unreadable ledger message, dead-lettering it");
-                    d.acker
-                        .reject(BasicRejectOptions { requeue: false })
-                        .await?;
+                    settler.reject(d.tag).await?;
                 }
             }
         }
-        let Some(last_tag) = readable.last().map(|d| d.delivery_tag) else {
+        let Some(last_tag) = readable.last().map(|d| d.tag) else {
             // Only unreadable messages: the held rows must not wait on a stream of them.
-            if !held.flush(pool, &ch, shutdown).await? {
+            if !held.flush(pool, &settler, shutdown).await? {
                 return Ok(());
             }
             continue;
@@ -170,13 +162,11 @@ async fn session(
                 // The held rows are in: everything up to this batch can go, except this batch
                 // when it left rows of its own for the next write.
                 if deferred.is_empty() {
-                    ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
-                        .await?;
+                    settler.ack(last_tag, true).await?;
                     held = Held::default();
                 } else {
                     if let Some(tag) = held.tag() {
-                        ch.basic_ack(tag, BasicAckOptions { multiple: true })
-                            .await?;
+                        settler.ack(tag, true).await?;
                     }
                     held = Held {
                         rows: deferred,
@@ -193,7 +183,7 @@ async fn session(
                 tracing::error!(error = %e, messages = readable.len() + held.messages.len(), "ledger batch refused, writing its messages one by one");
                 let mut messages = std::mem::take(&mut held).messages;
                 messages.extend(readable);
-                if !one_by_one(pool, messages, shutdown).await? {
+                if !one_by_one(pool, &settler, messages, shutdown).await? {
                     return Ok(());
                 }
             }
@@ -202,9 +192,8 @@ async fn session(
         tracing::debug!(records = batch.len(), "ledger batch written");
     }
     // Stopping: the held rows are written now, or their messages come back to the next ledger.
-    let _ = held.flush(pool, &ch, shutdown).await;
-    let _ = ch.close(200, ShortString::from("stopping")).await;
-    let _ = conn.close(200, ShortString::from("stopping")).await;
+    let _ = held.flush(pool, &settler, shutdown).await;
+    consumer.close().await;
     Ok(())
 }
 
@@ -223,7 +212,7 @@ impl Held {
     }
 
     fn tag(&self) -> Option<u64> {
-        self.messages.last().map(|d| d.delivery_tag)
+        self.messages.last().map(|d| d.tag)
     }
 
     /// Writes the rows on their own and acks their messages; false when shutting down before
@@ -231,7 +220,7 @@ impl Held {
     async fn flush(
         &mut self,
         pool: &PgPool,
-        ch: &herald_broker::lapin::Channel,
+        settler: &Settler,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<bool> {
         let Some(tag) = self.tag() else {
@@ -240,14 +229,13 @@ impl Held {
         let held = std::mem::take(self);
         match write_held(pool, &Batch::default(), &held.rows, false, shutdown).await {
             Written::Yes(_) => {
-                ch.basic_ack(tag, BasicAckOptions { multiple: true })
-                    .await?;
+                settler.ack(tag, true).await?;
                 Ok(true)
             }
             Written::Stopping => Ok(false),
             Written::Refused(e) => {
                 tracing::error!(error = %e, messages = held.messages.len(), "held ledger rows refused, writing their messages one by one");
-                one_by_one(pool, held.messages, shutdown).await
+                one_by_one(pool, settler, held.messages, shutdown).await
             }
         }
     }
@@ -257,26 +245,25 @@ impl Held {
 /// Postgres refuses; false when shutting down midway (the rest stay unacked).
 async fn one_by_one(
     pool: &PgPool,
+    settler: &Settler,
     messages: Vec<Delivery>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<bool> {
     for d in messages {
         let mut one = Batch::default();
-        if let Ok(b) = LedgerBatch::decode(&d.data) {
+        if let Ok(b) = LedgerBatch::decode(&d.body) {
             b.records.into_iter().for_each(|r| one.push(r));
         }
         match write_held(pool, &one, &[], false, shutdown).await {
             Written::Yes(_) => {
-                d.acker.ack(BasicAckOptions::default()).await?;
+                settler.ack(d.tag, false).await?;
                 crate::metrics::batch_written(&one);
             }
             Written::Stopping => return Ok(false),
             Written::Refused(e) => {
                 metrics::counter!("herald_ledger_refused_messages_total").increment(1);
                 tracing::error!(error = %e, records = one.len(), "ledger message refused by the database, dead-lettering it");
-                d.acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await?;
+                settler.reject(d.tag).await?;
             }
         }
     }

@@ -10,8 +10,8 @@
 //! - [`connection`]: the publishing connection, the reader and writer tasks and liveness.
 //! - [`consumer`]: a consuming connection (deliveries in, acks, nacks and rejects out).
 //!
-//! Declarations, the ledger's consumers and `amqps://` URLs still use lapin: they are not on the
-//! per-message path, or (TLS) not yet supported here.
+//! Declarations, the dead-letter consumer and `amqps://` URLs still use lapin: they are not on
+//! the per-message path, or (TLS) not yet supported here.
 
 mod confirms;
 mod connection;
