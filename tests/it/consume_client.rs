@@ -8,25 +8,12 @@ use std::time::Duration;
 use herald_broker::client::{ConfirmConnection, ConsumerConnection, Delivery, Endpoint};
 use herald_broker::lapin::Channel;
 use herald_broker::lapin::options::QueueDeclareOptions;
-use herald_broker::lapin::types::{AMQPValue, FieldTable};
 use herald_broker::{Outgoing, Settler};
 use herald_tests::AMQP_URL;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// A queue another connection may consume (exclusive ones are the declarer's alone), gone a
-/// minute after its last use.
 async fn queue() -> (herald_broker::lapin::Connection, Channel, String) {
-    let conn = herald_broker::connect(AMQP_URL, "herald-tests-consumer")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let name = format!("herald-consumer-{}", uuid::Uuid::new_v4().simple());
-    let mut args = FieldTable::default();
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
-    ch.queue_declare(name.as_str().into(), QueueDeclareOptions::default(), args)
-        .await
-        .unwrap();
-    (conn, ch, name)
+    herald_tests::shared_queue("consumer").await
 }
 
 fn endpoint() -> Endpoint {

@@ -3,6 +3,7 @@
 mod acks;
 mod at_rest;
 mod batching;
+mod broker_tls;
 mod consume_client;
 mod dead_letters;
 mod egress;

@@ -117,9 +117,8 @@ async fn failing_receiver_is_retried_on_tiers_until_it_succeeds() {
     retried_on_tiers_until_success("herald").await;
 }
 
-/// The same through lapin's publishing (`HERALD_AMQP_CLIENT=lapin`, the fallback, which is
-/// also what `amqps://` URLs use): ingest's tasks, the dispatcher's delay-queue retries and
-/// every ledger record.
+/// The same through lapin (`HERALD_AMQP_CLIENT=lapin`, the fallback): ingest's tasks, the
+/// dispatcher's delay-queue retries and every ledger record, published and consumed by lapin.
 #[tokio::test]
 async fn the_lapin_publisher_fallback_retries_on_tiers_too() {
     retried_on_tiers_until_success("lapin").await;

@@ -1,6 +1,6 @@
-//! Outbound test fixtures: a private certificate authority with an HTTPS receiver it signed,
-//! and a small HTTP proxy (CONNECT tunnels and absolute-form forwarding) that records the
-//! targets it was asked for.
+//! Outbound test fixtures: a private certificate authority with an HTTPS receiver and a TLS
+//! front for the broker it signed, and a small HTTP proxy (CONNECT tunnels and absolute-form
+//! forwarding) that records the targets it was asked for.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +16,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs
 pub struct TestCa {
     /// The CA certificate, PEM (what `HERALD_CA_CERTS` points at).
     pub ca_pem: String,
+    /// The CA certificate, DER (a root to trust in code).
+    pub ca_der: CertificateDer<'static>,
     server: Arc<rustls::ServerConfig>,
 }
 
@@ -46,6 +48,7 @@ impl TestCa {
         .expect("server config");
         TestCa {
             ca_pem: ca.pem(),
+            ca_der: ca.der().clone(),
             server: Arc::new(server),
         }
     }
@@ -55,6 +58,33 @@ impl TestCa {
         let path = std::env::temp_dir().join(format!("{name}-{}.pem", std::process::id()));
         std::fs::write(&path, &self.ca_pem).expect("write ca");
         path
+    }
+
+    /// A TLS front for `upstream` (the broker, say): terminates TLS with the server certificate
+    /// and relays the plain bytes both ways. Returns its port and the count of TLS sessions it
+    /// accepted (a client refusing the certificate is not counted).
+    pub async fn tls_front(&self, upstream: SocketAddr) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let acceptor = TlsAcceptor::from(self.server.clone());
+        let counter = sessions.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, counter) = (acceptor.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        (port, sessions)
     }
 
     /// An HTTPS receiver answering 200 to every request; returns its port and a request count.

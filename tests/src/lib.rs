@@ -513,8 +513,8 @@ pub async fn schema_pool(name: &str, connections: u32) -> sqlx::PgPool {
         .expect("postgres")
 }
 
-/// An exclusive queue (gone with its connection) named `label-<uuid>`, with the connection and
-/// the channel that declared it.
+/// An exclusive queue (gone with its connection) named `herald-label-<uuid>`, with the
+/// connection and the channel that declared it.
 pub async fn exclusive_queue(
     label: &str,
 ) -> (
@@ -522,16 +522,44 @@ pub async fn exclusive_queue(
     herald_broker::lapin::Channel,
     String,
 ) {
+    test_queue(label, true).await
+}
+
+/// A queue other connections may consume (an exclusive one is its declarer's alone), gone a
+/// minute after its last use; with the connection and the channel that declared it.
+pub async fn shared_queue(
+    label: &str,
+) -> (
+    herald_broker::lapin::Connection,
+    herald_broker::lapin::Channel,
+    String,
+) {
+    test_queue(label, false).await
+}
+
+async fn test_queue(
+    label: &str,
+    exclusive: bool,
+) -> (
+    herald_broker::lapin::Connection,
+    herald_broker::lapin::Channel,
+    String,
+) {
+    use herald_broker::lapin::types::{AMQPValue, FieldTable};
     let conn = herald_broker::connect(AMQP_URL, &format!("herald-tests-{label}"))
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let name = format!("herald-{label}-{}", uuid::Uuid::new_v4().simple());
     let options = herald_broker::lapin::options::QueueDeclareOptions {
-        exclusive: true,
+        exclusive,
         ..Default::default()
     };
-    ch.queue_declare(name.as_str().into(), options, Default::default())
+    let mut args = FieldTable::default();
+    if !exclusive {
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
+    }
+    ch.queue_declare(name.as_str().into(), options, args)
         .await
         .unwrap();
     (conn, ch, name)

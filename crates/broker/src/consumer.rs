@@ -94,7 +94,7 @@ pub struct Consumer {
 
 impl Consumer {
     /// Declares the topology, then consumes `queue` with at most `prefetch` unacked
-    /// deliveries, over `client` (`amqps://` URLs always use lapin).
+    /// deliveries, over `client`.
     pub async fn open(
         url: &str,
         name: &str,
@@ -103,7 +103,7 @@ impl Consumer {
         prefetch: u16,
         client: AmqpClient,
     ) -> Result<Self> {
-        if client == AmqpClient::Lapin || url.starts_with("amqps:") {
+        if client == AmqpClient::Lapin {
             let (connection, channel, consumer) =
                 consume(url, name, topology, queue, prefetch).await?;
             return Ok(Self {

@@ -16,7 +16,7 @@
 //!
 //! Publishes, the dispatcher's work-queue consumption and the ledger's record consumption go
 //! over Herald's own AMQP client ([`client`], on the codec in [`frames`]), whose IO runs as
-//! tasks on the tokio runtime; declarations, the dead-letter consumer and `amqps://` URLs still
+//! tasks on the tokio runtime, over TCP or TLS; declarations and the dead-letter consumer still
 //! use lapin (see the module docs for the measurements behind the split).
 //!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only

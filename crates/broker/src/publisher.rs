@@ -93,8 +93,8 @@ struct Session {
     publishing: Publishing,
 }
 
-/// Where publishes go: Herald's own client for `amqp://`, lapin's confirm channels for
-/// `amqps://` (the own client has no TLS yet) or when `HERALD_AMQP_CLIENT=lapin`.
+/// Where publishes go: Herald's own client (`amqp://` and `amqps://`), or lapin's confirm
+/// channels with `HERALD_AMQP_CLIENT=lapin`.
 enum Publishing {
     Own(ConfirmConnection),
     Lapin(Vec<Channel>),
@@ -130,7 +130,7 @@ struct Inner {
 
 impl Publisher {
     /// Connects and declares the topology; fails if the broker is unreachable at start.
-    /// `client` publishes over `channels` confirm channels (`amqps://` URLs always use lapin).
+    /// `client` publishes over `channels` confirm channels.
     pub async fn connect(
         url: &str,
         name: &str,
@@ -197,7 +197,7 @@ impl Publisher {
         let control = connect(&self.inner.url, &self.inner.name).await?;
         let control_channel = control.create_channel().await?;
         self.inner.topology.declare(&control_channel).await?;
-        let own = self.inner.client == AmqpClient::Herald && !self.inner.url.starts_with("amqps:");
+        let own = self.inner.client == AmqpClient::Herald;
         let publishing = if !own {
             let mut channels = Vec::with_capacity(self.inner.channels);
             for _ in 0..self.inner.channels {

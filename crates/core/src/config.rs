@@ -92,7 +92,7 @@ pub struct Common {
     /// `HERALD_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub amqp_url: String,
     /// `HERALD_AMQP_CLIENT`: the AMQP client that publishes, `herald` (default, Herald's own)
-    /// or `lapin` (the fallback; `amqps://` URLs always use it).
+    /// or `lapin` (the fallback).
     pub amqp_client: AmqpClient,
     /// `HERALD_AMQP_PREFIX`: prefix of every exchange and queue name, default `herald`.
     pub amqp_prefix: String,
@@ -111,9 +111,9 @@ pub struct Common {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AmqpClient {
     /// Herald's own (`herald_broker::client`): IO on the tokio runtime, a tenth of lapin's CPU
-    /// per message. `amqp://` only.
+    /// per message, over TCP or TLS.
     Herald,
-    /// lapin: the fallback, and what `amqps://` URLs use whatever this says.
+    /// lapin: the fallback.
     Lapin,
 }
 

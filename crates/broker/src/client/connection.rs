@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use super::confirms::{Confirm, Route, Tracker};
-use super::handshake::{Endpoint, HEARTBEAT_SECS, Opened, close_reason};
+use super::handshake::{Endpoint, HEARTBEAT_SECS, Opened, Reader, Writer, close_reason};
 use crate::error::{Error, Result};
 use crate::frames::{
     self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties,
@@ -393,11 +392,7 @@ fn put_publish(
 }
 
 /// Writes what callers queued, whole, and heartbeats when idle.
-async fn write_loop<O: Outbox>(
-    shared: Arc<O>,
-    mut writer: OwnedWriteHalf,
-    heartbeat: Option<Duration>,
-) {
+async fn write_loop<O: Outbox>(shared: Arc<O>, mut writer: Writer, heartbeat: Option<Duration>) {
     let idle = heartbeat.map_or(Duration::from_secs(3600), |h| h / 2);
     let mut spare = BytesMut::with_capacity(64 * 1024);
     let mut last_write = Instant::now();
@@ -415,7 +410,13 @@ async fn write_loop<O: Outbox>(
         }
         let stop = shared.take(&mut spare);
         if !spare.is_empty() {
-            if let Err(e) = writer.write_all(&spare).await {
+            // The flush matters with TLS: records the socket could not take yet wait in the
+            // session until flushed (a no-op on plain TCP).
+            let sent = async {
+                writer.write_all(&spare).await?;
+                writer.flush().await
+            };
+            if let Err(e) = sent.await {
                 shared.break_with(format!("writing to the broker: {e}"));
                 break;
             }
@@ -447,7 +448,7 @@ enum Content {
 /// with the reason it ended.
 async fn read_loop<O: Outbox>(
     shared: Arc<O>,
-    mut reader: OwnedReadHalf,
+    mut reader: Reader,
     mut buf: BytesMut,
     frame_max: u32,
     heartbeat: Option<Duration>,

@@ -1,4 +1,5 @@
-//! Herald's own AMQP 0-9-1 client for the hot path: confirmed publishing.
+//! Herald's own AMQP 0-9-1 client for the hot path: confirmed publishing and consuming, over
+//! TCP or TLS.
 //!
 //! lapin moves every frame through an IO thread of its own; on this project's 2-core machines
 //! that costs about ten times the client CPU per message of a client whose IO runs as tasks
@@ -10,8 +11,8 @@
 //! - [`connection`]: the publishing connection, the reader and writer tasks and liveness.
 //! - [`consumer`]: a consuming connection (deliveries in, acks, nacks and rejects out).
 //!
-//! Declarations, the dead-letter consumer and `amqps://` URLs still use lapin: they are not on
-//! the per-message path, or (TLS) not yet supported here.
+//! Declarations and the dead-letter consumer still use lapin: they are not on the per-message
+//! path.
 
 mod confirms;
 mod connection;
@@ -22,4 +23,4 @@ mod liveness_tests;
 
 pub use connection::ConfirmConnection;
 pub use consumer::{ConsumerConnection, Delivery};
-pub use handshake::{Endpoint, FRAME_MAX, HEARTBEAT_SECS, Opened, close_reason};
+pub use handshake::{Endpoint, FRAME_MAX, HEARTBEAT_SECS, Opened, Reader, Writer, close_reason};
