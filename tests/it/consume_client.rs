@@ -1,13 +1,15 @@
 //! Herald's own consuming client (`herald_broker::client::ConsumerConnection`) against the real
 //! RabbitMQ: deliveries arrive whole with their headers; acks (single and multiple), requeues
 //! and rejects do what they say; what is unacked when the connection closes goes back to the
-//! queue; after a cancel nothing new arrives but what was received can still be settled.
+//! queue; after a cancel nothing new arrives but what was received can still be settled; a
+//! dead-lettered message carries the time it first died.
 
 use std::time::Duration;
 
 use herald_broker::client::{ConfirmConnection, ConsumerConnection, Delivery, Endpoint};
 use herald_broker::lapin::Channel;
 use herald_broker::lapin::options::QueueDeclareOptions;
+use herald_broker::lapin::types::{AMQPValue, FieldTable};
 use herald_broker::{Outgoing, Settler};
 use herald_tests::AMQP_URL;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -178,4 +180,50 @@ async fn a_missing_queue_is_an_error_that_names_it() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
+}
+
+/// A rejected message dead-lettered by the broker arrives with the time it first died, read
+/// from the `x-death` table RabbitMQ adds (what the ledger's dead-letter records are keyed on).
+#[tokio::test]
+async fn a_dead_lettered_delivery_carries_the_time_it_first_died() {
+    let (_conn, ch, dead) = queue().await;
+    let live = format!("herald-consumer-live-{}", uuid::Uuid::new_v4().simple());
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.as_str().into()),
+    );
+    ch.queue_declare(live.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    fill(&live, &[b"poison".to_vec()]).await;
+    let (c, mut rx) = consumer(&live, 1).await;
+    let d = next(&mut rx).await;
+    assert_eq!(d.first_death, None, "not dead-lettered yet");
+    c.reject(d.tag, false).unwrap();
+    c.close().await;
+
+    let (c, mut rx) = consumer(&dead, 1).await;
+    let d = next(&mut rx).await;
+    assert_eq!(&d.body[..], b"poison");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let died = d.first_death.expect("the x-death time");
+    assert!(now.abs_diff(died) < 120, "died at {died}, now {now}");
+    assert!(
+        d.headers
+            .iter()
+            .any(|(k, v)| k == "x-first-death-queue" && *v == live),
+        "{:?}",
+        d.headers
+    );
+    c.ack(d.tag, false).unwrap();
+    c.close().await;
 }

@@ -1,5 +1,5 @@
-//! A consuming session over either client: the dispatcher's work queue and the ledger's
-//! record queue, where every delivery is a frame in and an ack out.
+//! A consuming session over either client: the dispatcher's work queue, the ledger's record
+//! queue (where every delivery is a frame in and an ack out) and the dead-letter queue.
 //!
 //! With [`AmqpClient::Herald`] the deliveries come from [`crate::client::ConsumerConnection`]
 //! (IO on the tokio runtime; the topology is declared first over a short-lived lapin
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use herald_core::config::AmqpClient;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicRejectOptions};
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, ShortString};
 use lapin::{Channel, Connection};
 use tokio::sync::mpsc;
 
@@ -71,6 +71,20 @@ impl Settler {
             Settler::Own(c) => c.reject(tag, false),
         }
     }
+}
+
+/// The `time` of the first entry of a lapin message's `x-death` header.
+fn first_death(props: &lapin::BasicProperties) -> Option<u64> {
+    let AMQPValue::FieldArray(deaths) = props.headers().as_ref()?.inner().get("x-death")? else {
+        return None;
+    };
+    deaths.as_slice().iter().find_map(|death| match death {
+        AMQPValue::FieldTable(t) => match t.inner().get("time") {
+            Some(AMQPValue::Timestamp(at)) => Some(*at),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 // One per consuming session: the size of the lapin variant does not matter.
@@ -158,6 +172,7 @@ impl Consumer {
                     tag: d.delivery_tag,
                     redelivered: d.redelivered,
                     headers: string_headers(&d.properties),
+                    first_death: first_death(&d.properties),
                     body: Bytes::from(d.data),
                 }),
                 Some(Err(e)) => Err(Error::from(e)),

@@ -14,10 +14,11 @@
 //! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit), and
 //! consumer acks of completed deliveries share frames ([`Acks`]).
 //!
-//! Publishes, the dispatcher's work-queue consumption and the ledger's record consumption go
-//! over Herald's own AMQP client ([`client`], on the codec in [`frames`]), whose IO runs as
-//! tasks on the tokio runtime, over TCP or TLS; declarations and the dead-letter consumer still
-//! use lapin (see the module docs for the measurements behind the split).
+//! Publishes and every consumer (the dispatcher's work queue, the ledger's records and dead
+//! letters) go over Herald's own AMQP client ([`client`], on the codec in [`frames`]), whose IO
+//! runs as tasks on the tokio runtime, over TCP or TLS; declarations still use lapin, which is
+//! also the whole fallback with `HERALD_AMQP_CLIENT=lapin` (see the module docs for the
+//! measurements behind the split).
 //!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
 //! after the broker confirmed every message, and fails if any was nacked or unroutable. That is

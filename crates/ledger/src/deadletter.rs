@@ -11,11 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
-use herald_broker::lapin::message::Delivery;
-use herald_broker::lapin::options::BasicAckOptions;
-use herald_broker::lapin::types::{AMQPValue, ShortString};
-use herald_broker::{Topology, consume, string_headers};
+use herald_broker::{Consumer, Delivery, Topology};
 use herald_core::wire::{AbandonedRecord, DeliveryKey, DeliveryTask, storable};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +30,9 @@ pub struct DeadLetter {
     pub queue: String,
     /// `rejected`, `delivery_limit`, `expired`, `maxlen` (RabbitMQ's words).
     pub reason: String,
-    /// First death time (ms since the epoch) when the broker gave it; part of the fingerprint.
-    pub died_at_ms: u64,
+    /// First death time (the `x-death` timestamp, seconds since the epoch) when the broker
+    /// gave it, else 0; part of the fingerprint.
+    pub died_at: u64,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
     /// The delivery task, when the body still reads as one.
@@ -44,34 +41,15 @@ pub struct DeadLetter {
     pub error: Option<String>,
 }
 
-/// The time of the first entry of `x-death`, if any.
-fn first_death_ms(d: &Delivery) -> u64 {
-    let Some(table) = d.properties.headers() else {
-        return 0;
-    };
-    let Some(AMQPValue::FieldArray(deaths)) = table.inner().get("x-death") else {
-        return 0;
-    };
-    deaths
-        .as_slice()
-        .iter()
-        .find_map(|v| match v {
-            AMQPValue::FieldTable(t) => match t.inner().get("time") {
-                Some(AMQPValue::Timestamp(ts)) => Some(*ts),
-                _ => None,
-            },
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
 impl DeadLetter {
     /// Reads a message of the dead-letter queue of `topology`.
     pub fn from_delivery(topology: &Topology, d: &Delivery) -> Self {
-        let headers: BTreeMap<String, String> = string_headers(&d.properties)
-            .into_iter()
+        let headers: BTreeMap<String, String> = d
+            .headers
+            .iter()
             // Trace context is noise here; the rest is the broker's own bookkeeping.
             .filter(|(k, _)| k != "traceparent" && k != "tracestate")
+            .cloned()
             .map(|(mut k, mut v)| {
                 // Anything may arrive here; jsonb refuses NUL and the row must be written.
                 storable(&mut k);
@@ -100,7 +78,7 @@ impl DeadLetter {
             .cloned()
             .unwrap_or_else(|| "unknown".to_owned());
         let (task, error) = if queue == "work" {
-            match DeliveryTask::decode(&d.data) {
+            match DeliveryTask::decode(&d.body) {
                 Ok(t) => (Some(t), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -110,9 +88,9 @@ impl DeadLetter {
         DeadLetter {
             queue,
             reason,
-            died_at_ms: first_death_ms(d),
+            died_at: d.first_death.unwrap_or(0),
             headers,
-            body: d.data.clone(),
+            body: d.body.to_vec(),
             task,
             error,
         }
@@ -162,7 +140,7 @@ pub async fn record(pool: &PgPool, letter: &DeadLetter) -> Result<(), sqlx::Erro
     .bind(sqlx::types::Json(&letter.headers))
     .bind(kept)
     .bind(&letter.body)
-    .bind(letter.died_at_ms.to_string())
+    .bind(letter.died_at.to_string())
     .bind(letter.body.len().min(i32::MAX as usize) as i32)
     .execute(pool)
     .await?;
@@ -176,21 +154,20 @@ pub async fn session(
     pool: &PgPool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let (conn, ch, mut consumer) = consume(
+    let mut consumer = Consumer::open(
         &config.common.amqp_url,
         "herald-ledger-dead-letters",
         topology,
         &topology.dead_queue(),
         16,
+        config.common.amqp_client,
     )
     .await?;
+    let settler = consumer.settler();
     loop {
         let d = tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = consumer.next() => match next {
-                Some(d) => d?,
-                None => anyhow::bail!("dead-letter consumer cancelled by the broker"),
-            },
+            next = consumer.next() => next?,
         };
         let letter = DeadLetter::from_delivery(topology, &d);
         let mut wait = Duration::from_millis(200);
@@ -216,9 +193,8 @@ pub async fn session(
             bytes = letter.body.len(),
             "message dead-lettered, recorded in dead_letters"
         );
-        d.acker.ack(BasicAckOptions::default()).await?;
+        settler.ack(d.tag, false).await?;
     }
-    let _ = ch.close(200, ShortString::from("stopping")).await;
-    let _ = conn.close(200, ShortString::from("stopping")).await;
+    consumer.close().await;
     Ok(())
 }

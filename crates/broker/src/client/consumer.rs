@@ -17,7 +17,7 @@ use super::connection::{Flow, Io, Outbox, hand_over};
 use super::handshake::{Endpoint, HEARTBEAT_SECS, Opened, close_reason};
 use crate::error::{Error, Result};
 use crate::frames::{
-    self, FRAME_BODY, FRAME_HEADER, FRAME_METHOD, Frame, id, put_method, put_short_str,
+    self, FRAME_BODY, FRAME_HEADER, FRAME_METHOD, Frame, Value, id, put_method, put_short_str,
 };
 
 /// One message handed to the consumer.
@@ -29,6 +29,23 @@ pub struct Delivery {
     pub body: Bytes,
     /// The string headers (the W3C trace context among them).
     pub headers: Vec<(String, String)>,
+    /// On a dead-lettered message, the `time` of the first entry of its `x-death` header
+    /// (seconds since the epoch): when the broker first gave up on it.
+    pub first_death: Option<u64>,
+}
+
+/// The `time` of the first entry of an `x-death` header (see [`Delivery::first_death`]).
+fn first_death(headers: &frames::Table) -> Option<u64> {
+    let (_, Value::Array(deaths)) = headers.iter().find(|(k, _)| k == "x-death")? else {
+        return None;
+    };
+    deaths.iter().find_map(|death| match death {
+        Value::Table(t) => t.iter().find_map(|(k, v)| match (k.as_str(), v) {
+            ("time", Value::Timestamp(at)) => Some(*at),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 struct State {
@@ -315,6 +332,7 @@ enum Assembly {
         tag: u64,
         redelivered: bool,
         headers: Vec<(String, String)>,
+        first_death: Option<u64>,
         body: BytesMut,
         size: usize,
     },
@@ -338,9 +356,9 @@ fn handle(
     match (frame.kind, &mut *assembling) {
         (FRAME_HEADER, Assembly::Header { tag, redelivered }) if ch == 1 => {
             let (size, props) = frames::get_content_header(frame.payload).map_err(protocol)?;
-            let headers = props
-                .headers
-                .unwrap_or_default()
+            let table = props.headers.unwrap_or_default();
+            let first_death = first_death(&table);
+            let headers = table
                 .into_iter()
                 .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
                 .collect();
@@ -356,6 +374,7 @@ fn handle(
                 tag,
                 redelivered,
                 headers,
+                first_death,
                 body: BytesMut::with_capacity(size.min(1 << 20)),
                 size,
             };
@@ -375,6 +394,7 @@ fn handle(
             tag,
             redelivered,
             headers,
+            first_death,
             body,
             ..
         } = std::mem::replace(assembling, Assembly::Idle)
@@ -385,6 +405,7 @@ fn handle(
             redelivered,
             body: body.freeze(),
             headers,
+            first_death,
         });
     }
     Ok(Flow::Go)
@@ -438,4 +459,46 @@ fn method(shared: &Shared, frame: Frame, assembling: &mut Assembly) -> Result<Fl
         other => return Err(format!("unexpected method {other:?} on channel {ch}")),
     }
     Ok(Flow::Go)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn death(queue: &str, at: u64) -> Value {
+        Value::Table(vec![
+            ("count".into(), Value::I64(1)),
+            (
+                "queue".into(),
+                Value::LongStr(Bytes::from(queue.to_owned())),
+            ),
+            (
+                "reason".into(),
+                Value::LongStr(Bytes::from_static(b"rejected")),
+            ),
+            ("time".into(), Value::Timestamp(at)),
+        ])
+    }
+
+    #[test]
+    fn the_first_death_is_the_time_of_the_first_x_death_entry() {
+        let headers = vec![
+            (
+                "x-first-death-queue".into(),
+                Value::LongStr(Bytes::from_static(b"h.work")),
+            ),
+            (
+                "x-death".into(),
+                Value::Array(vec![death("h.work", 1_700_000_000), death("h.ledger", 5)]),
+            ),
+        ];
+        assert_eq!(first_death(&headers), Some(1_700_000_000));
+        assert_eq!(
+            first_death(&headers[..1].to_vec()),
+            None,
+            "never dead-lettered"
+        );
+        let odd = vec![("x-death".into(), Value::LongStr(Bytes::from_static(b"?")))];
+        assert_eq!(first_death(&odd), None, "not an array: no time, no error");
+    }
 }

@@ -11,8 +11,7 @@
 //! - [`connection`]: the publishing connection, the reader and writer tasks and liveness.
 //! - [`consumer`]: a consuming connection (deliveries in, acks, nacks and rejects out).
 //!
-//! Declarations and the dead-letter consumer still use lapin: they are not on the per-message
-//! path.
+//! Declarations still use lapin: they are not on the per-message path.
 
 mod confirms;
 mod connection;
