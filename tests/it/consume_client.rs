@@ -2,15 +2,15 @@
 //! RabbitMQ: deliveries arrive whole with their headers; acks (single and multiple), requeues
 //! and rejects do what they say; what is unacked when the connection closes goes back to the
 //! queue; after a cancel nothing new arrives but what was received can still be settled; a
-//! dead-lettered message carries the time it first died.
+//! dead-lettered message says where, why and when it died (either client).
 
 use std::time::Duration;
 
 use herald_broker::client::{ConfirmConnection, ConsumerConnection, Delivery, Endpoint};
 use herald_broker::lapin::Channel;
 use herald_broker::lapin::options::QueueDeclareOptions;
-use herald_broker::lapin::types::{AMQPValue, FieldTable};
-use herald_broker::{Outgoing, Settler};
+use herald_broker::{Consumer, Outgoing, QueueType, Settler, Topology};
+use herald_core::config::AmqpClient;
 use herald_tests::AMQP_URL;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -182,48 +182,63 @@ async fn a_missing_queue_is_an_error_that_names_it() {
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
 }
 
-/// A rejected message dead-lettered by the broker arrives with the time it first died, read
-/// from the `x-death` table RabbitMQ adds (what the ledger's dead-letter records are keyed on).
+/// A message rejected from a queue with a dead-letter exchange arrives in the dead-letter queue
+/// with its latest death (queue, reason, time) read from the `x-death` table RabbitMQ adds, what
+/// the ledger's dead-letter records go by; the same through either client.
 #[tokio::test]
-async fn a_dead_lettered_delivery_carries_the_time_it_first_died() {
-    let (_conn, ch, dead) = queue().await;
-    let live = format!("herald-consumer-live-{}", uuid::Uuid::new_v4().simple());
-    let mut args = FieldTable::default();
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(60_000));
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(dead.as_str().into()),
-    );
-    ch.queue_declare(live.as_str().into(), QueueDeclareOptions::default(), args)
-        .await
-        .unwrap();
-    fill(&live, &[b"poison".to_vec()]).await;
-    let (c, mut rx) = consumer(&live, 1).await;
-    let d = next(&mut rx).await;
-    assert_eq!(d.first_death, None, "not dead-lettered yet");
-    c.reject(d.tag, false).unwrap();
-    c.close().await;
+async fn a_dead_lettered_delivery_says_where_and_when_it_died_through_either_client() {
+    for client in [AmqpClient::Herald, AmqpClient::Lapin] {
+        let prefix = format!("herald-dl-{}", uuid::Uuid::new_v4().simple());
+        let topology = Topology::new(prefix, QueueType::Classic);
+        let open = |queue: String| {
+            let topology = topology.clone();
+            async move {
+                Consumer::open(AMQP_URL, "herald-tests-dl", &topology, &queue, 1, client)
+                    .await
+                    .unwrap()
+            }
+        };
+        let mut work = open(topology.work_queue()).await;
+        fill(&topology.work_queue(), &[b"poison".to_vec()]).await;
+        let d = within(work.next()).await;
+        assert_eq!(d.last_death, None, "{client:?}: not dead-lettered yet");
+        work.settler().reject(d.tag).await.unwrap();
+        work.close().await;
 
-    let (c, mut rx) = consumer(&dead, 1).await;
-    let d = next(&mut rx).await;
-    assert_eq!(&d.body[..], b"poison");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let died = d.first_death.expect("the x-death time");
-    assert!(now.abs_diff(died) < 120, "died at {died}, now {now}");
-    assert!(
-        d.headers
-            .iter()
-            .any(|(k, v)| k == "x-first-death-queue" && *v == live),
-        "{:?}",
-        d.headers
-    );
-    c.ack(d.tag, false).unwrap();
-    c.close().await;
+        let mut dead = open(topology.dead_queue()).await;
+        let d = within(dead.next()).await;
+        assert_eq!(&d.body[..], b"poison");
+        let death = d.last_death.clone().expect("the x-death entry");
+        assert_eq!(
+            (death.queue.as_str(), death.reason.as_str()),
+            (topology.work_queue().as_str(), "rejected"),
+            "{client:?}"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            now.abs_diff(death.time) < 120,
+            "{client:?}: died at {}, now {now}",
+            death.time
+        );
+        dead.settler().ack(d.tag, false).await.unwrap();
+        dead.close().await;
+
+        let conn = herald_broker::connect(AMQP_URL, "herald-tests-dl-cleanup")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        topology.delete(&ch, &[]).await.unwrap();
+    }
+}
+
+async fn within(
+    next: impl std::future::Future<Output = herald_broker::Result<herald_broker::Delivery>>,
+) -> herald_broker::Delivery {
+    tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("a delivery in time")
+        .expect("the consumer is running")
 }

@@ -1,5 +1,5 @@
 //! A consuming session over either client: the dispatcher's work queue, the ledger's record
-//! queue (where every delivery is a frame in and an ack out) and the dead-letter queue.
+//! queue and the dead-letter queue.
 //!
 //! With [`AmqpClient::Herald`] the deliveries come from [`crate::client::ConsumerConnection`]
 //! (IO on the tokio runtime; the topology is declared first over a short-lived lapin
@@ -16,8 +16,8 @@ use lapin::types::{AMQPValue, ShortString};
 use lapin::{Channel, Connection};
 use tokio::sync::mpsc;
 
-pub use crate::client::Delivery;
 use crate::client::{ConsumerConnection, Endpoint};
+pub use crate::client::{Death, Delivery};
 use crate::error::{Error, Result};
 use crate::publisher::{connect, consume, string_headers};
 use crate::topology::Topology;
@@ -43,12 +43,19 @@ impl Settler {
             Settler::Own(c) => {
                 c.ack(tag, multiple)?;
                 c.flushed().await;
-                Ok(())
+                // Flushed also when the connection broke before the frame went out: then the
+                // ack was not sent (the broker requeues the delivery), and the caller must know.
+                match c.broken() {
+                    Some(why) => Err(Error::Unavailable(format!("ack not sent: {why}"))),
+                    None => Ok(()),
+                }
             }
         }
     }
 
-    /// Puts one delivery back on its queue.
+    /// Puts one delivery back on its queue. With the own client the frame is queued, not yet
+    /// written, when this returns: frames leave in order, so a later ack cannot overtake it,
+    /// and if the connection breaks first the broker requeues the delivery anyway.
     pub async fn requeue(&self, tag: u64) -> Result<()> {
         match self {
             Settler::Lapin(ch) => {
@@ -62,7 +69,8 @@ impl Settler {
         }
     }
 
-    /// Dead-letters one delivery.
+    /// Dead-letters one delivery (queued like [`Settler::requeue`] with the own client; lost
+    /// with a broken connection, the delivery comes back and is rejected again).
     pub async fn reject(&self, tag: u64) -> Result<()> {
         match self {
             Settler::Lapin(ch) => Ok(ch
@@ -73,17 +81,26 @@ impl Settler {
     }
 }
 
-/// The `time` of the first entry of a lapin message's `x-death` header.
-fn first_death(props: &lapin::BasicProperties) -> Option<u64> {
+/// The newest entry of a lapin message's `x-death` header (see [`Death`]).
+fn last_death(props: &lapin::BasicProperties) -> Option<Death> {
     let AMQPValue::FieldArray(deaths) = props.headers().as_ref()?.inner().get("x-death")? else {
         return None;
     };
-    deaths.as_slice().iter().find_map(|death| match death {
-        AMQPValue::FieldTable(t) => match t.inner().get("time") {
-            Some(AMQPValue::Timestamp(at)) => Some(*at),
-            _ => None,
+    let Some(AMQPValue::FieldTable(newest)) = deaths.as_slice().first() else {
+        return None;
+    };
+    let text = |name: &str| match newest.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.to_string(),
+        _ => String::new(),
+    };
+    Some(Death {
+        queue: text("queue"),
+        reason: text("reason"),
+        time: match newest.inner().get("time") {
+            Some(AMQPValue::Timestamp(at)) => *at,
+            _ => 0,
         },
-        _ => None,
     })
 }
 
@@ -172,7 +189,7 @@ impl Consumer {
                     tag: d.delivery_tag,
                     redelivered: d.redelivered,
                     headers: string_headers(&d.properties),
-                    first_death: first_death(&d.properties),
+                    last_death: last_death(&d.properties),
                     body: Bytes::from(d.data),
                 }),
                 Some(Err(e)) => Err(Error::from(e)),

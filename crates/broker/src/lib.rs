@@ -35,7 +35,7 @@ mod topology;
 
 pub use acks::{AckPolicy, Acks};
 pub use batcher::{Batching, MAX_RECORD_LINGER, RecordBatcher, record_linger};
-pub use consumer::{Consumer, Delivery, Settler};
+pub use consumer::{Consumer, Death, Delivery, Settler};
 pub use error::{Error, Result};
 pub use lapin;
 pub use publisher::{

@@ -91,8 +91,8 @@ pub struct Common {
     pub database_max_connections: u32,
     /// `HERALD_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub amqp_url: String,
-    /// `HERALD_AMQP_CLIENT`: the AMQP client that publishes, `herald` (default, Herald's own)
-    /// or `lapin` (the fallback).
+    /// `HERALD_AMQP_CLIENT`: the AMQP client that publishes and consumes, `herald` (default,
+    /// Herald's own) or `lapin` (the fallback).
     pub amqp_client: AmqpClient,
     /// `HERALD_AMQP_PREFIX`: prefix of every exchange and queue name, default `herald`.
     pub amqp_prefix: String,
@@ -107,7 +107,7 @@ pub struct Common {
     pub secret_keys: Arc<Keyring>,
 }
 
-/// Which AMQP client publishes (`HERALD_AMQP_CLIENT`).
+/// Which AMQP client publishes and consumes (`HERALD_AMQP_CLIENT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AmqpClient {
     /// Herald's own (`herald_broker::client`): IO on the tokio runtime, a tenth of lapin's CPU

@@ -26,12 +26,14 @@ const BODY_KEPT: usize = 64 * 1024;
 /// One dead letter, read off its broker message.
 #[derive(Debug)]
 pub struct DeadLetter {
-    /// The queue it died in, without the installation prefix (`work`, `ledger`).
+    /// The queue it last died in, without the installation prefix (`work`, `ledger`): a task
+    /// that waited on a delay queue first "died" there (its TTL expired, back to work).
     pub queue: String,
-    /// `rejected`, `delivery_limit`, `expired`, `maxlen` (RabbitMQ's words).
+    /// Why it last died: `rejected`, `delivery_limit`, `expired`, `maxlen` (RabbitMQ's words).
     pub reason: String,
-    /// First death time (the `x-death` timestamp, seconds since the epoch) when the broker
-    /// gave it, else 0; part of the fingerprint.
+    /// When it first died from that queue for that reason (seconds since the epoch, from
+    /// `x-death`), else 0: the same for every redelivery of one dead letter, so part of the
+    /// fingerprint.
     pub died_at: u64,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
@@ -57,9 +59,12 @@ impl DeadLetter {
                 (k, v)
             })
             .collect();
-        let queue_name = headers
-            .get("x-first-death-queue")
-            .cloned()
+        // The newest `x-death` entry; the first-death headers only for a broker that gave none.
+        let last = d.last_death.as_ref();
+        let queue_name = last
+            .map(|death| death.queue.clone())
+            .filter(|q| !q.is_empty())
+            .or_else(|| headers.get("x-first-death-queue").cloned())
             .unwrap_or_default();
         let queue = if queue_name == topology.work_queue() {
             "work".to_owned()
@@ -73,9 +78,10 @@ impl DeadLetter {
                 .unwrap_or(&queue_name)
                 .to_owned()
         };
-        let reason = headers
-            .get("x-first-death-reason")
-            .cloned()
+        let reason = last
+            .map(|death| death.reason.clone())
+            .filter(|r| !r.is_empty())
+            .or_else(|| headers.get("x-first-death-reason").cloned())
             .unwrap_or_else(|| "unknown".to_owned());
         let (task, error) = if queue == "work" {
             match DeliveryTask::decode(&d.body) {
@@ -88,7 +94,7 @@ impl DeadLetter {
         DeadLetter {
             queue,
             reason,
-            died_at: d.first_death.unwrap_or(0),
+            died_at: last.map_or(0, |death| death.time),
             headers,
             body: d.body.to_vec(),
             task,
@@ -197,4 +203,83 @@ pub async fn session(
     }
     consumer.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_broker::{Death, QueueType};
+    use herald_core::wire::Trigger;
+
+    fn task() -> DeliveryTask {
+        DeliveryTask {
+            v: herald_core::wire::VERSION,
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            endpoint_id: Uuid::now_v7(),
+            event_type: "order.created".into(),
+            attempt: 2,
+            trigger: Trigger::Scheduled,
+            created_at: chrono::Utc::now(),
+            payload: br#"{"id":1}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_retried_task_is_recorded_where_it_last_died_not_where_it_first_waited() {
+        let topology = Topology::new("h", QueueType::Quorum);
+        let t = task();
+        let d = Delivery {
+            tag: 1,
+            redelivered: false,
+            body: t.encode().into(),
+            headers: vec![
+                ("x-first-death-queue".into(), topology.delay_queue(1000)),
+                ("x-first-death-reason".into(), "expired".into()),
+                ("traceparent".into(), "00-1-2-01".into()),
+            ],
+            last_death: Some(Death {
+                queue: topology.work_queue(),
+                reason: "delivery_limit".into(),
+                time: 1_700_000_500,
+            }),
+        };
+        let letter = DeadLetter::from_delivery(&topology, &d);
+        assert_eq!(
+            (
+                letter.queue.as_str(),
+                letter.reason.as_str(),
+                letter.died_at
+            ),
+            ("work", "delivery_limit", 1_700_000_500)
+        );
+        assert_eq!(letter.task.map(|t| t.delivery_id), Some(t.delivery_id));
+        assert!(!letter.headers.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn without_x_death_the_first_death_headers_say_where() {
+        let topology = Topology::new("h", QueueType::Quorum);
+        let d = Delivery {
+            tag: 1,
+            redelivered: false,
+            body: b"not a task".to_vec().into(),
+            headers: vec![
+                ("x-first-death-queue".into(), topology.ledger_queue()),
+                ("x-first-death-reason".into(), "rejected".into()),
+            ],
+            last_death: None,
+        };
+        let letter = DeadLetter::from_delivery(&topology, &d);
+        assert_eq!(
+            (
+                letter.queue.as_str(),
+                letter.reason.as_str(),
+                letter.died_at
+            ),
+            ("ledger", "rejected", 0)
+        );
+        assert!(letter.task.is_none());
+    }
 }

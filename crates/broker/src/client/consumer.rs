@@ -29,22 +29,49 @@ pub struct Delivery {
     pub body: Bytes,
     /// The string headers (the W3C trace context among them).
     pub headers: Vec<(String, String)>,
-    /// On a dead-lettered message, the `time` of the first entry of its `x-death` header
-    /// (seconds since the epoch): when the broker first gave up on it.
-    pub first_death: Option<u64>,
+    /// On a dead-lettered message, its latest dead-lettering (see [`Death`]).
+    pub last_death: Option<Death>,
 }
 
-/// The `time` of the first entry of an `x-death` header (see [`Delivery::first_death`]).
-fn first_death(headers: &frames::Table) -> Option<u64> {
+/// The newest entry of a message's `x-death` header, which RabbitMQ keeps newest first (one
+/// entry per queue and reason). `x-first-death-queue` and `-reason` never change after the
+/// first dead-lettering, so for a task that waited on a delay queue (dead-lettered there when
+/// its TTL expired) and was then rejected from the work queue, only this entry says where and
+/// why it finally died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Death {
+    pub queue: String,
+    /// `rejected`, `expired`, `maxlen` or `delivery_limit`.
+    pub reason: String,
+    /// When the message was first dead-lettered from that queue for that reason (seconds since
+    /// the epoch); a redelivered dead letter keeps it.
+    pub time: u64,
+}
+
+/// Text of a header value: long strings as lossy UTF-8 (anything may arrive in a header).
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::LongStr(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// The newest entry of an `x-death` header (see [`Death`]).
+fn last_death(headers: &[(String, Value)]) -> Option<Death> {
     let (_, Value::Array(deaths)) = headers.iter().find(|(k, _)| k == "x-death")? else {
         return None;
     };
-    deaths.iter().find_map(|death| match death {
-        Value::Table(t) => t.iter().find_map(|(k, v)| match (k.as_str(), v) {
-            ("time", Value::Timestamp(at)) => Some(*at),
-            _ => None,
-        }),
-        _ => None,
+    let Some(Value::Table(newest)) = deaths.first() else {
+        return None;
+    };
+    let field = |name: &str| newest.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    Some(Death {
+        queue: field("queue").and_then(text).unwrap_or_default(),
+        reason: field("reason").and_then(text).unwrap_or_default(),
+        time: match field("time") {
+            Some(Value::Timestamp(at)) => *at,
+            _ => 0,
+        },
     })
 }
 
@@ -332,7 +359,7 @@ enum Assembly {
         tag: u64,
         redelivered: bool,
         headers: Vec<(String, String)>,
-        first_death: Option<u64>,
+        last_death: Option<Death>,
         body: BytesMut,
         size: usize,
     },
@@ -357,10 +384,10 @@ fn handle(
         (FRAME_HEADER, Assembly::Header { tag, redelivered }) if ch == 1 => {
             let (size, props) = frames::get_content_header(frame.payload).map_err(protocol)?;
             let table = props.headers.unwrap_or_default();
-            let first_death = first_death(&table);
+            let last_death = last_death(&table);
             let headers = table
                 .into_iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+                .filter_map(|(k, v)| text(&v).map(|s| (k, s)))
                 .collect();
             // RabbitMQ caps messages at 512 MiB; a larger size is a broken peer, not a message.
             let size = usize::try_from(size)
@@ -374,7 +401,7 @@ fn handle(
                 tag,
                 redelivered,
                 headers,
-                first_death,
+                last_death,
                 body: BytesMut::with_capacity(size.min(1 << 20)),
                 size,
             };
@@ -394,7 +421,7 @@ fn handle(
             tag,
             redelivered,
             headers,
-            first_death,
+            last_death,
             body,
             ..
         } = std::mem::replace(assembling, Assembly::Idle)
@@ -405,7 +432,7 @@ fn handle(
             redelivered,
             body: body.freeze(),
             headers,
-            first_death,
+            last_death,
         });
     }
     Ok(Flow::Go)
@@ -465,7 +492,7 @@ fn method(shared: &Shared, frame: Frame, assembling: &mut Assembly) -> Result<Fl
 mod tests {
     use super::*;
 
-    fn death(queue: &str, at: u64) -> Value {
+    fn death(queue: &str, reason: &'static str, at: u64) -> Value {
         Value::Table(vec![
             ("count".into(), Value::I64(1)),
             (
@@ -474,31 +501,47 @@ mod tests {
             ),
             (
                 "reason".into(),
-                Value::LongStr(Bytes::from_static(b"rejected")),
+                Value::LongStr(Bytes::from_static(reason.as_bytes())),
             ),
             ("time".into(), Value::Timestamp(at)),
         ])
     }
 
     #[test]
-    fn the_first_death_is_the_time_of_the_first_x_death_entry() {
+    fn the_last_death_is_the_newest_x_death_entry_which_comes_first() {
+        // Waited on a delay queue (expired there), then rejected from the work queue.
         let headers = vec![
             (
                 "x-first-death-queue".into(),
-                Value::LongStr(Bytes::from_static(b"h.work")),
+                Value::LongStr(Bytes::from_static(b"h.deliveries.delay.1000")),
             ),
             (
                 "x-death".into(),
-                Value::Array(vec![death("h.work", 1_700_000_000), death("h.ledger", 5)]),
+                Value::Array(vec![
+                    death("h.deliveries.work", "rejected", 1_700_000_500),
+                    death("h.deliveries.delay.1000", "expired", 1_700_000_000),
+                ]),
             ),
         ];
-        assert_eq!(first_death(&headers), Some(1_700_000_000));
         assert_eq!(
-            first_death(&headers[..1].to_vec()),
-            None,
-            "never dead-lettered"
+            last_death(&headers),
+            Some(Death {
+                queue: "h.deliveries.work".into(),
+                reason: "rejected".into(),
+                time: 1_700_000_500,
+            })
         );
+        assert_eq!(last_death(&headers[..1]), None, "never dead-lettered");
         let odd = vec![("x-death".into(), Value::LongStr(Bytes::from_static(b"?")))];
-        assert_eq!(first_death(&odd), None, "not an array: no time, no error");
+        assert_eq!(last_death(&odd), None, "not an array: no death, no error");
+    }
+
+    #[test]
+    fn header_text_is_decoded_lossily() {
+        assert_eq!(
+            text(&Value::LongStr(Bytes::from_static(b"ok\xffno"))).as_deref(),
+            Some("ok\u{FFFD}no")
+        );
+        assert_eq!(text(&Value::I64(1)), None);
     }
 }

@@ -21,5 +21,5 @@ mod handshake;
 mod liveness_tests;
 
 pub use connection::ConfirmConnection;
-pub use consumer::{ConsumerConnection, Delivery};
+pub use consumer::{ConsumerConnection, Death, Delivery};
 pub use handshake::{Endpoint, FRAME_MAX, HEARTBEAT_SECS, Opened, Reader, Writer, close_reason};
