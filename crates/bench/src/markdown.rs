@@ -141,8 +141,8 @@ pub fn render(output: &BenchOutput, settings: &Settings) -> String {
              keeps 64 requests in flight against the same receiver). The RabbitMQ rows use lapin \
              (Herald's fallback client, `HERALD_AMQP_CLIENT=lapin`); the minimal-client rows do \
              the same work over raw frames on the tokio runtime (`crates/bench/src/rawamqp.rs`, \
-             on the handshake and codec of Herald's own client, which ingest and the dispatcher \
-             use), the closer figure to the broker's own limit. CPU per message is the machine's busy time over \
+             on the handshake and codec of Herald's own client, which every Herald service \
+             publishes and consumes with), the closer figure to the broker's own limit. CPU per message is the machine's busy time over \
              the window divided by the messages; the client is the bench process.\n",
             b.payload_bytes, b.queue_type
         );
