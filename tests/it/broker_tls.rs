@@ -78,7 +78,7 @@ async fn the_own_client_publishes_and_consumes_over_tls() {
     let got: Vec<Vec<u8>> = received.iter().map(|d| d.body.to_vec()).collect();
     assert_eq!(got, bodies, "every message whole and in order");
     consumer.ack(received.last().unwrap().tag, true).unwrap();
-    consumer.flushed().await;
+    consumer.flushed().await.unwrap();
     consumer.close().await;
     assert_eq!(
         sessions.load(Ordering::SeqCst),

@@ -42,13 +42,7 @@ impl Settler {
             Settler::Lapin(ch) => Ok(ch.basic_ack(tag, BasicAckOptions { multiple }).await?),
             Settler::Own(c) => {
                 c.ack(tag, multiple)?;
-                c.flushed().await;
-                // Flushed also when the connection broke before the frame went out: then the
-                // ack was not sent (the broker requeues the delivery), and the caller must know.
-                match c.broken() {
-                    Some(why) => Err(Error::Unavailable(format!("ack not sent: {why}"))),
-                    None => Ok(()),
-                }
+                c.flushed().await
             }
         }
     }

@@ -280,19 +280,23 @@ impl ConsumerConnection {
         })
     }
 
-    /// Waits until everything settled so far has been written to the socket (or the
-    /// connection broke). [`crate::Acks`] waits for it between ack frames, so acks that come in
-    /// meanwhile share the next `multiple` ack instead of each leaving at once: fewer settle
-    /// commands for the broker, as with lapin, whose acks resolve once sent.
-    pub async fn flushed(&self) {
+    /// Waits until everything settled so far has been written to the socket; an error when the
+    /// connection broke before it was (the broker then requeues what was not settled).
+    /// [`crate::Acks`] waits for it between ack frames, so acks that come in meanwhile share the
+    /// next `multiple` ack instead of each leaving at once: fewer settle commands for the broker,
+    /// as with lapin, whose acks resolve once sent.
+    pub async fn flushed(&self) -> Result<()> {
         loop {
             let notified = self.shared.flushed.notified();
             {
                 let st = self.shared.lock();
                 // Frames still queued go out with the next write: taken + 1.
                 let target = st.taken + u64::from(!st.out.is_empty());
-                if st.written >= target || st.broken.is_some() {
-                    return;
+                if st.written >= target {
+                    return Ok(());
+                }
+                if let Some(why) = &st.broken {
+                    return Err(Error::Unavailable(format!("not written: {why}")));
                 }
             }
             notified.await;
