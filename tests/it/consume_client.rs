@@ -14,7 +14,7 @@ use herald_core::config::AmqpClient;
 use herald_tests::AMQP_URL;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-async fn queue() -> (herald_broker::lapin::Connection, Channel, String) {
+async fn queue() -> herald_tests::TestQueue {
     herald_tests::shared_queue("consumer").await
 }
 

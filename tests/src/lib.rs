@@ -513,38 +513,27 @@ pub async fn schema_pool(name: &str, connections: u32) -> sqlx::PgPool {
         .expect("postgres")
 }
 
-/// An exclusive queue (gone with its connection) named `herald-label-<uuid>`, with the
-/// connection and the channel that declared it.
-pub async fn exclusive_queue(
-    label: &str,
-) -> (
+/// A test queue's name, with the connection and the channel that declared it (the queue
+/// lives as long as they do when exclusive).
+pub type TestQueue = (
     herald_broker::lapin::Connection,
     herald_broker::lapin::Channel,
     String,
-) {
+);
+
+/// An exclusive queue (gone with its connection) named `herald-label-<uuid>`, with the
+/// connection and the channel that declared it.
+pub async fn exclusive_queue(label: &str) -> TestQueue {
     test_queue(label, true).await
 }
 
 /// A queue other connections may consume (an exclusive one is its declarer's alone), gone a
 /// minute after its last use; with the connection and the channel that declared it.
-pub async fn shared_queue(
-    label: &str,
-) -> (
-    herald_broker::lapin::Connection,
-    herald_broker::lapin::Channel,
-    String,
-) {
+pub async fn shared_queue(label: &str) -> TestQueue {
     test_queue(label, false).await
 }
 
-async fn test_queue(
-    label: &str,
-    exclusive: bool,
-) -> (
-    herald_broker::lapin::Connection,
-    herald_broker::lapin::Channel,
-    String,
-) {
+async fn test_queue(label: &str, exclusive: bool) -> TestQueue {
     use herald_broker::lapin::types::{AMQPValue, FieldTable};
     let conn = herald_broker::connect(AMQP_URL, &format!("herald-tests-{label}"))
         .await
