@@ -18,7 +18,7 @@
 //! leaves the delivery unacked and the broker hands it out again, exactly as before (the window
 //! is the time one frame takes to be written, plus `max_wait` for deliveries behind a straggler).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -98,19 +98,21 @@ impl Acks {
     }
 }
 
-/// Where a received delivery stands.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
-    Working,
-    /// Completed at this instant, not yet acked.
-    Done(Instant),
-}
-
-/// The unsettled deliveries of the channel, by tag, and what to send next. Pure bookkeeping
-/// (no I/O), so the rules are tested on their own.
+/// The unsettled deliveries of the channel and what to send next. Pure bookkeeping (no I/O),
+/// so the rules are tested on their own.
+///
+/// Kept so that every step costs O(log n) in the deliveries open, not a scan of the window
+/// (the dispatcher holds hundreds unacked and plans after every burst of completions):
+/// deliveries still being worked on and completed ones live in separate maps, and completed
+/// ones also sit in completion order, so the oldest waiting one is at the front.
 #[derive(Debug, Default)]
 struct Ledger {
-    open: BTreeMap<u64, State>,
+    working: BTreeSet<u64>,
+    /// Completed, not yet acked: tag → when it completed.
+    done: BTreeMap<u64, Instant>,
+    /// Completed tags in completion order (instants never decrease); entries already acked or
+    /// settled are skipped lazily.
+    by_time: VecDeque<(Instant, u64)>,
 }
 
 /// Frames to send, in this order.
@@ -126,18 +128,43 @@ struct Plan {
 
 impl Ledger {
     fn received(&mut self, tag: u64) {
-        self.open.insert(tag, State::Working);
+        self.working.insert(tag);
     }
 
     fn done(&mut self, tag: u64, now: Instant) {
-        if let Some(state) = self.open.get_mut(&tag) {
-            *state = State::Done(now);
+        if self.working.remove(&tag) {
+            self.done.insert(tag, now);
+            self.by_time.push_back((now, tag));
         }
     }
 
     /// Forgets a delivery settled otherwise (nack, reject); true if it was open.
     fn settle(&mut self, tag: u64) -> bool {
-        self.open.remove(&tag).is_some()
+        self.working.remove(&tag) || self.done.remove(&tag).is_some()
+    }
+
+    /// Deliveries not yet settled.
+    #[cfg(test)]
+    fn open(&self) -> Vec<u64> {
+        let mut open: Vec<u64> = self
+            .working
+            .iter()
+            .chain(self.done.keys())
+            .copied()
+            .collect();
+        open.sort_unstable();
+        open
+    }
+
+    /// When the oldest delivery still waiting completed (dropping stale order entries).
+    fn oldest_waiting(&mut self) -> Option<Instant> {
+        while let Some(&(at, tag)) = self.by_time.front() {
+            if self.done.get(&tag) == Some(&at) {
+                return Some(at);
+            }
+            self.by_time.pop_front();
+        }
+        None
     }
 
     /// What to send now: the completed run below the oldest working delivery as one multiple
@@ -145,33 +172,18 @@ impl Ledger {
     /// or too many wait (`flush_all` sends them regardless). Removes what it plans.
     fn plan(&mut self, now: Instant, policy: AckPolicy, flush_all: bool) -> Plan {
         let mut plan = Plan::default();
-        let prefix: Vec<u64> = self
-            .open
-            .iter()
-            .take_while(|(_, s)| matches!(s, State::Done(_)))
-            .map(|(t, _)| *t)
-            .collect();
-        if let Some(&last) = prefix.last() {
-            plan.up_to = Some(last);
-            for t in &prefix {
-                self.open.remove(t);
-            }
-        }
-        let waiting: Vec<(u64, Instant)> = self
-            .open
-            .iter()
-            .filter_map(|(t, s)| match s {
-                State::Done(at) => Some((*t, *at)),
-                State::Working => None,
-            })
-            .collect();
-        let oldest = waiting.iter().map(|(_, at)| *at).min();
+        // Everything completed below the oldest working delivery is one run.
+        let above = match self.working.first() {
+            Some(&straggler) => self.done.split_off(&straggler),
+            None => BTreeMap::new(),
+        };
+        let run = std::mem::replace(&mut self.done, above);
+        plan.up_to = run.last_key_value().map(|(t, _)| *t);
+        let oldest = self.oldest_waiting();
         let due = oldest.is_some_and(|at| at + policy.max_wait <= now);
-        if flush_all || due || waiting.len() >= policy.max_waiting {
-            for (t, _) in waiting {
-                self.open.remove(&t);
-                plan.single.push(t);
-            }
+        if flush_all || due || self.done.len() >= policy.max_waiting {
+            plan.single = std::mem::take(&mut self.done).into_keys().collect();
+            self.by_time.clear();
         } else {
             plan.next_due = oldest.map(|at| at + policy.max_wait);
         }
@@ -296,7 +308,7 @@ mod tests {
         assert_eq!(plan.up_to, Some(3));
         assert!(plan.single.is_empty());
         assert_eq!(plan.next_due, None);
-        assert_eq!(l.open.len(), 2);
+        assert_eq!(l.open(), vec![4, 5]);
     }
 
     #[test]
@@ -316,7 +328,37 @@ mod tests {
         let later = now + Duration::from_millis(50);
         let plan = l.plan(later, policy(), false);
         assert_eq!(plan.single, vec![2, 4]);
-        assert_eq!(l.open.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(l.open(), vec![1, 3]);
+    }
+
+    #[test]
+    fn the_next_flush_follows_the_oldest_delivery_still_waiting() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = Ledger::default();
+        for t in 1..=4 {
+            l.received(t);
+        }
+        l.done(2, t0);
+        l.done(4, t0 + ms(10));
+        assert_eq!(
+            l.plan(t0 + ms(10), policy(), false).next_due,
+            Some(t0 + ms(50))
+        );
+        // The straggler finishes: 1 and 2 go as one run; 4 (behind 3) waits from its own time.
+        l.done(1, t0 + ms(20));
+        let plan = l.plan(t0 + ms(20), policy(), false);
+        assert_eq!(plan.up_to, Some(2));
+        assert!(plan.single.is_empty());
+        assert_eq!(plan.next_due, Some(t0 + ms(60)));
+        assert_eq!(l.open(), vec![3, 4]);
+        // A delivery settled otherwise no longer counts as waiting.
+        assert!(l.settle(4));
+        assert_eq!(l.plan(t0 + ms(20), policy(), false), Plan::default());
+        // Acks for deliveries never received, or acked twice, change nothing.
+        l.done(4, t0 + ms(30));
+        l.done(9, t0 + ms(30));
+        assert_eq!(l.open(), vec![3]);
     }
 
     #[test]
@@ -346,7 +388,7 @@ mod tests {
         l.done(2, now);
         l.done(3, now);
         assert_eq!(l.plan(now, policy(), false).up_to, Some(3));
-        assert!(l.open.is_empty());
+        assert!(l.open().is_empty());
         // An ack for a delivery the ledger never saw (an earlier channel) is ignored.
         l.done(9, now);
         assert_eq!(l.plan(now, policy(), true), Plan::default());
@@ -363,6 +405,6 @@ mod tests {
         let plan = l.plan(now, policy(), true);
         assert_eq!(plan.single, vec![3]);
         assert_eq!(plan.up_to, None);
-        assert_eq!(l.open.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(l.open(), vec![1, 2]);
     }
 }

@@ -15,6 +15,7 @@ pub mod ops;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::propagation::TextMapCompositePropagator;
@@ -61,6 +62,7 @@ pub fn init(service: &'static str) -> Guard {
         Box::new(TraceContextPropagator::new()),
     ]));
     let provider = otlp_provider(service);
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     // Spans are exported at `HERALD_TRACE_LEVEL` (default info) whatever the log filter says:
     // quiet logs must not mean missing traces.
     let trace_filter = EnvFilter::try_new(
@@ -124,9 +126,16 @@ fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
     Some(provider)
 }
 
+/// Whether spans are exported (an OTLP endpoint is configured): without it no span has a
+/// trace context to pass on, and [`trace_headers`] skips the propagator on the hot path.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
 /// The current span's trace context as W3C headers (`traceparent`, `tracestate`), to carry in
 /// a message; empty when tracing is off or there is no span.
 pub fn trace_headers() -> Vec<(String, String)> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return Vec::new();
+    }
     let cx = tracing::Span::current().context();
     let mut map: HashMap<String, String> = HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut map));
