@@ -282,6 +282,22 @@ struct Versioned {
     v: u32,
 }
 
+/// Parses a message of this version in one pass; only when that fails is the version read on
+/// its own, so a message from a newer Herald is reported as such rather than as malformed.
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    version: impl Fn(&T) -> u32,
+) -> Result<T, DecodeError> {
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(t) if version(&t) == VERSION => Ok(t),
+        Ok(t) => Err(DecodeError::Version(version(&t))),
+        Err(e) => {
+            check_version(bytes)?;
+            Err(e.into())
+        }
+    }
+}
+
 fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
     let Versioned { v } = serde_json::from_slice(bytes)?;
     if v == VERSION {
@@ -307,8 +323,7 @@ impl DeliveryTask {
             .position(|b| *b == b'\n')
             .ok_or(DecodeError::Framing)?;
         let (meta, rest) = bytes.split_at(split);
-        check_version(meta)?;
-        let mut task: DeliveryTask = serde_json::from_slice(meta)?;
+        let mut task: DeliveryTask = decode_versioned(meta, |t: &DeliveryTask| t.v)?;
         task.payload = rest[1..].to_vec();
         Ok(task)
     }
@@ -340,8 +355,7 @@ impl LedgerBatch {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        check_version(bytes)?;
-        Ok(serde_json::from_slice(bytes)?)
+        decode_versioned(bytes, |b: &LedgerBatch| b.v)
     }
 }
 
@@ -424,6 +438,31 @@ mod tests {
             Err(DecodeError::Version(2))
         ));
         assert!(LedgerBatch::decode(b"garbage").is_err());
+        // A newer message of another shape is still reported by its version.
+        assert!(matches!(
+            LedgerBatch::decode(br#"{"v":3,"entries":{}}"#),
+            Err(DecodeError::Version(3))
+        ));
+        let task = |v: u32, extra: &str| {
+            format!(
+                r#"{{"v":{v},"delivery_id":"{id}","event_id":"{id}","tenant_id":"{id}","endpoint_id":"{id}","event_type":"a.b","attempt":1,"trigger":"scheduled","created_at":"2026-12-02T10:00:00Z"{extra}}}
+{{}}"#,
+                id = Uuid::nil()
+            )
+        };
+        assert_eq!(DeliveryTask::decode(task(VERSION, "").as_bytes()).unwrap().payload, b"{}");
+        assert!(matches!(
+            DeliveryTask::decode(task(7, "").as_bytes()),
+            Err(DecodeError::Version(7))
+        ));
+        assert!(matches!(
+            DeliveryTask::decode(task(7, r#","attempt":"x""#).as_bytes()),
+            Err(DecodeError::Version(7))
+        ));
+        assert!(matches!(
+            DeliveryTask::decode(task(VERSION, r#","attempt":"x""#).as_bytes()),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]
