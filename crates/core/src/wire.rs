@@ -450,7 +450,12 @@ mod tests {
                 id = Uuid::nil()
             )
         };
-        assert_eq!(DeliveryTask::decode(task(VERSION, "").as_bytes()).unwrap().payload, b"{}");
+        assert_eq!(
+            DeliveryTask::decode(task(VERSION, "").as_bytes())
+                .unwrap()
+                .payload,
+            b"{}"
+        );
         assert!(matches!(
             DeliveryTask::decode(task(7, "").as_bytes()),
             Err(DecodeError::Version(7))
