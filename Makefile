@@ -6,7 +6,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-micro chaos fuzz
+.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-instructions bench-micro chaos fuzz
 
 ## Start PostgreSQL, Redis and RabbitMQ if they are stopped (fails loudly if one is missing).
 services:
@@ -62,6 +62,12 @@ fuzz:
 bench: services
 	$(CARGO) build --release --bins -p herald-ingest -p herald-dispatcher -p herald-ledger -p herald-bench
 	target/release/bench all --markdown BENCHMARKS.md
+
+## Dispatcher instructions per delivery under callgrind: repeatable to the instruction on a
+## noisy machine, for A/B of a change (about 2 min plus the release build; needs valgrind).
+bench-instructions: services
+	$(CARGO) build --release --bins -p herald-ingest -p herald-dispatcher -p herald-ledger -p herald-bench
+	crates/bench/instructions.sh target/release
 
 ## Criterion micro-benchmarks (signing, subscription matching, filters).
 bench-micro:
