@@ -268,7 +268,13 @@ impl Dispatcher {
         let in_flight = ::metrics::gauge!("herald_deliveries_in_flight");
         in_flight.increment(1.0);
         let tag = delivery.tag;
-        match self.handle_in(delivery, shutdown).instrument(span).await {
+        // Boxed: the attempt's state (HTTP exchange, headers, follow-ups) is kilobytes, and a
+        // spawned task's future is moved several times on its way into the runtime; a box
+        // moves it once (callgrind: the spawn's copies were ~4,000 instructions a delivery).
+        match Box::pin(self.handle_in(delivery, shutdown))
+            .instrument(span)
+            .await
+        {
             Settle::Ack => acks.ack(tag),
             Settle::Requeue => acks.requeue(tag),
             Settle::Reject => acks.reject(tag),
