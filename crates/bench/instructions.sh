@@ -4,8 +4,8 @@
 # Wall-clock figures on a shared 2-core VM move by 10 % from run to run, which hides any change
 # smaller than that; an instruction count does not move (same binary, same input, whatever
 # else the machine does). The dispatcher runs under valgrind (about 600 deliveries/s) for
-# 3,000 and then 30,000 deliveries to 10 endpoints; the difference divided by 27,000 is the
-# cost of one delivery, start-up and shutdown cancelled out.
+# 3,000 and then 30,000 deliveries to 10 endpoints; the difference divided by the 27,000
+# deliveries between them is the cost of one, start-up and shutdown cancelled out.
 #
 # valgrind hides the CPU's SHA extensions, so HMAC-SHA256 is counted on the portable path
 # (about 69,000 of the instructions for a 1 KiB payload); natively it is a few hundred
@@ -33,19 +33,34 @@ exec valgrind --tool=callgrind --callgrind-out-file=$work/dispatcher.%p.cg "$bin
 WRAP
 chmod +x "$work/herald-dispatcher"
 
-# Instructions of one dispatcher run that delivers `$1` events to 10 endpoints.
+endpoints=10
+small_events=300
+large_events=3000
+
+# Instructions of one dispatcher run that delivers `$1` events to every endpoint; refuses a run
+# that timed out or missed a delivery (bench exits 0 then, and the count would be short).
 count() {
     rm -f "$work"/dispatcher.*.cg
-    if ! "$bench" run --endpoints 10 --events "$1" --bin-dir "$work" >"$work/run.log" 2>&1; then
+    if ! "$bench" run --endpoints "$endpoints" --events "$1" --bin-dir "$work" \
+        --json-out "$work/run.json" >"$work/run.log" 2>&1; then
         cat "$work/run.log" >&2
         echo "instructions: the run of $1 events failed" >&2
         exit 1
     fi
+    python3 - "$work/run.json" "$(($1 * endpoints))" <<'CHECK' || exit 1
+import json, sys
+report = json.load(open(sys.argv[1]))["runs"][0]["report"]
+want, got = int(sys.argv[2]), report["receiver"]["delivered"]
+if report["timed_out"] or got != want:
+    sys.exit(f"instructions: {got} of {want} deliveries arrived; the count would be wrong")
+CHECK
     total=$(sed -n 's/^summary: //p' "$work"/dispatcher.*.cg 2>/dev/null | head -n 1)
     [ -n "$total" ] || { echo "instructions: callgrind wrote no profile" >&2; exit 1; }
     echo "$total"
 }
-small=$(count 300)
-large=$(count 3000)
-echo "dispatcher instructions per delivery: $(((large - small) / 27000))" \
-    "(callgrind: $small for 3,000 deliveries, $large for 30,000; binaries in $bin)"
+small=$(count "$small_events")
+large=$(count "$large_events")
+extra=$(((large_events - small_events) * endpoints))
+echo "dispatcher instructions per delivery: $(((large - small) / extra))" \
+    "(callgrind: $small for $((small_events * endpoints)) deliveries," \
+    "$large for $((large_events * endpoints)); binaries in $bin)"
