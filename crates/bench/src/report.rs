@@ -123,6 +123,45 @@ pub struct RunReport {
     pub log_dir: String,
 }
 
+impl RunReport {
+    /// Why this run's figures do not describe the whole scenario (empty when they do): a run
+    /// cut short, events refused, deliveries missing or mis-signed, a ledger left incomplete.
+    /// `bench` prints the figures of such a run but exits non-zero.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.timed_out {
+            out.push("the run hit --timeout".to_owned());
+        }
+        if self.events_accepted < self.events_attempted {
+            out.push(format!(
+                "{} of {} events were not accepted",
+                self.events_attempted - self.events_accepted,
+                self.events_attempted
+            ));
+        }
+        if self.receiver.delivered < self.deliveries_expected {
+            out.push(format!(
+                "{} of {} deliveries never reached the receiver",
+                self.deliveries_expected - self.receiver.delivered,
+                self.deliveries_expected
+            ));
+        }
+        if self.receiver.signature_failures > 0 {
+            out.push(format!(
+                "{} of {} signatures checked failed",
+                self.receiver.signature_failures, self.receiver.signatures_checked
+            ));
+        }
+        if !self.ledger.complete {
+            out.push(match &self.ledger.error {
+                Some(e) => format!("the ledger was not complete: {e}"),
+                None => "the ledger was not complete".to_owned(),
+            });
+        }
+        out
+    }
+}
+
 /// One baseline's result.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BaselineFigure {

@@ -147,9 +147,26 @@ async fn run_many(
         markdown::write(path, &output, settings)?;
         eprintln!("bench: wrote {}", path.display());
     }
-    let failed = output.runs.iter().filter(|r| r.error.is_some()).count();
-    if failed > 0 {
-        bail!("{failed} of {} runs failed", output.runs.len());
+    // A run that finished short (timed out, deliveries missing) has figures but is not a
+    // result: callers that read them (`instructions.sh`, CI) must see a failure.
+    let mut failed = Vec::new();
+    for run in &output.runs {
+        let why = match (&run.report, &run.error) {
+            (_, Some(e)) => vec![e.clone()],
+            (Some(r), None) => r.shortfalls(),
+            (None, None) => Vec::new(),
+        };
+        if !why.is_empty() {
+            failed.push(format!("{}: {}", run.name, why.join("; ")));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} runs failed or finished short:\n  {}",
+            failed.len(),
+            output.runs.len(),
+            failed.join("\n  ")
+        );
     }
     Ok(())
 }
