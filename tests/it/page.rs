@@ -290,6 +290,69 @@ async fn rotated_secret_signs_with_both_during_the_grace_period() {
         .await
         .unwrap_err();
     assert_eq!(too_long.code(), Code::InvalidArgument);
+
+    // Replacing the secret with UpdateEndpoint ends a rotation's overlap at once: the old
+    // secret (perhaps the leaked one) stops signing.
+    let replaced = "replaced-secret-0123456789";
+    endpoints
+        .update_endpoint(authed(
+            pb::UpdateEndpointRequest {
+                id: ts_ep.id.clone(),
+                secret: Some(replaced.into()),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    herald.publish(&t, "a.b", b"{\"n\":3}").await;
+    let mut got = [
+        rx.next(Duration::from_secs(10)).await,
+        rx.next(Duration::from_secs(10)).await,
+    ];
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    let sig = got[1].header("webhook-signature").unwrap();
+    assert_eq!(sig.matches("v1=").count(), 1, "{sig}");
+    verify(
+        Scheme::Timestamped,
+        &Secret::parse(replaced, Scheme::Timestamped).unwrap(),
+        "Webhook-",
+        &|n: &str| got[1].header(n),
+        &got[1].body,
+        chrono::Utc::now().timestamp(),
+        60,
+    )
+    .unwrap();
+
+    // A hex endpoint has room for one signature: no grace period.
+    let (hex_ep, _) = herald
+        .create_endpoint(
+            &t,
+            pb::CreateEndpointRequest {
+                signing_scheme: pb::SigningScheme::Hex as i32,
+                ..endpoint(rx.url("/hex"), &["never.*"])
+            },
+        )
+        .await;
+    let hex_rotate = |grace: Option<u32>| {
+        let mut c = endpoints.clone();
+        let req = authed(
+            pb::RotateSecretRequest {
+                endpoint_id: hex_ep.id.clone(),
+                grace_period_seconds: grace,
+                secret: None,
+            },
+            &t.api_key,
+        );
+        async move { c.rotate_secret(req).await }
+    };
+    let err = hex_rotate(Some(3600)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("one signature"), "{err:?}");
+    let done = hex_rotate(None).await.unwrap().into_inner();
+    let ends = done.previous_expires_at.unwrap().seconds;
+    assert!(ends <= chrono::Utc::now().timestamp() + 1, "ends at once");
     herald.stop().await;
 }
 
@@ -827,6 +890,37 @@ async fn redeliver_and_replay_send_again_as_manual_attempts() {
         .into_inner();
     assert_eq!(again.queued, 2);
     assert!(again.truncated);
+    // The cursor goes on exactly after the last one (the batch's deliveries may share a
+    // millisecond), and the next page holds the rest, none twice.
+    let rest = deliveries
+        .replay_endpoint(authed(
+            pb::ReplayEndpointRequest {
+                endpoint_id: ep.id.clone(),
+                status: pb::DeliveryStatus::Success as i32,
+                after_delivery_id: again.last_delivery_id.clone(),
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!rest.truncated);
+    assert!(rest.last_delivery_id > again.last_delivery_id);
+    let total = deliveries
+        .replay_endpoint(authed(
+            pb::ReplayEndpointRequest {
+                endpoint_id: ep.id.clone(),
+                status: pb::DeliveryStatus::Success as i32,
+                limit: 1000,
+                ..Default::default()
+            },
+            &t.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.queued + rest.queued, total.queued);
 
     let other = herald.tenant().await;
     let e = deliveries
@@ -1058,8 +1152,8 @@ async fn retry_after_moves_the_next_attempt_to_a_later_tier() {
         "Retry-After: 1 must skip the 100 ms tier, got {gap:?}"
     );
     assert!(gap < Duration::from_millis(1900), "{gap:?}");
-    // Attempts are numbered by tier: the skipped tier's number is not reused.
-    assert_eq!(second.header("webhook-attempt").as_deref(), Some("3"));
+    // Attempts count requests: the tier was skipped, the second request is attempt 2.
+    assert_eq!(second.header("webhook-attempt").as_deref(), Some("2"));
     let d = herald.wait_deliveries(&t, &p.event_id, 1).await;
     let full = herald
         .wait_delivery(
@@ -1071,6 +1165,7 @@ async fn retry_after_moves_the_next_attempt_to_a_later_tier() {
         .await;
     assert_eq!(full.attempts.len(), 2);
     assert_eq!(full.attempts[0].response_status, 429);
+    assert_eq!(full.delivery.unwrap().attempt_count, 2);
     herald.stop().await;
 }
 

@@ -254,6 +254,29 @@ async fn always_failing_receiver_ends_failed_after_the_last_tier() {
             && a.started_at.is_some()
             && a.trigger == "scheduled")
     );
+
+    // An endpoint without retries: one attempt, and its failure is final (another tenant, so
+    // the `*` endpoint above gets none of it).
+    let tenant = herald.tenant().await;
+    let (once, _) = herald
+        .create_endpoint(
+            &tenant,
+            pb::CreateEndpointRequest {
+                no_retries: true,
+                ..endpoint(rx.url("/once"), &["once.*"])
+            },
+        )
+        .await;
+    assert!(once.no_retries && once.retry_schedule_ms.is_empty());
+    let published = herald.publish(&tenant, "once.x", b"{}").await;
+    assert_eq!(rx.next(Duration::from_secs(10)).await.path, "/once");
+    assert!(
+        rx.drain_for(Duration::from_millis(1200)).await.is_empty(),
+        "one attempt, no retry"
+    );
+    let failed = ended_failed(&herald, &tenant, &published.event_id).await;
+    assert_eq!(failed.attempt_count, 1);
+    assert!(failed.next_retry_at.is_none());
     herald.stop().await;
 }
 
@@ -428,7 +451,47 @@ async fn idempotency_key_returns_the_first_event_and_delivers_once() {
     // A repeat of a key already accepted gets that event back like its first occurrence.
     assert_eq!(accepted(&again[2]).event_id, b1.event_id);
     assert!(again.iter().all(|r| accepted(r).duplicate));
-    for _ in 0..2 {
+
+    // A key reused for a different event (payload or type) is refused, never answered with the
+    // first event: alone, and within one batch.
+    for (event_type, payload) in [("a.b", &b"{\"n\":2}"[..]), ("a.c", &b"{}"[..])] {
+        let err = events
+            .publish(authed(
+                pb::PublishRequest {
+                    event_type: event_type.into(),
+                    payload: payload.to_vec(),
+                    idempotency_key: Some("order-42".into()),
+                    occurred_at: None,
+                },
+                &tenant.api_key,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("different event type or payload"),
+            "{err:?}"
+        );
+    }
+    let mut differ = keyed("b-3");
+    differ.payload = b"{\"n\":3}".to_vec();
+    let mixed = events
+        .publish_batch(authed(
+            pb::PublishBatchRequest {
+                events: vec![keyed("b-3"), differ],
+            },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(!accepted(&mixed[0]).duplicate);
+    match &mixed[1].outcome {
+        Some(Outcome::Error(e)) => assert_eq!(e.code, tonic::Code::InvalidArgument as i32),
+        other => panic!("expected the reused key refused, got {other:?}"),
+    }
+    for _ in 0..3 {
         rx.next(Duration::from_secs(10)).await;
     }
     assert!(
@@ -528,20 +591,106 @@ async fn disabled_endpoint_gets_nothing_until_enabled_again() {
     herald.stop().await;
 }
 
-#[tokio::test]
-async fn deleting_an_endpoint_stops_its_queued_retries() {
+/// A Herald retrying every second, an endpoint at `path` that always answers 500, and one
+/// event whose first attempt has been made.
+async fn failed_once(
+    env: Vec<(String, String)>,
+    path: &str,
+) -> (
+    Herald,
+    Receiver,
+    herald_tests::Tenant,
+    pb::Endpoint,
+    pb::PublishResponse,
+) {
     let herald = Herald::start(Options {
         retry_schedule: "1s,1s,1s".into(),
+        env,
         ..Default::default()
     })
     .await;
     let mut rx = Receiver::start(|_, _| Reply::status(500)).await;
     let tenant = herald.tenant().await;
     let (ep, _) = herald
-        .create_endpoint(&tenant, endpoint(rx.url("/gone-soon"), &["*"]))
+        .create_endpoint(&tenant, endpoint(rx.url(path), &["*"]))
         .await;
     let published = herald.publish(&tenant, "a.b", b"{}").await;
     rx.next(Duration::from_secs(10)).await;
+    (herald, rx, tenant, ep, published)
+}
+
+/// The one delivery of `event_id`, once the log shows it `failed`.
+async fn ended_failed(
+    herald: &Herald,
+    tenant: &herald_tests::Tenant,
+    event_id: &str,
+) -> pb::Delivery {
+    let d = herald.wait_deliveries(tenant, event_id, 1).await.remove(0);
+    let log = herald
+        .wait_delivery(tenant, &d.id, Duration::from_secs(5), |r| {
+            r.delivery
+                .as_ref()
+                .is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32)
+        })
+        .await;
+    log.delivery.expect("a delivery in the log")
+}
+
+/// With caches that would hold an entry for a minute, changes still apply at once: Postgres
+/// change notices reach the dispatcher's endpoint cache and ingest's subscription index, for
+/// changes made through the API and straight in SQL (as another instance or an operator would).
+#[tokio::test]
+async fn changes_reach_every_cache_at_once() {
+    let env = vec![
+        ("HERALD_ENDPOINT_CACHE_TTL".into(), "60s".into()),
+        ("HERALD_SUBSCRIPTION_CACHE_TTL".into(), "60s".into()),
+    ];
+    let (herald, mut rx, tenant, ep, published) = failed_once(env, "/toggled").await;
+    // The dispatcher has the endpoint cached (enabled); switching it off stops the retries.
+    herald
+        .endpoints()
+        .await
+        .update_endpoint(authed(
+            pb::UpdateEndpointRequest {
+                id: ep.id.clone(),
+                enabled: Some(false),
+                ..Default::default()
+            },
+            &tenant.api_key,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        rx.drain_for(Duration::from_millis(2500)).await.is_empty(),
+        "no retry reaches an endpoint switched off"
+    );
+    let failed = ended_failed(&herald, &tenant, &published.event_id).await;
+    assert!(failed.last_error.contains("disabled"), "{failed:?}");
+    // Ingest's index (loaded now, without the endpoint) follows a change made in SQL.
+    assert_eq!(herald.publish(&tenant, "a.b", b"{}").await.deliveries, 0);
+    sqlx::query("UPDATE endpoints SET enabled = true WHERE id = $1::uuid")
+        .bind(&ep.id)
+        .execute(&herald.pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if herald.publish(&tenant, "a.b", b"{}").await.deliveries == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SQL change never reached ingest's 60 s cache"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rx.next(Duration::from_secs(10)).await;
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_an_endpoint_stops_its_queued_retries() {
+    let (herald, mut rx, tenant, ep, published) = failed_once(Vec::new(), "/gone-soon").await;
     herald
         .endpoints()
         .await
@@ -555,18 +704,8 @@ async fn deleting_an_endpoint_stops_its_queued_retries() {
         rx.drain_for(Duration::from_millis(3500)).await.is_empty(),
         "no retry reaches a deleted endpoint"
     );
-    let d = herald
-        .wait_deliveries(&tenant, &published.event_id, 1)
-        .await
-        .remove(0);
-    let log = herald
-        .wait_delivery(&tenant, &d.id, Duration::from_secs(5), |r| {
-            r.delivery
-                .as_ref()
-                .is_some_and(|d| d.status == pb::DeliveryStatus::Failed as i32)
-        })
-        .await;
-    assert!(log.delivery.unwrap().last_error.contains("deleted"));
+    let failed = ended_failed(&herald, &tenant, &published.event_id).await;
+    assert!(failed.last_error.contains("deleted"), "{failed:?}");
     herald.stop().await;
 }
 

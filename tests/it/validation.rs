@@ -189,6 +189,28 @@ async fn bad_endpoints_are_rejected_precisely_and_nothing_is_stored() {
         ),
         (
             pb::CreateEndpointRequest {
+                retry_schedule_ms: vec![1_000],
+                no_retries: true,
+                ..base()
+            },
+            "choose one",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                description: "a\0b".into(),
+                ..base()
+            },
+            "NUL",
+        ),
+        (
+            pb::CreateEndpointRequest {
+                filter: Some(r#"{"a": "\u0000"}"#.into()),
+                ..base()
+            },
+            "NUL",
+        ),
+        (
+            pb::CreateEndpointRequest {
                 signing_scheme: 42,
                 ..base()
             },
@@ -266,19 +288,25 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated);
-    let tenant_key_on_admin = herald
-        .admin()
-        .await
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "x".into(),
-                ..Default::default()
-            },
-            &a.api_key,
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(tenant_key_on_admin.code(), Code::PermissionDenied);
+    // On Admin, a tenant's key is known but not allowed; any other token is not known.
+    for (token, code) in [
+        (a.api_key.as_str(), Code::PermissionDenied),
+        ("not-the-operator-token", Code::Unauthenticated),
+    ] {
+        let err = herald
+            .admin()
+            .await
+            .create_tenant(authed(
+                pb::CreateTenantRequest {
+                    name: "x".into(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{token}: {err:?}");
+    }
 
     // Tenant B sees none of tenant A's resources, exactly as if they did not exist.
     let id = || ep.id.clone();

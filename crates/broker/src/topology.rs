@@ -75,6 +75,15 @@ impl Topology {
         format!("{}.deliveries.delay.{delay_ms}", self.prefix)
     }
 
+    /// The delay of a [`Self::delay_queue`] name; `None` for any other name.
+    pub fn delay_of(&self, queue: &str) -> Option<u64> {
+        queue
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".deliveries.delay.")?
+            .parse()
+            .ok()
+    }
+
     /// A message for the work queue: a delivery task due now.
     pub fn work_message(&self, body: Vec<u8>, headers: Vec<(String, String)>) -> Outgoing {
         Outgoing {
@@ -231,5 +240,19 @@ impl Topology {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_queue_names_read_back() {
+        let t = Topology::new("herald", QueueType::Quorum);
+        assert_eq!(t.delay_of(&t.delay_queue(60_000)), Some(60_000));
+        assert_eq!(t.delay_of(&t.work_queue()), None);
+        assert_eq!(t.delay_of("other.deliveries.delay.5"), None);
+        assert_eq!(t.delay_of("herald.deliveries.delay.x"), None);
     }
 }

@@ -1,9 +1,10 @@
 //! Retry schedules: the delay before each retry of a failed delivery.
 //!
-//! Attempt `n` (1-based) that fails is retried after `delays[n - 1]`; once the list is exhausted
-//! the delivery is `failed`. A `Retry-After` from the receiver skips ahead to the first tier whose
-//! delay is at least the requested wait, so the attempt number always says where in the schedule
-//! a delivery stands.
+//! A failed attempt is retried after the next unused tier's delay; once the list is exhausted
+//! the delivery is `failed`. Without a `Retry-After`, attempt `n` (1-based) is retried after
+//! `delays[n - 1]`. A `Retry-After` from the receiver skips ahead to the first tier whose delay
+//! is at least the requested wait: the skipped tiers are used up, but the attempt number still
+//! counts requests (1, 2, 3, ...), which is what receivers and the delivery log show.
 
 use std::fmt;
 use std::time::Duration;
@@ -26,8 +27,10 @@ pub struct RetrySchedule {
 /// What to do after a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NextAttempt {
-    /// Number of the next attempt (the failed one was lower).
+    /// Number of the next attempt: the failed one's plus one.
     pub attempt: u32,
+    /// Tiers used up once this retry is scheduled (the skipped ones included).
+    pub tiers_used: u32,
     /// How long to wait before it.
     pub delay: Duration,
 }
@@ -107,12 +110,18 @@ impl RetrySchedule {
         self.delays.len() as u32 + 1
     }
 
-    /// The retry after attempt `failed` (1-based) failed, or `None` when it was the last one.
+    /// The retry after attempt `failed` (1-based) failed with `tiers_used` tiers used up
+    /// before it, or `None` when no tier is left.
     ///
     /// With `retry_after`, the next attempt moves to the first remaining tier whose delay is at
     /// least that long (the last tier when none is).
-    pub fn next(&self, failed: u32, retry_after: Option<Duration>) -> Option<NextAttempt> {
-        let start = usize::try_from(failed.max(1) - 1).ok()?;
+    pub fn next(
+        &self,
+        failed: u32,
+        tiers_used: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<NextAttempt> {
+        let start = usize::try_from(tiers_used).ok()?;
         if start >= self.delays.len() {
             return None;
         }
@@ -123,7 +132,8 @@ impl RetrySchedule {
             None => start,
         };
         Some(NextAttempt {
-            attempt: index as u32 + 2,
+            attempt: failed.max(1).saturating_add(1),
+            tiers_used: index as u32 + 1,
             delay: self.delays[index],
         })
     }
@@ -197,11 +207,12 @@ mod tests {
     #[test]
     fn walks_the_tiers_then_stops() {
         let s = RetrySchedule::default();
-        let got: Vec<_> = (1..=6).map(|a| s.next(a, None)).collect();
+        let got: Vec<_> = (1..=6).map(|a| s.next(a, a - 1, None)).collect();
         assert_eq!(
             got[0],
             Some(NextAttempt {
                 attempt: 2,
+                tiers_used: 1,
                 delay: secs(60)
             })
         );
@@ -209,6 +220,7 @@ mod tests {
             got[4],
             Some(NextAttempt {
                 attempt: 6,
+                tiers_used: 5,
                 delay: secs(21600)
             })
         );
@@ -216,30 +228,35 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_skips_to_the_first_tier_long_enough() {
+    fn retry_after_skips_tiers_but_attempts_count_requests() {
         let s = RetrySchedule::default();
         assert_eq!(
-            s.next(1, Some(secs(120))),
+            s.next(1, 0, Some(secs(120))),
             Some(NextAttempt {
-                attempt: 3,
+                attempt: 2,
+                tiers_used: 2,
                 delay: secs(300)
             })
         );
         assert_eq!(
-            s.next(1, Some(secs(30))),
+            s.next(1, 0, Some(secs(30))),
             Some(NextAttempt {
                 attempt: 2,
+                tiers_used: 1,
                 delay: secs(60)
             })
         );
-        // Longer than any tier: the last tier.
+        // Longer than any tier: the last tier; after it, nothing is left.
+        let last = s.next(2, 1, Some(secs(100_000))).unwrap();
         assert_eq!(
-            s.next(2, Some(secs(100_000))),
-            Some(NextAttempt {
-                attempt: 6,
+            last,
+            NextAttempt {
+                attempt: 3,
+                tiers_used: 5,
                 delay: secs(21600)
-            })
+            }
         );
+        assert_eq!(s.next(last.attempt, last.tiers_used, None), None);
     }
 
     #[test]
@@ -262,6 +279,6 @@ mod tests {
                 .to_string()
                 .contains("7 days")
         );
-        assert!(RetrySchedule::parse("").unwrap().next(1, None).is_none());
+        assert!(RetrySchedule::parse("").unwrap().next(1, 0, None).is_none());
     }
 }

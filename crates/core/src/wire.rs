@@ -81,8 +81,12 @@ pub struct DeliveryTask {
     pub tenant_id: Uuid,
     pub endpoint_id: Uuid,
     pub event_type: String,
-    /// Number of the attempt this task performs (1 for the first).
+    /// Number of the attempt this task performs (1 for the first): it counts requests.
     pub attempt: u32,
+    /// Retry tiers used up before this attempt, when a `Retry-After` made it differ from
+    /// `attempt - 1` (tiers skipped); see [`DeliveryTask::tiers_used`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<u32>,
     pub trigger: Trigger,
     /// When the delivery was created (the event was accepted).
     pub created_at: DateTime<Utc>,
@@ -151,6 +155,7 @@ impl EventRecord {
                 endpoint_id: *endpoint_id,
                 event_type: event_type.to_owned(),
                 attempt: 1,
+                tiers: None,
                 trigger: Trigger::Scheduled,
                 created_at: accepted_at,
                 payload: payload.to_vec(),
@@ -308,6 +313,12 @@ fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
 }
 
 impl DeliveryTask {
+    /// Retry tiers used up before this attempt: one per earlier attempt, unless a
+    /// `Retry-After` skipped some.
+    pub fn tiers_used(&self) -> u32 {
+        self.tiers.unwrap_or_else(|| self.attempt.saturating_sub(1))
+    }
+
     /// `<metadata JSON>\n<payload bytes>` (compact JSON never contains a raw newline).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = serde_json::to_vec(self).expect("a delivery task always serialises");
@@ -422,6 +433,7 @@ mod tests {
             endpoint_id: Uuid::now_v7(),
             event_type: "a.b".into(),
             attempt: 1,
+            tiers: None,
             trigger: Trigger::Scheduled,
             created_at: Utc::now(),
             payload: raw.as_bytes().to_vec(),

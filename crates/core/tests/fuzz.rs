@@ -486,34 +486,34 @@ fn fuzz_filter() {
 // schedule
 
 /// The documented answer of `RetrySchedule::next`.
-fn check_next(s: &RetrySchedule, failed: u32, retry_after: Option<Duration>) -> TestCaseResult {
+fn check_next(
+    s: &RetrySchedule,
+    failed: u32,
+    used: u32,
+    retry_after: Option<Duration>,
+) -> TestCaseResult {
     let delays = s.delays();
-    let next = s.next(failed, retry_after);
-    if failed == 0 {
-        // Attempts are 1-based; 0 only must not panic or leave the schedule.
-        if let Some(n) = next {
-            prop_assert!(n.attempt >= 2 && n.attempt <= s.max_attempts());
-        }
-        return Ok(());
-    }
-    let remaining = (failed as usize) <= delays.len();
+    let next = s.next(failed, used, retry_after);
+    let remaining = (used as usize) < delays.len();
     prop_assert_eq!(
         next.is_some(),
         remaining,
-        "failed {} of {:?}",
-        failed,
+        "{} tiers used of {:?}",
+        used,
         delays
     );
     let Some(n) = next else {
         return Ok(());
     };
-    prop_assert!(n.attempt > failed && n.attempt <= s.max_attempts());
-    let index = n.attempt as usize - 2;
+    // Attempts count requests, whatever tiers were skipped.
+    prop_assert_eq!(n.attempt, failed.max(1).saturating_add(1));
+    prop_assert!(n.tiers_used > used && n.tiers_used as usize <= delays.len());
+    let index = n.tiers_used as usize - 1;
     prop_assert_eq!(n.delay, delays[index]);
     match retry_after {
-        None => prop_assert_eq!(n.attempt, failed + 1),
+        None => prop_assert_eq!(n.tiers_used, used + 1),
         Some(wait) => {
-            let start = failed as usize - 1;
+            let start = used as usize;
             // The first remaining tier at least as long as the wait, else the last tier.
             let expected = (start..delays.len())
                 .find(|i| delays[*i] >= wait)
@@ -546,8 +546,10 @@ fn check_schedule_text(text: &str) -> TestCaseResult {
                 waits.extend([Some(*d), d.checked_add(Duration::from_nanos(1))]);
             }
             for failed in [0, 1, 2, len, len + 1, len + 2, u32::MAX] {
-                for wait in &waits {
-                    check_next(&s, failed, *wait)?;
+                for used in [failed.saturating_sub(1), 0, len, u32::MAX] {
+                    for wait in &waits {
+                        check_next(&s, failed, used, *wait)?;
+                    }
                 }
             }
         }
@@ -647,8 +649,10 @@ fn fuzz_schedule() {
                 wait_ms.map(Duration::from_millis),
             ];
             for failed in [failed_any, failed_small] {
-                for wait in waits {
-                    check_next(&s, failed, wait)?;
+                for used in [failed.saturating_sub(1), failed_small] {
+                    for wait in waits {
+                        check_next(&s, failed, used, wait)?;
+                    }
                 }
             }
             Ok(())

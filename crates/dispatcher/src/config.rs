@@ -87,7 +87,18 @@ impl Config {
                 name: "HERALD_ALLOW_NETWORKS".into(),
                 message: e.to_string(),
             })?,
-            max_response_bytes: r.parse("HERALD_MAX_RESPONSE_BYTES", 64 * 1024)?,
+            max_response_bytes: match r.parse("HERALD_MAX_RESPONSE_BYTES", 64 * 1024)? {
+                // 1,000 characters of UTF-8 take up to 4,000 bytes.
+                n if n < 4000 => {
+                    return Err(ConfigError {
+                        name: "HERALD_MAX_RESPONSE_BYTES".into(),
+                        message: format!(
+                            "{n} is too small: the log keeps 1,000 characters, up to 4000 bytes"
+                        ),
+                    });
+                }
+                n => n,
+            },
             egress: crate::http::Egress::load(r)?,
             shutdown_grace: r.duration("HERALD_SHUTDOWN_GRACE", Duration::from_secs(25))?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 1)?,

@@ -129,9 +129,13 @@ impl Dispatcher {
         };
         let success = status.is_some_and(|s| (200..300).contains(&s));
         let gone = status == Some(410);
+        // Only the attempt that really turned the endpoint off announces it: concurrent 410s
+        // (and ones from dispatchers whose cache still shows it enabled) stay silent.
+        let mut disabled_now = false;
         if gone {
             match self.store.disable_endpoint(endpoint.id, "410 Gone").await {
                 Ok(true) => {
+                    disabled_now = true;
                     metrics::counter!("herald_endpoints_disabled_total", "reason" => "gone")
                         .increment(1);
                     tracing::warn!(endpoint_id = %endpoint.id, "endpoint answered 410 gone, disabled")
@@ -148,7 +152,8 @@ impl Dispatcher {
         let next = if success || gone || task.trigger == Trigger::Manual {
             None
         } else {
-            schedule.next(task.attempt, if honour { retry_after } else { None })
+            let retry_after = if honour { retry_after } else { None };
+            schedule.next(task.attempt, task.tiers_used(), retry_after)
         };
         let outcome = if success {
             DeliveryStatus::Success
@@ -189,6 +194,8 @@ impl Dispatcher {
                 endpoint_id: task.endpoint_id,
                 event_type: task.event_type.clone(),
                 attempt: n.attempt,
+                // Written only when tiers were skipped: the usual retry task stays as it was.
+                tiers: (n.tiers_used != n.attempt - 1).then_some(n.tiers_used),
                 trigger: Trigger::Scheduled,
                 created_at: task.created_at,
                 payload: task.payload.clone(),
@@ -211,7 +218,7 @@ impl Dispatcher {
             next_retry_at,
         });
         out.records.push(record);
-        if gone {
+        if disabled_now {
             out.extend(
                 self.operational_event(&endpoint, "endpoint.disabled", "410 Gone")
                     .await,
@@ -372,6 +379,16 @@ impl Dispatcher {
             routing_key: topo.delay_queue(ms),
             body,
             headers: herald_telemetry::trace_headers(),
+        }
+    }
+
+    /// After a publish to `exchange`/`routing_key` matched no queue: when that was a delay
+    /// queue, forget it was declared and declare it again.
+    pub(crate) async fn redeclare_delay(&self, exchange: &str, routing_key: &str) {
+        let ms = self.publisher.topology().delay_of(routing_key);
+        if let (true, Some(ms)) = (exchange.is_empty(), ms) {
+            self.delays.lock().expect("delay set lock").remove(&ms);
+            self.ensure_delay_queue(ms).await;
         }
     }
 

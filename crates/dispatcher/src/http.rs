@@ -19,6 +19,7 @@ use herald_core::net::AddressPolicy;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Result of one POST.
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<Duration>,
@@ -270,21 +271,25 @@ impl Client {
         if self.proxied {
             self.check_proxied_target(&parsed).await.map_err(fail)?;
         }
-        let exchange = async {
-            let mut resp = self
-                .http
-                .post(parsed)
-                .headers(headers)
-                .body(body)
-                .send()
-                .await?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let mut body = Vec::new();
+        // One deadline for the whole exchange, the body included.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sent = self.http.post(parsed).headers(headers).body(body).send();
+        let mut resp = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return Err(fail(describe(&e))),
+            Err(_) => return Err(fail(format!("timeout after {} ms", timeout.as_millis()))),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // The status is the receiver's answer: a body then cut short (reset, or still
+        // trickling at the deadline) shortens the excerpt, it does not turn a 2xx into a
+        // failure that would be retried, and delivered twice.
+        let mut body = Vec::new();
+        let read = async {
             while body.len() < self.max_body {
                 match resp.chunk().await? {
                     Some(chunk) => body
@@ -292,18 +297,19 @@ impl Client {
                     None => break,
                 }
             }
-            Ok::<_, reqwest::Error>((status, retry_after, body))
+            Ok::<_, reqwest::Error>(())
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((status, retry_after, body))) => Ok(Response {
-                status,
-                retry_after,
-                body,
-                latency: start.elapsed(),
-            }),
-            Ok(Err(e)) => Err(fail(describe(&e))),
-            Err(_) => Err(fail(format!("timeout after {} ms", timeout.as_millis()))),
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(status, error = %describe(&e), "response body cut short"),
+            Err(_) => tracing::debug!(status, "response body still arriving at the deadline"),
         }
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+            latency: start.elapsed(),
+        })
     }
 }
 
@@ -376,5 +382,58 @@ mod tests {
         let d = parse_retry_after(&future).unwrap();
         assert!(d > Duration::from_secs(590) && d <= Duration::from_secs(600));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    /// A receiver that answers the status line and headers, then sends `sent` of the body and
+    /// either resets the connection or keeps it open past the client's deadline.
+    async fn half_answer(status: u16, sent: &'static [u8], reset: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = conn.read(&mut buf).await;
+            let head = format!("HTTP/1.1 {status} OK\r\ncontent-length: 10000\r\n\r\n");
+            conn.write_all(head.as_bytes()).await.unwrap();
+            conn.write_all(sent).await.unwrap();
+            conn.flush().await.unwrap();
+            if reset {
+                drop(conn);
+            } else {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        format!("http://{addr}/hook")
+    }
+
+    #[tokio::test]
+    async fn a_status_that_arrived_stands_when_the_body_is_cut_short() {
+        let loopback = vec!["127.0.0.0/8".parse().unwrap()];
+        let client =
+            Client::new(AddressPolicy::new(loopback), 4096, &Egress::default(), 4).unwrap();
+        let post = |url: String| {
+            let client = &client;
+            async move {
+                let timeout = Duration::from_millis(300);
+                client
+                    .post(&url, Default::default(), Bytes::from_static(b"{}"), timeout)
+                    .await
+            }
+        };
+        // Body still trickling at the deadline: the 200 counts, the excerpt is what came.
+        let r = post(half_answer(200, b"accepted", false).await)
+            .await
+            .expect("a 2xx whose body is late is still a response");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"accepted"[..]));
+        assert!(r.latency >= Duration::from_millis(300));
+        // Connection dropped mid-body.
+        let r = post(half_answer(503, b"busy", true).await).await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (503, &b"busy"[..]));
+        // No answer at all within the deadline is still a timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", silent.local_addr().unwrap());
+        let f = post(url).await.unwrap_err();
+        assert!(f.reason.starts_with("timeout"), "{}", f.reason);
     }
 }

@@ -38,6 +38,16 @@ pub use crate::config::Config;
 use crate::deliver::Decision;
 pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers, post_task};
 
+/// Tries of an endpoint lookup failing for another reason than a database outage before the
+/// task is handed back to the broker.
+const PERMANENT_ERROR_TRIES: u32 = 4;
+
+/// The parts of a task's follow-ups the broker has not confirmed yet.
+struct Pending {
+    messages: bool,
+    records: bool,
+}
+
 /// Shared handles of one dispatcher.
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
@@ -127,6 +137,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         })
     };
     herald_telemetry::ops::serve(&d.config.metrics_addr, ready, shutdown.clone()).await?;
+    // Toggles, deletes and secret changes drop the cached endpoint at once.
+    let endpoints = d.endpoints.clone();
+    let watch = d
+        .store
+        .watch_changes(shutdown.clone(), move |c| endpoints.apply(c));
     let (topo, delays) = (d.publisher.topology().clone(), d.delays.clone());
     tokio::spawn(herald_broker::sample_queue_depths(
         d.config.common.amqp_url.clone(),
@@ -158,6 +173,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
+    let _ = watch.await;
     publisher.close().await;
     tracing::info!("dispatcher stopped");
     Ok(())
@@ -297,15 +313,31 @@ impl Dispatcher {
         span.record("delivery_id", tracing::field::display(task.delivery_id));
         span.record("attempt", task.attempt);
         let mut backoff = Duration::from_millis(200);
+        let mut refused = 0;
         let decision = loop {
             match self.attempt(&task, delivery.redelivered, shutdown).await {
                 Ok(d) => break d,
-                Err(e) => {
+                // A database outage: hold the task (an outage must not burn its delivery limit).
+                Err(e) if e.is_unavailable() => {
                     tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot load endpoint, holding task");
-                    if !self.wait(&mut backoff, shutdown).await {
+                }
+                // Anything else (a secret sealed with a key this dispatcher lacks, a row it
+                // cannot read) may not pass by waiting: held, such tasks would fill the prefetch
+                // and stop every delivery. After a few tries the task goes back to the broker,
+                // where another dispatcher may manage it; past the queue's delivery limit it is
+                // dead-lettered and its delivery ends `failed` with the reason.
+                Err(e) => {
+                    refused += 1;
+                    if refused >= PERMANENT_ERROR_TRIES {
+                        ::metrics::counter!("herald_dispatcher_endpoint_errors_total").increment(1);
+                        tracing::error!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, error = %e, "cannot use endpoint, handing the task back to the broker");
                         return Settle::Requeue;
                     }
+                    tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot use endpoint, trying again");
                 }
+            }
+            if !self.wait(&mut backoff, shutdown).await {
+                return Settle::Requeue;
             }
         };
         if let Decision::Requeue = decision {
@@ -313,8 +345,27 @@ impl Dispatcher {
         }
         if let Decision::Publish(follow, done) = decision {
             let mut backoff = Duration::from_millis(200);
-            while let Err(e) = self.follow_up(&follow).await {
+            // Only the part not yet confirmed is published again: a retry task published twice
+            // would start a second retry chain for the same delivery.
+            let mut left = Pending {
+                messages: !follow.messages.is_empty(),
+                records: !follow.records.is_empty(),
+            };
+            loop {
+                let e = match self.follow_up(&follow, &mut left).await {
+                    Ok(()) => break,
+                    Err(e) => e,
+                };
                 tracing::warn!(delivery_id = %task.delivery_id, error = %e, "follow-up publish failed, holding task");
+                if let herald_broker::Error::Unroutable {
+                    exchange,
+                    routing_key,
+                } = &e
+                {
+                    // A delay queue deleted (or never declared) since this dispatcher last
+                    // declared it: declare it again before the next try.
+                    self.redeclare_delay(exchange, routing_key).await;
+                }
                 if !self.wait(&mut backoff, shutdown).await {
                     // Unacked: the task comes back and is attempted again (a duplicate at most).
                     return Settle::Hold;
@@ -327,13 +378,32 @@ impl Dispatcher {
         Settle::Ack
     }
 
-    /// Publishes a task's follow-ups: its own messages and its records (in a shared ledger
-    /// message) at the same time; Ok once the broker confirmed both.
-    async fn follow_up(&self, follow: &deliver::FollowUps) -> herald_broker::Result<()> {
-        let records = self
-            .records
-            .submit(follow.records.clone(), herald_telemetry::trace_headers());
-        let (messages, records) = tokio::join!(self.publisher.publish(&follow.messages), records);
+    /// Publishes what is `left` of a task's follow-ups: its own messages and its records (in a
+    /// shared ledger message) at the same time. Each part the broker confirmed is struck off
+    /// `left`; Ok once nothing is left.
+    async fn follow_up(
+        &self,
+        follow: &deliver::FollowUps,
+        left: &mut Pending,
+    ) -> herald_broker::Result<()> {
+        let messages = async {
+            match left.messages {
+                true => self.publisher.publish(&follow.messages).await,
+                false => Ok(()),
+            }
+        };
+        let records = async {
+            match left.records {
+                true => {
+                    let trace = herald_telemetry::trace_headers();
+                    self.records.submit(follow.records.clone(), trace).await
+                }
+                false => Ok(()),
+            }
+        };
+        let (messages, records) = tokio::join!(messages, records);
+        left.messages &= messages.is_err();
+        left.records &= records.is_err();
         messages.and(records)
     }
 

@@ -197,7 +197,8 @@ struct EndpointFields {
     secret: Option<String>,
     #[arg(long)]
     timeout_ms: Option<u32>,
-    /// Retry delays, e.g. "1m,5m,15m,1h,6h"; "default" resets.
+    /// Retry delays, e.g. "1m,5m,15m,1h,6h"; "none": one attempt, a failure is final;
+    /// "default" (update only) goes back to the server's schedule.
     #[arg(long)]
     retry_schedule: Option<String>,
     /// Custom header "Name: value" (repeat).
@@ -353,6 +354,9 @@ enum DeliveriesCmd {
         status: String,
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// Continue after this delivery id (a previous replay's last_delivery_id).
+        #[arg(long)]
+        after: Option<String>,
     },
 }
 
@@ -579,12 +583,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             as i32,
                         secret: f.secret,
                         timeout_ms: f.timeout_ms,
-                        retry_schedule_ms: f
-                            .retry_schedule
-                            .as_deref()
-                            .map(parse_schedule)
-                            .transpose()?
-                            .unwrap_or_default(),
+                        retry_schedule_ms: match f.retry_schedule.as_deref() {
+                            None | Some("none") => Vec::new(),
+                            Some(s) => parse_schedule(s)?,
+                        },
+                        no_retries: f.retry_schedule.as_deref() == Some("none"),
                         headers: parse_headers(&f.headers)?,
                         filter: f.filter,
                         rate_limit_per_second: f.rate_limit,
@@ -643,9 +646,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 } => {
                     let schedule = match f.retry_schedule.as_deref() {
                         None => None,
-                        Some("default") => Some(pb::DelayList { delays_ms: vec![] }),
+                        Some("default") => Some(pb::DelayList::default()),
+                        Some("none") => Some(pb::DelayList {
+                            delays_ms: vec![],
+                            no_retries: true,
+                        }),
                         Some(s) => Some(pb::DelayList {
                             delays_ms: parse_schedule(s)?,
+                            no_retries: false,
                         }),
                     };
                     let req = pb::UpdateEndpointRequest {
@@ -892,6 +900,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     until,
                     status,
                     limit,
+                    after,
                 } => {
                     let req = pb::ReplayEndpointRequest {
                         endpoint_id: endpoint,
@@ -899,6 +908,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         until: until.as_deref().map(crate::page::parse_time).transpose()?,
                         status: parse_status(&status)? as i32,
                         limit,
+                        after_delivery_id: after.unwrap_or_default(),
                     };
                     crate::page::replay(&mut c, &cli.api_key, j, req).await?;
                 }

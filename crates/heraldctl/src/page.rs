@@ -216,9 +216,16 @@ pub async fn replay(
     print(
         j,
         &[
-            json!({"queued": r.queued, "truncated": r.truncated, "last_created_at": output::time(&r.last_created_at)}),
+            json!({"queued": r.queued, "skipped": r.skipped, "truncated": r.truncated,
+                "last_delivery_id": r.last_delivery_id, "last_created_at": output::time(&r.last_created_at)}),
         ],
-        &["queued", "truncated", "last_created_at"],
+        &[
+            "queued",
+            "skipped",
+            "truncated",
+            "last_delivery_id",
+            "last_created_at",
+        ],
     );
     Ok(())
 }

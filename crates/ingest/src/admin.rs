@@ -15,7 +15,7 @@ impl pb::admin_server::Admin for AdminApi {
         &self,
         req: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        self.0.admin(&req)?;
+        self.0.admin(&req).await?;
         let r = req.into_inner();
         let name = validate::name("name", &r.name)?;
         let prefix = r
@@ -50,7 +50,7 @@ impl pb::admin_server::Admin for AdminApi {
         &self,
         req: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        self.0.admin(&req)?;
+        self.0.admin(&req).await?;
         let id = parse_id("id", &req.get_ref().id)?;
         let t = self
             .0
@@ -65,7 +65,7 @@ impl pb::admin_server::Admin for AdminApi {
         &self,
         req: Request<pb::UpdateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        self.0.admin(&req)?;
+        self.0.admin(&req).await?;
         let r = req.into_inner();
         let id = parse_id("id", &r.id)?;
         let changes = TenantChanges {
@@ -112,7 +112,7 @@ impl pb::admin_server::Admin for AdminApi {
         &self,
         req: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        self.0.admin(&req)?;
+        self.0.admin(&req).await?;
         let r = req.into_inner();
         let tenant_id = parse_id("tenant_id", &r.tenant_id)?;
         let name = if r.name.trim().is_empty() {
@@ -138,7 +138,7 @@ impl pb::admin_server::Admin for AdminApi {
         &self,
         req: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        self.0.admin(&req)?;
+        self.0.admin(&req).await?;
         let id = parse_id("key_id", &req.get_ref().key_id)?;
         self.0
             .store

@@ -25,8 +25,9 @@ impl Ingest {
         }
     }
 
-    /// Checks the operator token.
-    pub fn admin<T>(&self, req: &Request<T>) -> Result<()> {
+    /// Checks the operator token: a tenant's API key is recognised and refused
+    /// (`PERMISSION_DENIED`), any other wrong token is `UNAUTHENTICATED`.
+    pub async fn admin<T>(&self, req: &Request<T>) -> Result<()> {
         let Some(expected) = self.config.admin_token.as_deref() else {
             return Err(Error::PermissionDenied(
                 "the Admin service is disabled: set HERALD_ADMIN_TOKEN",
@@ -44,9 +45,15 @@ impl Ingest {
                 .fold(0u8, |a, (x, y)| a | (x ^ y))
                 == 0;
         if same {
-            Ok(())
-        } else {
-            Err(Error::PermissionDenied("operator token required"))
+            return Ok(());
+        }
+        match self.keys.check(authorization(req)).await? {
+            KeyCheck::Tenant(_) => Err(Error::PermissionDenied(
+                "operator token required: a tenant API key cannot use the Admin service",
+            )),
+            KeyCheck::Missing | KeyCheck::Invalid => {
+                Err(Error::Unauthenticated("invalid operator token"))
+            }
         }
     }
 }

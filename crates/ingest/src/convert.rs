@@ -83,6 +83,7 @@ pub fn endpoint(e: &herald_store::Endpoint) -> pb::Endpoint {
         disabled_at: e.disabled_at.map(ts),
         stats: None,
         consecutive_failures: e.consecutive_failures,
+        no_retries: e.retry_schedule_ms.as_ref().is_some_and(|d| d.is_empty()),
     }
 }
 

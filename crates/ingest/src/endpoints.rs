@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use herald_core::filter::Filter;
 use herald_core::matching::validate_event_type;
-use herald_core::signing::Secret;
+use herald_core::signing::{Scheme, Secret};
 use herald_core::wire::{
     AttemptRecord, DeliveryKey, DeliveryRef, DeliveryStatus, DeliveryTask, EventRecord,
     LedgerBatch, Record, Trigger, VERSION, body_excerpt,
@@ -68,11 +68,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
                 r.timeout_ms
                     .unwrap_or(s.config.default_timeout.as_millis().min(u32::MAX as u128) as u32),
             )?,
-            retry_schedule_ms: if r.retry_schedule_ms.is_empty() {
-                None
-            } else {
-                Some(validate::retry_schedule(&r.retry_schedule_ms)?)
-            },
+            retry_schedule_ms: validate::retry_choice(&r.retry_schedule_ms, r.no_retries)?,
             headers: validate::headers(&headers, &tenant_row.header_prefix)?,
             filter: validate::filter(r.filter.as_deref().unwrap_or_default())?,
             rate_limit_per_second: validate::rate_limit(r.rate_limit_per_second.unwrap_or(0))?,
@@ -201,13 +197,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             timeout_ms: r.timeout_ms.map(validate::timeout_ms).transpose()?,
             retry_schedule_ms: r
                 .retry_schedule
-                .map(|d| {
-                    if d.delays_ms.is_empty() {
-                        Ok(None)
-                    } else {
-                        validate::retry_schedule(&d.delays_ms).map(Some)
-                    }
-                })
+                .map(|d| validate::retry_choice(&d.delays_ms, d.no_retries))
                 .transpose()?,
             headers: r
                 .headers
@@ -282,6 +272,18 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .into());
         }
         let current = s.store.get_endpoint(tenant, id).await.map_err(store_err)?;
+        // `sha256=<hex>` has room for one signature: a hex endpoint has no overlap, so the new
+        // secret takes over at once, and asking for a grace period is an error, not a no-op.
+        let grace = match (current.scheme, r.grace_period_seconds) {
+            (Scheme::Hex, Some(g)) if g > 0 => {
+                return Err(Error::InvalidArgument(
+                    "grace_period_seconds: the hex scheme carries one signature, so its secret cannot overlap; rotate with 0 (or no grace period) and switch the receiver at the same time".into(),
+                )
+                .into());
+            }
+            (Scheme::Hex, _) => 0,
+            _ => grace,
+        };
         let secret = match r.secret.as_deref() {
             Some(v) => Secret::parse(v, current.scheme)
                 .map_err(|e| Error::InvalidArgument(format!("secret: {e}")))?,
@@ -388,6 +390,7 @@ impl Ingest {
             endpoint_id: endpoint.id,
             event_type: event.event_type,
             attempt: 1,
+            tiers: None,
             trigger: Trigger::Test,
             created_at: now,
             payload: event.payload,
@@ -506,6 +509,9 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
     ) -> Result<Response<pb::ListEventTypesResponse>, Status> {
         let tenant = self.0.tenant(&req).await?;
         let r = req.get_ref();
+        if let Some(g) = &r.group {
+            validate::no_nul("group", g)?;
+        }
         let rows = self
             .0
             .store

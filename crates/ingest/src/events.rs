@@ -78,17 +78,21 @@ impl Ingest {
         // repeated within the call gets what its first occurrence got if that is an event
         // already accepted, else it is refused like a concurrent publish with that key.
         let mut seen = std::collections::HashMap::new();
-        let earlier: Vec<Option<usize>> = input
+        let earlier: Vec<Option<(usize, bool)>> = input
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
                 Ok(validate::Event {
                     idempotency_key: Some(key),
+                    fingerprint,
                     ..
                 }) => match seen.entry(key.as_str()) {
-                    std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let (at, first_fp) = *first.get();
+                        Some((at, first_fp == fingerprint))
+                    }
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(i);
+                        v.insert((i, fingerprint));
                         None
                     }
                 },
@@ -100,8 +104,13 @@ impl Ingest {
                 match item {
                     Ok(validate::Event {
                         idempotency_key: Some(key),
+                        fingerprint,
                         ..
-                    }) if earlier.is_none() => Some(self.idempotency.reserve(tenant, key).await),
+                    }) if earlier.is_none() => Some(
+                        self.idempotency
+                            .reserve(tenant, key, fingerprint.as_deref().unwrap_or_default())
+                            .await,
+                    ),
                     _ => None,
                 }
             },
@@ -111,7 +120,12 @@ impl Ingest {
         for ((item, earlier), reservation) in input.into_iter().zip(earlier).zip(reservations) {
             let slot = match (item, reservation) {
                 (Err(e), _) => Slot::Done(Err(e)),
-                (Ok(_), None) if earlier.is_some() => match earlier.map(|i| &slots[i]) {
+                (Ok(event), None) if earlier.is_some_and(|(_, same)| !same) => {
+                    Slot::Done(Err(crate::idempotency::reused(
+                        event.idempotency_key.as_deref().unwrap_or_default(),
+                    )))
+                }
+                (Ok(_), None) if earlier.is_some() => match earlier.map(|(i, _)| &slots[i]) {
                     Some(Slot::Done(Ok(accepted))) if accepted.duplicate => {
                         Slot::Done(Ok(accepted.clone()))
                     }
@@ -254,7 +268,8 @@ impl Ingest {
                     match handed_off {
                         Ok(()) => {
                             if let Some(key) = &event.idempotency_key {
-                                self.idempotency.complete(tenant, key, event_id, n).await;
+                                let fp = event.fingerprint.as_deref().unwrap_or_default();
+                                self.idempotency.complete(tenant, key, fp, event_id, n).await;
                             }
                             tracing::debug!(%event_id, event_type = %event.event_type, deliveries = n, "event accepted");
                             Ok(pb::PublishResponse {
@@ -266,7 +281,8 @@ impl Ingest {
                         Err(e) => {
                             // Some of it may be in the broker: a retry resumes this event id.
                             if let Some(key) = &event.idempotency_key {
-                                self.idempotency.interrupted(tenant, key, event_id).await;
+                                let fp = event.fingerprint.as_deref().unwrap_or_default();
+                                self.idempotency.interrupted(tenant, key, fp, event_id).await;
                             }
                             Err(clone_broker_err(e))
                         }

@@ -11,6 +11,13 @@
 //! the same delivery ids, so whatever the first try got through (delivery tasks, the event
 //! record) and what the retry sends are one event in the ledger and one delivery id per
 //! endpoint for receivers, never a second event.
+//!
+//! Both forms also hold a fingerprint of what was published (SHA-256 of the event type and the
+//! payload): a key reused for a different event is refused (`INVALID_ARGUMENT`) instead of
+//! being answered with the first event, which would drop the second one without a word, or
+//! resumed under the first event's ids, which would deliver a body the ledger never recorded.
+//! Values written before fingerprints existed (`<id> <n>`, `pending <id> <deadline>`) are
+//! read as matching anything.
 
 use std::time::Duration;
 
@@ -23,18 +30,19 @@ const PENDING: &str = "pending";
 
 /// Reserve a key: fresh, resume a pending reservation past its deadline, or report what holds
 /// it. KEYS[1] key; ARGV[1] candidate event id; ARGV[2] now (ms); ARGV[3] deadline (ms);
-/// ARGV[4] key TTL (ms). Returns {outcome, value}.
+/// ARGV[4] key TTL (ms); ARGV[5] fingerprint. Returns {outcome, value}.
 const RESERVE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then
-  redis.call('SET', KEYS[1], 'pending ' .. ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[4])
+  redis.call('SET', KEYS[1], 'pending ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[5], 'PX', ARGV[4])
   return {'fresh', ARGV[1]}
 end
 if cur == 'pending' then return {'busy', ''} end
-local id, deadline = string.match(cur, '^pending (%S+) (%d+)$')
+local id, deadline, fp = string.match(cur, '^pending (%S+) (%d+) ?(%S*)$')
 if id then
+  if fp ~= '' and fp ~= ARGV[5] then return {'mismatch', ''} end
   if tonumber(deadline) <= tonumber(ARGV[2]) then
-    redis.call('SET', KEYS[1], 'pending ' .. id .. ' ' .. ARGV[3], 'PX', ARGV[4])
+    redis.call('SET', KEYS[1], 'pending ' .. id .. ' ' .. ARGV[3] .. ' ' .. ARGV[5], 'PX', ARGV[4])
     return {'resume', id}
   end
   return {'busy', ''}
@@ -60,6 +68,25 @@ pub enum Reservation {
     Publish { event_id: Uuid },
     /// An event was already accepted with this key.
     Duplicate { event_id: Uuid, deliveries: u32 },
+}
+
+/// What a key stands for: SHA-256 of the event type and the payload (length-prefixed, so no
+/// two pairs collide by concatenation), 32 hex digits.
+pub fn fingerprint(event_type: &str, payload: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update((event_type.len() as u64).to_be_bytes())
+        .chain_update(event_type.as_bytes())
+        .chain_update(payload)
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The error for a key reused with a different event.
+pub fn reused(key: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "idempotency_key {key:?} was already used for an event with a different event type or payload; use a new key for a new event"
+    ))
 }
 
 impl Idempotency {
@@ -91,7 +118,8 @@ impl Idempotency {
             .is_ok()
     }
 
-    pub async fn reserve(&self, tenant: Uuid, key: &str) -> Result<Reservation> {
+    /// `fingerprint` is [`fingerprint`] of the event being published with `key`.
+    pub async fn reserve(&self, tenant: Uuid, key: &str, fingerprint: &str) -> Result<Reservation> {
         let mut conn = self.redis.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let deadline = now + self.pending_ttl.as_millis().max(1) as i64;
@@ -102,6 +130,7 @@ impl Idempotency {
             .arg(now)
             .arg(deadline)
             .arg(self.ttl.as_millis().max(1) as u64)
+            .arg(fingerprint)
             .invoke_async(&mut conn)
             .await?;
         match outcome.as_str() {
@@ -118,15 +147,23 @@ impl Idempotency {
             "busy" => Err(Error::Aborted(
                 "an event with this idempotency key is being published; retry shortly".into(),
             )),
-            _ => parse(&value),
+            "mismatch" => Err(reused(key)),
+            _ => parse(&value, key, fingerprint),
         }
     }
 
-    pub async fn complete(&self, tenant: Uuid, key: &str, event_id: Uuid, deliveries: u32) {
+    pub async fn complete(
+        &self,
+        tenant: Uuid,
+        key: &str,
+        fingerprint: &str,
+        event_id: Uuid,
+        deliveries: u32,
+    ) {
         let mut conn = self.redis.clone();
         let r: redis::RedisResult<()> = redis::cmd("SET")
             .arg(self.key(tenant, key))
-            .arg(format!("{event_id} {deliveries}"))
+            .arg(format!("{event_id} {deliveries} {fingerprint}"))
             .arg("PX")
             .arg(self.ttl.as_millis() as u64)
             .query_async(&mut conn)
@@ -138,11 +175,11 @@ impl Idempotency {
 
     /// The hand-off failed part-way (or may have): the next publish with the key resumes this
     /// event id at once instead of waiting for the deadline.
-    pub async fn interrupted(&self, tenant: Uuid, key: &str, event_id: Uuid) {
+    pub async fn interrupted(&self, tenant: Uuid, key: &str, fingerprint: &str, event_id: Uuid) {
         let mut conn = self.redis.clone();
         let r: redis::RedisResult<()> = redis::cmd("SET")
             .arg(self.key(tenant, key))
-            .arg(format!("{PENDING} {event_id} 0"))
+            .arg(format!("{PENDING} {event_id} 0 {fingerprint}"))
             .arg("PX")
             .arg(self.ttl.as_millis().max(1) as u64)
             .query_async(&mut conn)
@@ -165,11 +202,14 @@ impl Idempotency {
     }
 }
 
-fn parse(value: &str) -> Result<Reservation> {
+/// Reads an accepted key's value, `<event id> <deliveries> [<fingerprint>]`.
+fn parse(value: &str, key: &str, fingerprint: &str) -> Result<Reservation> {
     let mut parts = value.split(' ');
     let event_id = parts.next().and_then(|p| Uuid::parse_str(p).ok());
     let deliveries = parts.next().and_then(|p| p.parse().ok());
+    let stored = parts.next().filter(|p| !p.is_empty());
     match (event_id, deliveries) {
+        (Some(_), Some(_)) if stored.is_some_and(|f| f != fingerprint) => Err(reused(key)),
         (Some(event_id), Some(deliveries)) => Ok(Reservation::Duplicate {
             event_id,
             deliveries,
@@ -177,5 +217,49 @@ fn parse(value: &str) -> Result<Reservation> {
         _ => Err(Error::Internal(format!(
             "unreadable idempotency record {value:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_events_apart() {
+        let a = fingerprint("a.b", b"{}");
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, fingerprint("a.b", b"{}"));
+        assert_ne!(a, fingerprint("a.b", b"{ }"));
+        assert_ne!(a, fingerprint("a.c", b"{}"));
+        // The type is length-prefixed: moving bytes between type and payload changes it.
+        assert_ne!(fingerprint("a.b{", b"}"), fingerprint("a.b", b"{}"));
+    }
+
+    #[test]
+    fn an_accepted_key_answers_only_its_own_event() {
+        let id = Uuid::now_v7();
+        let fp = fingerprint("a.b", b"{}");
+        let value = format!("{id} 3 {fp}");
+        match parse(&value, "k", &fp) {
+            Ok(Reservation::Duplicate {
+                event_id,
+                deliveries,
+            }) => assert_eq!((event_id, deliveries), (id, 3)),
+            _ => panic!("expected the first event back"),
+        }
+        let other = fingerprint("a.b", b"{\"n\":1}");
+        match parse(&value, "k", &other) {
+            Err(Error::InvalidArgument(msg)) => assert!(msg.contains("different"), "{msg}"),
+            _ => panic!("expected a reused key to be refused"),
+        }
+        // Written before fingerprints: matches anything.
+        assert!(matches!(
+            parse(&format!("{id} 3"), "k", &other),
+            Ok(Reservation::Duplicate { .. })
+        ));
+        assert!(matches!(
+            parse("garbage", "k", &fp),
+            Err(Error::Internal(_))
+        ));
     }
 }

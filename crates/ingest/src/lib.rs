@@ -105,6 +105,11 @@ pub async fn run(
         publisher: publisher.clone(),
         config: Arc::new(config),
     };
+    // Endpoint and tenant changes made through other instances (or by an operator in SQL).
+    let subscriptions = state.subscriptions.clone();
+    let watch = state
+        .store
+        .watch_changes(shutdown.clone(), move |c| subscriptions.apply(c));
 
     let ready: herald_telemetry::ops::Readiness = {
         let s = state.clone();
@@ -129,6 +134,9 @@ pub async fn run(
         .set_serving::<EndpointsServer<endpoints::EndpointsApi>>()
         .await;
     health.set_serving::<AdminServer<admin::AdminApi>>().await;
+    health
+        .set_serving::<EventTypesServer<endpoints::EventTypesApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -154,6 +162,7 @@ pub async fn run(
         )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await?;
+    let _ = watch.await;
     publisher.close().await;
     tracing::info!("ingest stopped");
     Ok(())

@@ -3,8 +3,10 @@
 //! tenant's event-type policy (reject unknown types, and the live types it knows).
 //!
 //! Changes made through this instance invalidate the tenant's entry at once; changes made
-//! through another instance apply within `HERALD_SUBSCRIPTION_CACHE_TTL`. A load that raced
-//! with an invalidation is used once but not cached, so a stale index never outlives its TTL.
+//! through another instance arrive as Postgres change notices ([`herald_store::Change`]) and
+//! invalidate it as soon, with `HERALD_SUBSCRIPTION_CACHE_TTL` as the bound when a notice is
+//! lost. A load that raced with an invalidation is used once but not cached, so a stale index
+//! never outlives its TTL.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +57,18 @@ impl Subscriptions {
                 .insert(tenant, (Instant::now(), index.clone()));
         }
         Ok(index)
+    }
+
+    /// Drops what a change notice makes stale.
+    pub fn apply(&self, change: herald_store::Change) {
+        use herald_store::Change;
+        match change {
+            Change::Tenant(tenant) | Change::Endpoint { tenant, .. } => self.invalidate(tenant),
+            Change::Unknown => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                self.entries.lock().expect("subscriptions lock").clear();
+            }
+        }
     }
 
     pub fn invalidate(&self, tenant: Uuid) {

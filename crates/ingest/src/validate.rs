@@ -82,10 +82,20 @@ pub fn url(raw: &str, require_https: bool, policy: &AddressPolicy) -> Result<Str
     Ok(normalized)
 }
 
+/// PostgreSQL text cannot hold NUL: refuse it here, with the field's name, rather than let the
+/// write fail as an internal error.
+pub fn no_nul(field: &str, s: &str) -> Result<()> {
+    if s.contains('\0') {
+        return Err(bad(format!("{field} must not contain NUL characters")));
+    }
+    Ok(())
+}
+
 pub fn description(d: &str) -> Result<String> {
     if d.chars().count() > 1024 {
         return Err(bad("description is longer than 1024 characters"));
     }
+    no_nul("description", d)?;
     Ok(d.to_owned())
 }
 
@@ -109,7 +119,21 @@ pub fn filter(text: &str) -> Result<Option<serde_json::Value>> {
     let doc: serde_json::Value =
         serde_json::from_str(text).map_err(|e| bad(format!("filter is not valid JSON: {e}")))?;
     herald_core::filter::Filter::parse(&doc).map_err(|e| bad(e.to_string()))?;
+    // Stored as jsonb, which refuses \u0000 in strings and keys.
+    if has_nul(&doc) {
+        return Err(bad("filter must not contain NUL characters (\\u0000)"));
+    }
     Ok(Some(doc))
+}
+
+/// True when a string or key of `v` holds NUL (which jsonb refuses).
+pub(crate) fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 pub fn rate_limit(n: u32) -> Result<u32> {
@@ -126,6 +150,7 @@ pub fn group(g: &str) -> Result<String> {
     if g.chars().count() > 128 {
         return Err(bad("group is longer than 128 characters"));
     }
+    no_nul("group", g)?;
     Ok(g.trim().to_owned())
 }
 
@@ -152,6 +177,19 @@ pub fn timeout_ms(ms: u32) -> Result<u32> {
 pub fn retry_schedule(ms: &[u32]) -> Result<Vec<u32>> {
     RetrySchedule::from_millis(ms).map_err(|e| bad(format!("retry_schedule_ms: {e}")))?;
     Ok(ms.to_vec())
+}
+
+/// An endpoint's retry policy as stored: `None` the server default, an empty list no retries,
+/// else these delays.
+pub fn retry_choice(ms: &[u32], no_retries: bool) -> Result<Option<Vec<u32>>> {
+    match (ms.is_empty(), no_retries) {
+        (true, false) => Ok(None),
+        (true, true) => Ok(Some(Vec::new())),
+        (false, true) => Err(bad(
+            "no_retries is set and retry_schedule_ms is not empty: choose one",
+        )),
+        (false, false) => retry_schedule(ms).map(Some),
+    }
 }
 
 /// Header names Herald sets itself and a custom header may not override.
@@ -232,6 +270,7 @@ pub fn name(field: &str, n: &str) -> Result<String> {
     if n.is_empty() || n.chars().count() > 256 {
         return Err(bad(format!("{field} must be 1 to 256 characters")));
     }
+    no_nul(field, n)?;
     Ok(n.to_owned())
 }
 
@@ -242,6 +281,8 @@ pub struct Event {
     /// Exactly the bytes the publisher sent.
     pub payload: Vec<u8>,
     pub idempotency_key: Option<String>,
+    /// [`crate::idempotency::fingerprint`] of the event, when it has an idempotency key.
+    pub fingerprint: Option<String>,
     pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -293,6 +334,9 @@ pub fn event(
         ),
     };
     Ok(Event {
+        fingerprint: idempotency_key
+            .as_ref()
+            .map(|_| crate::idempotency::fingerprint(event_type, payload)),
         event_type: event_type.to_owned(),
         payload: payload.to_vec(),
         idempotency_key,

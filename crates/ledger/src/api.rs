@@ -52,15 +52,12 @@ fn parse_id(field: &str, v: &str) -> Result<Uuid, Status> {
 }
 
 fn db_err(e: sqlx::Error) -> Status {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            Status::unavailable("ledger database unavailable, retry later")
-        }
-        e => {
-            tracing::error!(error = %e, "ledger query failed");
-            Status::internal("internal error")
-        }
+    if herald_store::unavailable(&e) {
+        tracing::warn!(error = %e, "ledger database unavailable");
+        return Status::unavailable("ledger database unavailable, retry later");
     }
+    tracing::error!(error = %e, "ledger query failed");
+    Status::internal("internal error")
 }
 
 #[derive(sqlx::FromRow)]
@@ -219,6 +216,11 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
                 .push_bind(status);
         }
         if let Some(event_type) = r.event_type.as_deref() {
+            if event_type.contains('\0') {
+                return Err(Status::invalid_argument(
+                    "event_type must not contain NUL characters",
+                ));
+            }
             q.push(" AND event_type = ").push_bind(event_type);
         }
         if let Some(before) = before {
@@ -379,11 +381,16 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             )));
         }
         let limit = if r.limit == 0 { MAX_REPLAY } else { r.limit };
+        let after = match r.after_delivery_id.trim() {
+            "" => None,
+            id => Some(parse_id("after_delivery_id", id)?),
+        };
         self.check_endpoint(tenant, endpoint).await?;
         let rows: Vec<ReplayRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{REPLAY_SELECT}
              WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND d.{} = $3 AND NOT d.test
                AND ($4::uuid IS NULL OR d.id >= $4) AND ($5::uuid IS NULL OR d.id < $5)
+               AND ($7::uuid IS NULL OR d.id > $7)
              ORDER BY d.id LIMIT $6",
             status_column(status)
         )))
@@ -393,31 +400,49 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         .bind(since.map(first_id_at))
         .bind(until.map(first_id_at))
         .bind(i64::from(limit) + 1)
+        .bind(after)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
         let truncated = rows.len() as u64 > u64::from(limit);
         let rows: Vec<ReplayRow> = rows.into_iter().take(limit as usize).collect();
         let last_created_at = rows.last().map(|r| ts(r.created_at));
+        let last_delivery_id = rows.last().map(|r| r.id.to_string()).unwrap_or_default();
+        // A delivery whose event payload retention removed cannot be sent again: skipped and
+        // counted, so one old delivery does not block the replay of the rest.
+        let (sendable, purged): (Vec<ReplayRow>, Vec<ReplayRow>) =
+            rows.into_iter().partition(|r| r.payload.is_some());
+        let skipped = purged.len() as u32;
         let mut queued = 0u32;
-        let messages = rows
-            .into_iter()
-            .map(|r| self.manual_task(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        for chunk in messages.chunks(REPLAY_CHUNK) {
+        let mut ids = Vec::with_capacity(sendable.len());
+        let mut messages = Vec::with_capacity(sendable.len());
+        for r in sendable {
+            ids.push(r.id);
+            messages.push(self.manual_task(r)?);
+        }
+        for (chunk, chunk_ids) in messages.chunks(REPLAY_CHUNK).zip(ids.chunks(REPLAY_CHUNK)) {
             self.publisher.publish(chunk).await.map_err(|e| {
                 tracing::warn!(error = %e, queued, "replay: broker unavailable");
+                let resume = match queued {
+                    0 => "retry".to_owned(),
+                    _ => format!(
+                        "retry with after_delivery_id {}",
+                        ids[queued as usize - 1]
+                    ),
+                };
                 Status::unavailable(format!(
-                    "the message broker became unavailable after {queued} deliveries were queued; retry with since moved on"
+                    "the message broker became unavailable after {queued} deliveries were queued; {resume}"
                 ))
             })?;
-            queued += chunk.len() as u32;
+            queued += chunk_ids.len() as u32;
         }
         tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint, queued, truncated, "replay queued");
         Ok(Response::new(pb::ReplayEndpointResponse {
             queued,
             truncated,
             last_created_at,
+            last_delivery_id,
+            skipped,
         }))
     }
 }
@@ -490,6 +515,7 @@ impl DeliveriesApi {
             endpoint_id: r.endpoint_id,
             event_type: r.event_type,
             attempt: r.attempt_count.max(0) as u32 + 1,
+            tiers: None,
             trigger: Trigger::Manual,
             created_at: r.created_at,
             payload: payload.into_bytes(),

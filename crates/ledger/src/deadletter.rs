@@ -91,14 +91,25 @@ impl DeadLetter {
         } else {
             (None, None)
         };
+        // Everything here is text from the message (a decode error quotes the bad value):
+        // Postgres refuses NUL in text and jsonb, and one such letter must not wedge the
+        // consumer.
+        let clean = |mut s: String| {
+            storable(&mut s);
+            s
+        };
+        let headers = headers
+            .into_iter()
+            .map(|(k, v)| (clean(k), clean(v)))
+            .collect();
         DeadLetter {
-            queue,
-            reason,
+            queue: clean(queue),
+            reason: clean(reason),
             died_at: last.map_or(0, |death| death.time),
+            error: error.map(clean),
             headers,
             body: d.body.to_vec(),
             task,
-            error,
         }
     }
 
@@ -220,6 +231,7 @@ mod tests {
             endpoint_id: Uuid::now_v7(),
             event_type: "order.created".into(),
             attempt: 2,
+            tiers: None,
             trigger: Trigger::Scheduled,
             created_at: chrono::Utc::now(),
             payload: br#"{"id":1}"#.to_vec(),
@@ -281,5 +293,36 @@ mod tests {
             ("ledger", "rejected", 0)
         );
         assert!(letter.task.is_none());
+    }
+
+    #[test]
+    fn text_postgres_would_refuse_is_made_storable() {
+        let topology = Topology::new("h", QueueType::Quorum);
+        // A task whose trigger is a NUL: serde's error quotes the unknown variant as it is.
+        let body = String::from_utf8(task().encode())
+            .unwrap()
+            .replace(r#""trigger":"scheduled""#, r#""trigger":"\u0000""#);
+        assert!(body.contains(r#""trigger":"\u0000""#));
+        let d = Delivery {
+            tag: 1,
+            redelivered: false,
+            body: body.into_bytes().into(),
+            headers: vec![
+                ("x-first-death-queue".into(), topology.work_queue()),
+                ("x-first-death-reason".into(), "rejected".into()),
+                ("x-custom\0".into(), "a\0b".into()),
+            ],
+            last_death: None,
+        };
+        let letter = DeadLetter::from_delivery(&topology, &d);
+        assert!(letter.task.is_none());
+        let error = letter.error.as_deref().expect("the decode error is kept");
+        assert!(!error.contains('\0'), "{error:?}");
+        assert!(
+            letter
+                .headers
+                .iter()
+                .all(|(k, v)| !k.contains('\0') && !v.contains('\0'))
+        );
     }
 }

@@ -85,6 +85,14 @@ struct Row {
     failed_attempts: i32,
 }
 
+/// An enabled endpoint as subscription matching sees it.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub event_types: Vec<String>,
+    pub filter: Option<serde_json::Value>,
+}
+
 impl Row {
     /// The endpoint, its secrets opened with `keys`.
     fn open(self, keys: &Keyring) -> Result<Endpoint> {
@@ -97,8 +105,10 @@ impl Row {
             },
             row_id,
         )?;
+        // An expired previous secret is never used: it is not opened either, so retiring the
+        // key that sealed it cannot break the endpoint.
         let previous_secret = match (r.previous_secret, r.previous_secret_expires_at) {
-            (Some(text), Some(at)) => Some((
+            (Some(text), Some(at)) if at > Utc::now() => Some((
                 keys.open(
                     &Sealed {
                         key_id: r.previous_secret_key_id,
@@ -310,15 +320,29 @@ impl Store {
     }
 
     /// Every endpoint of a tenant (for the subscription index).
-    pub async fn tenant_endpoints(&self, tenant_id: Uuid) -> Result<Vec<Endpoint>> {
-        let sql = format!("{SELECT} WHERE e.tenant_id = $1 ORDER BY e.id");
-        sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?
+    /// What subscription matching needs of a tenant's enabled endpoints: id, patterns and
+    /// filter. No secret is read, so one secret this instance cannot open (sealed with a key
+    /// it lacks) does not stop the tenant's publishes.
+    pub async fn tenant_subscriptions(&self, tenant_id: Uuid) -> Result<Vec<Subscription>> {
+        let rows: Vec<(
+            Uuid,
+            Vec<String>,
+            Option<sqlx::types::Json<serde_json::Value>>,
+        )> = sqlx::query_as(
+            "SELECT id, event_types, filter FROM endpoints
+                 WHERE tenant_id = $1 AND enabled ORDER BY id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
             .into_iter()
-            .map(|r| r.open(&self.keys))
-            .collect()
+            .map(|(id, event_types, filter)| Subscription {
+                id,
+                event_types,
+                filter: filter.map(|f| f.0),
+            })
+            .collect())
     }
 
     pub async fn update_endpoint(
@@ -339,6 +363,12 @@ impl Store {
                 signing_scheme = COALESCE($7, signing_scheme),
                 secret = COALESCE($8, secret),
                 secret_key_id = CASE WHEN $8 IS NULL THEN secret_key_id ELSE $16 END,
+                -- A replaced secret takes effect at once: no earlier secret keeps signing
+                -- (it may be the one being replaced because it leaked).
+                previous_secret = CASE WHEN $8 IS NULL THEN previous_secret END,
+                previous_secret_key_id = CASE WHEN $8 IS NULL THEN previous_secret_key_id END,
+                previous_secret_expires_at =
+                    CASE WHEN $8 IS NULL THEN previous_secret_expires_at END,
                 timeout_ms = COALESCE($9, timeout_ms),
                 retry_schedule_ms = CASE WHEN $10 THEN NULL ELSE COALESCE($11, retry_schedule_ms) END,
                 headers = COALESCE($12, headers),

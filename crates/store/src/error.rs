@@ -25,11 +25,45 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// True when the database could not be reached (as opposed to a query problem).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Error::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            )
-        )
+        matches!(self, Error::Database(e) if unavailable(e))
+    }
+}
+
+/// True when `e` says the database is unreachable, restarting, overloaded or read-only (a
+/// failover), so the caller should retry later (`UNAVAILABLE`), rather than that the query is
+/// wrong. A restart shows on live connections as a server error, not an I/O error: SQLSTATE
+/// class 08 (connection exception), 53 (insufficient resources), 57P01–57P03 (shutdown,
+/// cannot connect now), 25006 (read-only transaction on a standby), 40001/40P01 (serialization
+/// failure, deadlock: retrying succeeds).
+pub fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01"
+                )
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_databases_are_told_apart_from_bad_queries() {
+        assert!(unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(unavailable(&sqlx::Error::Protocol("eof".into())));
+        assert!(!unavailable(&sqlx::Error::RowNotFound));
+        assert!(!unavailable(&sqlx::Error::ColumnNotFound("x".into())));
     }
 }

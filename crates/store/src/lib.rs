@@ -5,6 +5,7 @@
 //! Every query is scoped by tenant where a tenant owns the row, so one tenant's key can never
 //! read or change another's data: a foreign id is indistinguishable from a missing one.
 
+mod changes;
 mod endpoints;
 mod error;
 mod event_types;
@@ -21,10 +22,12 @@ use herald_core::secretbox::Keyring;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use changes::{CHANNEL as CHANGES_CHANNEL, Change};
 pub use endpoints::{
     Endpoint, EndpointChanges, EndpointStats, FailurePolicy, NewEndpoint, Outcome, Streak,
+    Subscription,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, unavailable};
 pub use event_types::{EventType, EventTypeChanges};
 pub use keys::{KeyCache, KeyCheck, bearer};
 pub use secrets::{ReencryptReport, SecretKeyCount};

@@ -29,7 +29,7 @@ impl SubscriptionIndex {
     /// Loads a tenant's index (three queries).
     pub async fn load(store: &Store, tenant: Uuid) -> Result<Self> {
         let tenant_row = store.get_tenant(tenant).await?;
-        let rows = store.tenant_endpoints(tenant).await?;
+        let rows = store.tenant_subscriptions(tenant).await?;
         let known = if tenant_row.reject_unknown_event_types {
             store
                 .list_event_types(tenant, false, None)
@@ -42,7 +42,7 @@ impl SubscriptionIndex {
         };
         let mut endpoints = Vec::new();
         let mut patterns = Vec::new();
-        for e in rows.into_iter().filter(|e| e.enabled) {
+        for e in rows {
             // Stored patterns and filters were validated at write time; one that no longer
             // parses (after a stricter release) matches nothing rather than everything.
             let Ok(p) = parse_patterns(&e.event_types) else {
