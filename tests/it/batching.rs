@@ -32,6 +32,7 @@ fn abandoned(reason: &str) -> Record {
         },
         at: Utc::now(),
         reason: reason.into(),
+        attempts_before: 0,
     })
 }
 
@@ -493,5 +494,79 @@ async fn a_pending_delivery_that_succeeds_is_updated_in_place() {
         (vec!["failed".to_owned(), "retrying".to_owned()], 3)
     );
     writer.close().await;
+    h.stop().await;
+}
+
+/// An abandonment (endpoint deleted or disabled before attempt 3) is final whatever order the
+/// records arrive in: the earlier attempts' records, applied after it, do not bring the
+/// delivery back to `retrying`; only a success would outrank it.
+#[tokio::test]
+async fn an_abandoned_delivery_stays_failed_when_earlier_records_arrive_late() {
+    let h = Herald::start(Options {
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (event, tasks) = EventRecord::fan_out(
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        "batching.abandoned",
+        br#"{"n":1}"#,
+        Utc::now(),
+        None,
+        &[Uuid::now_v7()],
+    );
+    let key = DeliveryKey::of(&tasks[0]);
+    let mut first = Batch::default();
+    first.push(Record::Event(event));
+    first.push(Record::Attempt(attempt(
+        &key,
+        Trigger::Scheduled,
+        DeliveryStatus::Retrying,
+        1,
+    )));
+    apply(&h.pool, &first).await.unwrap();
+    let mut gone = Batch::default();
+    gone.push(Record::Abandoned(AbandonedRecord {
+        delivery: key.clone(),
+        at: Utc::now(),
+        reason: "endpoint deleted".into(),
+        attempts_before: 2,
+    }));
+    apply(&h.pool, &gone).await.unwrap();
+    let row = || async {
+        sqlx::query_as::<_, (String, i32, String)>(
+            "SELECT status, attempt_count, coalesce(last_error, '') FROM deliveries WHERE id = $1",
+        )
+        .bind(key.delivery_id)
+        .fetch_one(&h.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(row().await, ("failed".into(), 2, "endpoint deleted".into()));
+    // Attempt 2's record (it was retrying) arrives only now.
+    let mut late = Batch::default();
+    late.push(Record::Attempt(attempt(
+        &key,
+        Trigger::Scheduled,
+        DeliveryStatus::Retrying,
+        2,
+    )));
+    apply(&h.pool, &late).await.unwrap();
+    assert_eq!(
+        row().await.0,
+        "failed",
+        "an earlier attempt cannot undo the end"
+    );
+    // A success does outrank it: the delivery did arrive.
+    let mut won = Batch::default();
+    won.push(Record::Attempt(attempt(
+        &key,
+        Trigger::Scheduled,
+        DeliveryStatus::Success,
+        2,
+    )));
+    apply(&h.pool, &won).await.unwrap();
+    assert_eq!(row().await.0, "success");
     h.stop().await;
 }

@@ -269,6 +269,11 @@ pub struct AbandonedRecord {
     pub delivery: DeliveryKey,
     pub at: DateTime<Utc>,
     pub reason: String,
+    /// Attempts made before the abandoned one (its task's attempt − 1): the log's attempt
+    /// count becomes at least this, so an earlier attempt's record applied later cannot take
+    /// the delivery back to `retrying`. 0 in records written before it was kept.
+    #[serde(default)]
+    pub attempts_before: u32,
 }
 
 /// Why a message could not be read.

@@ -357,6 +357,7 @@ impl Dispatcher {
             delivery: DeliveryKey::of(task),
             at: Utc::now(),
             reason: reason.to_owned(),
+            attempts_before: task.attempt.saturating_sub(1),
         });
         let follow = FollowUps {
             messages: Vec::new(),

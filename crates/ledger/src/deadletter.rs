@@ -134,6 +134,7 @@ pub async fn record(pool: &PgPool, letter: &DeadLetter) -> Result<(), sqlx::Erro
             delivery: DeliveryKey::of(task),
             at: chrono::Utc::now(),
             reason: letter.delivery_error(),
+            attempts_before: task.attempt.saturating_sub(1),
         });
         apply(pool, &batch).await?;
     }

@@ -2,8 +2,10 @@
 //!
 //! Every record is a fact with its own key (event id, attempt id), inserted with
 //! `ON CONFLICT DO NOTHING`; the delivery row is a fold over those facts that only moves
-//! forward (`success` is final; otherwise a later attempt number wins), so a record applied
-//! twice, or an attempt record that overtakes its event record, converges to the same state.
+//! forward (`success` is final; otherwise a later attempt number wins, and `failed` stands
+//! against the same attempt again; an abandonment counts the attempts made before it), so a
+//! record applied twice, an attempt record that overtakes its event record, or one that
+//! arrives after its delivery was abandoned, converges to the same state.
 //! One transaction per batch, multi-row `UNNEST` inserts: a few statements for hundreds of
 //! records.
 //!
@@ -258,8 +260,11 @@ pub async fn apply_with(
                  last_attempt_at = EXCLUDED.last_attempt_at,
                  next_retry_at = EXCLUDED.next_retry_at,
                  updated_at = now()
+             -- A later attempt wins; the same attempt again (a task executed twice) only
+             -- while the delivery is not final; a success always.
              WHERE EXCLUDED.attempt_count > d.attempt_count
-                OR (EXCLUDED.attempt_count = d.attempt_count AND d.status <> 'success')
+                OR (EXCLUDED.attempt_count = d.attempt_count
+                    AND d.status NOT IN ('success', 'failed'))
                 OR (EXCLUDED.status = 'success' AND d.status <> 'success')
              RETURNING endpoint_id, tenant_id, (xmax = 0) AS inserted",
         )
@@ -298,22 +303,54 @@ pub async fn apply_with(
         let rows: Vec<&AbandonedRecord> = seen.into_values().collect();
         let upserted: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
             "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
-                 last_error, created_at)
-             SELECT x.id, x.tenant_id, x.event_id, x.endpoint_id, x.event_type, 'failed', x.reason, x.created_at
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[])
-                  AS x (id, tenant_id, event_id, endpoint_id, event_type, reason, created_at)
+                 last_error, created_at, attempt_count)
+             SELECT x.id, x.tenant_id, x.event_id, x.endpoint_id, x.event_type, 'failed', x.reason,
+                 x.created_at, x.attempts_before
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                  $7::timestamptz[], $8::int4[])
+                  AS x (id, tenant_id, event_id, endpoint_id, event_type, reason, created_at,
+                        attempts_before)
+             -- Final: the count covers every attempt made before, so none of their records,
+             -- applied later, outranks it (a success still does).
              ON CONFLICT (id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
-                 next_retry_at = NULL, updated_at = now()
+                 next_retry_at = NULL,
+                 attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
+                 updated_at = now()
              WHERE d.status <> 'success'
              RETURNING endpoint_id, tenant_id, (xmax = 0) AS inserted",
         )
-        .bind(rows.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.delivery.delivery_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.delivery.tenant_id)
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|r| r.delivery.event_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.endpoint_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.event_type.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.delivery.endpoint_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.delivery.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.created_at).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.delivery.created_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.attempts_before.min(i32::MAX as u32) as i32)
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *tx)
         .await?;
         for (endpoint, tenant, _) in upserted.into_iter().filter(|r| r.2) {
