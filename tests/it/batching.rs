@@ -224,14 +224,7 @@ async fn a_delivery_attempted_in_its_events_batch_is_written_once() {
     // The same batch again (a redelivered message) changes nothing and counts nothing twice;
     // a later failed manual attempt leaves the success in place.
     apply(&h.pool, &batch).await.unwrap();
-    let mut later = Batch::default();
-    later.push(Record::Attempt(attempt(
-        &key,
-        Trigger::Manual,
-        DeliveryStatus::Failed,
-        2,
-    )));
-    apply(&h.pool, &later).await.unwrap();
+    apply_attempt(&h.pool, &key, Trigger::Manual, DeliveryStatus::Failed, 2).await;
     let (status, attempts): (String, i64) = sqlx::query_as(
         "SELECT d.status, (SELECT count(*) FROM attempts a WHERE a.delivery_id = d.id) FROM deliveries d WHERE d.id = $1",
     )
@@ -497,6 +490,45 @@ async fn a_pending_delivery_that_succeeds_is_updated_in_place() {
     h.stop().await;
 }
 
+/// An event to one new endpoint, and the key of its delivery.
+fn one_delivery(event_type: &str) -> (EventRecord, DeliveryKey) {
+    let (event, tasks) = EventRecord::fan_out(
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        event_type,
+        br#"{"n":1}"#,
+        Utc::now(),
+        None,
+        &[Uuid::now_v7()],
+    );
+    (event, DeliveryKey::of(&tasks[0]))
+}
+
+/// Applies one attempt record in a batch of its own.
+async fn apply_attempt(
+    pool: &sqlx::PgPool,
+    key: &DeliveryKey,
+    trigger: Trigger,
+    outcome: DeliveryStatus,
+    n: u32,
+) {
+    let mut batch = Batch::default();
+    batch.push(Record::Attempt(attempt(key, trigger, outcome, n)));
+    apply(pool, &batch).await.unwrap();
+}
+
+/// Status, attempt count, whether a next retry is set, and the last error of a delivery row.
+async fn delivery_state(pool: &sqlx::PgPool, id: Uuid) -> (String, i32, bool, String) {
+    sqlx::query_as(
+        "SELECT status, attempt_count, next_retry_at IS NOT NULL, coalesce(last_error, '')
+         FROM deliveries WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// An abandonment (endpoint deleted or disabled before attempt 3) is final whatever order the
 /// records arrive in: the earlier attempts' records, applied after it, do not bring the
 /// delivery back to `retrying`; only a success would outrank it.
@@ -507,16 +539,7 @@ async fn an_abandoned_delivery_stays_failed_when_earlier_records_arrive_late() {
         ..Default::default()
     })
     .await;
-    let (event, tasks) = EventRecord::fan_out(
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        "batching.abandoned",
-        br#"{"n":1}"#,
-        Utc::now(),
-        None,
-        &[Uuid::now_v7()],
-    );
-    let key = DeliveryKey::of(&tasks[0]);
+    let (event, key) = one_delivery("batching.abandoned");
     let mut first = Batch::default();
     first.push(Record::Event(event));
     first.push(Record::Attempt(attempt(
@@ -534,39 +557,63 @@ async fn an_abandoned_delivery_stays_failed_when_earlier_records_arrive_late() {
         attempts_before: 2,
     }));
     apply(&h.pool, &gone).await.unwrap();
-    let row = || async {
-        sqlx::query_as::<_, (String, i32, String)>(
-            "SELECT status, attempt_count, coalesce(last_error, '') FROM deliveries WHERE id = $1",
-        )
-        .bind(key.delivery_id)
-        .fetch_one(&h.pool)
-        .await
-        .unwrap()
-    };
-    assert_eq!(row().await, ("failed".into(), 2, "endpoint deleted".into()));
+    let row = || delivery_state(&h.pool, key.delivery_id);
+    assert_eq!(
+        row().await,
+        ("failed".into(), 2, false, "endpoint deleted".into())
+    );
     // Attempt 2's record (it was retrying) arrives only now.
-    let mut late = Batch::default();
-    late.push(Record::Attempt(attempt(
+    apply_attempt(
+        &h.pool,
         &key,
         Trigger::Scheduled,
         DeliveryStatus::Retrying,
         2,
-    )));
-    apply(&h.pool, &late).await.unwrap();
+    )
+    .await;
     assert_eq!(
         row().await.0,
         "failed",
         "an earlier attempt cannot undo the end"
     );
     // A success does outrank it: the delivery did arrive.
-    let mut won = Batch::default();
-    won.push(Record::Attempt(attempt(
+    apply_attempt(
+        &h.pool,
         &key,
         Trigger::Scheduled,
         DeliveryStatus::Success,
         2,
-    )));
-    apply(&h.pool, &won).await.unwrap();
+    )
+    .await;
     assert_eq!(row().await.0, "success");
+    h.stop().await;
+}
+
+/// A manual attempt that fails ends nothing: a delivery still retrying keeps its status and
+/// its next retry, and that retry (numbered like the manual attempt) is still recorded.
+#[tokio::test]
+async fn a_failed_manual_attempt_leaves_the_schedule_alone() {
+    let h = Herald::start(Options {
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    let (event, key) = one_delivery("batching.manual");
+    let next = Utc::now() + chrono::Duration::minutes(5);
+    let mut first = Batch::default();
+    first.push(Record::Event(event));
+    first.push(Record::Attempt(AttemptRecord {
+        next_retry_at: Some(next),
+        ..attempt(&key, Trigger::Scheduled, DeliveryStatus::Retrying, 1)
+    }));
+    apply(&h.pool, &first).await.unwrap();
+    let row = || async {
+        let (status, count, next, _) = delivery_state(&h.pool, key.delivery_id).await;
+        (status, count, next)
+    };
+    apply_attempt(&h.pool, &key, Trigger::Manual, DeliveryStatus::Failed, 2).await;
+    assert_eq!(row().await, ("retrying".into(), 2, true));
+    apply_attempt(&h.pool, &key, Trigger::Scheduled, DeliveryStatus::Failed, 2).await;
+    assert_eq!(row().await, ("failed".into(), 2, false));
     h.stop().await;
 }

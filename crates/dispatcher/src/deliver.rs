@@ -224,7 +224,13 @@ impl Dispatcher {
                     .await,
             );
         }
-        out.extend(self.track_streak(&endpoint, outcome).await);
+        // A manual attempt that fails ends nothing (the delivery keeps its own state and
+        // schedule): it counts as a failed attempt, not as a delivery that ended failed.
+        let streak_outcome = match (task.trigger, outcome) {
+            (Trigger::Manual, DeliveryStatus::Failed) => DeliveryStatus::Retrying,
+            _ => outcome,
+        };
+        out.extend(self.track_streak(&endpoint, streak_outcome).await);
         Ok(Decision::Publish(out, success.then_some(task.delivery_id)))
     }
 

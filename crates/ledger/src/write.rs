@@ -62,6 +62,22 @@ impl Batch {
     }
 }
 
+/// The highest-ranked record of each delivery.
+fn latest_per_delivery(records: Vec<&AttemptRecord>) -> Vec<&AttemptRecord> {
+    let mut latest: HashMap<Uuid, &AttemptRecord> = HashMap::new();
+    for r in records {
+        latest
+            .entry(r.delivery.delivery_id)
+            .and_modify(|cur| {
+                if rank(r) > rank(cur) {
+                    *cur = r;
+                }
+            })
+            .or_insert(r);
+    }
+    latest.into_values().collect()
+}
+
 fn rank(a: &AttemptRecord) -> (bool, u32, DateTime<Utc>) {
     (
         a.outcome == DeliveryStatus::Success,
@@ -228,19 +244,50 @@ pub async fn apply_with(
             stats.attempt(r);
         }
 
-        // One row per delivery per statement: fold this batch's attempts first.
-        let mut latest: HashMap<Uuid, &AttemptRecord> = HashMap::new();
-        for r in a {
-            latest
-                .entry(r.delivery.delivery_id)
-                .and_modify(|cur| {
-                    if rank(r) > rank(cur) {
-                        *cur = r;
-                    }
-                })
-                .or_insert(r);
+        // A manual attempt (redeliver, replay) that fails changes no delivery's state: a
+        // delivery still retrying keeps its schedule, a failed one stays failed. It only
+        // updates the last response shown; the attempt itself is in `attempts` above.
+        let (manual_failures, rest): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) = a
+            .iter()
+            .partition(|r| r.trigger == Trigger::Manual && r.outcome != DeliveryStatus::Success);
+        // One row per delivery per statement: fold each kind's records first.
+        let manual_failures = latest_per_delivery(manual_failures);
+        let rows = latest_per_delivery(rest);
+        if !manual_failures.is_empty() {
+            let m = &manual_failures;
+            sqlx::query(
+                "UPDATE deliveries AS d SET attempt_count = GREATEST(d.attempt_count, x.attempt),
+                     response_status = x.response_status, response_body = x.response_body,
+                     last_error = x.error, latency_ms = x.latency_ms,
+                     last_attempt_at = x.started_at, updated_at = now()
+                 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[],
+                      $6::int4[], $7::timestamptz[])
+                      AS x (id, attempt, response_status, response_body, error, latency_ms,
+                            started_at)
+                 WHERE d.id = x.id AND d.status <> 'success' AND x.attempt >= d.attempt_count",
+            )
+            .bind(m.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
+            .bind(m.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
+            .bind(
+                m.iter()
+                    .map(|r| r.response_status.map(i32::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                m.iter()
+                    .map(|r| r.response_body.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(m.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+            .bind(
+                m.iter()
+                    .map(|r| r.latency_ms.min(i32::MAX as u32) as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(m.iter().map(|r| r.started_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
         }
-        let rows: Vec<&AttemptRecord> = latest.into_values().collect();
         let upserted: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
             "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
                  attempt_count, response_status, response_body, last_error, latency_ms, created_at,
