@@ -207,6 +207,10 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
+            // Header names go out as the products document them (`X-Acme-Signature`,
+            // `Webhook-Id`), not lowercased: HTTP says case does not matter, but receivers
+            // written against a doc sometimes compare bytes.
+            .http1_title_case_headers()
             .tls_certs_merge(egress.roots.iter().cloned());
         builder = match &egress.proxy {
             Some(proxy) => builder.proxy(proxy.clone()),
@@ -405,6 +409,37 @@ mod tests {
             }
         });
         format!("http://{addr}/hook")
+    }
+
+    #[tokio::test]
+    async fn header_names_go_out_title_cased() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let loopback = vec!["127.0.0.0/8".parse().unwrap()];
+        let client =
+            Client::new(AddressPolicy::new(loopback), 4096, &Egress::default(), 4).unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-acme-signature", "sha256=00".parse().unwrap());
+        headers.insert("webhook-id", "msg_1".parse().unwrap());
+        let timeout = Duration::from_secs(5);
+        let r = client
+            .post(&url, headers, Bytes::from_static(b"{}"), timeout)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 204);
+        let raw = server.await.unwrap();
+        assert!(raw.contains("\r\nX-Acme-Signature: sha256=00\r\n"), "{raw}");
+        assert!(raw.contains("\r\nWebhook-Id: msg_1\r\n"), "{raw}");
     }
 
     #[tokio::test]
