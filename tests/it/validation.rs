@@ -420,3 +420,37 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
     assert_eq!(revoked.code(), Code::Unauthenticated);
     herald.stop().await;
 }
+
+/// The endpoint limit holds under concurrent creations: exactly the limit succeeds, the rest
+/// get `RESOURCE_EXHAUSTED`, and nothing more is stored.
+#[tokio::test]
+async fn the_endpoint_limit_holds_under_concurrent_creations() {
+    let herald = Herald::start(Options {
+        env: vec![("HERALD_MAX_ENDPOINTS_PER_TENANT".into(), "3".into())],
+        ..Default::default()
+    })
+    .await;
+    let tenant = herald.tenant().await;
+    let endpoints = herald.endpoints().await;
+    let results = futures::future::join_all((0..8).map(|i| {
+        let mut c = endpoints.clone();
+        let req = authed(
+            pb::CreateEndpointRequest {
+                url: format!("https://example.com/{i}"),
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+            &tenant.api_key,
+        );
+        async move { c.create_endpoint(req).await }
+    }))
+    .await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 3, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Code::ResourceExhausted, "{r:?}");
+        assert!(r.message().contains("the limit is 3"), "{r:?}");
+    }
+    assert_eq!(herald.count("endpoints").await, 3);
+    herald.stop().await;
+}

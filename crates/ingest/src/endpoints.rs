@@ -73,17 +73,9 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             filter: validate::filter(r.filter.as_deref().unwrap_or_default())?,
             rate_limit_per_second: validate::rate_limit(r.rate_limit_per_second.unwrap_or(0))?,
         };
-        let count = s.store.count_endpoints(tenant).await.map_err(store_err)?;
-        if count >= s.config.max_endpoints_per_tenant {
-            return Err(Error::ResourceExhausted(format!(
-                "tenant has {count} endpoints; the limit is {}",
-                s.config.max_endpoints_per_tenant
-            ))
-            .into());
-        }
         let e = s
             .store
-            .create_endpoint(tenant, &new)
+            .create_endpoint(tenant, &new, s.config.max_endpoints_per_tenant)
             .await
             .map_err(store_err)?;
         s.subscriptions.invalidate(tenant);

@@ -86,6 +86,7 @@ impl From<herald_store::Error> for Error {
             S::NotFound(what) => Error::NotFound(what),
             S::Conflict(msg) => Error::AlreadyExists(msg),
             S::Invalid(msg) => Error::InvalidArgument(msg),
+            S::Limit(msg) => Error::ResourceExhausted(msg),
             e if e.is_unavailable() => {
                 Error::Unavailable("database unavailable, retry later".into())
             }

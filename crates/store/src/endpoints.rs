@@ -246,9 +246,35 @@ fn to_i32(v: &[u32]) -> Vec<i32> {
 }
 
 impl Store {
-    pub async fn create_endpoint(&self, tenant_id: Uuid, e: &NewEndpoint) -> Result<Endpoint> {
+    /// Creates an endpoint unless the tenant already has `max` of them (`Error::Limit`). The
+    /// tenant's row is locked for the count and the insert, so concurrent creations cannot
+    /// both pass the limit.
+    pub async fn create_endpoint(
+        &self,
+        tenant_id: Uuid,
+        e: &NewEndpoint,
+        max: i64,
+    ) -> Result<Endpoint> {
         let id = Uuid::now_v7();
         let sealed = self.keys.seal(&e.secret, id.as_bytes());
+        let mut tx = self.pool.begin().await?;
+        let locked: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if locked.is_none() {
+            return Err(Error::NotFound("tenant"));
+        }
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM endpoints WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if count >= max {
+            return Err(Error::Limit(format!(
+                "tenant has {count} endpoints; the limit is {max}"
+            )));
+        }
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, enabled,
                  signing_scheme, secret, timeout_ms, retry_schedule_ms, headers, filter,
@@ -269,8 +295,9 @@ impl Store {
         .bind(e.filter.as_ref().map(sqlx::types::Json))
         .bind(e.rate_limit_per_second.min(i32::MAX as u32) as i32)
         .bind(&sealed.key_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.get_endpoint(tenant_id, id).await
     }
 
@@ -590,14 +617,5 @@ impl Store {
                 })
             }
         }
-    }
-
-    pub async fn count_endpoints(&self, tenant_id: Uuid) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM endpoints WHERE tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
     }
 }

@@ -9,6 +9,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A per-tenant limit is reached.
+    #[error("{0}")]
+    Limit(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
