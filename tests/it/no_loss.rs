@@ -206,16 +206,38 @@ async fn an_interrupted_publish_is_resumed_under_its_event_id() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let status = events
-        .publish(authed(
+    let refused = |key: &str| {
+        let mut events = events.clone();
+        let req = authed(
             pb::PublishRequest {
-                idempotency_key: Some("order-8".into()),
+                idempotency_key: Some(key.into()),
                 ..publish()
             },
             &tenant.api_key,
-        ))
+        );
+        async move { events.publish(req).await.unwrap_err() }
+    };
+    assert_eq!(refused("order-8").await.code(), tonic::Code::Aborted);
+    // A reservation made for another event (its fingerprint differs) is not resumed by this
+    // one: the key was reused, which is refused.
+    let other_key = format!("{}:idem:{}:order-9", herald.name, tenant.id);
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(&other_key)
+        .arg(format!("pending {} 0", uuid::Uuid::now_v7()))
+        .arg("EX")
+        .arg(60)
+        .ignore()
+        .cmd("SET")
+        .arg(format!("{other_key}:fp"))
+        .arg("0".repeat(32))
+        .arg("EX")
+        .arg(60)
+        .ignore()
+        .query_async(&mut redis)
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Aborted);
+        .unwrap();
+    let status = refused("order-9").await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     herald.stop().await;
 }

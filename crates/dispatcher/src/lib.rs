@@ -42,9 +42,11 @@ pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers, post_task};
 /// task is handed back to the broker.
 const PERMANENT_ERROR_TRIES: u32 = 4;
 
-/// The parts of a task's follow-ups the broker has not confirmed yet.
+/// The parts of a task's follow-ups the broker has not confirmed yet: each message on its own
+/// (a retry task or an operational event published twice would be delivered twice), the
+/// records together (the ledger applies a record twice as once).
 struct Pending {
-    messages: bool,
+    messages: Vec<bool>,
     records: bool,
 }
 
@@ -317,15 +319,16 @@ impl Dispatcher {
         let decision = loop {
             match self.attempt(&task, delivery.redelivered, shutdown).await {
                 Ok(d) => break d,
-                // A database outage: hold the task (an outage must not burn its delivery limit).
-                Err(e) if e.is_unavailable() => {
+                // A database problem (an outage, a password being rotated, a migration rolling
+                // out): hold the task; it must not burn its delivery limit meanwhile.
+                Err(e) if !matches!(e, herald_store::Error::Secret(_)) => {
                     tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot load endpoint, holding task");
                 }
-                // Anything else (a secret sealed with a key this dispatcher lacks, a row it
-                // cannot read) may not pass by waiting: held, such tasks would fill the prefetch
-                // and stop every delivery. After a few tries the task goes back to the broker,
-                // where another dispatcher may manage it; past the queue's delivery limit it is
-                // dead-lettered and its delivery ends `failed` with the reason.
+                // A secret sealed with a key this dispatcher lacks does not pass by waiting:
+                // held, such tasks would fill the prefetch and stop every delivery. After a few
+                // tries the task goes back to the broker, where a dispatcher with the key may
+                // take it; past the queue's delivery limit it is dead-lettered and its delivery
+                // ends `failed` with the reason.
                 Err(e) => {
                     refused += 1;
                     if refused >= PERMANENT_ERROR_TRIES {
@@ -348,7 +351,7 @@ impl Dispatcher {
             // Only the part not yet confirmed is published again: a retry task published twice
             // would start a second retry chain for the same delivery.
             let mut left = Pending {
-                messages: !follow.messages.is_empty(),
+                messages: vec![true; follow.messages.len()],
                 records: !follow.records.is_empty(),
             };
             loop {
@@ -386,12 +389,14 @@ impl Dispatcher {
         follow: &deliver::FollowUps,
         left: &mut Pending,
     ) -> herald_broker::Result<()> {
-        let messages = async {
-            match left.messages {
-                true => self.publisher.publish(&follow.messages).await,
-                false => Ok(()),
-            }
-        };
+        let messages = futures::future::join_all(
+            follow
+                .messages
+                .iter()
+                .zip(&left.messages)
+                .filter(|(_, left)| **left)
+                .map(|(m, _)| self.publisher.publish(std::slice::from_ref(m))),
+        );
         let records = async {
             match left.records {
                 true => {
@@ -402,9 +407,21 @@ impl Dispatcher {
             }
         };
         let (messages, records) = tokio::join!(messages, records);
-        left.messages &= messages.is_err();
+        let mut first_error = None;
+        let mut outcomes = messages.into_iter();
+        for left in left.messages.iter_mut().filter(|l| **l) {
+            match outcomes.next().expect("one outcome per message left") {
+                Ok(()) => *left = false,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
         left.records &= records.is_err();
-        messages.and(records)
+        match (first_error, records) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(())) => Ok(()),
+        }
     }
 
     /// Sleeps for the backoff (doubling it); false when shutting down instead.

@@ -259,9 +259,10 @@ enum EndpointCmd {
     /// Rotate the signing secret; the old one keeps signing during the grace period.
     RotateSecret {
         id: String,
-        /// Grace period, e.g. 24h, 30m, 0s.
-        #[arg(long, default_value = "24h")]
-        grace: String,
+        /// Grace period, e.g. 24h, 30m, 0s (default: the server's, 24 h; none for hex
+        /// endpoints, whose one signature cannot overlap).
+        #[arg(long)]
+        grace: Option<String>,
         /// The new secret (default: generated).
         #[arg(long, hide_env_values = true)]
         secret: Option<String>,
@@ -710,7 +711,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     crate::page::send_test(&mut c, key, j, id, event_type, payload).await?;
                 }
                 EndpointCmd::RotateSecret { id, grace, secret } => {
-                    crate::page::rotate_secret(&mut c, key, j, id, &grace, secret).await?;
+                    crate::page::rotate_secret(&mut c, key, j, id, grace.as_deref(), secret)
+                        .await?;
                 }
                 EndpointCmd::TestFilter { filter, file } => {
                     let payload = read_input(file.as_deref())?;

@@ -69,15 +69,18 @@ pub async fn rotate_secret(
     key: &Option<String>,
     j: bool,
     id: String,
-    grace: &str,
+    grace: Option<&str>,
     secret: Option<String>,
 ) -> anyhow::Result<()> {
-    let grace = herald_core::schedule::parse_duration(grace)?;
+    let grace = grace
+        .map(herald_core::schedule::parse_duration)
+        .transpose()?
+        .map(|g| g.as_secs().min(u64::from(u32::MAX)) as u32);
     let r = c
         .rotate_secret(authed(
             pb::RotateSecretRequest {
                 endpoint_id: id.clone(),
-                grace_period_seconds: Some(grace.as_secs().min(u64::from(u32::MAX)) as u32),
+                grace_period_seconds: grace,
                 secret,
             },
             key,

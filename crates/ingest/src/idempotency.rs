@@ -12,12 +12,13 @@
 //! record) and what the retry sends are one event in the ledger and one delivery id per
 //! endpoint for receivers, never a second event.
 //!
-//! Both forms also hold a fingerprint of what was published (SHA-256 of the event type and the
+//! A key also holds a fingerprint of what was published (SHA-256 of the event type and the
 //! payload): a key reused for a different event is refused (`INVALID_ARGUMENT`) instead of
 //! being answered with the first event, which would drop the second one without a word, or
 //! resumed under the first event's ids, which would deliver a body the ledger never recorded.
-//! Values written before fingerprints existed (`<id> <n>`, `pending <id> <deadline>`) are
-//! read as matching anything.
+//! An accepted key's value is `<id> <n> <fingerprint>`; a reservation's fingerprint sits in a
+//! sibling key (`<key>:fp`), so the reservation keeps the form an older ingest reads during a
+//! rolling upgrade. A value without a fingerprint (written before) matches anything.
 
 use std::time::Duration;
 
@@ -29,20 +30,24 @@ use crate::error::{Error, Result};
 const PENDING: &str = "pending";
 
 /// Reserve a key: fresh, resume a pending reservation past its deadline, or report what holds
-/// it. KEYS[1] key; ARGV[1] candidate event id; ARGV[2] now (ms); ARGV[3] deadline (ms);
-/// ARGV[4] key TTL (ms); ARGV[5] fingerprint. Returns {outcome, value}.
+/// it. KEYS[1] key; KEYS[2] its reservation's fingerprint; ARGV[1] candidate event id; ARGV[2]
+/// now (ms); ARGV[3] deadline (ms); ARGV[4] key TTL (ms); ARGV[5] fingerprint. Returns
+/// {outcome, value}.
 const RESERVE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then
-  redis.call('SET', KEYS[1], 'pending ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[5], 'PX', ARGV[4])
+  redis.call('SET', KEYS[1], 'pending ' .. ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
   return {'fresh', ARGV[1]}
 end
 if cur == 'pending' then return {'busy', ''} end
-local id, deadline, fp = string.match(cur, '^pending (%S+) (%d+) ?(%S*)$')
+local id, deadline = string.match(cur, '^pending (%S+) (%d+)$')
 if id then
-  if fp ~= '' and fp ~= ARGV[5] then return {'mismatch', ''} end
+  local fp = redis.call('GET', KEYS[2])
+  if fp and fp ~= ARGV[5] then return {'mismatch', ''} end
   if tonumber(deadline) <= tonumber(ARGV[2]) then
-    redis.call('SET', KEYS[1], 'pending ' .. id .. ' ' .. ARGV[3] .. ' ' .. ARGV[5], 'PX', ARGV[4])
+    redis.call('SET', KEYS[1], 'pending ' .. id .. ' ' .. ARGV[3], 'PX', ARGV[4])
+    redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
     return {'resume', id}
   end
   return {'busy', ''}
@@ -109,6 +114,11 @@ impl Idempotency {
         format!("{}:idem:{tenant}:{key}", self.prefix)
     }
 
+    /// Where a reservation of `key` keeps its fingerprint.
+    fn fingerprint_key(&self, tenant: Uuid, key: &str) -> String {
+        format!("{}:fp", self.key(tenant, key))
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> bool {
         let mut conn = self.redis.clone();
@@ -126,6 +136,7 @@ impl Idempotency {
         let (outcome, value): (String, String) = self
             .reserve
             .key(self.key(tenant, key))
+            .key(self.fingerprint_key(tenant, key))
             .arg(Uuid::now_v7().to_string())
             .arg(now)
             .arg(deadline)
@@ -161,11 +172,18 @@ impl Idempotency {
         deliveries: u32,
     ) {
         let mut conn = self.redis.clone();
-        let r: redis::RedisResult<()> = redis::cmd("SET")
+        // The accepted value carries the fingerprint itself: the reservation's goes.
+        let r: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("SET")
             .arg(self.key(tenant, key))
             .arg(format!("{event_id} {deliveries} {fingerprint}"))
             .arg("PX")
             .arg(self.ttl.as_millis() as u64)
+            .ignore()
+            .cmd("DEL")
+            .arg(self.fingerprint_key(tenant, key))
+            .ignore()
             .query_async(&mut conn)
             .await;
         if let Err(e) = r {
@@ -177,11 +195,21 @@ impl Idempotency {
     /// event id at once instead of waiting for the deadline.
     pub async fn interrupted(&self, tenant: Uuid, key: &str, fingerprint: &str, event_id: Uuid) {
         let mut conn = self.redis.clone();
-        let r: redis::RedisResult<()> = redis::cmd("SET")
+        let ttl = self.ttl.as_millis().max(1) as u64;
+        let r: redis::RedisResult<()> = redis::pipe()
+            .atomic()
+            .cmd("SET")
             .arg(self.key(tenant, key))
-            .arg(format!("{PENDING} {event_id} 0 {fingerprint}"))
+            .arg(format!("{PENDING} {event_id} 0"))
             .arg("PX")
-            .arg(self.ttl.as_millis().max(1) as u64)
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(self.fingerprint_key(tenant, key))
+            .arg(fingerprint)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
             .query_async(&mut conn)
             .await;
         if let Err(e) = r {
@@ -194,6 +222,7 @@ impl Idempotency {
         let mut conn = self.redis.clone();
         let r: redis::RedisResult<()> = redis::cmd("DEL")
             .arg(self.key(tenant, key))
+            .arg(self.fingerprint_key(tenant, key))
             .query_async(&mut conn)
             .await;
         if let Err(e) = r {

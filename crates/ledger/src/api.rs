@@ -408,8 +408,9 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         let rows: Vec<ReplayRow> = rows.into_iter().take(limit as usize).collect();
         let last_created_at = rows.last().map(|r| ts(r.created_at));
         let last_delivery_id = rows.last().map(|r| r.id.to_string()).unwrap_or_default();
-        // A delivery whose event payload retention removed cannot be sent again: skipped and
-        // counted, so one old delivery does not block the replay of the rest.
+        // A delivery whose event is not in the ledger (payload retention removed it, or its
+        // record is not written yet) cannot be sent again: skipped and counted, so one such
+        // delivery does not block the replay of the rest.
         let (sendable, purged): (Vec<ReplayRow>, Vec<ReplayRow>) =
             rows.into_iter().partition(|r| r.payload.is_some());
         let skipped = purged.len() as u32;

@@ -245,8 +245,10 @@ pub async fn apply_with(
         }
 
         // A manual attempt (redeliver, replay) that fails changes no delivery's state: a
-        // delivery still retrying keeps its schedule, a failed one stays failed. It only
-        // updates the last response shown; the attempt itself is in `attempts` above.
+        // delivery still retrying keeps its schedule, a failed one stays failed. It updates the
+        // last response shown, and the attempt count only of a failed delivery: manual attempts
+        // are numbered after the count, so raising it while the schedule runs would make the
+        // scheduled attempts' records look old and ignored. The attempt is in `attempts` above.
         let (manual_failures, rest): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) = a
             .iter()
             .partition(|r| r.trigger == Trigger::Manual && r.outcome != DeliveryStatus::Success);
@@ -256,7 +258,8 @@ pub async fn apply_with(
         if !manual_failures.is_empty() {
             let m = &manual_failures;
             sqlx::query(
-                "UPDATE deliveries AS d SET attempt_count = GREATEST(d.attempt_count, x.attempt),
+                "UPDATE deliveries AS d SET attempt_count = CASE WHEN d.status = 'failed'
+                         THEN GREATEST(d.attempt_count, x.attempt) ELSE d.attempt_count END,
                      response_status = x.response_status, response_body = x.response_body,
                      last_error = x.error, latency_ms = x.latency_ms,
                      last_attempt_at = x.started_at, updated_at = now()
