@@ -454,3 +454,37 @@ async fn the_endpoint_limit_holds_under_concurrent_creations() {
     assert_eq!(herald.count("endpoints").await, 3);
     herald.stop().await;
 }
+
+/// A call without a valid key is refused from its headers: `UNAUTHENTICATED` even for a
+/// message over the decoding limit, which is never read.
+#[tokio::test]
+async fn publishes_are_authenticated_before_their_message_is_read() {
+    let herald = Herald::start(Options {
+        env: vec![
+            ("HERALD_MAX_PAYLOAD_BYTES".into(), "1024".into()),
+            ("HERALD_MAX_BATCH".into(), "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let tenant = herald.tenant().await;
+    let mut events = herald.events().await;
+    // Over the service's decoding limit (payload limit × batch + 1 MiB).
+    let huge = || pb::PublishRequest {
+        event_type: "a.b".into(),
+        payload: format!("{{\"pad\":\"{}\"}}", "x".repeat(3 << 20)).into_bytes(),
+        ..Default::default()
+    };
+    for key in ["", "hk_not-a-real-key"] {
+        let err = events.publish(authed(huge(), key)).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{key:?}: {err:?}");
+    }
+    // With a key, the limit applies: a size limit, RESOURCE_EXHAUSTED, naming both sizes.
+    let err = events
+        .publish(authed(huge(), &tenant.api_key))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("1049600"), "{err:?}");
+    herald.stop().await;
+}

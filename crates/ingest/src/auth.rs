@@ -13,16 +13,21 @@ fn authorization<T>(req: &Request<T>) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// The tenant of a key check, or why the call is refused.
+pub(crate) fn tenant_of(check: herald_store::Result<KeyCheck>) -> Result<Uuid> {
+    match check? {
+        KeyCheck::Tenant(t) => Ok(t),
+        KeyCheck::Missing => Err(Error::Unauthenticated(
+            "missing API key: send \"authorization: Bearer <key>\"",
+        )),
+        KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
+    }
+}
+
 impl Ingest {
     /// The tenant of the calling API key.
     pub async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid> {
-        match self.keys.check(authorization(req)).await? {
-            KeyCheck::Tenant(t) => Ok(t),
-            KeyCheck::Missing => Err(Error::Unauthenticated(
-                "missing API key: send \"authorization: Bearer <key>\"",
-            )),
-            KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
-        }
+        tenant_of(self.keys.check(authorization(req)).await)
     }
 
     /// Checks the operator token: a tenant's API key is recognised and refused

@@ -16,6 +16,7 @@ mod events;
 mod idempotency;
 mod maintenance;
 mod metrics;
+mod preauth;
 mod subscriptions;
 mod validate;
 
@@ -150,16 +151,19 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AdminServer::new(admin::AdminApi(state.clone())))
-        .add_service(
+        .add_service(preauth::KeyFirst::new(
             EventsServer::new(events::EventsApi(state.clone())).max_decoding_message_size(max),
-        )
-        .add_service(
+            state.keys.clone(),
+        ))
+        .add_service(preauth::KeyFirst::new(
             EndpointsServer::new(endpoints::EndpointsApi(state.clone()))
                 .max_decoding_message_size(1 << 20),
-        )
-        .add_service(EventTypesServer::new(endpoints::EventTypesApi(
-            state.clone(),
-        )))
+            state.keys.clone(),
+        ))
+        .add_service(preauth::KeyFirst::new(
+            EventTypesServer::new(endpoints::EventTypesApi(state.clone())),
+            state.keys.clone(),
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await?;
     let _ = watch.await;
