@@ -53,7 +53,11 @@ impl Store {
         shutdown: CancellationToken,
         on: impl Fn(Change) + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        let pool = self.pool.clone();
+        // A pool of its own (one connection, the same settings): a listener keeps its
+        // connection for good, which must not shrink the pool the queries use.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
