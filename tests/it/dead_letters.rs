@@ -30,6 +30,21 @@ where
     }
 }
 
+/// Waits until the log holds `n` successful deliveries.
+async fn successes(what: &str, pool: &sqlx::PgPool, n: i64) {
+    wait_until(what, Duration::from_secs(15), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE status = 'success'")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == n
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_counted_and_recorded() {
     let mut p = Processes::start(0, &[]).await;
@@ -161,23 +176,7 @@ async fn poison_messages_are_dead_lettered_counted_and_recorded() {
         }
     })
     .await;
-    wait_until(
-        "the second delivery in the log",
-        Duration::from_secs(15),
-        || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM deliveries WHERE status = 'success'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-                    == 1
-            }
-        },
-    )
-    .await;
+    successes("the second delivery in the log", &pool, 1).await;
     let body: String =
         sqlx::query_scalar("SELECT response_body FROM deliveries WHERE status = 'success'")
             .fetch_one(&pool)
@@ -251,4 +250,34 @@ async fn poison_messages_are_dead_lettered_counted_and_recorded() {
         .unwrap();
     assert_eq!(dead.message_count(), 0);
     let _ = conn.close(200, "done".into()).await;
+
+    // Once the cause is fixed, the operator sends the work letters back: the task that hit the
+    // delivery limit is delivered now (and its delivery ends `success`); the two unreadable
+    // ones are left (they would only die again). A second run sends nothing twice.
+    let replay = || {
+        let out = std::process::Command::new(herald_tests::bin_dir().join("herald-ledger"))
+            .args(["dead-letters", "replay", "--queue", "work"])
+            .env_clear()
+            .envs(&p.env)
+            .output()
+            .expect("herald-ledger runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = replay();
+    assert!(first.contains("replayed 1 dead letters"), "{first}");
+    assert!(first.contains("2 that are not readable"), "{first}");
+    let got = rx.next(Duration::from_secs(15)).await;
+    assert!(String::from_utf8_lossy(&got.body).contains("\"n\":1"));
+    successes("the replayed delivery to succeed", &pool, 2).await;
+    let again = replay();
+    assert!(again.contains("replayed 0 dead letters"), "{again}");
+    let bad = std::process::Command::new(herald_tests::bin_dir().join("herald-ledger"))
+        .args(["dead-letters", "replay", "--queue", "elsewhere"])
+        .env_clear()
+        .envs(&p.env)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--queue must be work or ledger"));
 }

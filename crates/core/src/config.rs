@@ -165,6 +165,19 @@ impl Common {
     }
 }
 
+/// The command a service binary was started with: `parse` reads the arguments after the
+/// program name; on `Err` its message (the usage) goes to stderr and the process exits 2.
+pub fn command_from_args<C>(parse: impl FnOnce(&[String]) -> Result<C, String>) -> C {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args) {
+        Ok(c) => c,
+        Err(usage) => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -10,14 +10,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let mut telemetry = herald_telemetry::init("herald-ingest");
     let config = Config::load(&Reader::new(&Env))?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match Command::parse(&args) {
-        Ok(c) => c,
-        Err(usage) => {
-            eprintln!("{usage}");
-            std::process::exit(2);
-        }
-    };
+    let command = herald_core::config::command_from_args(Command::parse);
     if command != Command::Serve {
         let result = herald_ingest::run_command(command, &config).await;
         telemetry.shutdown();

@@ -217,6 +217,73 @@ pub async fn session(
     Ok(())
 }
 
+/// What [`replay`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Sent back to their queue (confirmed) and marked replayed.
+    pub replayed: u64,
+    /// Kept only in part (`dead_letters` keeps 64 KiB of a body): cannot be sent back.
+    pub truncated: u64,
+    /// Work-queue letters that are not a readable task: they would die again.
+    pub unreadable: u64,
+}
+
+/// Sends dead letters not yet replayed back where they died (`queue`: `work`, `ledger`, or
+/// both when `None`), oldest first, at most `limit`; each is marked replayed once the broker
+/// confirmed it. For use once the cause is fixed (an endpoint key restored, a ledger bug
+/// mended): a letter that fails again is dead-lettered and recorded again. A crash between the
+/// confirm and the mark sends one letter twice, which the dispatcher's done marks and the
+/// ledger's idempotent writes absorb.
+pub async fn replay(
+    pool: &PgPool,
+    publisher: &herald_broker::Publisher,
+    queue: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<ReplayReport> {
+    #[derive(sqlx::FromRow)]
+    struct Letter {
+        id: Uuid,
+        queue: String,
+        body: Vec<u8>,
+        body_bytes: i32,
+        delivery_id: Option<Uuid>,
+    }
+    let rows: Vec<Letter> = sqlx::query_as(
+        "SELECT id, queue, body, body_bytes, delivery_id FROM dead_letters
+         WHERE replayed_at IS NULL AND queue IN ('work', 'ledger')
+           AND ($1::text IS NULL OR queue = $1)
+         ORDER BY id LIMIT $2",
+    )
+    .bind(queue)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    let topology = publisher.topology();
+    let mut report = ReplayReport::default();
+    for l in rows {
+        if usize::try_from(l.body_bytes).ok() != Some(l.body.len()) {
+            report.truncated += 1;
+            continue;
+        }
+        let message = if l.queue == "work" {
+            if l.delivery_id.is_none() {
+                report.unreadable += 1;
+                continue;
+            }
+            topology.work_message(l.body, Vec::new())
+        } else {
+            topology.ledger_message(l.body, Vec::new())
+        };
+        publisher.publish(&[message]).await?;
+        sqlx::query("UPDATE dead_letters SET replayed_at = now() WHERE id = $1")
+            .bind(l.id)
+            .execute(pool)
+            .await?;
+        report.replayed += 1;
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

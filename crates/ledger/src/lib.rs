@@ -24,6 +24,83 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
+pub use crate::deadletter::ReplayReport;
+
+const USAGE: &str = "usage: herald-ledger                        serve (the default)
+       herald-ledger dead-letters replay [--queue work|ledger] [--limit N]
+                                            send dead letters back where they died, once their
+                                            cause is fixed (default: both queues, 1000)";
+
+/// What the binary was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    ReplayDeadLetters { queue: Option<String>, limit: u32 },
+}
+
+impl Command {
+    /// Reads the arguments after the program name; `Err` is the message to print.
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut it = args.iter().map(String::as_str);
+        match (it.next(), it.next()) {
+            (None, _) => Ok(Command::Serve),
+            (Some("dead-letters"), Some("replay")) => {
+                let (mut queue, mut limit) = (None, 1000);
+                while let Some(flag) = it.next() {
+                    let value = it
+                        .next()
+                        .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+                    match flag {
+                        "--queue" if matches!(value, "work" | "ledger") => {
+                            queue = Some(value.to_owned())
+                        }
+                        "--queue" => {
+                            return Err(format!(
+                                "--queue must be work or ledger, not {value:?}\n{USAGE}"
+                            ));
+                        }
+                        "--limit" => {
+                            limit = value.parse().map_err(|_| {
+                                format!("--limit must be a whole number, not {value:?}\n{USAGE}")
+                            })?
+                        }
+                        other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+                    }
+                }
+                Ok(Command::ReplayDeadLetters { queue, limit })
+            }
+            _ => Err(USAGE.to_owned()),
+        }
+    }
+}
+
+/// Runs a maintenance command and returns.
+pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()> {
+    let Command::ReplayDeadLetters { queue, limit } = command else {
+        anyhow::bail!("serving is not a maintenance command");
+    };
+    let c = &config.common;
+    let store = Store::from_config(c, 2).await?;
+    store.migrate().await?;
+    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
+    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+    let publisher = Publisher::connect(
+        &c.amqp_url,
+        "herald-ledger-replay",
+        topology,
+        1,
+        c.amqp_client,
+    )
+    .await?;
+    let report = deadletter::replay(store.pool(), &publisher, queue.as_deref(), limit).await;
+    publisher.close().await;
+    let r = report?;
+    println!(
+        "replayed {} dead letters; skipped {} kept only in part (over 64 KiB) and {} that are not readable tasks",
+        r.replayed, r.truncated, r.unreadable
+    );
+    Ok(())
+}
 
 /// Runs migrations, consumes records and serves the delivery log on `listener` until
 /// `shutdown`; the batch in hand is written before it stops.
@@ -134,4 +211,50 @@ pub async fn run(
     publisher.close().await;
     tracing::info!("ledger stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        Command::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn commands_are_read_or_refused_with_the_usage() {
+        assert_eq!(parse(&[]), Ok(Command::Serve));
+        assert_eq!(
+            parse(&["dead-letters", "replay"]),
+            Ok(Command::ReplayDeadLetters {
+                queue: None,
+                limit: 1000
+            })
+        );
+        assert_eq!(
+            parse(&[
+                "dead-letters",
+                "replay",
+                "--limit",
+                "5",
+                "--queue",
+                "ledger"
+            ]),
+            Ok(Command::ReplayDeadLetters {
+                queue: Some("ledger".into()),
+                limit: 5
+            })
+        );
+        for bad in [
+            &["serve"][..],
+            &["dead-letters"],
+            &["dead-letters", "replay", "--limit"],
+            &["dead-letters", "replay", "--limit", "x"],
+            &["dead-letters", "replay", "--queue", "dead"],
+            &["dead-letters", "replay", "--force", "1"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("usage: herald-ledger"), "{bad:?}: {err}");
+        }
+    }
 }
