@@ -389,7 +389,8 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         .into_inner();
     assert!(still.enabled, "B's failed update changed nothing");
 
-    // A revoked key stops working at once.
+    // A revoked key stops working at once, on ingest and on the ledger's API (whose own key
+    // cache would keep it for 10 s: the change notice reaches it).
     let mut admin = herald.admin().await;
     let key = admin
         .create_api_key(authed(
@@ -406,6 +407,12 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         .publish(authed(publish("a.b", b"{}"), &key.api_key))
         .await
         .unwrap();
+    let mut deliveries = herald.deliveries().await;
+    let list = |key: &str| authed(pb::ListDeliveriesRequest::default(), key);
+    deliveries
+        .list_deliveries(list(&key.api_key))
+        .await
+        .unwrap();
     admin
         .revoke_api_key(authed(
             pb::RevokeApiKeyRequest { key_id: key.key_id },
@@ -418,6 +425,17 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         .await
         .unwrap_err();
     assert_eq!(revoked.code(), Code::Unauthenticated);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match deliveries.list_deliveries(list(&key.api_key)).await {
+            Err(e) if e.code() == Code::Unauthenticated => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "the revoked key still works on the ledger: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     herald.stop().await;
 }
 

@@ -106,11 +106,12 @@ pub async fn run(
         publisher: publisher.clone(),
         config: Arc::new(config),
     };
-    // Endpoint and tenant changes made through other instances (or by an operator in SQL).
-    let subscriptions = state.subscriptions.clone();
-    let watch = state
-        .store
-        .watch_changes(shutdown.clone(), move |c| subscriptions.apply(c));
+    // Endpoint, tenant and key changes made through other instances (or by an operator in SQL).
+    let (subscriptions, keys) = (state.subscriptions.clone(), state.keys.clone());
+    let watch = state.store.watch_changes(shutdown.clone(), move |c| {
+        subscriptions.apply(c);
+        keys.apply(c);
+    });
 
     let ready: herald_telemetry::ops::Readiness = {
         let s = state.clone();

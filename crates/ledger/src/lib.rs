@@ -193,9 +193,15 @@ pub async fn run(
         .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let keys = KeyCache::new(store.clone(), Duration::from_secs(10));
+    // A key revoked through ingest stops working here as soon as its notice arrives.
+    let watch = {
+        let keys = keys.clone();
+        store.watch_changes(shutdown.clone(), move |c| keys.apply(c))
+    };
     let api = api::DeliveriesApi {
         pool: store.pool().clone(),
-        keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
+        keys,
         publisher: publisher.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "ledger listening");
@@ -208,6 +214,7 @@ pub async fn run(
         .await?;
     consumer.await?;
     dead_letters.await?;
+    let _ = watch.await;
     publisher.close().await;
     tracing::info!("ledger stopped");
     Ok(())

@@ -1,7 +1,8 @@
 //! API key authentication with a short cache, shared by every service that serves tenants.
 //!
 //! A hit costs no database round trip; a revoked key stops working at once on the instance that
-//! revoked it and within the cache TTL everywhere else.
+//! revoked it, and on the others when its change notice arrives ([`crate::Change`]; within
+//! the cache TTL if the notice is lost).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,17 @@ impl KeyCache {
     /// Forgets every cached key (after a revocation).
     pub fn clear(&self) {
         self.entries.lock().expect("key cache lock").clear();
+    }
+
+    /// Drops what a change notice makes stale: a tenant's keys when one of them (or the
+    /// tenant) changed, everything when notices may have been missed.
+    pub fn apply(&self, change: crate::Change) {
+        let mut entries = self.entries.lock().expect("key cache lock");
+        match change {
+            crate::Change::Tenant(t) => entries.retain(|_, (tenant, _)| *tenant != t),
+            crate::Change::Unknown => entries.clear(),
+            crate::Change::Endpoint { .. } => {}
+        }
     }
 }
 
