@@ -25,8 +25,12 @@ pub(crate) fn tenant_of(check: herald_store::Result<KeyCheck>) -> Result<Uuid> {
 }
 
 impl Ingest {
-    /// The tenant of the calling API key.
+    /// The tenant of the calling API key: the one [`crate::preauth::KeyFirst`] already found,
+    /// else looked up here.
     pub async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid> {
+        if let Some(crate::preauth::Authenticated(t)) = req.extensions().get() {
+            return Ok(*t);
+        }
         tenant_of(self.keys.check(authorization(req)).await)
     }
 

@@ -5,7 +5,8 @@
 //! and tonic reads and decodes the whole message before a handler runs. Checked only in the
 //! handler, any client that can reach the port could make ingest buffer hundreds of MiB per
 //! call without a key. Wrapped in [`KeyFirst`], a call without a valid key is answered
-//! `UNAUTHENTICATED` from its headers alone; the handlers check again (a cache hit).
+//! `UNAUTHENTICATED` from its headers alone, and an accepted call carries its tenant to the
+//! handler ([`Authenticated`]), which then does not look the key up a second time.
 //!
 //! A message over the limit gets `RESOURCE_EXHAUSTED` (a size limit, as the API documents its
 //! limits) rather than tonic's `OUT_OF_RANGE`; tonic's message, with both sizes, stays.
@@ -16,6 +17,10 @@ use herald_store::KeyCache;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
+
+/// The tenant whose key [`KeyFirst`] accepted, in the request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct Authenticated(pub uuid::Uuid);
 
 /// A gRPC service whose calls must carry a tenant's API key.
 #[derive(Clone)]
@@ -47,7 +52,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         // The clone is the one made ready by `poll_ready`'s caller next time; this one was.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -59,7 +64,10 @@ where
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             match crate::auth::tenant_of(keys.check(authorization.as_deref()).await) {
-                Ok(_) => inner.call(req).await.map(too_large_is_exhausted),
+                Ok(tenant) => {
+                    req.extensions_mut().insert(Authenticated(tenant));
+                    inner.call(req).await.map(too_large_is_exhausted)
+                }
                 Err(e) => Ok(tonic::Status::from(e).into_http()),
             }
         })
