@@ -5,6 +5,7 @@
 //! the cache TTL if the notice is lost).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub struct KeyCache {
     store: Store,
     ttl: Duration,
     entries: Arc<Mutex<Entries>>,
+    /// Bumped (under the entries' lock) by every invalidation, so a lookup that raced with a
+    /// revocation does not cache the answer it read before the revocation.
+    generation: Arc<AtomicU64>,
 }
 
 /// The token of an `authorization: Bearer <token>` header value.
@@ -47,6 +51,7 @@ impl KeyCache {
             store,
             ttl,
             entries: Arc::default(),
+            generation: Arc::default(),
         }
     }
 
@@ -61,13 +66,18 @@ impl KeyCache {
         {
             return Ok(KeyCheck::Tenant(*tenant));
         }
+        let generation = self.generation.load(Ordering::Acquire);
         match self.store.authenticate(&hash).await? {
             Some(tenant) => {
                 let mut entries = self.entries.lock().expect("key cache lock");
-                if entries.len() > 100_000 {
-                    entries.clear();
+                // An invalidation since the lookup began may concern this key: answer, but
+                // do not remember (the next call looks again).
+                if self.generation.load(Ordering::Acquire) == generation {
+                    if entries.len() > 100_000 {
+                        entries.clear();
+                    }
+                    entries.insert(hash, (tenant, Instant::now()));
                 }
-                entries.insert(hash, (tenant, Instant::now()));
                 Ok(KeyCheck::Tenant(tenant))
             }
             None => Ok(KeyCheck::Invalid),
@@ -76,13 +86,18 @@ impl KeyCache {
 
     /// Forgets every cached key (after a revocation).
     pub fn clear(&self) {
-        self.entries.lock().expect("key cache lock").clear();
+        let mut entries = self.entries.lock().expect("key cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
     }
 
     /// Drops what a change notice makes stale: a tenant's keys when one of them (or the
     /// tenant) changed, everything when notices may have been missed.
     pub fn apply(&self, change: crate::Change) {
         let mut entries = self.entries.lock().expect("key cache lock");
+        if !matches!(change, crate::Change::Endpoint { .. }) {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         match change {
             crate::Change::Tenant(t) => entries.retain(|_, (tenant, _)| *tenant != t),
             crate::Change::Unknown => entries.clear(),
