@@ -205,6 +205,16 @@ async fn retried_on_tiers_until_success(amqp_client: &str) {
         rx.drain_for(Duration::from_millis(1500)).await.is_empty(),
         "no attempt after success"
     );
+    // 300 ms and 600 ms are no delay queue's: they waited in the 200 and 500 ms queues, and
+    // the dispatcher waited the rest (the gaps above show the waits were whole); no queue
+    // was declared for them.
+    for (rung, exists) in [(200, true), (500, true), (300, false), (600, false)] {
+        assert_eq!(
+            herald.delay_queue_exists(rung).await,
+            exists,
+            "delay queue {rung} ms"
+        );
+    }
     herald.stop().await;
 }
 

@@ -476,6 +476,29 @@ impl Herald {
     }
 
     /// Stops every service gracefully and removes the installation's schema, queues and keys.
+    /// Whether this installation's delay queue for `delay_ms` exists on the broker.
+    pub async fn delay_queue_exists(&self, delay_ms: u64) -> bool {
+        let conn = herald_broker::connect(AMQP_URL, "herald-tests-probe")
+            .await
+            .expect("broker reachable");
+        let ch = conn.create_channel().await.expect("a channel");
+        let name = Topology::new(self.name.as_str(), QueueType::Quorum).delay_queue(delay_ms);
+        // A passive declare fails (and closes the channel) when the queue does not exist.
+        let found = ch
+            .queue_declare(
+                name.as_str().into(),
+                herald_broker::lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .is_ok();
+        let _ = conn.close(200, "done".into()).await;
+        found
+    }
+
     pub async fn stop(mut self) {
         self.shutdown().await;
     }

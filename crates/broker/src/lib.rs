@@ -41,4 +41,4 @@ pub use lapin;
 pub use publisher::{
     Outgoing, Publisher, connect, consume, queue_depths, sample_queue_depths, string_headers,
 };
-pub use topology::{QueueType, Topology, WORK_KEY};
+pub use topology::{DELAY_RUNGS_MS, QueueType, Topology, WORK_KEY, delay_hop};

@@ -15,6 +15,27 @@ use crate::publisher::Outgoing;
 /// Routing key of the work queue on the deliveries exchange.
 pub const WORK_KEY: &str = "work";
 
+/// The delays, in milliseconds, that have a delay queue of their own. Every quorum queue is a
+/// Raft group on every broker node, so their number must not follow what tenants choose: a
+/// retry delay that is not one of these travels through several of them, largest first (the
+/// task carries when it is due; see [`delay_hop`]). Each usual tier (Stripe's, Svix's, the
+/// defaults 1 min, 5 min, 15 min, 1 h, 6 h) is one queue, so one hop.
+pub const DELAY_RUNGS_MS: [u64; 23] = [
+    100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 60_000, 120_000, 300_000,
+    600_000, 900_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000, 10_800_000, 21_600_000,
+    43_200_000, 86_400_000,
+];
+
+/// The first leg of a wait of `ms`: the longest delay queue not longer than the wait (`None`
+/// when even the shortest is: such a wait is spent by the dispatcher itself), and what is left
+/// after it.
+pub fn delay_hop(ms: u64) -> (Option<u64>, u64) {
+    match DELAY_RUNGS_MS.iter().rev().find(|r| **r <= ms) {
+        Some(r) => (Some(*r), ms - r),
+        None => (None, ms),
+    }
+}
+
 /// Classic queues (fast, single node) or quorum queues (replicated, at-least-once
 /// dead-lettering, delivery limit): the durability promise needs quorum in production.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,10 +243,14 @@ impl Topology {
         self.queue(ch, &self.delay_queue(delay_ms), args).await
     }
 
-    /// Deletes everything under the prefix (tests use it to leave no residue); `delays` names the
-    /// delay queues that may exist.
+    /// Deletes everything under the prefix (tests use it to leave no residue): every delay
+    /// queue of [`DELAY_RUNGS_MS`], and `delays`, those of other delays that may exist (an
+    /// installation older than the rungs declared one per retry delay).
     pub async fn delete(&self, ch: &Channel, delays: &[u64]) -> Result<()> {
         let mut queues = vec![self.work_queue(), self.ledger_queue(), self.dead_queue()];
+        let mut delays: Vec<u64> = DELAY_RUNGS_MS.iter().chain(delays).copied().collect();
+        delays.sort_unstable();
+        delays.dedup();
         queues.extend(delays.iter().map(|d| self.delay_queue(*d)));
         for q in queues {
             ch.queue_delete(short(&q), QueueDeleteOptions::default())
@@ -254,5 +279,44 @@ mod tests {
         assert_eq!(t.delay_of(&t.work_queue()), None);
         assert_eq!(t.delay_of("other.deliveries.delay.5"), None);
         assert_eq!(t.delay_of("herald.deliveries.delay.x"), None);
+    }
+
+    /// Walks a wait through its hops the way the dispatcher does.
+    fn hops(mut ms: u64) -> (Vec<u64>, u64) {
+        let mut legs = Vec::new();
+        while let (Some(rung), rest) = delay_hop(ms) {
+            legs.push(rung);
+            ms = rest;
+        }
+        (legs, ms)
+    }
+
+    #[test]
+    fn usual_tiers_are_one_hop_and_others_add_up_exactly() {
+        for tier in [
+            1_000, 5_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000,
+        ] {
+            assert_eq!(hops(tier), (vec![tier], 0));
+        }
+        assert_eq!(hops(300), (vec![200, 100], 0));
+        assert_eq!(hops(1_350), (vec![1_000, 200, 100], 50));
+        assert_eq!(hops(99), (vec![], 99));
+        // The worst waits (59 min 59.999 s and the like) take 17 hops: a broker round trip
+        // each, rare next to an HTTP attempt.
+        let worst = (0..86_400u64)
+            .map(|s| hops(s * 1_000 + 999).0.len())
+            .max()
+            .unwrap();
+        assert!(worst <= 17, "{worst} hops");
+        for ms in [7, 1_234, 59_999, 86_399_999, 123_456_789] {
+            let (legs, rest) = hops(ms);
+            assert_eq!(legs.iter().sum::<u64>() + rest, ms);
+            assert!(rest < 100);
+        }
+    }
+
+    #[test]
+    fn rungs_ascend() {
+        assert!(DELAY_RUNGS_MS.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -72,7 +72,7 @@ impl DeliveryStatus {
 }
 
 /// One delivery of one event to one endpoint, as queued for a dispatcher.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeliveryTask {
     pub v: u32,
     /// Stable across retries; receivers dedupe on it.
@@ -87,6 +87,11 @@ pub struct DeliveryTask {
     /// `attempt - 1` (tiers skipped); see [`DeliveryTask::tiers_used`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<u32>,
+    /// When the task is due, if it waits through several delay queues (its delay is not one
+    /// queue's: see `herald_broker::DELAY_RUNGS_MS`); the dispatcher sends it on until then.
+    /// Absent: due when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<DateTime<Utc>>,
     pub trigger: Trigger,
     /// When the delivery was created (the event was accepted).
     pub created_at: DateTime<Utc>,
@@ -156,6 +161,7 @@ impl EventRecord {
                 event_type: event_type.to_owned(),
                 attempt: 1,
                 tiers: None,
+                due: None,
                 trigger: Trigger::Scheduled,
                 created_at: accepted_at,
                 payload: payload.to_vec(),
@@ -439,6 +445,7 @@ mod tests {
             event_type: "a.b".into(),
             attempt: 1,
             tiers: None,
+            due: None,
             trigger: Trigger::Scheduled,
             created_at: Utc::now(),
             payload: raw.as_bytes().to_vec(),

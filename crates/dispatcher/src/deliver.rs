@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use herald_broker::Outgoing;
+use herald_broker::{DELAY_RUNGS_MS, Outgoing};
 use herald_core::schedule::RetrySchedule;
 use herald_core::signing::{self, SignInput};
 use herald_core::wire::{
@@ -63,6 +63,23 @@ impl Dispatcher {
         redelivered: bool,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Decision, herald_store::Error> {
+        // A retry whose delay is no delay queue's comes back after the longest queue that
+        // fits, and goes on through shorter ones; the last few milliseconds are waited here.
+        if let Some(due) = task.due {
+            let wait = (due - Utc::now()).to_std().unwrap_or_default();
+            if wait >= Duration::from_millis(DELAY_RUNGS_MS[0]) {
+                metrics::counter!("herald_delay_hops_total").increment(1);
+                let follow = FollowUps {
+                    messages: vec![self.retry_message(wait, due, task.clone()).await],
+                    records: Vec::new(),
+                };
+                return Ok(Decision::Publish(follow, None));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Decision::Requeue),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
         let Some(endpoint) = self.endpoints.get(task.endpoint_id).await? else {
             return Ok(self.abandon(task, "endpoint deleted"));
         };
@@ -98,9 +115,9 @@ impl Dispatcher {
                     // Park it instead of holding a slot: back on the work queue after the wait.
                     let secs = wait.as_secs().clamp(1, 60);
                     tracing::debug!(delivery_id = %task.delivery_id, wait_s = secs, "rate limited, parking delivery");
-                    let again = self
-                        .retry_message(Duration::from_secs(secs), task.encode())
-                        .await;
+                    let wait = Duration::from_secs(secs);
+                    let due = Utc::now() + chrono::Duration::seconds(secs as i64);
+                    let again = self.retry_message(wait, due, task.clone()).await;
                     let follow = FollowUps {
                         messages: vec![again],
                         records: Vec::new(),
@@ -185,7 +202,7 @@ impl Dispatcher {
         let mut out = FollowUps::default();
         let next_retry_at =
             next.map(|n| Utc::now() + chrono::Duration::from_std(n.delay).unwrap_or_default());
-        if let Some(n) = next {
+        if let (Some(n), Some(due)) = (next, next_retry_at) {
             let retry = DeliveryTask {
                 v: task.v,
                 delivery_id: task.delivery_id,
@@ -196,13 +213,14 @@ impl Dispatcher {
                 attempt: n.attempt,
                 // Written only when tiers were skipped: the usual retry task stays as it was.
                 tiers: (n.tiers_used != n.attempt - 1).then_some(n.tiers_used),
+                due: None,
                 trigger: Trigger::Scheduled,
                 created_at: task.created_at,
                 payload: task.payload.clone(),
             };
             crate::metrics::retry_scheduled(n.delay);
             out.messages
-                .push(self.retry_message(n.delay, retry.encode()).await);
+                .push(self.retry_message(n.delay, due, retry).await);
         }
         let record = Record::Attempt(AttemptRecord {
             attempt_id: Uuid::now_v7(),
@@ -372,18 +390,29 @@ impl Dispatcher {
         Decision::Publish(follow, None)
     }
 
-    /// The message that brings a retry back after `delay`: straight to the work queue for a
-    /// zero delay, else through the delay queue for exactly that delay (declared on first use).
-    async fn retry_message(&self, delay: Duration, body: Vec<u8>) -> Outgoing {
+    /// The message that brings `task` back after `wait`, at `due`: straight to the work queue
+    /// for a wait shorter than every delay queue's, else through the delay queue of the longest
+    /// rung that fits (declared on first use). When the rung falls short, the task carries `due`
+    /// and is sent on when it comes back ([`herald_broker::delay_hop`]). The wait is passed as
+    /// such, not derived from `due`: a tier of exactly one rung stays one hop.
+    async fn retry_message(
+        &self,
+        wait: Duration,
+        due: DateTime<Utc>,
+        mut task: DeliveryTask,
+    ) -> Outgoing {
         let topo = self.publisher.topology();
-        let ms = delay.as_millis() as u64;
-        if ms == 0 {
+        let ms = wait.as_millis().min(u64::MAX as u128) as u64;
+        let (rung, rest) = herald_broker::delay_hop(ms);
+        task.due = (rest > 0).then_some(due);
+        let body = task.encode();
+        let Some(rung) = rung else {
             return topo.work_message(body, herald_telemetry::trace_headers());
-        }
-        self.ensure_delay_queue(ms).await;
+        };
+        self.ensure_delay_queue(rung).await;
         Outgoing {
             exchange: String::new(),
-            routing_key: topo.delay_queue(ms),
+            routing_key: topo.delay_queue(rung),
             body,
             headers: herald_telemetry::trace_headers(),
         }

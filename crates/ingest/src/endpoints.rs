@@ -383,6 +383,7 @@ impl Ingest {
             event_type: event.event_type,
             attempt: 1,
             tiers: None,
+            due: None,
             trigger: Trigger::Test,
             created_at: now,
             payload: event.payload,

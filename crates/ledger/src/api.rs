@@ -517,6 +517,7 @@ impl DeliveriesApi {
             event_type: r.event_type,
             attempt: r.attempt_count.max(0) as u32 + 1,
             tiers: None,
+            due: None,
             trigger: Trigger::Manual,
             created_at: r.created_at,
             payload: payload.into_bytes(),

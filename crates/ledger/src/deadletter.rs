@@ -300,6 +300,7 @@ mod tests {
             event_type: "order.created".into(),
             attempt: 2,
             tiers: None,
+            due: None,
             trigger: Trigger::Scheduled,
             created_at: chrono::Utc::now(),
             payload: br#"{"id":1}"#.to_vec(),
