@@ -10,7 +10,7 @@ use herald_core::schedule::RetrySchedule;
 pub struct Config {
     pub common: Common,
     /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
-    /// `127.0.0.1:9603`; empty disables it.
+    /// `127.0.0.1:9603`; `off` disables it.
     pub metrics_addr: String,
     /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher (the
     /// tasks it holds at once, so memory is bounded by this times the largest payload),

@@ -10,7 +10,7 @@ use herald_core::net::{Cidr, parse_networks};
 pub struct Config {
     pub common: Common,
     /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
-    /// `127.0.0.1:9601`; empty disables it.
+    /// `127.0.0.1:9601`; `off` disables it.
     pub metrics_addr: String,
     /// `HERALD_INGEST_ADDR`: gRPC listen address, default `127.0.0.1:50051`.
     pub listen_addr: String,
@@ -23,8 +23,8 @@ pub struct Config {
     /// `HERALD_IDEMPOTENCY_TTL`: how long an idempotency key is remembered, default `24h`.
     pub idempotency_ttl: Duration,
     /// `HERALD_IDEMPOTENCY_PENDING_TTL`: how long a key stays reserved for a publish that never
-    /// finished (ingest died mid-call); a retry meanwhile gets ABORTED, after it a new event is
-    /// accepted. Default `30s`.
+    /// finished (ingest died mid-call); a retry meanwhile gets ABORTED, after it the retry
+    /// resumes that publish under the same event id and delivery ids. Default `30s`.
     pub idempotency_pending_ttl: Duration,
     /// `HERALD_SUBSCRIPTION_CACHE_TTL`: how long a tenant's subscription index is reused before
     /// it is reloaded (changes made through this instance apply at once), default `2s`.

@@ -8,7 +8,7 @@ use herald_core::config::{Common, ConfigError, Reader};
 pub struct Config {
     pub common: Common,
     /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
-    /// `127.0.0.1:9602`; empty disables it.
+    /// `127.0.0.1:9602`; `off` disables it.
     pub metrics_addr: String,
     /// `HERALD_LEDGER_ADDR`: gRPC listen address of the delivery log API, default
     /// `127.0.0.1:50052`.

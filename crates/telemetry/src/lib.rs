@@ -5,7 +5,8 @@
 //!   lines are lowercase with structured fields and never carry secrets, signatures or API keys.
 //! - Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans go to an OTLP/gRPC collector (the
 //!   standard `OTEL_*` variables apply: service name, batch delays, headers; `HERALD_TRACE_FILTER`
-//!   selects spans, default `info`, independent of the log filter). W3C trace context
+//!   selects spans, default `info,sqlx=warn,lapin=warn,h2=warn,hyper=warn,tower=warn`,
+//!   independent of the log filter). W3C trace context
 //!   travels in gRPC metadata ([`grpc_span`]) and in AMQP message headers ([`trace_headers`],
 //!   [`set_parent_from`]), so one trace runs publish → fan-out → every attempt → ledger write.
 //! - Metrics: a process-wide Prometheus recorder ([`metrics_handle`]); services record with the
@@ -50,24 +51,29 @@ impl Drop for Guard {
     }
 }
 
+/// A variable's value; set but empty counts as unset, as for every other `HERALD_*` setting.
+fn env_set(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// Installs logging (and OTLP tracing when configured) for `service`; later calls in the same
 /// process do nothing. Must run inside a tokio runtime when tracing is on.
 pub fn init(service: &'static str) -> Guard {
-    let filter = std::env::var("HERALD_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,sqlx=warn,lapin=warn".to_owned());
+    let filter = env_set("HERALD_LOG")
+        .or_else(|| env_set("RUST_LOG"))
+        .unwrap_or_else(|| "info,sqlx=warn,lapin=warn".to_owned());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json = env_set("HERALD_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
     ]));
     let provider = otlp_provider(service);
     EXPORTING.store(provider.is_some(), Ordering::Relaxed);
-    // Spans are exported at `HERALD_TRACE_LEVEL` (default info) whatever the log filter says:
-    // quiet logs must not mean missing traces.
+    // Spans are exported per `HERALD_TRACE_FILTER` whatever the log filter says: quiet logs
+    // must not mean missing traces.
     let trace_filter = EnvFilter::try_new(
-        std::env::var("HERALD_TRACE_FILTER")
-            .unwrap_or_else(|_| "info,sqlx=warn,lapin=warn,h2=warn,hyper=warn,tower=warn".into()),
+        env_set("HERALD_TRACE_FILTER")
+            .unwrap_or_else(|| "info,sqlx=warn,lapin=warn,h2=warn,hyper=warn,tower=warn".into()),
     )
     .unwrap_or_else(|_| EnvFilter::new("info"));
     let otel = provider.as_ref().map(|p| {

@@ -22,7 +22,7 @@ struct Ops {
     ready: Readiness,
 }
 
-/// Binds `addr` (e.g. `127.0.0.1:9601`; empty disables the endpoint) and serves until
+/// Binds `addr` (e.g. `127.0.0.1:9601`; `off` disables the endpoint) and serves until
 /// `shutdown`. Returns the bound address.
 pub async fn serve(
     addr: &str,
