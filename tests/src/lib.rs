@@ -475,7 +475,6 @@ impl Herald {
             .expect("count")
     }
 
-    /// Stops every service gracefully and removes the installation's schema, queues and keys.
     /// Whether this installation's delay queue for `delay_ms` exists on the broker.
     pub async fn delay_queue_exists(&self, delay_ms: u64) -> bool {
         let conn = herald_broker::connect(AMQP_URL, "herald-tests-probe")
@@ -499,6 +498,7 @@ impl Herald {
         found
     }
 
+    /// Stops every service gracefully and removes the installation's schema, queues and keys.
     pub async fn stop(mut self) {
         self.shutdown().await;
     }

@@ -88,10 +88,16 @@ pub struct DeliveryTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<u32>,
     /// When the task is due, if it waits through several delay queues (its delay is not one
-    /// queue's: see `herald_broker::DELAY_RUNGS_MS`); the dispatcher sends it on until then.
-    /// Absent: due when read.
+    /// queue's: see `herald_broker::DELAY_RUNGS_MS`). Absent: due when read. Informative since
+    /// `rest_ms` exists (dispatchers that predate `rest_ms` send the task on until then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<DateTime<Utc>>,
+    /// The part of the wait still ahead once the queue carrying the task hands it back, in
+    /// milliseconds; the dispatcher sends it on by that much. Planned, not recomputed from
+    /// `due`: a hop that comes back a little late (they all do) costs no extra hop, and a
+    /// dispatcher whose clock is ahead does not deliver early. Absent: due when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_ms: Option<u64>,
     pub trigger: Trigger,
     /// When the delivery was created (the event was accepted).
     pub created_at: DateTime<Utc>,
@@ -162,6 +168,7 @@ impl EventRecord {
                 attempt: 1,
                 tiers: None,
                 due: None,
+                rest_ms: None,
                 trigger: Trigger::Scheduled,
                 created_at: accepted_at,
                 payload: payload.to_vec(),
@@ -446,6 +453,7 @@ mod tests {
             attempt: 1,
             tiers: None,
             due: None,
+            rest_ms: None,
             trigger: Trigger::Scheduled,
             created_at: Utc::now(),
             payload: raw.as_bytes().to_vec(),
@@ -453,6 +461,30 @@ mod tests {
         let back = DeliveryTask::decode(&task.encode()).unwrap();
         assert_eq!(back.payload, raw.as_bytes());
         assert_eq!(back.delivery_id, task.delivery_id);
+    }
+
+    #[test]
+    fn wait_fields_travel_only_when_set() {
+        let (_, mut tasks) = EventRecord::fan_out(
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            "a.b",
+            b"{}",
+            Utc::now(),
+            None,
+            &[Uuid::now_v7()],
+        );
+        let mut task = tasks.pop().unwrap();
+        let plain = String::from_utf8(task.encode()).unwrap();
+        assert!(
+            !plain.contains("due") && !plain.contains("rest_ms"),
+            "{plain}"
+        );
+        let due = Utc::now();
+        task.due = Some(due);
+        task.rest_ms = Some(1_350);
+        let back = DeliveryTask::decode(&task.encode()).unwrap();
+        assert_eq!((back.due, back.rest_ms), (Some(due), Some(1_350)));
     }
 
     #[test]

@@ -55,6 +55,23 @@ pub enum Decision {
 /// Longest rate-limit wait spent holding the task; a longer one parks it on a delay queue.
 const MAX_RATE_WAIT: Duration = Duration::from_millis(250);
 
+/// How long a delivery that must wait `wait` for a rate-limit token is parked: the shortest
+/// delay queue that covers the wait (one hop), at least 1 s (fewer round trips for a busy
+/// endpoint) and at most 60 s (the bucket refills within a second anyway).
+fn park_ms(wait: Duration) -> u64 {
+    let ms = wait.as_millis().clamp(1_000, 60_000) as u64;
+    DELAY_RUNGS_MS
+        .iter()
+        .copied()
+        .find(|r| *r >= ms)
+        .unwrap_or(60_000)
+}
+
+/// Now plus `d`.
+fn after(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()
+}
+
 impl Dispatcher {
     /// Runs one task up to (not including) the follow-up publishes.
     pub async fn attempt(
@@ -65,10 +82,18 @@ impl Dispatcher {
     ) -> Result<Decision, herald_store::Error> {
         // A retry whose delay is no delay queue's comes back after the longest queue that
         // fits, and goes on through shorter ones; the last few milliseconds are waited here.
-        if let Some(due) = task.due {
-            let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        // The planned rest, not `due - now`: a hop is always a little late, and recomputing
+        // would spend extra hops on that lateness (and trust this machine's clock).
+        let rest = match (task.rest_ms, task.due) {
+            (Some(ms), _) => Some(Duration::from_millis(ms)),
+            // Sent by a dispatcher that predates `rest_ms`.
+            (None, Some(due)) => Some((due - Utc::now()).to_std().unwrap_or_default()),
+            (None, None) => None,
+        };
+        if let Some(wait) = rest {
             if wait >= Duration::from_millis(DELAY_RUNGS_MS[0]) {
                 metrics::counter!("herald_delay_hops_total").increment(1);
+                let due = task.due.unwrap_or_else(|| after(wait));
                 let follow = FollowUps {
                     messages: vec![self.retry_message(wait, due, task.clone()).await],
                     records: Vec::new(),
@@ -112,12 +137,11 @@ impl Dispatcher {
                 }
                 metrics::counter!("herald_rate_limited_total").increment(1);
                 if wait > MAX_RATE_WAIT {
-                    // Park it instead of holding a slot: back on the work queue after the wait.
-                    let secs = wait.as_secs().clamp(1, 60);
-                    tracing::debug!(delivery_id = %task.delivery_id, wait_s = secs, "rate limited, parking delivery");
-                    let wait = Duration::from_secs(secs);
-                    let due = Utc::now() + chrono::Duration::seconds(secs as i64);
-                    let again = self.retry_message(wait, due, task.clone()).await;
+                    // Park it instead of holding a slot: back on the work queue after the wait,
+                    // rounded up to a delay queue's (one hop), at least 1 s and at most 60 s.
+                    let park = Duration::from_millis(park_ms(wait));
+                    tracing::debug!(delivery_id = %task.delivery_id, wait_ms = park.as_millis() as u64, "rate limited, parking delivery");
+                    let again = self.retry_message(park, after(park), task.clone()).await;
                     let follow = FollowUps {
                         messages: vec![again],
                         records: Vec::new(),
@@ -200,8 +224,7 @@ impl Dispatcher {
         }
 
         let mut out = FollowUps::default();
-        let next_retry_at =
-            next.map(|n| Utc::now() + chrono::Duration::from_std(n.delay).unwrap_or_default());
+        let next_retry_at = next.map(|n| after(n.delay));
         if let (Some(n), Some(due)) = (next, next_retry_at) {
             let retry = DeliveryTask {
                 v: task.v,
@@ -214,6 +237,7 @@ impl Dispatcher {
                 // Written only when tiers were skipped: the usual retry task stays as it was.
                 tiers: (n.tiers_used != n.attempt - 1).then_some(n.tiers_used),
                 due: None,
+                rest_ms: None,
                 trigger: Trigger::Scheduled,
                 created_at: task.created_at,
                 payload: task.payload.clone(),
@@ -402,9 +426,14 @@ impl Dispatcher {
         mut task: DeliveryTask,
     ) -> Outgoing {
         let topo = self.publisher.topology();
-        let ms = wait.as_millis().min(u64::MAX as u128) as u64;
+        // Rounded up: a retry never comes back before its time.
+        let ms = wait
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(u128::from(u64::MAX)) as u64;
         let (rung, rest) = herald_broker::delay_hop(ms);
         task.due = (rest > 0).then_some(due);
+        task.rest_ms = (rest > 0).then_some(rest);
         let body = task.encode();
         let Some(rung) = rung else {
             return topo.work_message(body, herald_telemetry::trace_headers());
@@ -532,4 +561,25 @@ pub fn build_headers(
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_parks_on_one_delay_queue() {
+        let park = |ms| park_ms(Duration::from_millis(ms));
+        assert_eq!(park(300), 1_000);
+        assert_eq!(park(1_000), 1_000);
+        assert_eq!(park(1_001), 2_000);
+        assert_eq!(park(2_500), 5_000);
+        assert_eq!(park(45_000), 60_000);
+        assert_eq!(park(3_600_000), 60_000);
+        for ms in (251..70_000).step_by(97) {
+            let p = park(ms);
+            assert!(DELAY_RUNGS_MS.contains(&p), "{ms} -> {p}");
+            assert!(p >= ms.min(60_000), "{ms} -> {p}");
+        }
+    }
 }

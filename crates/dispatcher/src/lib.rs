@@ -24,7 +24,8 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use herald_broker::{
-    AckPolicy, Acks, Batching, Consumer, Delivery, Publisher, QueueType, RecordBatcher, Topology,
+    AckPolicy, Acks, Batching, Consumer, DELAY_RUNGS_MS, Delivery, Publisher, QueueType,
+    RecordBatcher, Topology,
 };
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
@@ -144,19 +145,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let watch = d
         .store
         .watch_changes(shutdown.clone(), move |c| endpoints.apply(c));
-    let (topo, delays) = (d.publisher.topology().clone(), d.delays.clone());
+    // Every rung, not only those this dispatcher declared: another one may have filled them.
+    // A queue nobody declared yet is skipped by the sampler.
+    let topo = d.publisher.topology().clone();
     tokio::spawn(herald_broker::sample_queue_depths(
         d.config.common.amqp_url.clone(),
         move || {
             let mut names = vec![topo.work_queue()];
-            let mut ms: Vec<u64> = delays
-                .lock()
-                .expect("delay set lock")
-                .iter()
-                .copied()
-                .collect();
-            ms.sort_unstable();
-            names.extend(ms.into_iter().map(|m| topo.delay_queue(m)));
+            names.extend(DELAY_RUNGS_MS.iter().map(|m| topo.delay_queue(*m)));
             names
         },
         shutdown.clone(),

@@ -384,6 +384,7 @@ impl Ingest {
             attempt: 1,
             tiers: None,
             due: None,
+            rest_ms: None,
             trigger: Trigger::Test,
             created_at: now,
             payload: event.payload,

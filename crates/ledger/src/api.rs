@@ -518,6 +518,7 @@ impl DeliveriesApi {
             attempt: r.attempt_count.max(0) as u32 + 1,
             tiers: None,
             due: None,
+            rest_ms: None,
             trigger: Trigger::Manual,
             created_at: r.created_at,
             payload: payload.into_bytes(),

@@ -301,6 +301,7 @@ mod tests {
             attempt: 2,
             tiers: None,
             due: None,
+            rest_ms: None,
             trigger: Trigger::Scheduled,
             created_at: chrono::Utc::now(),
             payload: br#"{"id":1}"#.to_vec(),
