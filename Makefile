@@ -19,7 +19,9 @@ build:
 ## schemas (deployment checks).
 venv: $(VENV)/.ready
 $(VENV)/.ready: tests/interop/requirements.txt tests/deploy/requirements.txt
-	@$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
+	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: installing python3-venv" >&2; \
+		{ apt-get install -y python3-venv >/dev/null || { apt-get update -q >/dev/null && apt-get install -y python3-venv >/dev/null; }; } \
+		&& $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt -r tests/deploy/requirements.txt
 	@touch $@
 

@@ -9,12 +9,32 @@ export HERALD_ADMIN_TOKEN=${HERALD_ADMIN_TOKEN:-herald-dev-admin-token}
 export HERALD_ALLOW_NETWORKS=${HERALD_ALLOW_NETWORKS:-127.0.0.0/8,::1/128}
 export HERALD_LOG=${HERALD_LOG:-info,sqlx=warn,lapin=warn}
 
+# Endpoint secrets are encrypted at rest: a development key, made once and kept in .herald/
+# (git-ignored). Production sets HERALD_SECRET_KEY from its secret store.
+if [ -z "${HERALD_SECRET_KEY:-}" ]; then
+  mkdir -p .herald
+  if [ ! -s .herald/dev-secret-key ]; then
+    (umask 077 && "$bin/herald-ingest" secrets generate-key > .herald/dev-secret-key)
+  fi
+  HERALD_SECRET_KEY=$(cat .herald/dev-secret-key)
+  export HERALD_SECRET_KEY
+fi
+
 "$bin/herald-ingest" migrate
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait; exit 0' INT TERM
-"$bin/herald-ingest" & pids+=($!)
-"$bin/herald-ledger" & pids+=($!)
-"$bin/herald-dispatcher" & pids+=($!)
+# Each service runs in a session of its own, so the terminal's Ctrl-C reaches only this script,
+# which passes one SIGTERM on: the services drain and stop. Ctrl-C again passes a second one,
+# on which they stop at once.
+stop() {
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM HUP
+  until wait; do :; done
+  exit 0
+}
+trap stop INT TERM HUP
+setsid "$bin/herald-ingest" & pids+=($!)
+setsid "$bin/herald-ledger" & pids+=($!)
+setsid "$bin/herald-dispatcher" & pids+=($!)
 sleep 1
 cat <<MSG
 

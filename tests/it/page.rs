@@ -1585,3 +1585,69 @@ async fn analysts_read_views_and_bind_their_own_queue_to_the_record_stream() {
     assert_eq!((events, failed), (1, 0));
     herald.stop().await;
 }
+
+/// Four endpoints and four deliveries, listed two at a time: two pages each, and the second
+/// (full) page carries no cursor.
+#[tokio::test]
+async fn the_last_page_has_no_cursor_even_when_full() {
+    let herald = Herald::start(Options::default()).await;
+    let t = herald.tenant().await;
+    let rx = Receiver::start(|_, _| Reply::status(200)).await;
+    for _ in 0..4 {
+        herald
+            .create_endpoint(&t, endpoint(rx.url("/p"), &["*"]))
+            .await;
+    }
+    let mut endpoints = herald.endpoints().await;
+    let mut pages = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let r = endpoints
+            .list_endpoints(authed(
+                pb::ListEndpointsRequest {
+                    page_size: 2,
+                    cursor: cursor.clone(),
+                },
+                &t.api_key,
+            ))
+            .await
+            .expect("list endpoints")
+            .into_inner();
+        seen.extend(r.endpoints.iter().map(|e| e.id.clone()));
+        pages.push((r.endpoints.len(), !r.next_cursor.is_empty()));
+        if r.next_cursor.is_empty() {
+            break;
+        }
+        cursor = r.next_cursor;
+    }
+    assert_eq!(pages, [(2, true), (2, false)]);
+    assert_eq!(seen.len(), 4);
+
+    let event = herald.publish(&t, "a.b", b"{}").await;
+    herald.wait_deliveries(&t, &event.event_id, 4).await;
+    let mut log = herald.deliveries().await;
+    let mut pages = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = log
+            .list_deliveries(authed(
+                pb::ListDeliveriesRequest {
+                    page_size: 2,
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                },
+                &t.api_key,
+            ))
+            .await
+            .expect("list deliveries")
+            .into_inner();
+        pages.push((r.deliveries.len(), !r.next_cursor.is_empty()));
+        if r.next_cursor.is_empty() {
+            break;
+        }
+        cursor = r.next_cursor;
+    }
+    assert_eq!(pages, [(2, true), (2, false)]);
+    herald.stop().await;
+}

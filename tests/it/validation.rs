@@ -288,6 +288,17 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated);
+    // The operator token is known but not a tenant's: refused as such on tenant services.
+    let operator = events
+        .publish(authed(publish("a.b", b"{}"), ADMIN_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(operator.code(), Code::PermissionDenied, "{operator:?}");
+    let operator = endpoints
+        .list_endpoints(authed(pb::ListEndpointsRequest::default(), ADMIN_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(operator.code(), Code::PermissionDenied, "{operator:?}");
     // On Admin, a tenant's key is known but not allowed; any other token is not known.
     for (token, code) in [
         (a.api_key.as_str(), Code::PermissionDenied),

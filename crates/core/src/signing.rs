@@ -9,7 +9,8 @@
 //! - `hex`: `<Prefix>Signature: sha256=<hex HMAC-SHA256(body)>`; the key is the secret's literal
 //!   bytes (as GitHub does).
 //!
-//! During a secret rotation `standard` and `timestamped` carry one signature per live secret.
+//! During a secret rotation `standard` and `timestamped` carry one signature per live secret
+//! (`timestamped` puts the newest last, where map-folding verifiers look).
 //! Signatures and secrets never implement `Display` into logs: [`Secret`]'s `Debug` is redacted.
 
 use std::fmt;
@@ -182,8 +183,11 @@ pub fn sign(
             ]
         }
         Scheme::Timestamped => {
+            // Oldest first, the newest secret's `v1` last: verifiers that fold the header into
+            // a map (`t=…,v1=…` split on `,` and `=`, as several products' samples do) keep only
+            // the last `v1`, and a receiver that took the new secret must verify at once.
             let mut value = format!("t={ts}");
-            for s in secrets {
+            for s in secrets.iter().rev() {
                 let raw = mac(&s.key_for(scheme), &[ts.as_bytes(), b".", input.body]);
                 value.push_str(",v1=");
                 value.push_str(&hex::encode(raw));
@@ -435,6 +439,16 @@ mod tests {
         }
         let sig = &sign(Scheme::Standard, &[&new, &old], "", &input)[2].1;
         assert_eq!(sig.split(' ').count(), 2);
+        // A verifier that keeps the last `v1` of the header (a map built from its parts)
+        // verifies with the new secret.
+        let header = &sign(Scheme::Timestamped, &[&new, &old], "", &input)[2].1;
+        let last = header.rsplit(",v1=").next().unwrap();
+        let only_new = format!("t=100,v1={last}");
+        let f = |n: &str| (n == "Signature").then(|| only_new.clone());
+        assert_eq!(
+            verify(Scheme::Timestamped, &new, "", &f, b"{}", 100, 5),
+            Ok(())
+        );
     }
 
     #[test]

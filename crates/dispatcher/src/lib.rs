@@ -24,8 +24,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use herald_broker::{
-    AckPolicy, Acks, Batching, Consumer, DELAY_RUNGS_MS, Delivery, Publisher, QueueType,
-    RecordBatcher, Topology,
+    AckPolicy, Acks, Batching, Consumer, Delivery, Publisher, QueueType, RecordBatcher, Topology,
 };
 use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
@@ -118,6 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config: Arc::new(config),
     };
     let ready: herald_telemetry::ops::Readiness = {
+        use herald_telemetry::ops::Dependency;
         let d = d.clone();
         Arc::new(move || {
             let d = d.clone();
@@ -127,14 +127,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     .query_async::<String>(&mut redis)
                     .await
                     .is_ok();
+                // Without Redis deliveries go on (no done marks, no rate limits).
                 vec![
-                    ("database", d.store.ping().await),
-                    (
+                    Dependency::required("database", d.store.ping().await),
+                    Dependency::required(
                         "broker",
                         d.publisher.is_up()
                             && d.consuming.load(std::sync::atomic::Ordering::Relaxed),
                     ),
-                    ("redis", redis_up),
+                    Dependency::optional("redis", redis_up),
                 ]
             })
         })
@@ -145,14 +146,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let watch = d
         .store
         .watch_changes(shutdown.clone(), move |c| endpoints.apply(c));
-    // Every rung, not only those this dispatcher declared: another one may have filled them.
-    // A queue nobody declared yet is skipped by the sampler.
-    let topo = d.publisher.topology().clone();
+    // The delay queues this dispatcher declared (a rung another one filled is sampled there):
+    // probing a queue nobody declared yet would close the channel with NOT_FOUND, and the
+    // AMQP client logs an error for each, every 5 s.
+    let (topo, delays) = (d.publisher.topology().clone(), d.delays.clone());
     tokio::spawn(herald_broker::sample_queue_depths(
         d.config.common.amqp_url.clone(),
         move || {
             let mut names = vec![topo.work_queue()];
-            names.extend(DELAY_RUNGS_MS.iter().map(|m| topo.delay_queue(*m)));
+            let mut ms: Vec<u64> = delays
+                .lock()
+                .expect("delay set lock")
+                .iter()
+                .copied()
+                .collect();
+            ms.sort_unstable();
+            names.extend(ms.into_iter().map(|m| topo.delay_queue(m)));
             names
         },
         shutdown.clone(),

@@ -13,15 +13,40 @@ fn authorization<T>(req: &Request<T>) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// The tenant of a key check, or why the call is refused.
-pub(crate) fn tenant_of(check: herald_store::Result<KeyCheck>) -> Result<Uuid> {
+/// The tenant of a key check, or why the call is refused. `authorization` is the header the
+/// check was made of: the operator token is recognised and refused (`PERMISSION_DENIED`), as
+/// a tenant key is on the Admin service.
+pub(crate) fn tenant_of(
+    check: herald_store::Result<KeyCheck>,
+    authorization: Option<&str>,
+    admin_token: Option<&str>,
+) -> Result<Uuid> {
     match check? {
         KeyCheck::Tenant(t) => Ok(t),
         KeyCheck::Missing => Err(Error::Unauthenticated(
             "missing API key: send \"authorization: Bearer <key>\"",
         )),
+        KeyCheck::Invalid
+            if admin_token.is_some_and(|a| {
+                herald_store::bearer(authorization).is_some_and(|given| same_secret(given, a))
+            }) =>
+        {
+            Err(Error::PermissionDenied(
+                "tenant API key required: the operator token serves only the Admin service",
+            ))
+        }
         KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
     }
+}
+
+/// Compares two secrets in time that depends on their length only.
+fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0
 }
 
 impl Ingest {
@@ -31,7 +56,11 @@ impl Ingest {
         if let Some(crate::preauth::Authenticated(t)) = req.extensions().get() {
             return Ok(*t);
         }
-        tenant_of(self.keys.check(authorization(req)).await)
+        tenant_of(
+            self.keys.check(authorization(req)).await,
+            authorization(req),
+            self.config.admin_token.as_deref(),
+        )
     }
 
     /// Checks the operator token: a tenant's API key is recognised and refused
@@ -47,13 +76,7 @@ impl Ingest {
                 "missing operator token: send \"authorization: Bearer <token>\"",
             ));
         };
-        let same = given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
-        if same {
+        if same_secret(given, expected) {
             return Ok(());
         }
         match self.keys.check(authorization(req)).await? {

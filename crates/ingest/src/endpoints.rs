@@ -73,6 +73,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             filter: validate::filter(r.filter.as_deref().unwrap_or_default())?,
             rate_limit_per_second: validate::rate_limit(r.rate_limit_per_second.unwrap_or(0))?,
         };
+        validate::resolved_url(&new.url, &s.policy).await?;
         let e = s
             .store
             .create_endpoint(tenant, &new, s.config.max_endpoints_per_tenant)
@@ -118,13 +119,16 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             Some(parse_id("cursor", &r.cursor)?)
         };
         let limit = page_size(r.page_size);
-        let rows = self
+        // One row past the page tells whether another page exists: the last page carries no
+        // cursor, even when it is full.
+        let mut rows = self
             .0
             .store
-            .list_endpoints(tenant, after, limit)
+            .list_endpoints(tenant, after, limit + 1)
             .await
             .map_err(store_err)?;
-        let next_cursor = if rows.len() as u32 == limit {
+        let next_cursor = if rows.len() as u32 > limit {
+            rows.truncate(limit as usize);
             rows.last().map(|e| e.id.to_string()).unwrap_or_default()
         } else {
             String::new()
@@ -203,6 +207,9 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
                 .map(validate::rate_limit)
                 .transpose()?,
         };
+        if let Some(url) = &changes.url {
+            validate::resolved_url(url, &s.policy).await?;
+        }
         let e = s
             .store
             .update_endpoint(tenant, id, &changes)

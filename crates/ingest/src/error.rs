@@ -4,7 +4,7 @@
 use tonic::{Code, Status};
 
 /// Why a call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),

@@ -24,6 +24,9 @@ enum Slot {
         event: validate::Event,
         event_id: Uuid,
     },
+    /// The same event (key and content) as the pending slot at this index earlier in the
+    /// call: answered with that slot's outcome, as a duplicate.
+    SameAs(usize),
 }
 
 impl Ingest {
@@ -75,8 +78,8 @@ impl Ingest {
         input: Vec<Result<validate::Event>>,
     ) -> Vec<Result<pb::PublishResponse>> {
         // Reserve every key at once (one pipelined round trip rather than one per event). A key
-        // repeated within the call gets what its first occurrence got if that is an event
-        // already accepted, else it is refused like a concurrent publish with that key.
+        // repeated within the call with the same content gets what its first occurrence gets
+        // (as a duplicate); with other content it is refused like any reuse of a key.
         let mut seen = std::collections::HashMap::new();
         let earlier: Vec<Option<(usize, bool)>> = input
             .iter()
@@ -125,10 +128,9 @@ impl Ingest {
                         event.idempotency_key.as_deref().unwrap_or_default(),
                     )))
                 }
-                (Ok(_), None) if earlier.is_some() => match earlier.map(|(i, _)| &slots[i]) {
-                    Some(Slot::Done(Ok(accepted))) if accepted.duplicate => {
-                        Slot::Done(Ok(accepted.clone()))
-                    }
+                (Ok(_), None) if earlier.is_some() => match earlier.map(|(i, _)| (i, &slots[i])) {
+                    Some((_, Slot::Done(r))) => Slot::Done(as_duplicate(r)),
+                    Some((i, Slot::Pending { .. })) => Slot::SameAs(i),
                     _ => Slot::Done(Err(Error::Aborted(
                         "this idempotency key appears earlier in the same batch; retry it on its own"
                             .into(),
@@ -164,7 +166,7 @@ impl Ingest {
                 .into_iter()
                 .map(|s| match s {
                     Slot::Done(r) => r,
-                    Slot::Pending { .. } => unreachable!(),
+                    Slot::Pending { .. } | Slot::SameAs(_) => unreachable!(),
                 })
                 .collect();
         }
@@ -179,7 +181,7 @@ impl Ingest {
                     .into_iter()
                     .map(|s| match s {
                         Slot::Done(r) => r,
-                        Slot::Pending { .. } => Err(clone_err(code, &msg)),
+                        Slot::Pending { .. } | Slot::SameAs(_) => Err(clone_err(code, &msg)),
                     })
                     .collect();
             }
@@ -255,11 +257,22 @@ impl Ingest {
         let handed_off = records.into_iter().fold(tasks, |all, r| all.and(r));
         crate::metrics::handed_off(&accepted, handed_off.is_ok());
         // Record the outcome of every key at once, then answer in input order.
-        futures::future::join_all(slots.into_iter().zip(accepted).map(|(slot, acc)| {
+        let same_as: Vec<Option<usize>> = slots
+            .iter()
+            .map(|s| match s {
+                Slot::SameAs(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        let mut results = futures::future::join_all(slots.into_iter().zip(accepted).map(|(slot, acc)| {
                 let handed_off = &handed_off;
                 async move {
                     let (event, event_id, n) = match (slot, acc) {
                         (Slot::Done(r), _) => return r,
+                        // Filled in below from the slot it repeats.
+                        (Slot::SameAs(_), _) => {
+                            return Err(Error::Internal("unanswered repeat".into()));
+                        }
                         (Slot::Pending { event, .. }, Some((event_id, n))) => (event, event_id, n),
                         (Slot::Pending { .. }, None) => {
                             unreachable!("every pending slot was accepted")
@@ -289,7 +302,13 @@ impl Ingest {
                     }
                 }
             }))
-            .await
+            .await;
+        for (at, first) in same_as.into_iter().enumerate() {
+            if let Some(first) = first {
+                results[at] = as_duplicate(&results[first]);
+            }
+        }
+        results
     }
 
     async fn release_all(&self, tenant: Uuid, slots: &[Slot]) {
@@ -300,6 +319,18 @@ impl Ingest {
                 self.idempotency.release(tenant, key).await;
             }
         }
+    }
+}
+
+/// The answer to a repeat of an event published earlier in the same call: the first one's,
+/// as a duplicate.
+fn as_duplicate(first: &Result<pb::PublishResponse>) -> Result<pb::PublishResponse> {
+    match first {
+        Ok(r) => Ok(pb::PublishResponse {
+            duplicate: true,
+            ..r.clone()
+        }),
+        Err(e) => Err(e.clone()),
     }
 }
 

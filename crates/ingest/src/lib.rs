@@ -114,14 +114,17 @@ pub async fn run(
     });
 
     let ready: herald_telemetry::ops::Readiness = {
+        use herald_telemetry::ops::Dependency;
         let s = state.clone();
         Arc::new(move || {
             let s = s.clone();
             Box::pin(async move {
+                // Only the broker is required: without the database ingest answers from its
+                // caches, and without Redis it still accepts keyless publishes.
                 vec![
-                    ("database", s.store.ping().await),
-                    ("broker", s.publisher.is_up()),
-                    ("redis", s.idempotency.ping().await),
+                    Dependency::optional("database", s.store.ping().await),
+                    Dependency::required("broker", s.publisher.is_up()),
+                    Dependency::optional("redis", s.idempotency.ping().await),
                 ]
             })
         })
@@ -146,6 +149,8 @@ pub async fn run(
     let max = state.config.max_payload_bytes * state.config.max_batch.max(1) + (1 << 20);
 
     let addr = listener.local_addr()?;
+    let admin_token: Option<std::sync::Arc<str>> =
+        state.config.admin_token.as_deref().map(Into::into);
     tracing::info!(%addr, "ingest listening");
     tonic::transport::Server::builder()
         .trace_fn(herald_telemetry::grpc_span)
@@ -155,15 +160,18 @@ pub async fn run(
         .add_service(preauth::KeyFirst::new(
             EventsServer::new(events::EventsApi(state.clone())).max_decoding_message_size(max),
             state.keys.clone(),
+            admin_token.clone(),
         ))
         .add_service(preauth::KeyFirst::new(
             EndpointsServer::new(endpoints::EndpointsApi(state.clone()))
                 .max_decoding_message_size(1 << 20),
             state.keys.clone(),
+            admin_token.clone(),
         ))
         .add_service(preauth::KeyFirst::new(
             EventTypesServer::new(endpoints::EventTypesApi(state.clone())),
             state.keys.clone(),
+            admin_token.clone(),
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await?;

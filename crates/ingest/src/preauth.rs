@@ -27,11 +27,17 @@ pub struct Authenticated(pub uuid::Uuid);
 pub struct KeyFirst<S> {
     inner: S,
     keys: KeyCache,
+    /// The operator token, to refuse it with `PERMISSION_DENIED` rather than as a bad key.
+    admin_token: Option<std::sync::Arc<str>>,
 }
 
 impl<S> KeyFirst<S> {
-    pub fn new(inner: S, keys: KeyCache) -> Self {
-        Self { inner, keys }
+    pub fn new(inner: S, keys: KeyCache, admin_token: Option<std::sync::Arc<str>>) -> Self {
+        Self {
+            inner,
+            keys,
+            admin_token,
+        }
     }
 }
 
@@ -57,13 +63,15 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let keys = self.keys.clone();
+        let admin_token = self.admin_token.clone();
         Box::pin(async move {
             let authorization = req
                 .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            match crate::auth::tenant_of(keys.check(authorization.as_deref()).await) {
+            let check = keys.check(authorization.as_deref()).await;
+            match crate::auth::tenant_of(check, authorization.as_deref(), admin_token.as_deref()) {
                 Ok(tenant) => {
                     req.extensions_mut().insert(Authenticated(tenant));
                     inner.call(req).await.map(too_large_is_exhausted)

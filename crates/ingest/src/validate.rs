@@ -54,11 +54,7 @@ pub fn url(raw: &str, require_https: bool, policy: &AddressPolicy) -> Result<Str
         None => return Err(bad("url has no host")),
         Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
         Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-        Some(url::Host::Domain(d))
-            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
-        {
-            Some(IpAddr::from([127, 0, 0, 1]))
-        }
+        Some(url::Host::Domain(d)) if is_localhost(d) => Some(IpAddr::from([127, 0, 0, 1])),
         Some(url::Host::Domain(_)) => None,
     };
     if let Some(ip) = ip
@@ -80,6 +76,46 @@ pub fn url(raw: &str, require_https: bool, policy: &AddressPolicy) -> Result<Str
         )));
     }
     Ok(normalized)
+}
+
+/// `localhost`, a name under it, with or without the root's trailing dot.
+fn is_localhost(domain: &str) -> bool {
+    let d = domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
+    d == "localhost" || d.ends_with(".localhost")
+}
+
+/// How long a create or update waits for the URL's host name to resolve.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
+
+/// Refuses a URL (already checked by [`url`]) whose host name resolves to an address the
+/// policy forbids (e.g. a name pointing at 127.0.0.1 or a metadata service). A name that does
+/// not resolve now is accepted: the dispatcher checks every address again at each connection,
+/// so this is an early answer for the caller, not the guard.
+pub async fn resolved_url(url: &str, policy: &AddressPolicy) -> Result<()> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let (Some(url::Host::Domain(host)), Some(port)) =
+        (parsed.host(), parsed.port_or_known_default())
+    else {
+        return Ok(());
+    };
+    let lookup = tokio::net::lookup_host((host, port));
+    let Ok(Ok(addrs)) = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await else {
+        return Ok(());
+    };
+    for addr in addrs {
+        if let Err(reason) = policy.check(addr.ip()) {
+            return Err(bad(format!(
+                "url host {host:?} resolves to a {reason} ({}), which is not allowed",
+                addr.ip()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// PostgreSQL text cannot hold NUL: refuse it here, with the field's name, rather than let the
@@ -367,6 +403,33 @@ mod tests {
         assert!(url("http://169.254.169.254/latest", false, &strict).is_err());
         let local = AddressPolicy::new(parse_networks("127.0.0.0/8").unwrap());
         assert!(url("http://127.0.0.1:8080/", false, &local).is_ok());
+        // The root's trailing dot names the same host.
+        assert!(url("http://localhost.:8080/", false, &strict).is_err());
+        assert!(url("http://API.Localhost./", false, &strict).is_err());
+    }
+
+    #[tokio::test]
+    async fn host_names_resolving_to_forbidden_addresses_are_refused() {
+        let strict = AddressPolicy::default();
+        // `localhost` resolves through the hosts file, with no DNS server needed.
+        let e = resolved_url("http://localhost:8080/hook", &strict)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("resolves to"), "{e}");
+        let local = AddressPolicy::new(parse_networks("127.0.0.0/8,::1/128").unwrap());
+        assert!(
+            resolved_url("http://localhost:8080/hook", &local)
+                .await
+                .is_ok()
+        );
+        // Literal addresses were judged by `url`; a name that does not resolve is left to the
+        // dispatcher's check at connection time.
+        assert!(resolved_url("http://10.0.0.1/", &strict).await.is_ok());
+        assert!(
+            resolved_url("https://no-such-host.invalid/", &strict)
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

@@ -229,14 +229,17 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         if let Some(since) = since {
             q.push(" AND id >= ").push_bind(since);
         }
+        // One row past the page tells whether another page exists: the last page carries no
+        // cursor, even when it is full.
         q.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows: Vec<DeliveryRow> = q
+            .push_bind(i64::from(limit) + 1);
+        let mut rows: Vec<DeliveryRow> = q
             .build_query_as()
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        let next_cursor = if rows.len() as u32 == limit {
+        let next_cursor = if rows.len() as u32 > limit {
+            rows.truncate(limit as usize);
             rows.last().map(|d| d.id.to_string()).unwrap_or_default()
         } else {
             String::new()
@@ -375,12 +378,13 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         {
             return Err(Status::invalid_argument("since must be before until"));
         }
-        if r.limit > MAX_REPLAY {
-            return Err(Status::invalid_argument(format!(
-                "limit must be at most {MAX_REPLAY}"
-            )));
-        }
-        let limit = if r.limit == 0 { MAX_REPLAY } else { r.limit };
+        // Clamped like every page size: a larger limit replays the first 10,000 and says
+        // `truncated`, the cursor going on from there.
+        let limit = if r.limit == 0 {
+            MAX_REPLAY
+        } else {
+            r.limit.min(MAX_REPLAY)
+        };
         let after = match r.after_delivery_id.trim() {
             "" => None,
             id => Some(parse_id("after_delivery_id", id)?),

@@ -126,14 +126,15 @@ pub async fn run(
 
     let consuming = Arc::new(AtomicBool::new(false));
     let ready: herald_telemetry::ops::Readiness = {
+        use herald_telemetry::ops::Dependency;
         let (store, publisher, consuming) = (store.clone(), publisher.clone(), consuming.clone());
         Arc::new(move || {
             let (store, publisher, consuming) =
                 (store.clone(), publisher.clone(), consuming.clone());
             Box::pin(async move {
                 vec![
-                    ("database", store.ping().await),
-                    (
+                    Dependency::required("database", store.ping().await),
+                    Dependency::required(
                         "broker",
                         publisher.is_up() && consuming.load(Ordering::Relaxed),
                     ),

@@ -212,8 +212,23 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Resolves on SIGTERM or Ctrl-C (the start of a graceful shutdown).
+/// Resolves on SIGTERM or Ctrl-C (the start of a graceful shutdown). A second one ends the
+/// process at once (exit status 130), as an operator who signals again means: once the
+/// handlers are installed the default action of the signal never comes back, and a drain that
+/// hangs must not leave `kill -9` as the only way out. Nothing acknowledged is lost by it:
+/// what is unacked goes back to its queue.
 pub async fn wait_for_signal() {
+    next_signal().await;
+    tracing::info!("shutdown signal received (a second one stops at once)");
+    tokio::spawn(async {
+        next_signal().await;
+        tracing::warn!("second shutdown signal received, exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// The next SIGTERM or Ctrl-C.
+async fn next_signal() {
     #[cfg(unix)]
     {
         let mut term =
@@ -233,5 +248,4 @@ pub async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    tracing::info!("shutdown signal received");
 }

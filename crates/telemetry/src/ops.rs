@@ -13,8 +13,38 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Checks a service's dependencies: each entry is (name, up).
-pub type Readiness = Arc<dyn Fn() -> BoxFuture<'static, Vec<(&'static str, bool)>> + Send + Sync>;
+/// Checks a service's dependencies.
+pub type Readiness = Arc<dyn Fn() -> BoxFuture<'static, Vec<Dependency>> + Send + Sync>;
+
+/// One dependency of a service as `/readyz` reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Dependency {
+    pub name: &'static str,
+    pub up: bool,
+    /// Without it the service cannot do its work, so `/readyz` answers 503 and an orchestrator
+    /// takes the instance out of rotation. An optional one that is down is reported (200,
+    /// "degraded") without that: taking every instance out for it would refuse what the
+    /// service can still serve (ingest without Redis still accepts keyless publishes).
+    pub required: bool,
+}
+
+impl Dependency {
+    pub fn required(name: &'static str, up: bool) -> Self {
+        Self {
+            name,
+            up,
+            required: true,
+        }
+    }
+
+    pub fn optional(name: &'static str, up: bool) -> Self {
+        Self {
+            name,
+            up,
+            required: false,
+        }
+    }
+}
 
 #[derive(Clone)]
 struct Ops {
@@ -73,14 +103,70 @@ async fn metrics(State(s): State<Ops>) -> String {
 }
 
 async fn readyz(State(s): State<Ops>) -> (StatusCode, String) {
-    let checks = (s.ready)().await;
-    let down: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
-    if down.is_empty() {
-        (StatusCode::OK, "ready\n".into())
-    } else {
+    readiness_answer(&(s.ready)().await)
+}
+
+/// `/readyz`'s status and body for these dependencies.
+fn readiness_answer(checks: &[Dependency]) -> (StatusCode, String) {
+    let down = |required: bool| -> Vec<&str> {
+        checks
+            .iter()
+            .filter(|c| !c.up && c.required == required)
+            .map(|c| c.name)
+            .collect()
+    };
+    let (required, optional) = (down(true), down(false));
+    if !required.is_empty() {
+        let mut body = format!("not ready: {} unavailable", required.join(", "));
+        if !optional.is_empty() {
+            body.push_str(&format!("; also {} unavailable", optional.join(", ")));
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, body + "\n")
+    } else if !optional.is_empty() {
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {} unavailable\n", down.join(", ")),
+            StatusCode::OK,
+            format!("ready, degraded: {} unavailable\n", optional.join(", ")),
         )
+    } else {
+        (StatusCode::OK, "ready\n".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_required_dependency_makes_a_service_unready() {
+        let all_up = [
+            Dependency::required("broker", true),
+            Dependency::optional("redis", true),
+        ];
+        assert_eq!(
+            readiness_answer(&all_up),
+            (StatusCode::OK, "ready\n".into())
+        );
+        let redis_down = [
+            Dependency::required("broker", true),
+            Dependency::optional("redis", false),
+        ];
+        assert_eq!(
+            readiness_answer(&redis_down),
+            (
+                StatusCode::OK,
+                "ready, degraded: redis unavailable\n".into()
+            )
+        );
+        let both_down = [
+            Dependency::required("broker", false),
+            Dependency::optional("redis", false),
+        ];
+        assert_eq!(
+            readiness_answer(&both_down),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: broker unavailable; also redis unavailable\n".into()
+            )
+        );
     }
 }
