@@ -848,6 +848,48 @@ async fn redeliver_and_replay_send_again_as_manual_attempts() {
         .await;
     assert_eq!(d.attempts.len(), 3);
     assert_eq!(d.attempts[2].trigger, "manual");
+    // Redelivered twice more to a receiver that now fails: each manual attempt gets a number
+    // of its own and counts, and the delivery stays delivered.
+    up.store(false, Ordering::SeqCst);
+    for n in [4u32, 5] {
+        let r = deliveries
+            .redeliver(authed(
+                pb::RedeliverRequest {
+                    delivery_id: failed[0].clone(),
+                },
+                &t.api_key,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.attempt, n);
+        let got = rx.next(Duration::from_secs(10)).await;
+        assert_eq!(
+            got.header("webhook-attempt"),
+            Some(n.to_string()),
+            "attempt header"
+        );
+        herald
+            .wait_delivery(&t, &failed[0], Duration::from_secs(10), |r| {
+                r.attempts.len() == n as usize
+            })
+            .await;
+    }
+    let d = herald
+        .wait_delivery(&t, &failed[0], Duration::from_secs(10), |r| {
+            r.attempts.len() == 5
+        })
+        .await;
+    let numbers: Vec<u32> = d.attempts.iter().map(|a| a.attempt).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5]);
+    let delivery = d.delivery.expect("delivery");
+    assert_eq!(delivery.attempt_count, 5);
+    assert_eq!(delivery.status, pb::DeliveryStatus::Success as i32);
+    assert_eq!(
+        delivery.response_status, 200,
+        "the delivering response stays"
+    );
+    up.store(true, Ordering::SeqCst);
 
     // Replay the rest of the failures: three queued, all end delivered.
     let replay = deliveries

@@ -479,8 +479,13 @@ struct ReplayRow {
     payload: Option<String>,
 }
 
+/// `attempt_count` here is the highest attempt number used so far: a manual attempt on a
+/// delivery that already succeeded does not raise the delivery's count, and the next manual
+/// attempt must still get a number of its own.
 const REPLAY_SELECT: &str = "SELECT d.id, d.event_id, d.tenant_id, d.endpoint_id, d.event_type,
-        d.attempt_count, d.created_at, e.payload
+        GREATEST(d.attempt_count,
+                 (SELECT max(a.attempt) FROM attempts a WHERE a.delivery_id = d.id)) AS attempt_count,
+        d.created_at, e.payload
      FROM deliveries d LEFT JOIN events e ON e.id = d.event_id";
 
 impl DeliveriesApi {

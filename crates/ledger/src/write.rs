@@ -245,10 +245,12 @@ pub async fn apply_with(
         }
 
         // A manual attempt (redeliver, replay) that fails changes no delivery's state: a
-        // delivery still retrying keeps its schedule, a failed one stays failed. It updates the
-        // last response shown, and the attempt count only of a failed delivery: manual attempts
-        // are numbered after the count, so raising it while the schedule runs would make the
-        // scheduled attempts' records look old and ignored. The attempt is in `attempts` above.
+        // delivery still retrying keeps its schedule, a failed one stays failed, a delivered one
+        // keeps the response that delivered it. It updates the last response shown of the
+        // others, the last attempt time, and the attempt count of a final delivery only: manual
+        // attempts are numbered after the count, so raising it while the schedule runs would
+        // make the scheduled attempts' records look old and ignored. The attempt is in
+        // `attempts` above.
         let (manual_failures, rest): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) = a
             .iter()
             .partition(|r| r.trigger == Trigger::Manual && r.outcome != DeliveryStatus::Success);
@@ -258,16 +260,20 @@ pub async fn apply_with(
         if !manual_failures.is_empty() {
             let m = &manual_failures;
             sqlx::query(
-                "UPDATE deliveries AS d SET attempt_count = CASE WHEN d.status = 'failed'
+                "UPDATE deliveries AS d SET attempt_count = CASE WHEN d.status IN ('failed', 'success')
                          THEN GREATEST(d.attempt_count, x.attempt) ELSE d.attempt_count END,
-                     response_status = x.response_status, response_body = x.response_body,
-                     last_error = x.error, latency_ms = x.latency_ms,
-                     last_attempt_at = x.started_at, updated_at = now()
+                     response_status = CASE WHEN d.status = 'success'
+                         THEN d.response_status ELSE x.response_status END,
+                     response_body = CASE WHEN d.status = 'success'
+                         THEN d.response_body ELSE x.response_body END,
+                     last_error = CASE WHEN d.status = 'success' THEN d.last_error ELSE x.error END,
+                     latency_ms = CASE WHEN d.status = 'success' THEN d.latency_ms ELSE x.latency_ms END,
+                     last_attempt_at = GREATEST(d.last_attempt_at, x.started_at), updated_at = now()
                  FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[],
                       $6::int4[], $7::timestamptz[])
                       AS x (id, attempt, response_status, response_body, error, latency_ms,
                             started_at)
-                 WHERE d.id = x.id AND d.status <> 'success' AND x.attempt >= d.attempt_count",
+                 WHERE d.id = x.id AND x.attempt >= d.attempt_count",
             )
             .bind(m.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
             .bind(m.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
