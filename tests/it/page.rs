@@ -821,16 +821,17 @@ async fn redeliver_and_replay_send_again_as_manual_attempts() {
     up.store(true, Ordering::SeqCst);
     let mut deliveries = herald.deliveries().await;
     // Redeliver one: a third attempt, trigger manual, same delivery id.
-    let r = deliveries
-        .redeliver(authed(
-            pb::RedeliverRequest {
-                delivery_id: failed[0].clone(),
-            },
-            &t.api_key,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let redeliver = |mut client: pb::deliveries_client::DeliveriesClient<_>, id: String| {
+        let key = t.api_key.clone();
+        async move {
+            client
+                .redeliver(authed(pb::RedeliverRequest { delivery_id: id }, &key))
+                .await
+                .expect("redeliver")
+                .into_inner()
+        }
+    };
+    let r = redeliver(deliveries.clone(), failed[0].clone()).await;
     assert_eq!(r.attempt, 3);
     let got = rx.next(Duration::from_secs(10)).await;
     assert_eq!(
@@ -852,16 +853,7 @@ async fn redeliver_and_replay_send_again_as_manual_attempts() {
     // of its own and counts, and the delivery stays delivered.
     up.store(false, Ordering::SeqCst);
     for n in [4u32, 5] {
-        let r = deliveries
-            .redeliver(authed(
-                pb::RedeliverRequest {
-                    delivery_id: failed[0].clone(),
-                },
-                &t.api_key,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = redeliver(deliveries.clone(), failed[0].clone()).await;
         assert_eq!(r.attempt, n);
         let got = rx.next(Duration::from_secs(10)).await;
         assert_eq!(
