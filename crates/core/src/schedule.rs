@@ -4,7 +4,9 @@
 //! the delivery is `failed`. Without a `Retry-After`, attempt `n` (1-based) is retried after
 //! `delays[n - 1]`. A `Retry-After` from the receiver skips ahead to the first tier whose delay
 //! is at least the requested wait: the skipped tiers are used up, but the attempt number still
-//! counts requests (1, 2, 3, ...), which is what receivers and the delivery log show.
+//! counts requests (1, 2, 3, ...), which is what receivers and the delivery log show. A wait
+//! longer than every remaining tier takes the last tier and waits what was asked (at most
+//! [`MAX_DELAY`]): the receiver is never called again before the time it gave.
 
 use std::fmt;
 use std::time::Duration;
@@ -114,7 +116,8 @@ impl RetrySchedule {
     /// before it, or `None` when no tier is left.
     ///
     /// With `retry_after`, the next attempt moves to the first remaining tier whose delay is at
-    /// least that long (the last tier when none is).
+    /// least that long; when none is, to the last tier, after `retry_after` (at most
+    /// [`MAX_DELAY`]).
     pub fn next(
         &self,
         failed: u32,
@@ -125,16 +128,18 @@ impl RetrySchedule {
         if start >= self.delays.len() {
             return None;
         }
-        let index = match retry_after {
-            Some(wait) => (start..self.delays.len())
-                .find(|i| self.delays[*i] >= wait)
-                .unwrap_or(self.delays.len() - 1),
-            None => start,
+        let last = self.delays.len() - 1;
+        let (index, delay) = match retry_after {
+            Some(wait) => match (start..self.delays.len()).find(|i| self.delays[*i] >= wait) {
+                Some(i) => (i, self.delays[i]),
+                None => (last, wait.min(MAX_DELAY).max(self.delays[last])),
+            },
+            None => (start, self.delays[start]),
         };
         Some(NextAttempt {
             attempt: failed.max(1).saturating_add(1),
             tiers_used: index as u32 + 1,
-            delay: self.delays[index],
+            delay,
         })
     }
 }
@@ -246,17 +251,32 @@ mod tests {
                 delay: secs(60)
             })
         );
-        // Longer than any tier: the last tier; after it, nothing is left.
-        let last = s.next(2, 1, Some(secs(100_000))).unwrap();
+        // Longer than any tier: the last tier, after the wait asked for (at most 24 h); after
+        // it, nothing is left.
+        let last = s.next(2, 1, Some(secs(30_000))).unwrap();
         assert_eq!(
             last,
             NextAttempt {
                 attempt: 3,
                 tiers_used: 5,
-                delay: secs(21600)
+                delay: secs(30_000)
             }
         );
         assert_eq!(s.next(last.attempt, last.tiers_used, None), None);
+        assert_eq!(
+            s.next(2, 1, Some(secs(1_000_000))).map(|n| n.delay),
+            Some(MAX_DELAY)
+        );
+        // A short schedule never retries before the receiver's time either.
+        let short = RetrySchedule::parse("1s,1s").unwrap();
+        assert_eq!(
+            short.next(1, 0, Some(secs(3))),
+            Some(NextAttempt {
+                attempt: 2,
+                tiers_used: 2,
+                delay: secs(3)
+            })
+        );
     }
 
     #[test]

@@ -509,16 +509,26 @@ fn check_next(
     prop_assert_eq!(n.attempt, failed.max(1).saturating_add(1));
     prop_assert!(n.tiers_used > used && n.tiers_used as usize <= delays.len());
     let index = n.tiers_used as usize - 1;
-    prop_assert_eq!(n.delay, delays[index]);
     match retry_after {
-        None => prop_assert_eq!(n.tiers_used, used + 1),
+        None => {
+            prop_assert_eq!(n.tiers_used, used + 1);
+            prop_assert_eq!(n.delay, delays[index]);
+        }
         Some(wait) => {
             let start = used as usize;
-            // The first remaining tier at least as long as the wait, else the last tier.
-            let expected = (start..delays.len())
-                .find(|i| delays[*i] >= wait)
-                .unwrap_or(delays.len() - 1);
-            prop_assert_eq!(index, expected);
+            // The first remaining tier at least as long as the wait, else the last tier after
+            // the wait itself (at most 24 h): never sooner than asked, within that bound.
+            match (start..delays.len()).find(|i| delays[*i] >= wait) {
+                Some(expected) => {
+                    prop_assert_eq!(index, expected);
+                    prop_assert_eq!(n.delay, delays[index]);
+                }
+                None => {
+                    prop_assert_eq!(index, delays.len() - 1);
+                    prop_assert_eq!(n.delay, wait.min(MAX_DELAY).max(delays[index]));
+                }
+            }
+            prop_assert!(n.delay >= wait.min(MAX_DELAY));
         }
     }
     Ok(())
