@@ -299,6 +299,13 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         .await
         .unwrap_err();
     assert_eq!(operator.code(), Code::PermissionDenied, "{operator:?}");
+    let operator = herald
+        .deliveries()
+        .await
+        .list_deliveries(authed(pb::ListDeliveriesRequest::default(), ADMIN_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(operator.code(), Code::PermissionDenied, "{operator:?}");
     // On Admin, a tenant's key is known but not allowed; any other token is not known.
     for (token, code) in [
         (a.api_key.as_str(), Code::PermissionDenied),

@@ -26,27 +26,13 @@ pub(crate) fn tenant_of(
         KeyCheck::Missing => Err(Error::Unauthenticated(
             "missing API key: send \"authorization: Bearer <key>\"",
         )),
-        KeyCheck::Invalid
-            if admin_token.is_some_and(|a| {
-                herald_store::bearer(authorization).is_some_and(|given| same_secret(given, a))
-            }) =>
-        {
+        KeyCheck::Invalid if herald_store::is_operator(authorization, admin_token) => {
             Err(Error::PermissionDenied(
                 "tenant API key required: the operator token serves only the Admin service",
             ))
         }
         KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
     }
-}
-
-/// Compares two secrets in time that depends on their length only.
-fn same_secret(given: &str, expected: &str) -> bool {
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
 }
 
 impl Ingest {
@@ -76,7 +62,7 @@ impl Ingest {
                 "missing operator token: send \"authorization: Bearer <token>\"",
             ));
         };
-        if same_secret(given, expected) {
+        if herald_store::same_secret(given, expected) {
             return Ok(());
         }
         match self.keys.check(authorization(req)).await? {

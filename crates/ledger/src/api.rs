@@ -21,6 +21,8 @@ pub struct DeliveriesApi {
     pub keys: KeyCache,
     /// Publishes manual attempts (Redeliver, ReplayEndpoint) to the work exchange.
     pub publisher: Publisher,
+    /// The operator token (`HERALD_ADMIN_TOKEN`), only to refuse it as not a tenant's key.
+    pub admin_token: Option<String>,
 }
 
 fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
@@ -142,6 +144,13 @@ impl DeliveriesApi {
             Ok(KeyCheck::Missing) => Err(Status::unauthenticated(
                 "missing API key: send \"authorization: Bearer <key>\"",
             )),
+            Ok(KeyCheck::Invalid)
+                if herald_store::is_operator(auth, self.admin_token.as_deref()) =>
+            {
+                Err(Status::permission_denied(
+                    "tenant API key required: the operator token serves only the Admin service",
+                ))
+            }
             Ok(KeyCheck::Invalid) => Err(Status::unauthenticated("invalid or revoked API key")),
             Err(e) if e.is_unavailable() => {
                 Err(Status::unavailable("database unavailable, retry later"))

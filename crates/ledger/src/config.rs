@@ -29,6 +29,9 @@ pub struct Config {
     pub attempt_retention: Duration,
     /// `HERALD_RETENTION_INTERVAL`: how often the retention sweep runs, default `1h`.
     pub retention_interval: Duration,
+    /// `HERALD_ADMIN_TOKEN` (optional): the operator token, recognised on the delivery log API
+    /// only to refuse it with `PERMISSION_DENIED` (a tenant API key is required there).
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -46,6 +49,7 @@ impl Config {
                 .duration("HERALD_ATTEMPT_RETENTION", Duration::from_secs(90 * 86_400))?,
             retention_interval: r
                 .duration("HERALD_RETENTION_INTERVAL", Duration::from_secs(3600))?,
+            admin_token: r.optional("HERALD_ADMIN_TOKEN"),
         };
         if c.batch_messages == 0 || c.batch_messages > usize::from(c.prefetch) {
             return Err(ConfigError {

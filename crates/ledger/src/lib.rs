@@ -204,6 +204,7 @@ pub async fn run(
         pool: store.pool().clone(),
         keys,
         publisher: publisher.clone(),
+        admin_token: config.admin_token.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, "ledger listening");
     tonic::transport::Server::builder()

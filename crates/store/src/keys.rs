@@ -45,6 +45,26 @@ pub fn bearer(value: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether `token` is `expected`, in time that depends on their lengths only.
+pub fn same_secret(token: &str, expected: &str) -> bool {
+    token.len() == expected.len()
+        && token
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0
+}
+
+/// Whether an `authorization` header carries the operator token (`None`: no operator token is
+/// configured). Tenant services refuse it with `PERMISSION_DENIED`, as the Admin service
+/// refuses a tenant's key: known, but not for this service.
+pub fn is_operator(authorization: Option<&str>, operator_token: Option<&str>) -> bool {
+    match (bearer(authorization), operator_token) {
+        (Some(given), Some(expected)) => same_secret(given, expected),
+        _ => false,
+    }
+}
+
 impl KeyCache {
     pub fn new(store: Store, ttl: Duration) -> Self {
         Self {

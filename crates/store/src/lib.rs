@@ -29,7 +29,7 @@ pub use endpoints::{
 };
 pub use error::{Error, Result, unavailable};
 pub use event_types::{EventType, EventTypeChanges};
-pub use keys::{KeyCache, KeyCheck, bearer};
+pub use keys::{KeyCache, KeyCheck, bearer, is_operator, same_secret};
 pub use secrets::{ReencryptReport, SecretKeyCount};
 pub use subscriptions::SubscriptionIndex;
 pub use tenants::{ApiKey, Tenant, TenantChanges, hash_api_key};
