@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use herald_proto::v1 as pb;
+use herald_tests::authed;
 use herald_tests::procs::{Processes, Role};
+use herald_tests::receiver::{Receiver, Reply};
 
 use crate::load::{SERIAL, Tally, assert_complete, publish_all, scale, setup};
 
@@ -97,4 +100,70 @@ async fn killing_each_service_repeatedly_loses_nothing() {
         true,
     )
     .await;
+}
+
+/// SIGTERM starts a drain that waits for deliveries in flight (here one the receiver holds for
+/// 20 s, within a 30 s grace); a second SIGTERM ends the process at once, and the delivery it
+/// held, never acknowledged, is made again by the next dispatcher.
+#[tokio::test]
+async fn a_second_sigterm_stops_a_draining_dispatcher_at_once() {
+    let _serial = SERIAL.lock().await;
+    let mut p = Processes::start(1, &[("HERALD_SHUTDOWN_GRACE", "30s")]).await;
+    let mut rx = Receiver::start(|_, n| Reply {
+        delay: if n == 1 {
+            Duration::from_secs(20)
+        } else {
+            Duration::ZERO
+        },
+        ..Reply::status(200)
+    })
+    .await;
+    let key = p.tenant_key("signals").await;
+    let channel = Processes::channel(p.ingest_addr).await;
+    pb::endpoints_client::EndpointsClient::new(channel.clone())
+        .create_endpoint(authed(
+            pb::CreateEndpointRequest {
+                url: rx.url("/slow"),
+                event_types: vec!["*".into()],
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .expect("endpoint");
+    pb::events_client::EventsClient::new(channel)
+        .publish(authed(
+            pb::PublishRequest {
+                event_type: "a.b".into(),
+                payload: b"{}".to_vec(),
+                idempotency_key: None,
+                occurred_at: None,
+            },
+            &key,
+        ))
+        .await
+        .expect("publish");
+    let first = rx.next(Duration::from_secs(10)).await;
+
+    p.sigterm(Role::Dispatcher(0));
+    assert!(
+        p.exited(Role::Dispatcher(0), Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "the first SIGTERM drains: the delivery in flight is waited for"
+    );
+    p.sigterm(Role::Dispatcher(0));
+    let status = p
+        .exited(Role::Dispatcher(0), Duration::from_secs(3))
+        .await
+        .expect("a second SIGTERM stops the dispatcher at once");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+
+    p.spawn(Role::Dispatcher(0));
+    let again = rx.next(Duration::from_secs(30)).await;
+    assert_eq!(
+        again.header("webhook-id"),
+        first.header("webhook-id"),
+        "the unacknowledged delivery is made again"
+    );
 }

@@ -141,6 +141,35 @@ impl Processes {
         }
     }
 
+    /// Sends SIGTERM and returns at once (a graceful stop begins; a second one ends it).
+    pub fn sigterm(&self, role: Role) {
+        if let Some(c) = self.children.get(&role) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits at most `within` for a role's process to exit: its exit status, or `None` while
+    /// it still runs.
+    pub async fn exited(
+        &mut self,
+        role: Role,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.children.get_mut(&role)?.try_wait() {
+                self.children.remove(&role);
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM and wait for a graceful exit (at most `within`); true when it exited by itself.
     pub async fn terminate(&mut self, role: Role, within: Duration) -> bool {
         let Some(mut c) = self.children.remove(&role) else {
