@@ -35,6 +35,19 @@ async fn switchable(up: Arc<AtomicBool>) -> Receiver {
     .await
 }
 
+/// Waits until the one delivery of `event_id` has `status`.
+async fn only_delivery(
+    herald: &Herald,
+    t: &Tenant,
+    event_id: &str,
+    status: pb::DeliveryStatus,
+) -> pb::GetDeliveryResponse {
+    let d = herald.wait_deliveries(t, event_id, 1).await;
+    herald
+        .wait_delivery(t, &d[0].id, Duration::from_secs(10), status_is(status))
+        .await
+}
+
 async fn get_endpoint(herald: &Herald, t: &Tenant, id: &str) -> pb::Endpoint {
     herald
         .endpoints()
@@ -149,6 +162,14 @@ async fn send_test_posts_signed_now_and_is_recorded_as_a_test_delivery() {
     assert_eq!(d.attempts.len(), 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(rx.total(), 2, "a failed test send is never retried");
+    // Test sends are in the log, not in the endpoints' statistics (both records are written:
+    // the waits above saw them).
+    for id in [&ep.id, &down.id] {
+        let stats = get_endpoint(&herald, &t, id).await.stats.unwrap();
+        assert_eq!(stats.total_deliveries, 0, "{stats:?}");
+        assert_eq!(stats.window_attempts, 0, "{stats:?}");
+        assert_eq!(stats.last_status, pb::DeliveryStatus::Unspecified as i32);
+    }
 
     // Bad input and other tenants' endpoints.
     let bad = endpoints
@@ -1017,6 +1038,42 @@ async fn rate_limited_endpoint_gets_everything_spread_out() {
     herald.stop().await;
 }
 
+/// The span of a failing streak runs from its first failed attempt: one delivery failing on
+/// tiers that together outlast the span disables the endpoint when it ends `failed`.
+#[tokio::test]
+async fn the_failing_span_counts_from_the_first_failed_attempt() {
+    let herald = Herald::start(Options {
+        retry_schedule: "600ms,600ms".into(),
+        env: vec![
+            ("HERALD_DISABLE_AFTER_FAILURES".into(), "1".into()),
+            ("HERALD_DISABLE_AFTER_SPAN".into(), "1s".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let down = Receiver::start(|_, _| Reply::status(500)).await;
+    let t = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&t, endpoint(down.url("/down"), &["*"]))
+        .await;
+    let p = herald.publish(&t, "order.created", b"{}").await;
+    only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let e = get_endpoint(&herald, &t, &ep.id).await;
+        if !e.enabled {
+            assert!(
+                e.disabled_reason.contains("disabled automatically"),
+                "{e:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not disabled: {e:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    herald.stop().await;
+}
+
 #[tokio::test]
 async fn failing_endpoints_are_reported_and_disabled_then_recover() {
     let herald = Herald::start(Options {
@@ -1041,15 +1098,7 @@ async fn failing_endpoints_are_reported_and_disabled_then_recover() {
         .await;
 
     let first = herald.publish(&t, "order.created", b"{\"n\":1}").await;
-    let d = herald.wait_deliveries(&t, &first.event_id, 1).await;
-    herald
-        .wait_delivery(
-            &t,
-            &d[0].id,
-            Duration::from_secs(10),
-            status_is(pb::DeliveryStatus::Failed),
-        )
-        .await;
+    only_delivery(&herald, &t, &first.event_id, pb::DeliveryStatus::Failed).await;
     let failing = ops.next(Duration::from_secs(10)).await;
     assert_eq!(
         failing.header("webhook-event").as_deref(),
@@ -1059,15 +1108,7 @@ async fn failing_endpoints_are_reported_and_disabled_then_recover() {
     assert_eq!(body["data"]["endpoint_id"], ep.id.as_str());
 
     let second = herald.publish(&t, "order.created", b"{\"n\":2}").await;
-    let d = herald.wait_deliveries(&t, &second.event_id, 1).await;
-    herald
-        .wait_delivery(
-            &t,
-            &d[0].id,
-            Duration::from_secs(10),
-            status_is(pb::DeliveryStatus::Failed),
-        )
-        .await;
+    only_delivery(&herald, &t, &second.event_id, pb::DeliveryStatus::Failed).await;
     let disabled = ops.next(Duration::from_secs(10)).await;
     assert_eq!(
         disabled.header("webhook-event").as_deref(),
@@ -1126,15 +1167,7 @@ async fn failing_endpoints_are_reported_and_disabled_then_recover() {
         .create_endpoint(&t, endpoint(flaky2.url("/flaky2"), &["pay.*"]))
         .await;
     let p = herald.publish(&t, "pay.x", b"{\"n\":1}").await;
-    let d = herald.wait_deliveries(&t, &p.event_id, 1).await;
-    herald
-        .wait_delivery(
-            &t,
-            &d[0].id,
-            Duration::from_secs(10),
-            status_is(pb::DeliveryStatus::Failed),
-        )
-        .await;
+    only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
     let failing = ops.next(Duration::from_secs(10)).await;
     assert_eq!(
         failing.header("webhook-event").as_deref(),
@@ -1641,6 +1674,116 @@ async fn analysts_read_views_and_bind_their_own_queue_to_the_record_stream() {
     .await
     .unwrap();
     assert_eq!((events, failed), (1, 0));
+    herald.stop().await;
+}
+
+/// The card shows a delivery waiting for its first answer as pending; the toggle notes when
+/// it was turned off; the log refuses filters that could match nothing.
+#[tokio::test]
+async fn cards_show_pending_the_toggle_time_and_the_log_checks_its_filters() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::start(|_, _| Reply {
+        delay: Duration::from_secs(3),
+        ..Reply::status(200)
+    })
+    .await;
+    let t = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&t, endpoint(rx.url("/slow"), &["*"]))
+        .await;
+    herald.publish(&t, "a.b", b"{}").await;
+    rx.next(Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let stats = get_endpoint(&herald, &t, &ep.id).await.stats.unwrap();
+        if stats.last_status == pb::DeliveryStatus::Pending as i32 {
+            assert_eq!(stats.total_deliveries, 1);
+            assert!(stats.last_delivery_at.is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "not pending: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_endpoint(&herald, &t, &ep.id)
+        .await
+        .stats
+        .unwrap()
+        .last_status
+        != pb::DeliveryStatus::Success as i32
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the answer did not reach the card"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut endpoints = herald.endpoints().await;
+    let toggle = |enabled: bool| {
+        authed(
+            pb::UpdateEndpointRequest {
+                id: ep.id.clone(),
+                enabled: Some(enabled),
+                ..Default::default()
+            },
+            &t.api_key,
+        )
+    };
+    let off = endpoints
+        .update_endpoint(toggle(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!off.enabled);
+    assert!(off.disabled_at.is_some(), "turning it off notes when");
+    assert!(off.disabled_reason.is_empty());
+    let on = endpoints
+        .update_endpoint(toggle(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(on.enabled && on.disabled_at.is_none());
+
+    let mut log = herald.deliveries().await;
+    let at = |s: i64| prost_types::Timestamp {
+        seconds: s,
+        nanos: 0,
+    };
+    for (request, what) in [
+        (
+            pb::ListDeliveriesRequest {
+                since: Some(at(2_000_000_000)),
+                until: Some(at(1_000_000_000)),
+                ..Default::default()
+            },
+            "since",
+        ),
+        (
+            pb::ListDeliveriesRequest {
+                event_type: Some("invoice.*".into()),
+                ..Default::default()
+            },
+            "event_type",
+        ),
+    ] {
+        let err = log
+            .list_deliveries(authed(request, &t.api_key))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(what), "{err:?}");
+    }
+    let any = herald
+        .list_deliveries(
+            &t,
+            pb::ListDeliveriesRequest {
+                event_type: Some(String::new()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(any.len(), 1, "an empty event_type filters nothing");
     herald.stop().await;
 }
 

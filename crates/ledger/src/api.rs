@@ -203,6 +203,11 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             .map(|t| from_ts("until", t))
             .transpose()?
             .map(first_id_at);
+        if let (Some(a), Some(b)) = (&r.since, &r.until)
+            && (a.seconds, a.nanos) >= (b.seconds, b.nanos)
+        {
+            return Err(Status::invalid_argument("since must be before until"));
+        }
         // The cursor and `until` are both exclusive upper bounds: the smaller one wins.
         let before = match (before, until) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -224,12 +229,10 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             q.push(format_args!(" AND {} = ", status_column(status)))
                 .push_bind(status);
         }
-        if let Some(event_type) = r.event_type.as_deref() {
-            if event_type.contains('\0') {
-                return Err(Status::invalid_argument(
-                    "event_type must not contain NUL characters",
-                ));
-            }
+        if let Some(event_type) = r.event_type.as_deref().filter(|t| !t.is_empty()) {
+            // An exact type: a pattern (`invoice.*`) or a malformed name would match nothing.
+            herald_core::matching::validate_event_type(event_type)
+                .map_err(|e| Status::invalid_argument(format!("event_type: {e}")))?;
             q.push(" AND event_type = ").push_bind(event_type);
         }
         if let Some(before) = before {

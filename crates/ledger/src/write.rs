@@ -191,13 +191,13 @@ pub async fn apply_with(
     }
     if !insert.is_empty() {
         let r = &insert;
-        let inserted: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        let inserted: Vec<NewRow> = sqlx::query_as(
             "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, created_at, test)
              SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id, d.event_type, 'pending', d.created_at, d.test
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::bool[])
                   AS d (id, tenant_id, event_id, endpoint_id, event_type, created_at, test)
              ON CONFLICT (id) DO NOTHING
-             RETURNING endpoint_id, tenant_id",
+             RETURNING endpoint_id, tenant_id, test, created_at",
         )
         .bind(r.iter().map(|d| d.delivery_id).collect::<Vec<_>>())
         .bind(r.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
@@ -208,8 +208,8 @@ pub async fn apply_with(
         .bind(r.iter().map(|d| d.test).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
-        for (endpoint, tenant) in inserted {
-            stats.new_delivery(endpoint, tenant);
+        for row in inserted {
+            stats.new_delivery(row);
         }
     }
 
@@ -297,7 +297,7 @@ pub async fn apply_with(
             .execute(&mut *tx)
             .await?;
         }
-        let upserted: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
+        let upserted: Vec<Upserted> = sqlx::query_as(
             "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
                  attempt_count, response_status, response_body, last_error, latency_ms, created_at,
                  last_attempt_at, next_retry_at, test)
@@ -322,7 +322,7 @@ pub async fn apply_with(
                 OR (EXCLUDED.attempt_count = d.attempt_count
                     AND d.status NOT IN ('success', 'failed'))
                 OR (EXCLUDED.status = 'success' AND d.status <> 'success')
-             RETURNING endpoint_id, tenant_id, (xmax = 0) AS inserted",
+             RETURNING endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
         )
         .bind(rows.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
@@ -346,9 +346,7 @@ pub async fn apply_with(
         .fetch_all(&mut *tx)
         .await?;
         // Rows created here (an attempt that overtook its event record) are new deliveries.
-        for (endpoint, tenant, _) in upserted.into_iter().filter(|r| r.2) {
-            stats.new_delivery(endpoint, tenant);
-        }
+        stats.upserted(upserted);
     }
 
     if !batch.abandoned.is_empty() {
@@ -357,7 +355,7 @@ pub async fn apply_with(
             seen.insert(r.delivery.delivery_id, r);
         }
         let rows: Vec<&AbandonedRecord> = seen.into_values().collect();
-        let upserted: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(
+        let upserted: Vec<Upserted> = sqlx::query_as(
             "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
                  last_error, created_at, attempt_count)
              SELECT x.id, x.tenant_id, x.event_id, x.endpoint_id, x.event_type, 'failed', x.reason,
@@ -373,7 +371,7 @@ pub async fn apply_with(
                  attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
                  updated_at = now()
              WHERE d.status <> 'success'
-             RETURNING endpoint_id, tenant_id, (xmax = 0) AS inserted",
+             RETURNING endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
         )
         .bind(
             rows.iter()
@@ -409,13 +407,28 @@ pub async fn apply_with(
         )
         .fetch_all(&mut *tx)
         .await?;
-        for (endpoint, tenant, _) in upserted.into_iter().filter(|r| r.2) {
-            stats.new_delivery(endpoint, tenant);
-        }
+        stats.upserted(upserted);
     }
     stats.write(&mut tx).await?;
     tx.commit().await?;
     Ok(deferred)
+}
+
+/// A delivery row a statement created.
+#[derive(sqlx::FromRow)]
+struct NewRow {
+    endpoint_id: Uuid,
+    tenant_id: Uuid,
+    test: bool,
+    created_at: DateTime<Utc>,
+}
+
+/// A delivery row an upsert returned, and whether it created it.
+#[derive(sqlx::FromRow)]
+struct Upserted {
+    #[sqlx(flatten)]
+    row: NewRow,
+    inserted: bool,
 }
 
 /// What one batch adds to the per-endpoint statistics.
@@ -430,22 +443,48 @@ struct StatsDelta {
 }
 
 impl StatsDelta {
-    fn new_delivery(&mut self, endpoint: Uuid, tenant: Uuid) {
-        self.deliveries.entry(endpoint).or_insert((tenant, 0)).1 += 1;
+    /// A delivery row created by this batch: counted, and the endpoint's latest status is
+    /// `pending` unless something later (its own attempt, usually) is in the batch. Test sends
+    /// are in the log, not in the statistics.
+    fn new_delivery(&mut self, row: NewRow) {
+        if row.test {
+            return;
+        }
+        self.deliveries
+            .entry(row.endpoint_id)
+            .or_insert((row.tenant_id, 0))
+            .1 += 1;
+        self.latest_at(row.endpoint_id, row.tenant_id, row.created_at, "pending");
     }
 
-    fn attempt(&mut self, r: &AttemptRecord) {
-        let endpoint = r.delivery.endpoint_id;
+    /// The rows of an upsert: those it created are new deliveries.
+    fn upserted(&mut self, rows: Vec<Upserted>) {
+        for r in rows.into_iter().filter(|r| r.inserted) {
+            self.new_delivery(r.row);
+        }
+    }
+
+    fn latest_at(&mut self, endpoint: Uuid, tenant: Uuid, at: DateTime<Utc>, status: &'static str) {
         let newer = self
             .latest
             .get(&endpoint)
-            .is_none_or(|(_, at, _)| r.started_at >= *at);
+            .is_none_or(|(_, seen, _)| at >= *seen);
         if newer {
-            self.latest.insert(
-                endpoint,
-                (r.delivery.tenant_id, r.started_at, r.outcome.as_str()),
-            );
+            self.latest.insert(endpoint, (tenant, at, status));
         }
+    }
+
+    fn attempt(&mut self, r: &AttemptRecord) {
+        if r.trigger == Trigger::Test {
+            return;
+        }
+        let endpoint = r.delivery.endpoint_id;
+        self.latest_at(
+            endpoint,
+            r.delivery.tenant_id,
+            r.started_at,
+            r.outcome.as_str(),
+        );
         let hour = r
             .started_at
             .duration_trunc(chrono::TimeDelta::hours(1))

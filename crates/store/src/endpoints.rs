@@ -401,9 +401,12 @@ impl Store {
                 headers = COALESCE($12, headers),
                 filter = CASE WHEN $13 THEN NULL ELSE COALESCE($14, filter) END,
                 rate_limit_per_second = COALESCE($15, rate_limit_per_second),
-                -- Turning an endpoint on clears why it was turned off and its failure streak.
+                -- Turning an endpoint on clears why it was turned off and its failure streak;
+                -- turning it off notes when (the reason stays empty: the tenant chose it).
                 disabled_reason = CASE WHEN $6 IS TRUE THEN NULL ELSE disabled_reason END,
-                disabled_at = CASE WHEN $6 IS TRUE THEN NULL ELSE disabled_at END,
+                disabled_at = CASE WHEN $6 IS TRUE THEN NULL
+                                   WHEN $6 IS FALSE AND enabled THEN now()
+                                   ELSE disabled_at END,
                 consecutive_failures = CASE WHEN $6 IS TRUE THEN 0 ELSE consecutive_failures END,
                 failing_since = CASE WHEN $6 IS TRUE THEN NULL ELSE failing_since END,
                 failed_attempts = CASE WHEN $6 IS TRUE THEN 0 ELSE failed_attempts END,
@@ -518,7 +521,8 @@ impl Store {
         let buckets: Vec<(Uuid, i16, i64, i64)> = sqlx::query_as(
             "SELECT endpoint_id, bucket, sum(attempts)::int8, sum(successes)::int8
              FROM endpoint_latency
-             WHERE endpoint_id = ANY($1) AND hour > now() - make_interval(hours => $2)
+             WHERE endpoint_id = ANY($1)
+               AND hour >= date_trunc('hour', now()) - make_interval(hours => $2)
              GROUP BY endpoint_id, bucket",
         )
         .bind(ids)
@@ -566,6 +570,8 @@ impl Store {
                 let threshold = policy.failing_after_attempts as i32;
                 let row: Option<(bool,)> = sqlx::query_as(
                     "UPDATE endpoints e SET failed_attempts = e.failed_attempts + 1,
+                            -- The streak's span runs from its first failed attempt.
+                            failing_since = COALESCE(e.failing_since, now()),
                             failing_notified = e.failing_notified
                                 OR ($2 > 0 AND e.failed_attempts + 1 >= $2)
                      FROM (SELECT id, failing_notified AS was FROM endpoints WHERE id = $1 FOR UPDATE) old
