@@ -1719,30 +1719,11 @@ async fn cards_show_pending_the_toggle_time_and_the_log_checks_its_filters() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let mut endpoints = herald.endpoints().await;
-    let toggle = |enabled: bool| {
-        authed(
-            pb::UpdateEndpointRequest {
-                id: ep.id.clone(),
-                enabled: Some(enabled),
-                ..Default::default()
-            },
-            &t.api_key,
-        )
-    };
-    let off = endpoints
-        .update_endpoint(toggle(false))
-        .await
-        .unwrap()
-        .into_inner();
+    let off = herald.set_enabled(&t, &ep.id, false).await;
     assert!(!off.enabled);
     assert!(off.disabled_at.is_some(), "turning it off notes when");
     assert!(off.disabled_reason.is_empty());
-    let on = endpoints
-        .update_endpoint(toggle(true))
-        .await
-        .unwrap()
-        .into_inner();
+    let on = herald.set_enabled(&t, &ep.id, true).await;
     assert!(on.enabled && on.disabled_at.is_none());
 
     let mut log = herald.deliveries().await;
@@ -1784,6 +1765,35 @@ async fn cards_show_pending_the_toggle_time_and_the_log_checks_its_filters() {
         )
         .await;
     assert_eq!(any.len(), 1, "an empty event_type filters nothing");
+    herald.stop().await;
+}
+
+/// A delivery that ends because its endpoint was turned off ends the card's status too.
+#[tokio::test]
+async fn an_abandoned_delivery_shows_failed_on_the_card() {
+    let herald = Herald::start(Options {
+        retry_schedule: "800ms".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut rx = Receiver::start(|_, _| Reply::status(500)).await;
+    let t = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&t, endpoint(rx.url("/down"), &["*"]))
+        .await;
+    let p = herald.publish(&t, "a.b", b"{}").await;
+    rx.next(Duration::from_secs(10)).await;
+    herald.set_enabled(&t, &ep.id, false).await;
+    only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = get_endpoint(&herald, &t, &ep.id).await.stats.unwrap();
+        if stats.last_status == pb::DeliveryStatus::Failed as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "card not failed: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     herald.stop().await;
 }
 

@@ -654,19 +654,7 @@ async fn changes_reach_every_cache_at_once() {
     ];
     let (herald, mut rx, tenant, ep, published) = failed_once(env, "/toggled").await;
     // The dispatcher has the endpoint cached (enabled); switching it off stops the retries.
-    herald
-        .endpoints()
-        .await
-        .update_endpoint(authed(
-            pb::UpdateEndpointRequest {
-                id: ep.id.clone(),
-                enabled: Some(false),
-                ..Default::default()
-            },
-            &tenant.api_key,
-        ))
-        .await
-        .unwrap();
+    herald.set_enabled(&tenant, &ep.id, false).await;
     assert!(
         rx.drain_for(Duration::from_millis(2500)).await.is_empty(),
         "no retry reaches an endpoint switched off"

@@ -359,6 +359,23 @@ impl Herald {
         (r.endpoint.expect("endpoint"), r.secret)
     }
 
+    /// The endpoint's on/off toggle (`UpdateEndpoint{enabled}`); returns the endpoint.
+    pub async fn set_enabled(&self, tenant: &Tenant, id: &str, enabled: bool) -> pb::Endpoint {
+        self.endpoints()
+            .await
+            .update_endpoint(authed(
+                pb::UpdateEndpointRequest {
+                    id: id.into(),
+                    enabled: Some(enabled),
+                    ..Default::default()
+                },
+                &tenant.api_key,
+            ))
+            .await
+            .expect("toggle endpoint")
+            .into_inner()
+    }
+
     pub async fn publish(
         &self,
         tenant: &Tenant,

@@ -90,10 +90,11 @@ fn is_localhost(domain: &str) -> bool {
 /// How long a create or update waits for the URL's host name to resolve.
 const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
 
-/// Refuses a URL (already checked by [`url`]) whose host name resolves to an address the
-/// policy forbids (e.g. a name pointing at 127.0.0.1 or a metadata service). A name that does
-/// not resolve now is accepted: the dispatcher checks every address again at each connection,
-/// so this is an early answer for the caller, not the guard.
+/// Refuses a URL (already checked by [`url`]) whose host name resolves only to addresses the
+/// policy forbids (e.g. a name pointing at 127.0.0.1 or a metadata service): the dispatcher,
+/// which checks every address again at each connection, would never deliver to it. As the
+/// dispatcher, a name with one allowed address passes (it connects to that one). A name that
+/// does not resolve now is accepted: this is an early answer for the caller, not the guard.
 pub async fn resolved_url(url: &str, policy: &AddressPolicy) -> Result<()> {
     let Ok(parsed) = url::Url::parse(url) else {
         return Ok(());
@@ -107,15 +108,21 @@ pub async fn resolved_url(url: &str, policy: &AddressPolicy) -> Result<()> {
     let Ok(Ok(addrs)) = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await else {
         return Ok(());
     };
+    let mut refused = None;
     for addr in addrs {
-        if let Err(reason) = policy.check(addr.ip()) {
-            return Err(bad(format!(
-                "url host {host:?} resolves to a {reason} ({}), which is not allowed",
-                addr.ip()
-            )));
+        match policy.check(addr.ip()) {
+            Ok(()) => return Ok(()),
+            Err(reason) => {
+                refused.get_or_insert((reason, addr.ip()));
+            }
         }
     }
-    Ok(())
+    match refused {
+        Some((reason, ip)) => Err(bad(format!(
+            "url host {host:?} resolves to a {reason} ({ip}), which is not allowed"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// PostgreSQL text cannot hold NUL: refuse it here, with the field's name, rather than let the
@@ -416,7 +423,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("resolves to"), "{e}");
-        let local = AddressPolicy::new(parse_networks("127.0.0.0/8,::1/128").unwrap());
+        // One allowed address is enough, as for the dispatcher: `localhost` may also resolve
+        // to ::1, which this policy does not allow.
+        let local = AddressPolicy::new(parse_networks("127.0.0.0/8").unwrap());
         assert!(
             resolved_url("http://localhost:8080/hook", &local)
                 .await

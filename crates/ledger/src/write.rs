@@ -197,7 +197,7 @@ pub async fn apply_with(
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::bool[])
                   AS d (id, tenant_id, event_id, endpoint_id, event_type, created_at, test)
              ON CONFLICT (id) DO NOTHING
-             RETURNING endpoint_id, tenant_id, test, created_at",
+             RETURNING id, endpoint_id, tenant_id, test, created_at",
         )
         .bind(r.iter().map(|d| d.delivery_id).collect::<Vec<_>>())
         .bind(r.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
@@ -322,7 +322,7 @@ pub async fn apply_with(
                 OR (EXCLUDED.attempt_count = d.attempt_count
                     AND d.status NOT IN ('success', 'failed'))
                 OR (EXCLUDED.status = 'success' AND d.status <> 'success')
-             RETURNING endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
+             RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
         )
         .bind(rows.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
@@ -371,7 +371,7 @@ pub async fn apply_with(
                  attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
                  updated_at = now()
              WHERE d.status <> 'success'
-             RETURNING endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
+             RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
         )
         .bind(
             rows.iter()
@@ -407,7 +407,11 @@ pub async fn apply_with(
         )
         .fetch_all(&mut *tx)
         .await?;
-        stats.upserted(upserted);
+        let at: HashMap<Uuid, DateTime<Utc>> = rows
+            .iter()
+            .map(|r| (r.delivery.delivery_id, r.at))
+            .collect();
+        stats.abandoned(upserted, &at);
     }
     stats.write(&mut tx).await?;
     tx.commit().await?;
@@ -417,6 +421,7 @@ pub async fn apply_with(
 /// A delivery row a statement created.
 #[derive(sqlx::FromRow)]
 struct NewRow {
+    id: Uuid,
     endpoint_id: Uuid,
     tenant_id: Uuid,
     test: bool,
@@ -450,18 +455,32 @@ impl StatsDelta {
         if row.test {
             return;
         }
-        self.deliveries
-            .entry(row.endpoint_id)
-            .or_insert((row.tenant_id, 0))
-            .1 += 1;
+        self.count(row.endpoint_id, row.tenant_id);
         self.latest_at(row.endpoint_id, row.tenant_id, row.created_at, "pending");
     }
 
-    /// The rows of an upsert: those it created are new deliveries.
+    /// The rows of an attempt's upsert: those it created are new deliveries, counted, but not
+    /// shown pending (their attempt is in the same batch).
     fn upserted(&mut self, rows: Vec<Upserted>) {
-        for r in rows.into_iter().filter(|r| r.inserted) {
-            self.new_delivery(r.row);
+        for r in rows.into_iter().filter(|r| r.inserted && !r.row.test) {
+            self.count(r.row.endpoint_id, r.row.tenant_id);
         }
+    }
+
+    /// The rows of an abandonment's upsert: those it created are counted, and each row it
+    /// wrote ends the endpoint's latest status as failed at `at` of its record.
+    fn abandoned(&mut self, rows: Vec<Upserted>, at: &HashMap<Uuid, DateTime<Utc>>) {
+        for r in rows.into_iter().filter(|r| !r.row.test) {
+            if r.inserted {
+                self.count(r.row.endpoint_id, r.row.tenant_id);
+            }
+            let when = at.get(&r.row.id).copied().unwrap_or(r.row.created_at);
+            self.latest_at(r.row.endpoint_id, r.row.tenant_id, when, "failed");
+        }
+    }
+
+    fn count(&mut self, endpoint: Uuid, tenant: Uuid) {
+        self.deliveries.entry(endpoint).or_insert((tenant, 0)).1 += 1;
     }
 
     fn latest_at(&mut self, endpoint: Uuid, tenant: Uuid, at: DateTime<Utc>, status: &'static str) {
@@ -479,10 +498,12 @@ impl StatsDelta {
             return;
         }
         let endpoint = r.delivery.endpoint_id;
+        // Never before its delivery's creation: that time comes from ingest's clock, this one
+        // from a dispatcher's, and an attempt must not lose to its own `pending`.
         self.latest_at(
             endpoint,
             r.delivery.tenant_id,
-            r.started_at,
+            r.started_at.max(r.delivery.created_at),
             r.outcome.as_str(),
         );
         let hour = r

@@ -218,34 +218,51 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// hangs must not leave `kill -9` as the only way out. Nothing acknowledged is lost by it:
 /// what is unacked goes back to its queue.
 pub async fn wait_for_signal() {
-    next_signal().await;
+    // The same streams serve both waits, so a second signal arriving before the task below
+    // first runs is still seen.
+    let mut signals = Signals::new();
+    signals.next().await;
     tracing::info!("shutdown signal received (a second one stops at once)");
-    tokio::spawn(async {
-        next_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         tracing::warn!("second shutdown signal received, exiting now");
         std::process::exit(130);
     });
 }
 
-/// The next SIGTERM or Ctrl-C.
-async fn next_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), registered once.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                streams: signal(SignalKind::terminate())
+                    .ok()
+                    .zip(signal(SignalKind::interrupt()).ok()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = self.streams.as_mut() {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
