@@ -48,6 +48,33 @@ async fn only_delivery(
         .await
 }
 
+/// Polls an endpoint until `check` accepts it, or fails after `within`; returns it.
+async fn wait_endpoint(
+    herald: &Herald,
+    t: &Tenant,
+    id: &str,
+    within: Duration,
+    check: impl Fn(&pb::Endpoint) -> bool,
+) -> pb::Endpoint {
+    let deadline = Instant::now() + within;
+    loop {
+        let e = get_endpoint(herald, t, id).await;
+        if check(&e) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "endpoint did not settle: {e:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn last_status_is(s: pb::DeliveryStatus) -> impl Fn(&pb::Endpoint) -> bool {
+    move |e| {
+        e.stats
+            .as_ref()
+            .is_some_and(|st| st.last_status == s as i32)
+    }
+}
+
 async fn get_endpoint(herald: &Herald, t: &Tenant, id: &str) -> pb::Endpoint {
     herald
         .endpoints()
@@ -1058,19 +1085,11 @@ async fn the_failing_span_counts_from_the_first_failed_attempt() {
         .await;
     let p = herald.publish(&t, "order.created", b"{}").await;
     only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let e = get_endpoint(&herald, &t, &ep.id).await;
-        if !e.enabled {
-            assert!(
-                e.disabled_reason.contains("disabled automatically"),
-                "{e:?}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "not disabled: {e:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let e = wait_endpoint(&herald, &t, &ep.id, Duration::from_secs(5), |e| !e.enabled).await;
+    assert!(
+        e.disabled_reason.contains("disabled automatically"),
+        "{e:?}"
+    );
     herald.stop().await;
 }
 
@@ -1693,31 +1712,25 @@ async fn cards_show_pending_the_toggle_time_and_the_log_checks_its_filters() {
         .await;
     herald.publish(&t, "a.b", b"{}").await;
     rx.next(Duration::from_secs(10)).await;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let stats = get_endpoint(&herald, &t, &ep.id).await.stats.unwrap();
-        if stats.last_status == pb::DeliveryStatus::Pending as i32 {
-            assert_eq!(stats.total_deliveries, 1);
-            assert!(stats.last_delivery_at.is_some());
-            break;
-        }
-        assert!(Instant::now() < deadline, "not pending: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get_endpoint(&herald, &t, &ep.id)
-        .await
-        .stats
-        .unwrap()
-        .last_status
-        != pb::DeliveryStatus::Success as i32
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the answer did not reach the card"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pending = wait_endpoint(
+        &herald,
+        &t,
+        &ep.id,
+        Duration::from_secs(2),
+        last_status_is(pb::DeliveryStatus::Pending),
+    )
+    .await;
+    let stats = pending.stats.unwrap();
+    assert_eq!(stats.total_deliveries, 1);
+    assert!(stats.last_delivery_at.is_some());
+    wait_endpoint(
+        &herald,
+        &t,
+        &ep.id,
+        Duration::from_secs(10),
+        last_status_is(pb::DeliveryStatus::Success),
+    )
+    .await;
 
     let off = herald.set_enabled(&t, &ep.id, false).await;
     assert!(!off.enabled);
@@ -1785,15 +1798,14 @@ async fn an_abandoned_delivery_shows_failed_on_the_card() {
     rx.next(Duration::from_secs(10)).await;
     herald.set_enabled(&t, &ep.id, false).await;
     only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats = get_endpoint(&herald, &t, &ep.id).await.stats.unwrap();
-        if stats.last_status == pb::DeliveryStatus::Failed as i32 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "card not failed: {stats:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_endpoint(
+        &herald,
+        &t,
+        &ep.id,
+        Duration::from_secs(5),
+        last_status_is(pb::DeliveryStatus::Failed),
+    )
+    .await;
     herald.stop().await;
 }
 

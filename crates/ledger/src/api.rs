@@ -30,6 +30,24 @@ fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Sta
         .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
 }
 
+/// `[since, until)`, each bound optional.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// A request's time range; refused when since is not before until.
+fn time_range(
+    since: Option<&prost_types::Timestamp>,
+    until: Option<&prost_types::Timestamp>,
+) -> Result<TimeRange, Status> {
+    let since = since.map(|t| from_ts("since", t)).transpose()?;
+    let until = until.map(|t| from_ts("until", t)).transpose()?;
+    if let (Some(a), Some(b)) = (since, until)
+        && a >= b
+    {
+        return Err(Status::invalid_argument("since must be before until"));
+    }
+    Ok((since, until))
+}
+
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
@@ -191,23 +209,8 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             0 => 50,
             n => n.min(500),
         };
-        let since = r
-            .since
-            .as_ref()
-            .map(|t| from_ts("since", t))
-            .transpose()?
-            .map(first_id_at);
-        let until = r
-            .until
-            .as_ref()
-            .map(|t| from_ts("until", t))
-            .transpose()?
-            .map(first_id_at);
-        if let (Some(a), Some(b)) = (&r.since, &r.until)
-            && (a.seconds, a.nanos) >= (b.seconds, b.nanos)
-        {
-            return Err(Status::invalid_argument("since must be before until"));
-        }
+        let (since, until) = time_range(r.since.as_ref(), r.until.as_ref())?;
+        let (since, until) = (since.map(first_id_at), until.map(first_id_at));
         // The cursor and `until` are both exclusive upper bounds: the smaller one wins.
         let before = match (before, until) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -383,13 +386,7 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         let r = req.into_inner();
         let endpoint = parse_id("endpoint_id", &r.endpoint_id)?;
         let status = status_from_pb(r.status)?.unwrap_or("failed");
-        let since = r.since.as_ref().map(|t| from_ts("since", t)).transpose()?;
-        let until = r.until.as_ref().map(|t| from_ts("until", t)).transpose()?;
-        if let (Some(a), Some(b)) = (since, until)
-            && a >= b
-        {
-            return Err(Status::invalid_argument("since must be before until"));
-        }
+        let (since, until) = time_range(r.since.as_ref(), r.until.as_ref())?;
         // Clamped like every page size: a larger limit replays the first 10,000 and says
         // `truncated`, the cursor going on from there.
         let limit = if r.limit == 0 {
