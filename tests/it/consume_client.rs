@@ -193,9 +193,16 @@ async fn a_dead_lettered_delivery_says_where_and_when_it_died_through_either_cli
         let open = |queue: String| {
             let topology = topology.clone();
             async move {
-                Consumer::open(AMQP_URL, "herald-tests-dl", &topology, &queue, 1, client)
-                    .await
-                    .unwrap()
+                Consumer::open(
+                    AMQP_URL,
+                    "herald-tests-dl",
+                    Some(&topology),
+                    &queue,
+                    1,
+                    client,
+                )
+                .await
+                .unwrap()
             }
         };
         let mut work = open(topology.work_queue()).await;

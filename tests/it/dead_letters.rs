@@ -70,7 +70,13 @@ async fn poison_messages_are_dead_lettered_counted_and_recorded() {
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-    let work = format!("{}.deliveries.work", p.name);
+    // The tenant's work shard.
+    let tenant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE name = 'poison'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let work = herald_broker::Topology::new(p.name.as_str(), herald_broker::QueueType::Quorum)
+        .shard_queue(herald_broker::shard_of(tenant));
     let mut consumer = ch
         .basic_consume(
             work.as_str().into(),

@@ -223,6 +223,13 @@ async fn bad_endpoints_are_rejected_precisely_and_nothing_is_stored() {
             },
             "cannot be overridden",
         ),
+        (
+            pb::CreateEndpointRequest {
+                max_in_flight: Some(257),
+                ..base()
+            },
+            "max_in_flight must be at most 256",
+        ),
     ];
     for (req, needle) in cases {
         let what = format!("{} {:?}", req.url, req.event_types);

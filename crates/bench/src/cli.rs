@@ -37,7 +37,8 @@ pub enum Command {
     /// One of the standard scenarios.
     Scenario {
         name: ScenarioName,
-        /// Events to publish instead of the scenario's default.
+        /// Events to publish instead of the scenario's default (noisy-neighbour: tenant A's
+        /// events per endpoint).
         #[arg(long)]
         events: Option<u64>,
     },
@@ -85,7 +86,8 @@ pub struct Settings {
     /// Duration of each baseline, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
     pub baseline_secs: u64,
-    /// Multiplies the standard scenarios' event counts (e.g. 0.1 for a quick smoke run).
+    /// Multiplies the standard scenarios' event counts (e.g. 0.1 for a quick smoke run), and
+    /// noisy-neighbour's event counts and publishing time (0.05: 500 events per endpoint, 10 s).
     #[arg(long, global = true, default_value_t = 1.0)]
     pub scale: f64,
     /// Verify the signature of every n-th request at the receiver (0: never).
@@ -125,11 +127,16 @@ pub enum ScenarioName {
     /// PublishBatch of 500 events with no dispatcher running: acceptance alone.
     #[value(name = "batch-accept")]
     BatchAccept,
+    /// Tenant isolation: one tenant's latency alone, then beside a tenant whose endpoints hang
+    /// and fail, with 1 and then 2 dispatchers (its own phases, see `noisy.rs`).
+    #[value(name = "noisy-neighbour")]
+    NoisyNeighbour,
 }
 
 impl ScenarioName {
-    /// Every scenario, in the order `all` runs them.
-    pub const ALL: [ScenarioName; 8] = [
+    /// Every scenario made of one load run, in the order `all` runs them (noisy-neighbour
+    /// follows them).
+    pub const LOADS: [ScenarioName; 8] = [
         ScenarioName::OneEndpoint,
         ScenarioName::HundredEndpoints,
         ScenarioName::Failing10Pct,
@@ -150,6 +157,7 @@ impl ScenarioName {
             ScenarioName::Sustained5000 => "sustained-5000",
             ScenarioName::Batch => "batch",
             ScenarioName::BatchAccept => "batch-accept",
+            ScenarioName::NoisyNeighbour => "noisy-neighbour",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! PostgreSQL: the ledger's progress during a run (over one connection kept for the run), and
-//! dropping the run's schema.
+//! PostgreSQL: the ledger's progress during a run (over one connection kept for the run), the
+//! final state of chosen endpoints' deliveries (noisy-neighbour's drain), and dropping the
+//! run's schema.
 //!
 //! The poller used to start `psql` five times a second: a process and a fresh server backend
 //! per poll, CPU taken from the machine being measured. One connection costs a query per poll.
@@ -15,10 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use futures::FutureExt;
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 use tokio::time::MissedTickBehavior;
+use uuid::Uuid;
 
 /// How often the ledger is polled.
 const POLL: Duration = Duration::from_millis(200);
@@ -44,13 +47,27 @@ pub async fn psql(url: &str, sql: &str) -> Result<String> {
 }
 
 /// A connection of the poller's, opened (again) when it has none.
-struct Poller {
+pub struct Poller {
     url: String,
     conn: Option<PgConnection>,
 }
 
 impl Poller {
-    async fn count(&mut self, sql: String) -> Result<u64> {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            conn: None,
+        }
+    }
+
+    /// Runs `query` on the connection (opened first if need be) within 30 s; a broken or
+    /// silent connection is dropped, so the next call opens a fresh one.
+    async fn run<T, F>(&mut self, query: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(
+            &'c mut PgConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
         if self.conn.is_none() {
             let connect = PgConnection::connect(&self.url);
             let conn = tokio::time::timeout(Duration::from_secs(10), connect)
@@ -59,9 +76,8 @@ impl Poller {
             self.conn = Some(conn);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(conn);
-        match tokio::time::timeout(Duration::from_secs(30), query).await {
-            Ok(Ok(n)) => Ok(u64::try_from(n).unwrap_or(0)),
+        match tokio::time::timeout(Duration::from_secs(30), query(conn)).await {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if matches!(e, sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) {
                     self.conn = None;
@@ -72,6 +88,50 @@ impl Poller {
                 self.conn = None;
                 bail!("PostgreSQL did not answer within 30 s")
             }
+        }
+    }
+
+    async fn count(&mut self, sql: String) -> Result<u64> {
+        let n = self
+            .run(move |conn| {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(conn)
+                    .boxed()
+            })
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Deliveries of `endpoints` grouped by endpoint, status and attempt count.
+    pub async fn outcomes(&mut self, schema: &str, endpoints: &[Uuid]) -> Result<Vec<Outcome>> {
+        let ids: Vec<String> = endpoints.iter().map(|id| format!("'{id}'")).collect();
+        let sql = format!(
+            "SELECT endpoint_id, status, attempt_count, count(*)::int8 \
+             FROM \"{schema}\".deliveries WHERE endpoint_id IN ({}) GROUP BY 1, 2, 3",
+            ids.join(", ")
+        );
+        let rows = self
+            .run(move |conn| {
+                sqlx::query_as::<_, (Uuid, String, i32, i64)>(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(conn)
+                    .boxed()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(endpoint_id, status, attempts, n)| Outcome {
+                endpoint_id,
+                status,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                deliveries: u64::try_from(n).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Closes the connection, if open.
+    pub async fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
         }
     }
 
@@ -90,6 +150,15 @@ impl Poller {
         ))
         .await
     }
+}
+
+/// Deliveries of one endpoint with one status and one attempt count, from the ledger.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub endpoint_id: Uuid,
+    pub status: String,
+    pub attempts: u32,
+    pub deliveries: u64,
 }
 
 /// Drops a run's schema and everything in it.
@@ -121,7 +190,7 @@ pub async fn poll_ledger(
     deadline: Instant,
 ) -> LedgerPoll {
     let mut out = LedgerPoll::default();
-    let mut db = Poller { url, conn: None };
+    let mut db = Poller::new(&url);
     let mut fast = true;
     let mut errors = 0u32;
     let mut last = (0u64, Instant::now());
@@ -186,8 +255,6 @@ pub async fn poll_ledger(
         out.error = Some("timed out".into());
     }
     out.final_count = db.successes_exact(&schema).await.ok();
-    if let Some(conn) = db.conn.take() {
-        let _ = conn.close().await;
-    }
+    db.close().await;
     out
 }

@@ -121,6 +121,46 @@ pub struct Target {
     auth: AsciiMetadataValue,
 }
 
+/// A tenant with an API key, and a channel to ingest to act for it.
+pub struct Tenant {
+    pub channel: Channel,
+    /// `authorization` value of the tenant's API key.
+    pub auth: AsciiMetadataValue,
+}
+
+/// Creates a tenant named `name` and an API key for it (Admin API).
+pub async fn create_tenant(herald: &Herald, name: &str) -> Result<Tenant> {
+    let channel = grpc::connect(herald.ingest_addr).await?;
+    let admin_auth = grpc::bearer(&herald.admin_token)?;
+    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
+    let tenant = admin
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: name.into(),
+                ..Default::default()
+            },
+            &admin_auth,
+        ))
+        .await
+        .with_context(|| format!("creating tenant {name}"))?
+        .into_inner();
+    let key = admin
+        .create_api_key(authed(
+            pb::CreateApiKeyRequest {
+                tenant_id: tenant.id.clone(),
+                name: name.into(),
+            },
+            &admin_auth,
+        ))
+        .await
+        .with_context(|| format!("creating the API key of tenant {name}"))?
+        .into_inner();
+    Ok(Tenant {
+        channel,
+        auth: grpc::bearer(&key.api_key)?,
+    })
+}
+
 /// Creates the tenant, its API key and the endpoints, and registers every endpoint's secret
 /// with the receiver.
 pub async fn setup(herald: &Herald, receiver: &Receiver, spec: &LoadSpec) -> Result<Target> {
@@ -129,32 +169,7 @@ pub async fn setup(herald: &Herald, receiver: &Receiver, spec: &LoadSpec) -> Res
         spec.failing_endpoints <= spec.endpoints,
         "--failing-endpoints must not exceed --endpoints"
     );
-    let channel = grpc::connect(herald.ingest_addr).await?;
-    let admin_auth = grpc::bearer(&herald.admin_token)?;
-    let mut admin = pb::admin_client::AdminClient::new(channel.clone());
-    let tenant = admin
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "bench".into(),
-                ..Default::default()
-            },
-            &admin_auth,
-        ))
-        .await
-        .context("creating the tenant")?
-        .into_inner();
-    let key = admin
-        .create_api_key(authed(
-            pb::CreateApiKeyRequest {
-                tenant_id: tenant.id.clone(),
-                name: "bench".into(),
-            },
-            &admin_auth,
-        ))
-        .await
-        .context("creating the API key")?
-        .into_inner();
-    let auth = grpc::bearer(&key.api_key)?;
+    let Tenant { channel, auth } = create_tenant(herald, "bench").await?;
     let mut endpoints = pb::endpoints_client::EndpointsClient::new(channel.clone());
     let ok = spec.ok_endpoints();
     for i in 0..spec.endpoints {

@@ -3,8 +3,9 @@
 //! gRPC API, a receiver that times and checks every delivery, and baselines of what the same
 //! hardware does without Herald.
 //!
-//! `bench all --markdown BENCHMARKS.md` runs every standard scenario; `bench scenario <name>`
-//! one of them; `bench run --endpoints … --events …` any load; `bench baselines` only those.
+//! `bench all --markdown BENCHMARKS.md` runs every standard scenario (the last,
+//! noisy-neighbour, measures tenant isolation); `bench scenario <name>` one of them;
+//! `bench run --endpoints … --events …` any load; `bench baselines` only those.
 
 mod baseline;
 mod cli;
@@ -12,6 +13,8 @@ mod db;
 mod grpc;
 mod load;
 mod markdown;
+mod noisy;
+mod noisy_report;
 mod procs;
 mod rawamqp;
 mod receiver;

@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::Settings;
-use crate::db;
 use crate::report::{self, BenchOutput};
+use crate::{db, noisy_report};
 
 /// The machine and the backing services' versions.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -98,7 +98,8 @@ pub async fn describe(settings: &Settings) -> Machine {
     }
 }
 
-fn cell(text: &str) -> String {
+/// Escapes a table cell.
+pub fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
@@ -177,6 +178,9 @@ pub fn render(output: &BenchOutput, settings: &Settings) -> String {
             }
         }
         md.push('\n');
+    }
+    if !output.noisy_neighbour.is_empty() {
+        noisy_report::markdown(&mut md, &output.noisy_neighbour);
     }
     md
 }

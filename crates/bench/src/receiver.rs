@@ -8,10 +8,16 @@
 //! verify the Standard Webhooks signature with the endpoint's secret.
 //!
 //! Endpoints are told apart by path: `/ok/<n>` answers 200, `/fail/<n>` always answers 500.
+//! A scenario that needs an endpoint misbehaving in other ways (hanging, then recovering while
+//! the run goes on) registers a managed path ([`Receiver::manage`]): its behaviour can be
+//! changed at any time, and it keeps a tally of its own (requests, requests held at once,
+//! requests per delivery id) instead of counting towards the deliveries and latencies, which
+//! stay those of the ordinary paths. A held request is only a sleeping task, so holding
+//! thousands of them costs little.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -70,10 +76,108 @@ struct Probe {
     sent_ns: u64,
 }
 
+/// What a managed path does with a request: hold it this long, then answer this status.
+#[derive(Clone, Copy, Debug)]
+pub struct Behaviour {
+    pub hold: Duration,
+    pub status: StatusCode,
+}
+
+impl Behaviour {
+    /// Answers `status` at once.
+    pub fn answer(status: StatusCode) -> Self {
+        Self {
+            hold: Duration::ZERO,
+            status,
+        }
+    }
+}
+
+/// A path whose behaviour the scenario sets, and its tally.
+pub struct ManagedPath {
+    /// The behaviour in one word (hold in ms above the status code), so a request never sees
+    /// half of a change.
+    behaviour: AtomicU64,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    /// Requests per delivery id (requests without one are not counted here).
+    per_id: Mutex<HashMap<u128, u32>>,
+}
+
+/// Counts a request as held until its handler ends: answered, or dropped because the client
+/// gave up and closed the connection (hyper notices the EOF of a connection awaiting its
+/// answer), so the count is what the dispatchers really keep open.
+struct Held<'a>(&'a AtomicU64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ManagedPath {
+    fn new(behaviour: Behaviour) -> Self {
+        let path = Self {
+            behaviour: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            per_id: Mutex::new(HashMap::new()),
+        };
+        path.set(behaviour);
+        path
+    }
+
+    /// Changes what requests arriving from now on get; requests already held keep theirs.
+    pub fn set(&self, behaviour: Behaviour) {
+        let hold_ms = behaviour.hold.as_millis() as u64;
+        let word = (hold_ms << 16) | u64::from(behaviour.status.as_u16());
+        self.behaviour.store(word, Ordering::Relaxed);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The most requests held at once so far.
+    pub fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests beyond `allowed` per delivery id, summed over the ids: the copies no retry
+    /// schedule explains.
+    pub fn requests_beyond(&self, allowed: u32) -> u64 {
+        lock(&self.per_id)
+            .values()
+            .map(|&n| u64::from(n.saturating_sub(allowed)))
+            .sum()
+    }
+
+    async fn serve(&self, headers: &HeaderMap) -> StatusCode {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(id) = delivery_id(headers) {
+            *lock(&self.per_id).entry(id).or_insert(0) += 1;
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let _held = Held(&self.in_flight);
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        let word = self.behaviour.load(Ordering::Relaxed);
+        let hold = Duration::from_millis(word >> 16);
+        let status = StatusCode::from_u16(word as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
+        status
+    }
+}
+
 struct Shared {
     start: Instant,
     options: ReceiverOptions,
     secrets: RwLock<HashMap<String, Secret>>,
+    managed: RwLock<HashMap<String, Arc<ManagedPath>>>,
     seen: Mutex<HashSet<u128>>,
     latencies_us: Mutex<Vec<u64>>,
     requests: AtomicU64,
@@ -90,6 +194,10 @@ struct Shared {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn unix_now() -> i64 {
@@ -136,10 +244,7 @@ impl Shared {
     }
 
     fn verify(&self, path: &str, headers: &HeaderMap, body: &[u8]) {
-        let secret = {
-            let map = self.secrets.read().unwrap_or_else(PoisonError::into_inner);
-            map.get(path).cloned()
-        };
+        let secret = read(&self.secrets).get(path).cloned();
         let Some(secret) = secret else { return };
         let lookup = |name: &str| -> Option<String> {
             headers
@@ -171,10 +276,14 @@ async fn handle(
 ) -> StatusCode {
     let arrival_ns = s.start.elapsed().as_nanos() as u64;
     let n = s.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let failing = uri.path().starts_with("/fail/");
     if s.options.verify_every > 0 && n.is_multiple_of(s.options.verify_every) {
         s.verify(uri.path(), &headers, &body);
     }
+    let managed = read(&s.managed).get(uri.path()).cloned();
+    if let Some(path) = managed {
+        return path.serve(&headers).await;
+    }
+    let failing = uri.path().starts_with("/fail/");
     if failing {
         s.failed.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -209,6 +318,7 @@ impl Receiver {
             start,
             options,
             secrets: RwLock::new(HashMap::new()),
+            managed: RwLock::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
             latencies_us: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
@@ -248,6 +358,19 @@ impl Receiver {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         map.insert(path.to_owned(), secret);
+    }
+
+    /// Makes `path` a managed path starting with `behaviour`; the handle changes it and reads
+    /// its tally.
+    pub fn manage(&self, path: &str, behaviour: Behaviour) -> Arc<ManagedPath> {
+        let managed = Arc::new(ManagedPath::new(behaviour));
+        let mut map = self
+            .shared
+            .managed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.insert(path.to_owned(), managed.clone());
+        managed
     }
 
     /// Distinct deliveries answered 200 so far.

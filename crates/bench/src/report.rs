@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::db::LedgerPoll;
 use crate::load::{LoadSpec, OpenLoopStats};
 use crate::markdown::Machine;
+use crate::noisy_report::NoisyEntry;
 use crate::receiver::ReceiverStats;
 use crate::usage::{RssTrend, Usage};
 
@@ -302,6 +303,9 @@ pub struct BenchOutput {
     pub machine: Option<Machine>,
     pub baselines: Option<Baselines>,
     pub runs: Vec<RunEntry>,
+    /// The noisy-neighbour runs (one per dispatcher count), when it ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub noisy_neighbour: Vec<NoisyEntry>,
 }
 
 pub fn write_json(path: &Path, output: &BenchOutput) -> Result<()> {

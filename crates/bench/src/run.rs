@@ -190,7 +190,7 @@ async fn measure(
 }
 
 /// Waits until the receiver has `expected` distinct deliveries; false on deadline or stall.
-async fn wait_receiver(receiver: &Receiver, expected: u64, deadline: Instant) -> bool {
+pub async fn wait_receiver(receiver: &Receiver, expected: u64, deadline: Instant) -> bool {
     let mut last = (receiver.delivered(), Instant::now());
     loop {
         let n = receiver.delivered();

@@ -1,9 +1,11 @@
 //! The standard scenarios and the commands that run them.
 //!
-//! The defaults are sized so `bench all` (eight scenarios plus four 10 s baselines) takes under
-//! ten minutes on two cores: most closed-loop scenarios produce about 60,000 deliveries,
-//! hundred-endpoints 500,000 (about a minute at the top rate), the open loops run 60–70 s. `--scale` shrinks or grows all of
-//! them at once; each run is still bounded by `--timeout`.
+//! The defaults are sized so the eight load scenarios plus four 10 s baselines take under ten
+//! minutes on two cores: most closed-loop scenarios produce about 60,000 deliveries,
+//! hundred-endpoints 500,000 (about a minute at the top rate), the open loops run 60–70 s.
+//! noisy-neighbour then runs twice (1 and 2 dispatchers), at least three minutes each and at
+//! most `--timeout`. `--scale` shrinks or grows all of them at once; each run is still bounded
+//! by `--timeout`.
 
 use std::path::Path;
 
@@ -11,17 +13,20 @@ use anyhow::{Result, bail};
 
 use crate::cli::{Cli, Command, ScenarioName, Settings};
 use crate::load::LoadSpec;
-use crate::report::{self, BenchOutput, RunEntry};
+use crate::noisy::{self, Plan};
+use crate::noisy_report::NoisyReport;
+use crate::report::{self, BenchOutput, RunEntry, RunReport};
 use crate::{baseline, markdown, run};
 
 /// Payload size of the baselines (the default scenarios' size).
 const BASELINE_PAYLOAD_BYTES: usize = 1024;
 
-/// The load of a standard scenario, its event count multiplied by `scale`.
-pub fn spec(name: ScenarioName, scale: f64) -> LoadSpec {
+/// The load of a standard scenario, its event count multiplied by `scale`; None for
+/// noisy-neighbour, which is not one load but several phases ([`noisy`]).
+pub fn spec(name: ScenarioName, scale: f64) -> Option<LoadSpec> {
     let n = |base: u64| ((base as f64 * scale).round() as u64).max(1);
     let base = LoadSpec::default();
-    match name {
+    Some(match name {
         ScenarioName::OneEndpoint => LoadSpec {
             events: n(60_000),
             ..base
@@ -67,7 +72,15 @@ pub fn spec(name: ScenarioName, scale: f64) -> LoadSpec {
             accept_only: true,
             ..base
         },
-    }
+        ScenarioName::NoisyNeighbour => return None,
+    })
+}
+
+/// What one `bench` invocation runs.
+struct Plans {
+    runs: Vec<(String, LoadSpec)>,
+    noisy: Option<Plan>,
+    baselines: bool,
 }
 
 /// Runs what the command line asks for.
@@ -77,51 +90,75 @@ pub async fn execute(cli: Cli) -> Result<()> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    match cli.command {
+    let (plans, markdown) = match cli.command {
         Command::Run(spec) => {
             let runs = vec![("custom".to_owned(), spec)];
-            run_many(&settings, command_line, runs, None, settings.baselines).await
+            (Plans::loads(runs, settings.baselines), None)
         }
-        Command::Scenario { name, events } => {
-            let mut spec = spec(name, settings.scale);
-            if let Some(events) = events {
-                spec.events = events;
+        Command::Scenario { name, events } => match spec(name, settings.scale) {
+            Some(mut spec) => {
+                if let Some(events) = events {
+                    spec.events = events;
+                }
+                let runs = vec![(name.as_str().to_owned(), spec)];
+                (Plans::loads(runs, settings.baselines), None)
             }
-            let runs = vec![(name.as_str().to_owned(), spec)];
-            run_many(&settings, command_line, runs, None, settings.baselines).await
-        }
+            None => {
+                let plans = Plans {
+                    runs: Vec::new(),
+                    noisy: Some(Plan::new(settings.scale, events)),
+                    baselines: settings.baselines,
+                };
+                (plans, None)
+            }
+        },
         Command::All { markdown } => {
-            let runs = ScenarioName::ALL
+            let runs = ScenarioName::LOADS
                 .iter()
-                .map(|n| (n.as_str().to_owned(), spec(*n, settings.scale)))
+                .filter_map(|n| Some((n.as_str().to_owned(), spec(*n, settings.scale)?)))
                 .collect();
-            run_many(&settings, command_line, runs, markdown.as_deref(), true).await
+            let plans = Plans {
+                runs,
+                noisy: Some(Plan::new(settings.scale, None)),
+                baselines: true,
+            };
+            (plans, markdown)
         }
-        Command::Baselines => run_many(&settings, command_line, Vec::new(), None, true).await,
+        Command::Baselines => (Plans::loads(Vec::new(), true), None),
+    };
+    run_many(&settings, command_line, plans, markdown.as_deref()).await
+}
+
+impl Plans {
+    fn loads(runs: Vec<(String, LoadSpec)>, baselines: bool) -> Self {
+        Self {
+            runs,
+            noisy: None,
+            baselines,
+        }
     }
 }
 
 async fn run_many(
     settings: &Settings,
     command: String,
-    runs: Vec<(String, LoadSpec)>,
+    plans: Plans,
     markdown_path: Option<&Path>,
-    baselines: bool,
 ) -> Result<()> {
     let machine = if markdown_path.is_some() || settings.json_out.is_some() {
         Some(markdown::describe(settings).await)
     } else {
         None
     };
-    let baselines = if baselines {
+    let baselines = if plans.baselines {
         let b = baseline::run_all(settings, BASELINE_PAYLOAD_BYTES).await;
         report::print_baselines(&b);
         Some(b)
     } else {
         None
     };
-    let mut entries = Vec::with_capacity(runs.len());
-    for (name, spec) in runs {
+    let mut entries = Vec::with_capacity(plans.runs.len());
+    for (name, spec) in plans.runs {
         eprintln!("bench: running {name}");
         let result = run::run_one(settings, &name, &spec).await;
         let entry = RunEntry::new(&name, result, baselines.as_ref());
@@ -132,12 +169,17 @@ async fn run_many(
         }
         entries.push(entry);
     }
+    let noisy_neighbour = match &plans.noisy {
+        Some(plan) => noisy::run_all(settings, plan).await,
+        None => Vec::new(),
+    };
     let output = BenchOutput {
         command,
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         machine,
         baselines,
         runs: entries,
+        noisy_neighbour,
     };
     if let Some(path) = &settings.json_out {
         report::write_json(path, &output)?;
@@ -149,24 +191,36 @@ async fn run_many(
     }
     // A run that finished short (timed out, deliveries missing) has figures but is not a
     // result: callers that read them (`instructions.sh`, CI) must see a failure.
-    let mut failed = Vec::new();
-    for run in &output.runs {
-        let why = match (&run.report, &run.error) {
-            (_, Some(e)) => vec![e.clone()],
-            (Some(r), None) => r.shortfalls(),
-            (None, None) => Vec::new(),
-        };
-        if !why.is_empty() {
-            failed.push(format!("{}: {}", run.name, why.join("; ")));
-        }
-    }
+    let failed = failures(&output);
     if !failed.is_empty() {
         bail!(
             "{} of {} runs failed or finished short:\n  {}",
             failed.len(),
-            output.runs.len(),
+            output.runs.len() + output.noisy_neighbour.len(),
             failed.join("\n  ")
         );
     }
     Ok(())
+}
+
+/// One line per run that failed or finished short, naming it and why.
+fn failures(output: &BenchOutput) -> Vec<String> {
+    let loads = output.runs.iter().map(|r| {
+        let shortfalls = r.report.as_ref().map(RunReport::shortfalls);
+        (r.name.clone(), r.error.clone(), shortfalls)
+    });
+    let noisy = output.noisy_neighbour.iter().map(|r| {
+        let shortfalls = r.report.as_ref().map(NoisyReport::shortfalls);
+        (r.name(), r.error.clone(), shortfalls)
+    });
+    loads
+        .chain(noisy)
+        .filter_map(|(name, error, shortfalls)| {
+            let why = match error {
+                Some(e) => vec![e],
+                None => shortfalls.unwrap_or_default(),
+            };
+            (!why.is_empty()).then(|| format!("{name}: {}", why.join("; ")))
+        })
+        .collect()
 }

@@ -118,12 +118,13 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Declares the topology, then consumes `queue` with at most `prefetch` unacked
-    /// deliveries, over `client`.
+    /// Declares the topology (unless `topology` is `None`: declared already by this
+    /// process), then consumes `queue` with at most `prefetch` unacked deliveries, over
+    /// `client`.
     pub async fn open(
         url: &str,
         name: &str,
-        topology: &Topology,
+        topology: Option<&Topology>,
         queue: &str,
         prefetch: u16,
         client: AmqpClient,
@@ -140,17 +141,19 @@ impl Consumer {
             });
         }
         let endpoint = Endpoint::parse(url)?;
-        let declaring = connect(url, name).await?;
-        let declared = async {
-            let ch = declaring.create_channel().await?;
-            topology.declare(&ch).await?;
-            // Closed before its connection: lapin logs an error for a channel still open.
-            let _ = ch.close(200, ShortString::from("declared")).await;
-            Ok::<_, Error>(())
+        if let Some(topology) = topology {
+            let declaring = connect(url, name).await?;
+            let declared = async {
+                let ch = declaring.create_channel().await?;
+                topology.declare(&ch).await?;
+                // Closed before its connection: lapin logs an error for a channel still open.
+                let _ = ch.close(200, ShortString::from("declared")).await;
+                Ok::<_, Error>(())
+            }
+            .await;
+            let _ = declaring.close(200, ShortString::from("declared")).await;
+            declared?;
         }
-        .await;
-        let _ = declaring.close(200, ShortString::from("declared")).await;
-        declared?;
         let (connection, deliveries) =
             ConsumerConnection::open(&endpoint, name, queue, prefetch).await?;
         Ok(Self {

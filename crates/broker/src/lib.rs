@@ -1,11 +1,18 @@
 //! RabbitMQ seam: the queue topology, confirmed publishing and consumption.
 //!
 //! Topology (names under a configurable prefix `p`, default `herald`):
-//! - exchange `p.deliveries` (direct) → queue `p.deliveries.work` (routing key `work`): delivery
-//!   tasks, consumed by any number of dispatchers.
-//! - queues `p.deliveries.delay.<ms>`, one per distinct retry delay, declared lazily: a message
-//!   waits there for its TTL and is dead-lettered back to `p.deliveries` / `work`. Per-queue TTL
-//!   expires head first, so one queue per delay keeps timing exact.
+//! - exchange `p.work` (topic) → queues `p.deliveries.work.<0..8>`, the work shards: a tenant's
+//!   delivery tasks always take its shard ([`shard_of`]), and every dispatcher consumes every
+//!   shard with a prefetch window of its own, so one tenant's backlog never stands in front of
+//!   another tenant on another shard.
+//! - exchange `p.delays` (topic) → queues `p.deliveries.wait.<ms>`, the fixed ladder of
+//!   [`DELAY_RUNGS_MS`], all declared at start: a message published with key `<ms>.work.<shard>`
+//!   waits there for the queue's TTL and is dead-lettered to `p.work` with that same key, so it
+//!   returns to its tenant's shard. Per-queue TTL expires head first, so timing stays exact.
+//! - exchange `p.deliveries` (direct) → queue `p.deliveries.work` (key `work`): the single work
+//!   queue of older versions, still declared and consumed so that what it (and the old
+//!   `p.deliveries.delay.<ms>` queues that dead-letter into it) holds is delivered after an
+//!   upgrade.
 //! - exchange `p.ledger` (fanout) → queue `p.ledger.records`: event and attempt records in
 //!   batches; analysts may bind their own queues to the exchange.
 //! - exchange `p.dead` (fanout) → queue `p.dead.letters`: messages rejected as unprocessable or
@@ -41,4 +48,6 @@ pub use lapin;
 pub use publisher::{
     Outgoing, Publisher, connect, consume, queue_depths, sample_queue_depths, string_headers,
 };
-pub use topology::{DELAY_RUNGS_MS, QueueType, Topology, WORK_KEY, delay_hop};
+pub use topology::{
+    DELAY_RUNGS_MS, QueueType, Topology, WORK_KEY, WORK_SHARDS, delay_hop, shard_of,
+};

@@ -54,13 +54,15 @@ pub fn string_headers(props: &BasicProperties) -> Vec<(String, String)> {
 pub async fn consume(
     url: &str,
     name: &str,
-    topology: &Topology,
+    topology: Option<&Topology>,
     queue: &str,
     prefetch: u16,
 ) -> Result<(Connection, Channel, lapin::Consumer)> {
     let conn = connect(url, name).await?;
     let ch = conn.create_channel().await?;
-    topology.declare(&ch).await?;
+    if let Some(topology) = topology {
+        topology.declare(&ch).await?;
+    }
     ch.basic_qos(prefetch, lapin::options::BasicQosOptions::default())
         .await?;
     let consumer = ch
@@ -219,10 +221,16 @@ impl Publisher {
         })
     }
 
-    /// A channel for declarations (e.g. lazily declared delay queues).
+    /// A channel for declarations.
     pub async fn channel(&self) -> Result<Channel> {
         let s = self.session().await?;
         Ok(s.control_channel.clone())
+    }
+
+    /// Declares the topology again: after a publish found no queue (someone deleted one).
+    pub async fn redeclare(&self) -> Result<()> {
+        let s = self.session().await?;
+        self.inner.topology.declare(&s.control_channel).await
     }
 
     /// Publishes every message and returns once the broker confirmed all of them.

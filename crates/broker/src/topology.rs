@@ -12,8 +12,25 @@ use lapin::{Channel, ExchangeKind};
 use crate::error::{Error, Result};
 use crate::publisher::Outgoing;
 
-/// Routing key of the work queue on the deliveries exchange.
+/// Routing key of the legacy work queue on the deliveries exchange.
 pub const WORK_KEY: &str = "work";
+
+/// Work queues delivery tasks are spread over, by tenant ([`shard_of`]). Every dispatcher
+/// consumes every shard with a prefetch window of its own, so a tenant's backlog fills its
+/// shard's queue and window and no other shard's: a tenant on another shard is served at once.
+/// Fixed, because ingest, the ledger and every dispatcher must agree on it.
+pub const WORK_SHARDS: usize = 8;
+
+/// The work shard of a tenant's delivery tasks: FNV-1a of the tenant id, stable across
+/// versions and processes (never the standard library's seeded hasher).
+pub fn shard_of(tenant: uuid::Uuid) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tenant.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % WORK_SHARDS as u64) as usize
+}
 
 /// The delays, in milliseconds, that have a delay queue of their own. Every quorum queue is a
 /// Raft group on every broker node, so their number must not follow what tenants choose: a
@@ -88,28 +105,77 @@ impl Topology {
         format!("{}.deliveries", self.prefix)
     }
 
+    /// The work queue of an older Herald (one for every tenant): still declared and consumed,
+    /// so tasks it and its delay queues hold are delivered after an upgrade.
     pub fn work_queue(&self) -> String {
         format!("{}.deliveries.work", self.prefix)
     }
 
+    /// The topic exchange of the work shards: a task due now has the key `work.<shard>`, one
+    /// back from a delay queue `<ms>.work.<shard>`; each shard is bound with `#.work.<shard>`.
+    pub fn work_exchange(&self) -> String {
+        format!("{}.work", self.prefix)
+    }
+
+    pub fn shard_queue(&self, shard: usize) -> String {
+        format!("{}.deliveries.work.{shard}", self.prefix)
+    }
+
+    /// Every queue dispatchers consume: the shards, then the legacy work queue.
+    pub fn work_queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = (0..WORK_SHARDS).map(|s| self.shard_queue(s)).collect();
+        queues.push(self.work_queue());
+        queues
+    }
+
+    /// True for a shard and for the legacy work queue.
+    pub fn is_work_queue(&self, queue: &str) -> bool {
+        queue == self.work_queue() || self.work_queues().iter().any(|q| q == queue)
+    }
+
+    /// The topic exchange of the delay ladder: the queue of rung `ms` is bound with `ms.#`.
+    pub fn delay_exchange(&self) -> String {
+        format!("{}.delays", self.prefix)
+    }
+
+    /// The delay queue of one rung of [`DELAY_RUNGS_MS`].
     pub fn delay_queue(&self, delay_ms: u64) -> String {
+        format!("{}.deliveries.wait.{delay_ms}", self.prefix)
+    }
+
+    /// A delay queue of an older Herald (it dead-letters to the legacy work queue); only
+    /// named to delete it.
+    pub fn legacy_delay_queue(&self, delay_ms: u64) -> String {
         format!("{}.deliveries.delay.{delay_ms}", self.prefix)
     }
 
-    /// The delay of a [`Self::delay_queue`] name; `None` for any other name.
-    pub fn delay_of(&self, queue: &str) -> Option<u64> {
-        queue
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(".deliveries.delay.")?
-            .parse()
-            .ok()
+    /// A message for `tenant`'s work shard: a delivery task due now.
+    pub fn work_message(
+        &self,
+        tenant: uuid::Uuid,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> Outgoing {
+        Outgoing {
+            exchange: self.work_exchange(),
+            routing_key: format!("work.{}", shard_of(tenant)),
+            body,
+            headers,
+        }
     }
 
-    /// A message for the work queue: a delivery task due now.
-    pub fn work_message(&self, body: Vec<u8>, headers: Vec<(String, String)>) -> Outgoing {
+    /// A message that waits on rung `delay_ms` of the ladder, then enters `tenant`'s work
+    /// shard: the delay queue dead-letters it with the key it was published with.
+    pub fn delay_message(
+        &self,
+        delay_ms: u64,
+        tenant: uuid::Uuid,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> Outgoing {
         Outgoing {
-            exchange: self.deliveries_exchange(),
-            routing_key: WORK_KEY.to_owned(),
+            exchange: self.delay_exchange(),
+            routing_key: format!("{delay_ms}.work.{}", shard_of(tenant)),
             body,
             headers,
         }
@@ -214,6 +280,26 @@ impl Topology {
         )
         .await?;
 
+        self.exchange(ch, &self.work_exchange(), ExchangeKind::Topic)
+            .await?;
+        for shard in 0..WORK_SHARDS {
+            let queue = self.shard_queue(shard);
+            self.queue(ch, &queue, self.consumed_args()).await?;
+            self.bind(
+                ch,
+                &queue,
+                &self.work_exchange(),
+                &format!("#.work.{shard}"),
+            )
+            .await?;
+        }
+
+        self.exchange(ch, &self.delay_exchange(), ExchangeKind::Topic)
+            .await?;
+        for ms in DELAY_RUNGS_MS {
+            self.declare_delay(ch, ms).await?;
+        }
+
         self.exchange(ch, &self.ledger_exchange(), ExchangeKind::Fanout)
             .await?;
         self.queue(ch, &self.ledger_queue(), self.consumed_args())
@@ -223,41 +309,49 @@ impl Topology {
         Ok(())
     }
 
-    /// Declares the delay queue for one retry delay: messages wait `delay_ms`, then return to the
-    /// work queue.
-    pub async fn declare_delay(&self, ch: &Channel, delay_ms: u64) -> Result<()> {
+    /// Declares the delay queue of one rung: messages wait `delay_ms`, then go to the work
+    /// exchange with the key they were published with (`<ms>.work.<shard>`), so each returns
+    /// to its own tenant's shard.
+    async fn declare_delay(&self, ch: &Channel, delay_ms: u64) -> Result<()> {
         let mut args = self.base_args();
         args.insert(
             short("x-message-ttl"),
             AMQPValue::LongLongInt(delay_ms as i64),
         );
-        args.insert(
-            short("x-dead-letter-exchange"),
-            long(&self.deliveries_exchange()),
-        );
-        args.insert(short("x-dead-letter-routing-key"), long(WORK_KEY));
+        args.insert(short("x-dead-letter-exchange"), long(&self.work_exchange()));
         if self.queue_type == QueueType::Quorum {
             args.insert(short("x-dead-letter-strategy"), long("at-least-once"));
             args.insert(short("x-overflow"), long("reject-publish"));
         }
-        self.queue(ch, &self.delay_queue(delay_ms), args).await
+        let queue = self.delay_queue(delay_ms);
+        self.queue(ch, &queue, args).await?;
+        self.bind(ch, &queue, &self.delay_exchange(), &format!("{delay_ms}.#"))
+            .await
     }
 
-    /// Deletes everything under the prefix (tests use it to leave no residue): every delay
-    /// queue of [`DELAY_RUNGS_MS`], and `delays`, those of other delays that may exist (an
-    /// installation older than the rungs declared one per retry delay).
-    pub async fn delete(&self, ch: &Channel, delays: &[u64]) -> Result<()> {
-        let mut queues = vec![self.work_queue(), self.ledger_queue(), self.dead_queue()];
-        let mut delays: Vec<u64> = DELAY_RUNGS_MS.iter().chain(delays).copied().collect();
-        delays.sort_unstable();
-        delays.dedup();
-        queues.extend(delays.iter().map(|d| self.delay_queue(*d)));
+    /// Deletes everything under the prefix (tests use it to leave no residue): the ladder,
+    /// and the legacy delay queues of `legacy_delays` (an older installation declared one per
+    /// retry delay).
+    pub async fn delete(&self, ch: &Channel, legacy_delays: &[u64]) -> Result<()> {
+        let mut queues = self.work_queues();
+        queues.extend([self.ledger_queue(), self.dead_queue()]);
+        queues.extend(DELAY_RUNGS_MS.iter().map(|d| self.delay_queue(*d)));
+        let mut legacy: Vec<u64> = DELAY_RUNGS_MS
+            .iter()
+            .chain(legacy_delays)
+            .copied()
+            .collect();
+        legacy.sort_unstable();
+        legacy.dedup();
+        queues.extend(legacy.iter().map(|d| self.legacy_delay_queue(*d)));
         for q in queues {
             ch.queue_delete(short(&q), QueueDeleteOptions::default())
                 .await?;
         }
         for x in [
             self.deliveries_exchange(),
+            self.work_exchange(),
+            self.delay_exchange(),
             self.ledger_exchange(),
             self.dead_exchange(),
         ] {
@@ -273,12 +367,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delay_queue_names_read_back() {
+    fn a_tenant_keeps_its_shard_and_tenants_spread_over_all() {
         let t = Topology::new("herald", QueueType::Quorum);
-        assert_eq!(t.delay_of(&t.delay_queue(60_000)), Some(60_000));
-        assert_eq!(t.delay_of(&t.work_queue()), None);
-        assert_eq!(t.delay_of("other.deliveries.delay.5"), None);
-        assert_eq!(t.delay_of("herald.deliveries.delay.x"), None);
+        let tenant = uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+        // Stable across versions: ingest and dispatchers of different builds must agree.
+        assert_eq!(shard_of(tenant), shard_of(tenant));
+        let work = t.work_message(tenant, Vec::new(), Vec::new());
+        assert_eq!(work.routing_key, format!("work.{}", shard_of(tenant)));
+        let delayed = t.delay_message(60_000, tenant, Vec::new(), Vec::new());
+        assert_eq!(delayed.exchange, "herald.delays");
+        assert_eq!(
+            delayed.routing_key,
+            format!("60000.work.{}", shard_of(tenant))
+        );
+        let mut seen = [0usize; WORK_SHARDS];
+        for n in 0..8_000u128 {
+            seen[shard_of(uuid::Uuid::from_u128(n * 0x9e37_79b9_7f4a_7c15))] += 1;
+        }
+        assert!(seen.iter().all(|n| (800..1_200).contains(n)), "{seen:?}");
+        assert!(t.is_work_queue("herald.deliveries.work.3"));
+        assert!(t.is_work_queue("herald.deliveries.work"));
+        assert!(!t.is_work_queue("herald.deliveries.wait.1000"));
     }
 
     /// Walks a wait through its hops the way the dispatcher does.

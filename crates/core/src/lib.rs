@@ -12,6 +12,7 @@ pub mod schedule;
 pub mod secretbox;
 pub mod signing;
 pub mod stats;
+pub mod throttle;
 pub mod wire;
 
 pub use error::{Error, Result};

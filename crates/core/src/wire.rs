@@ -98,6 +98,11 @@ pub struct DeliveryTask {
     /// dispatcher whose clock is ahead does not deliver early. Absent: due when read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_ms: Option<u64>,
+    /// Times the task was parked (set aside while its endpoint or tenant had no room; not
+    /// attempts). A parked task may have a twin (a dispatcher killed between parking it and
+    /// acking it), so one that was parked is checked against the delivered marks like a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<u32>,
     pub trigger: Trigger,
     /// When the delivery was created (the event was accepted).
     pub created_at: DateTime<Utc>,
@@ -169,6 +174,7 @@ impl EventRecord {
                 tiers: None,
                 due: None,
                 rest_ms: None,
+                parked: None,
                 trigger: Trigger::Scheduled,
                 created_at: accepted_at,
                 payload: payload.to_vec(),
@@ -454,6 +460,7 @@ mod tests {
             tiers: None,
             due: None,
             rest_ms: None,
+            parked: None,
             trigger: Trigger::Scheduled,
             created_at: Utc::now(),
             payload: raw.as_bytes().to_vec(),

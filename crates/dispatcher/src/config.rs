@@ -12,10 +12,15 @@ pub struct Config {
     /// `HERALD_METRICS_ADDR`: HTTP address of `/metrics`, `/livez` and `/readyz`, default
     /// `127.0.0.1:9603`; `off` disables it.
     pub metrics_addr: String,
-    /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher (the
-    /// tasks it holds at once, so memory is bounded by this times the largest payload),
-    /// default 512, at least 1.
+    /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher from
+    /// each work queue (8 shards and the legacy queue), default 256, at least 1. A tenant's
+    /// tasks are on one shard, so one tenant's backlog fills one window; the dispatcher holds
+    /// at most 9 × this many tasks, so memory is bounded by that times the largest payload.
     pub prefetch: u16,
+    /// Per-endpoint and per-tenant in-flight caps (`HERALD_ENDPOINT_MAX_IN_FLIGHT`, default 16;
+    /// `HERALD_TENANT_MAX_IN_FLIGHT`, default 64) and parking (`HERALD_PARK_AFTER`, default
+    /// `250ms`; `HERALD_PARK_MAX`, default `60s`); see the `gate` module.
+    pub gates: crate::gate::Limits,
     /// `HERALD_DISPATCHER_CONCURRENCY`: POSTs in flight at once, default 128. Held tasks beyond
     /// it wait for their follow-up confirms, or for a free POST slot.
     pub concurrency: usize,
@@ -66,7 +71,7 @@ impl Config {
         Ok(Self {
             common: Common::load(r)?,
             metrics_addr: r.string("HERALD_METRICS_ADDR", "127.0.0.1:9603"),
-            prefetch: match r.parse("HERALD_DISPATCHER_PREFETCH", 512)? {
+            prefetch: match r.parse("HERALD_DISPATCHER_PREFETCH", 256)? {
                 0 => {
                     return Err(ConfigError {
                         name: "HERALD_DISPATCHER_PREFETCH".into(),
@@ -76,6 +81,7 @@ impl Config {
                 n => n,
             },
             concurrency: r.parse("HERALD_DISPATCHER_CONCURRENCY", 128)?,
+            gates: gate_limits(r)?,
             retry_schedule: RetrySchedule::parse(&schedule).map_err(|e| ConfigError {
                 name: "HERALD_RETRY_SCHEDULE".into(),
                 message: e.to_string(),
@@ -110,6 +116,35 @@ impl Config {
     }
 }
 
+fn gate_limits(r: &Reader<'_>) -> Result<crate::gate::Limits, ConfigError> {
+    let at_least_one = |name: &str, n: u32| match n {
+        0 => Err(ConfigError {
+            name: name.into(),
+            message: "must be at least 1".into(),
+        }),
+        n => Ok(n),
+    };
+    let limits = crate::gate::Limits {
+        endpoint_max: at_least_one(
+            "HERALD_ENDPOINT_MAX_IN_FLIGHT",
+            r.parse("HERALD_ENDPOINT_MAX_IN_FLIGHT", 16)?,
+        )?,
+        tenant_max: at_least_one(
+            "HERALD_TENANT_MAX_IN_FLIGHT",
+            r.parse("HERALD_TENANT_MAX_IN_FLIGHT", 64)?,
+        )?,
+        park_after: r.duration("HERALD_PARK_AFTER", Duration::from_millis(250))?,
+        park_max: r.duration("HERALD_PARK_MAX", Duration::from_secs(60))?,
+    };
+    if limits.park_max < crate::gate::PARK_MIN || limits.park_max > Duration::from_secs(86_400) {
+        return Err(ConfigError {
+            name: "HERALD_PARK_MAX".into(),
+            message: "must be between 1s and 24h".into(),
+        });
+    }
+    Ok(limits)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -127,7 +162,10 @@ mod tests {
     #[test]
     fn held_tasks_and_posts_have_their_own_bounds() {
         let c = load(&[]).unwrap();
-        assert_eq!((c.prefetch, c.concurrency), (512, 128));
+        assert_eq!((c.prefetch, c.concurrency), (256, 128));
+        assert_eq!((c.gates.endpoint_max, c.gates.tenant_max), (16, 64));
+        assert_eq!(c.gates.park_after, Duration::from_millis(250));
+        assert_eq!(c.gates.park_max, Duration::from_secs(60));
         let c = load(&[
             ("HERALD_DISPATCHER_PREFETCH", "64"),
             ("HERALD_DISPATCHER_CONCURRENCY", "8"),
@@ -144,6 +182,21 @@ mod tests {
         let e = load(&[("HERALD_RECORD_LINGER", "2s")]).unwrap_err();
         assert_eq!(e.name, "HERALD_RECORD_LINGER");
         assert!(e.message.contains("at most 1000 ms"), "{}", e.message);
+    }
+
+    #[test]
+    fn gate_settings_are_checked_by_name() {
+        let e = load(&[("HERALD_ENDPOINT_MAX_IN_FLIGHT", "0")]).unwrap_err();
+        assert_eq!(e.name, "HERALD_ENDPOINT_MAX_IN_FLIGHT");
+        let e = load(&[("HERALD_PARK_MAX", "10ms")]).unwrap_err();
+        assert_eq!(e.name, "HERALD_PARK_MAX");
+        let c = load(&[
+            ("HERALD_TENANT_MAX_IN_FLIGHT", "8"),
+            ("HERALD_PARK_MAX", "5s"),
+        ])
+        .unwrap();
+        assert_eq!(c.gates.tenant_max, 8);
+        assert_eq!(c.gates.park_max, Duration::from_secs(5));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use uuid::Uuid;
 
 use crate::Dispatcher;
+use crate::gate::{Admission, ParkReason};
 
 /// Characters of the response body kept in the log.
 pub const BODY_EXCERPT_CHARS: usize = 1000;
@@ -55,16 +56,24 @@ pub enum Decision {
 /// Longest rate-limit wait spent holding the task; a longer one parks it on a delay queue.
 const MAX_RATE_WAIT: Duration = Duration::from_millis(250);
 
-/// How long a delivery that must wait `wait` for a rate-limit token is parked: the shortest
-/// delay queue that covers the wait (one hop), at least 1 s (fewer round trips for a busy
-/// endpoint) and at most 60 s (the bucket refills within a second anyway).
-fn park_ms(wait: Duration) -> u64 {
-    let ms = wait.as_millis().clamp(1_000, 60_000) as u64;
-    DELAY_RUNGS_MS
-        .iter()
-        .copied()
-        .find(|r| *r >= ms)
-        .unwrap_or(60_000)
+/// How long a delivery that must wait `wait` for a rate-limit token is parked: at least 1 s
+/// (fewer round trips for a busy endpoint) and at most 60 s (the bucket refills within a second
+/// anyway).
+fn rate_park(wait: Duration) -> Duration {
+    park_rung(wait.clamp(Duration::from_secs(1), Duration::from_secs(60)))
+}
+
+/// The shortest delay queue that covers `wait` (a park is one hop), at most the longest.
+fn park_rung(wait: Duration) -> Duration {
+    let ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
+    let last = DELAY_RUNGS_MS[DELAY_RUNGS_MS.len() - 1];
+    Duration::from_millis(
+        DELAY_RUNGS_MS
+            .iter()
+            .copied()
+            .find(|r| *r >= ms)
+            .unwrap_or(last),
+    )
 }
 
 /// Now plus `d`.
@@ -95,7 +104,7 @@ impl Dispatcher {
                 metrics::counter!("herald_delay_hops_total").increment(1);
                 let due = task.due.unwrap_or_else(|| after(wait));
                 let follow = FollowUps {
-                    messages: vec![self.retry_message(wait, due, task.clone()).await],
+                    messages: vec![self.retry_message(wait, due, task.clone())],
                     records: Vec::new(),
                 };
                 return Ok(Decision::Publish(follow, None));
@@ -115,12 +124,34 @@ impl Dispatcher {
             };
             return Ok(self.abandon(task, &why));
         }
-        let check_done = task.trigger == Trigger::Scheduled && (redelivered || task.attempt > 1);
+        // A task naming another tenant than its endpoint's is forged or corrupt: never POST
+        // one tenant's payload, signed with its secret, on another tenant's behalf.
+        if endpoint.tenant_id != task.tenant_id {
+            return Ok(self.abandon(task, "endpoint belongs to another tenant"));
+        }
+        let check_done = task.trigger == Trigger::Scheduled
+            && (redelivered || task.attempt > 1 || task.parked.is_some());
         if check_done && self.already_done(task.delivery_id).await {
             tracing::debug!(delivery_id = %task.delivery_id, "delivery already succeeded, skipping");
             return Ok(Decision::Skip);
         }
-        // A POST slot first, then the endpoint's token: tokens are only spent by requests about
+        // Room at the endpoint (and its tenant) first: a task that would wait long for it
+        // leaves the dispatcher (parked) instead of holding a POST slot or the prefetch window.
+        let gate = self
+            .gates
+            .admit(
+                task.tenant_id,
+                endpoint.id,
+                endpoint.max_in_flight,
+                shutdown,
+            )
+            .await;
+        let permit = match gate {
+            None => return Ok(Decision::Requeue),
+            Some(Admission::Go(permit)) => permit,
+            Some(Admission::Park(wait, why)) => return Ok(self.park(task, wait, why).await),
+        };
+        // A POST slot next, then the endpoint's token: tokens are only spent by requests about
         // to go out, so tasks queued behind a slow endpoint cannot burst past a rate limit.
         let post = tokio::select! {
             _ = shutdown.cancelled() => return Ok(Decision::Requeue),
@@ -139,14 +170,9 @@ impl Dispatcher {
                 if wait > MAX_RATE_WAIT {
                     // Park it instead of holding a slot: back on the work queue after the wait,
                     // rounded up to a delay queue's (one hop), at least 1 s and at most 60 s.
-                    let park = Duration::from_millis(park_ms(wait));
+                    let park = rate_park(wait);
                     tracing::debug!(delivery_id = %task.delivery_id, wait_ms = park.as_millis() as u64, "rate limited, parking delivery");
-                    let again = self.retry_message(park, after(park), task.clone()).await;
-                    let follow = FollowUps {
-                        messages: vec![again],
-                        records: Vec::new(),
-                    };
-                    return Ok(Decision::Publish(follow, None));
+                    return Ok(Decision::Publish(self.parked(task, park), None));
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(Decision::Requeue),
@@ -158,6 +184,7 @@ impl Dispatcher {
         let started_at = Utc::now();
         let outcome = post_task(&self.http, &endpoint, task, started_at).await;
         drop(post);
+        permit.finish(crate::gate::outcome_of(&outcome), outcome_latency(&outcome));
 
         let schedule = match &endpoint.retry_schedule_ms {
             Some(ms) => RetrySchedule::from_millis(ms)
@@ -238,13 +265,13 @@ impl Dispatcher {
                 tiers: (n.tiers_used != n.attempt - 1).then_some(n.tiers_used),
                 due: None,
                 rest_ms: None,
+                parked: None,
                 trigger: Trigger::Scheduled,
                 created_at: task.created_at,
                 payload: task.payload.clone(),
             };
             crate::metrics::retry_scheduled(n.delay);
-            out.messages
-                .push(self.retry_message(n.delay, due, retry).await);
+            out.messages.push(self.retry_message(n.delay, due, retry));
         }
         let record = Record::Attempt(AttemptRecord {
             attempt_id: Uuid::now_v7(),
@@ -389,7 +416,7 @@ impl Dispatcher {
         let trace = herald_telemetry::trace_headers();
         let messages = tasks
             .iter()
-            .map(|t| topo.work_message(t.encode(), trace.clone()))
+            .map(|t| topo.work_message(t.tenant_id, t.encode(), trace.clone()))
             .collect();
         tracing::info!(endpoint_id = %endpoint.id, event_type, deliveries = tasks.len(), "operational event");
         FollowUps {
@@ -414,12 +441,31 @@ impl Dispatcher {
         Decision::Publish(follow, None)
     }
 
-    /// The message that brings `task` back after `wait`, at `due`: straight to the work queue
+    /// Sets `task` aside for `wait` because its endpoint or tenant has no room: back on its
+    /// shard after one delay queue. Not an attempt: no record, no status change, same attempt
+    /// number.
+    async fn park(&self, task: &DeliveryTask, wait: Duration, why: ParkReason) -> Decision {
+        metrics::counter!("herald_tasks_parked_total", "reason" => why.as_str()).increment(1);
+        let wait = park_rung(wait);
+        tracing::debug!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, wait_ms = wait.as_millis() as u64, reason = why.as_str(), "parking delivery");
+        Decision::Publish(self.parked(task, wait), None)
+    }
+
+    fn parked(&self, task: &DeliveryTask, wait: Duration) -> FollowUps {
+        let mut task = task.clone();
+        task.parked = Some(task.parked.unwrap_or(0).saturating_add(1));
+        FollowUps {
+            messages: vec![self.retry_message(wait, after(wait), task)],
+            records: Vec::new(),
+        }
+    }
+
+    /// The message that brings `task` back after `wait`, at `due`: straight to its work shard
     /// for a wait shorter than every delay queue's, else through the delay queue of the longest
-    /// rung that fits (declared on first use). When the rung falls short, the task carries `due`
-    /// and is sent on when it comes back ([`herald_broker::delay_hop`]). The wait is passed as
-    /// such, not derived from `due`: a tier of exactly one rung stays one hop.
-    async fn retry_message(
+    /// rung that fits. When the rung falls short, the task carries `due` and is sent on when it
+    /// comes back ([`herald_broker::delay_hop`]). The wait is passed as such, not derived from
+    /// `due`: a tier of exactly one rung stays one hop.
+    fn retry_message(
         &self,
         wait: Duration,
         due: DateTime<Utc>,
@@ -435,45 +481,10 @@ impl Dispatcher {
         task.due = (rest > 0).then_some(due);
         task.rest_ms = (rest > 0).then_some(rest);
         let body = task.encode();
-        let Some(rung) = rung else {
-            return topo.work_message(body, herald_telemetry::trace_headers());
-        };
-        self.ensure_delay_queue(rung).await;
-        Outgoing {
-            exchange: String::new(),
-            routing_key: topo.delay_queue(rung),
-            body,
-            headers: herald_telemetry::trace_headers(),
-        }
-    }
-
-    /// After a publish to `exchange`/`routing_key` matched no queue: when that was a delay
-    /// queue, forget it was declared and declare it again.
-    pub(crate) async fn redeclare_delay(&self, exchange: &str, routing_key: &str) {
-        let ms = self.publisher.topology().delay_of(routing_key);
-        if let (true, Some(ms)) = (exchange.is_empty(), ms) {
-            self.delays.lock().expect("delay set lock").remove(&ms);
-            self.ensure_delay_queue(ms).await;
-        }
-    }
-
-    async fn ensure_delay_queue(&self, ms: u64) {
-        if self.delays.lock().expect("delay set lock").contains(&ms) {
-            return;
-        }
-        // A failure here surfaces as an unroutable publish, which is retried like any other.
-        match self.publisher.channel().await {
-            Ok(ch) => match self.publisher.topology().declare_delay(&ch, ms).await {
-                Ok(()) => {
-                    self.delays.lock().expect("delay set lock").insert(ms);
-                }
-                Err(e) => {
-                    tracing::warn!(delay_ms = ms, error = %e, "could not declare delay queue")
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "could not open a channel to declare a delay queue")
-            }
+        let trace = herald_telemetry::trace_headers();
+        match rung {
+            None => topo.work_message(task.tenant_id, body, trace),
+            Some(rung) => topo.delay_message(rung, task.tenant_id, body, trace),
         }
     }
 
@@ -493,6 +504,14 @@ impl Dispatcher {
 
     pub async fn mark_done(&self, delivery_id: Uuid) {
         self.done.mark(self.done_key(delivery_id)).await;
+    }
+}
+
+/// How long an attempt took, answered or not.
+fn outcome_latency(outcome: &Result<crate::http::Response, crate::http::Failure>) -> Duration {
+    match outcome {
+        Ok(r) => r.latency,
+        Err(f) => f.latency,
     }
 }
 
@@ -569,7 +588,7 @@ mod tests {
 
     #[test]
     fn rate_limit_parks_on_one_delay_queue() {
-        let park = |ms| park_ms(Duration::from_millis(ms));
+        let park = |ms| rate_park(Duration::from_millis(ms)).as_millis() as u64;
         assert_eq!(park(300), 1_000);
         assert_eq!(park(1_000), 1_000);
         assert_eq!(park(1_001), 2_000);

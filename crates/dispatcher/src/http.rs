@@ -34,6 +34,13 @@ pub struct Failure {
     pub latency: Duration,
 }
 
+impl Failure {
+    /// No answer within the deadline (this module's reasons for it start with `timeout`).
+    pub fn timed_out(&self) -> bool {
+        self.reason.starts_with("timeout")
+    }
+}
+
 /// Outbound settings of every process that POSTs (dispatchers; ingest for test sends). Its
 /// `Debug` leaves the proxy URL out: it may carry credentials.
 #[derive(Clone, Default)]

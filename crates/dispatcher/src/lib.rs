@@ -12,11 +12,14 @@ mod cache;
 mod config;
 mod deliver;
 mod done;
+mod gate;
 pub mod http;
 mod metrics;
+mod notes;
 pub mod ratelimit;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,7 +66,8 @@ pub(crate) struct Dispatcher {
     done: done::DoneMarks,
     endpoints: cache::EndpointCache,
     http: http::Client,
-    delays: Arc<Mutex<HashSet<u64>>>,
+    /// Per-endpoint and per-tenant in-flight caps.
+    gates: gate::Gates,
     limiter: ratelimit::RateLimiter,
     /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
     /// failure streak even when the cached endpoint does not show one yet.
@@ -72,8 +76,8 @@ pub(crate) struct Dispatcher {
     /// prefetch) outnumber them: most of a task's time goes to waiting for its follow-up
     /// confirms, which needs no connection to the receiver.
     posts: Arc<Semaphore>,
-    /// True while a consumer session is open (readiness).
-    consuming: Arc<std::sync::atomic::AtomicBool>,
+    /// Work queues with a consumer open (ready when all are).
+    consuming: Arc<AtomicUsize>,
 }
 
 /// Connects, then consumes the work queue until `shutdown`; in-flight deliveries get
@@ -109,8 +113,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         publisher: publisher.clone(),
         limiter: ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
         done: done::DoneMarks::start(redis.clone(), config.done_ttl.as_secs()),
+        gates: gate::Gates::new(
+            config.gates.clone(),
+            Some(notes::start(redis.clone(), &c.redis_prefix)),
+        ),
         redis,
-        delays: Arc::default(),
         recent_failures: Arc::default(),
         consuming: Arc::default(),
         posts: Arc::new(Semaphore::new(config.concurrency.max(1))),
@@ -133,7 +140,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     Dependency::required(
                         "broker",
                         d.publisher.is_up()
-                            && d.consuming.load(std::sync::atomic::Ordering::Relaxed),
+                            && d.consuming.load(Ordering::Relaxed)
+                                == d.publisher.topology().work_queues().len(),
                     ),
                     Dependency::optional("redis", redis_up),
                 ]
@@ -146,26 +154,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let watch = d
         .store
         .watch_changes(shutdown.clone(), move |c| endpoints.apply(c));
-    // The delay queues this dispatcher declared (a rung another one filled is sampled there):
-    // probing a queue nobody declared yet would close the channel with NOT_FOUND, and the
-    // AMQP client logs an error for each, every 5 s.
-    let (topo, delays) = (d.publisher.topology().clone(), d.delays.clone());
+    let topo = d.publisher.topology().clone();
     tokio::spawn(herald_broker::sample_queue_depths(
         d.config.common.amqp_url.clone(),
         move || {
-            let mut names = vec![topo.work_queue()];
-            let mut ms: Vec<u64> = delays
-                .lock()
-                .expect("delay set lock")
-                .iter()
-                .copied()
-                .collect();
-            ms.sort_unstable();
-            names.extend(ms.into_iter().map(|m| topo.delay_queue(m)));
+            let mut names = topo.work_queues();
+            names.extend(
+                herald_broker::DELAY_RUNGS_MS
+                    .iter()
+                    .map(|ms| topo.delay_queue(*ms)),
+            );
             names
         },
         shutdown.clone(),
     ));
+    tokio::spawn(gate::sample_every(d.gates.clone(), shutdown.clone()));
     let mut backoff = Duration::from_millis(500);
     while !shutdown.is_cancelled() {
         match d.consume(&shutdown).await {
@@ -199,21 +202,52 @@ enum Settle {
 }
 
 impl Dispatcher {
-    /// One consumer session; returns `Ok` on shutdown, `Err` when the connection broke.
+    /// One consumer session of every work queue (the shards and the legacy queue); returns
+    /// `Ok` on shutdown, `Err` when a connection broke (the others are then closed too, their
+    /// in-flight deliveries finished, and everything reopened by the caller).
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let topo = self.publisher.topology().clone();
+        // Queues lost with a broker node come back before anyone consumes them.
+        self.publisher.redeclare().await?;
+        let session = shutdown.child_token();
+        let mut queues = JoinSet::new();
+        let names = self.publisher.topology().work_queues();
+        tracing::info!(
+            queues = names.len(),
+            prefetch = self.config.prefetch,
+            "dispatcher consuming"
+        );
+        for queue in names {
+            let (this, stop) = (self.clone(), session.clone());
+            queues.spawn(async move { this.consume_queue(&queue, &stop).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = queues.join_next().await {
+            let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = outcome {
+                session.cancel();
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    /// Consumes one work queue until `shutdown` (`Ok`) or until its connection broke (`Err`).
+    async fn consume_queue(&self, queue: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let mut consumer = Consumer::open(
             &self.config.common.amqp_url,
             "herald-dispatcher-consumer",
-            &topo,
-            &topo.work_queue(),
+            None,
+            queue,
             self.config.prefetch,
             self.config.common.amqp_client,
         )
         .await?;
-        tracing::info!(queue = %topo.work_queue(), prefetch = self.config.prefetch, "dispatcher consuming");
-        self.consuming
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            queue,
+            prefetch = self.config.prefetch,
+            "dispatcher consuming"
+        );
+        self.consuming.fetch_add(1, Ordering::Relaxed);
         let acks = Acks::start(consumer.settler(), AckPolicy::default());
         // Ends this session's work: on shutdown, or when the connection broke (the broker has
         // then handed every unacked task out again, so tasks not yet POSTed must not start).
@@ -261,6 +295,7 @@ impl Dispatcher {
         .is_err()
         {
             tracing::warn!(
+                queue,
                 left = inflight.len(),
                 "grace period over, handing in-flight deliveries back"
             );
@@ -268,8 +303,7 @@ impl Dispatcher {
         }
         // Bounded: a stalled socket must not hold the shutdown (unacked tasks come back).
         let _ = tokio::time::timeout(Duration::from_secs(5), acks.close()).await;
-        self.consuming
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.consuming.fetch_sub(1, Ordering::Relaxed);
         consumer.close().await;
         result
     }
@@ -365,14 +399,12 @@ impl Dispatcher {
                     Err(e) => e,
                 };
                 tracing::warn!(delivery_id = %task.delivery_id, error = %e, "follow-up publish failed, holding task");
-                if let herald_broker::Error::Unroutable {
-                    exchange,
-                    routing_key,
-                } = &e
-                {
-                    // A delay queue deleted (or never declared) since this dispatcher last
-                    // declared it: declare it again before the next try.
-                    self.redeclare_delay(exchange, routing_key).await;
+                if let herald_broker::Error::Unroutable { .. } = &e {
+                    // A queue deleted since this dispatcher declared the topology: declare it
+                    // again before the next try.
+                    if let Err(e) = self.publisher.redeclare().await {
+                        tracing::warn!(error = %e, "could not declare the topology again");
+                    }
                 }
                 if !self.wait(&mut backoff, shutdown).await {
                     // Unacked: the task comes back and is attempted again (a duplicate at most).

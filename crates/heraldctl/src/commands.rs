@@ -210,6 +210,9 @@ struct EndpointFields {
     /// Most deliveries per second (0: unlimited).
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// Most POSTs at once a dispatcher sends the endpoint, up to 256 (0: the server default).
+    #[arg(long)]
+    max_in_flight: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -438,6 +441,20 @@ const ENDPOINT_COLUMNS: &[&str] = &[
     "success_rate",
     "disabled_reason",
 ];
+/// One endpoint (get, update): the list's columns and how deliveries to it are going.
+const ENDPOINT_DETAIL_COLUMNS: &[&str] = &[
+    "id",
+    "url",
+    "event_types",
+    "enabled",
+    "signing_scheme",
+    "last_status",
+    "total_deliveries",
+    "success_rate",
+    "disabled_reason",
+    "max_in_flight",
+    "state",
+];
 const DELIVERY_COLUMNS: &[&str] = &[
     "id",
     "event_type",
@@ -592,6 +609,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         headers: parse_headers(&f.headers)?,
                         filter: f.filter,
                         rate_limit_per_second: f.rate_limit,
+                        max_in_flight: f.max_in_flight,
                     };
                     let r = c
                         .create_endpoint(authed(req, key, "api key")?)
@@ -637,7 +655,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .get_endpoint(authed(pb::GetEndpointRequest { id }, key, "api key")?)
                         .await?
                         .into_inner();
-                    print(j, &[output::endpoint(&e)], ENDPOINT_COLUMNS);
+                    print(j, &[output::endpoint(&e)], ENDPOINT_DETAIL_COLUMNS);
                 }
                 EndpointCmd::Update {
                     id,
@@ -686,12 +704,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         secret: f.secret,
                         filter: f.filter,
                         rate_limit_per_second: f.rate_limit,
+                        max_in_flight: f.max_in_flight,
                     };
                     let e = c
                         .update_endpoint(authed(req, key, "api key")?)
                         .await?
                         .into_inner();
-                    print(j, &[output::endpoint(&e)], ENDPOINT_COLUMNS);
+                    print(j, &[output::endpoint(&e)], ENDPOINT_DETAIL_COLUMNS);
                 }
                 EndpointCmd::Delete { id } => {
                     c.delete_endpoint(authed(

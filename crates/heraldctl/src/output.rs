@@ -42,6 +42,8 @@ pub fn endpoint(e: &pb::Endpoint) -> Value {
         "created_at": time(&e.created_at), "updated_at": time(&e.updated_at),
         "filter": e.filter, "rate_limit_per_second": e.rate_limit_per_second,
         "consecutive_failures": e.consecutive_failures, "disabled_at": time(&e.disabled_at),
+        "max_in_flight": e.max_in_flight, "delivery_state": e.delivery_state,
+        "in_flight_cap": e.in_flight_cap, "throttled_since": time(&e.throttled_since),
         "stats": e.stats.as_ref().map(|s| json!({
             "last_status": status(s.last_status), "total_deliveries": s.total_deliveries,
             "last_delivery_at": time(&s.last_delivery_at), "window_hours": s.window_hours,
@@ -51,7 +53,26 @@ pub fn endpoint(e: &pb::Endpoint) -> Value {
         "last_status": e.stats.as_ref().map(|s| status(s.last_status)),
         "total_deliveries": e.stats.as_ref().map(|s| s.total_deliveries),
         "success_rate": e.stats.as_ref().map(|s| format!("{:.1}%", s.success_rate * 100.0)),
+        "state": state(e),
     })
+}
+
+/// The delivery state in a few words, short enough for a table cell, e.g.
+/// "throttled: timeouts (cap 2 since 2026-11-23T08:00:00Z)".
+fn state(e: &pb::Endpoint) -> String {
+    let since = e
+        .throttled_since
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0));
+    match since {
+        Some(since) if e.in_flight_cap > 0 => format!(
+            "{} (cap {} since {})",
+            e.delivery_state,
+            e.in_flight_cap,
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        _ => e.delivery_state.clone(),
+    }
 }
 
 pub fn event_type(t: &pb::EventType) -> Value {

@@ -84,6 +84,11 @@ pub fn endpoint(e: &herald_store::Endpoint) -> pb::Endpoint {
         stats: None,
         consecutive_failures: e.consecutive_failures,
         no_retries: e.retry_schedule_ms.as_ref().is_some_and(|d| d.is_empty()),
+        max_in_flight: e.max_in_flight,
+        // Filled in by `delivery_state::State::fill`.
+        delivery_state: String::new(),
+        in_flight_cap: 0,
+        throttled_since: None,
     }
 }
 

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::convert::{self, scheme_from_pb};
+use crate::delivery_state::State;
 use crate::error::{Error, parse_id};
 use crate::{Ingest, validate};
 
@@ -72,6 +73,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             headers: validate::headers(&headers, &tenant_row.header_prefix)?,
             filter: validate::filter(r.filter.as_deref().unwrap_or_default())?,
             rate_limit_per_second: validate::rate_limit(r.rate_limit_per_second.unwrap_or(0))?,
+            max_in_flight: validate::max_in_flight(r.max_in_flight.unwrap_or(0))?,
         };
         validate::resolved_url(&new.url, &s.policy).await?;
         let e = s
@@ -81,12 +83,10 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .map_err(store_err)?;
         s.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %e.id, "endpoint created");
+        let mut card = convert::endpoint_with_stats(&e, None, s.stats_window_hours());
+        State::fresh(e.enabled).fill(&mut card);
         Ok(Response::new(pb::CreateEndpointResponse {
-            endpoint: Some(convert::endpoint_with_stats(
-                &e,
-                None,
-                s.stats_window_hours(),
-            )),
+            endpoint: Some(card),
             secret: e.secret.expose().to_owned(),
         }))
     }
@@ -206,6 +206,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
                 .rate_limit_per_second
                 .map(validate::rate_limit)
                 .transpose()?,
+            max_in_flight: r.max_in_flight.map(validate::max_in_flight).transpose()?,
         };
         if let Some(url) = &changes.url {
             validate::resolved_url(url, &s.policy).await?;
@@ -358,18 +359,24 @@ impl Ingest {
         (self.config.stats_window.as_secs() / 3600).max(1) as u32
     }
 
-    /// Endpoints as the API shows them: with their statistics (one query for all of them).
+    /// Endpoints as the API shows them: with their statistics (one query for all of them)
+    /// and delivery states (one Redis read, at the same time; never an error).
     async fn cards(&self, rows: &[herald_store::Endpoint]) -> Result<Vec<pb::Endpoint>, Status> {
         let window = self.stats_window_hours();
         let ids: Vec<Uuid> = rows.iter().map(|e| e.id).collect();
-        let stats = self
-            .store
-            .endpoint_stats(&ids, window)
-            .await
-            .map_err(store_err)?;
+        let (stats, states) = tokio::join!(
+            self.store.endpoint_stats(&ids, window),
+            self.delivery_states.of(rows)
+        );
+        let stats = stats.map_err(store_err)?;
         Ok(rows
             .iter()
-            .map(|e| convert::endpoint_with_stats(e, stats.get(&e.id), window))
+            .zip(states)
+            .map(|(e, state)| {
+                let mut card = convert::endpoint_with_stats(e, stats.get(&e.id), window);
+                state.fill(&mut card);
+                card
+            })
             .collect())
     }
 
@@ -392,6 +399,7 @@ impl Ingest {
             tiers: None,
             due: None,
             rest_ms: None,
+            parked: None,
             trigger: Trigger::Test,
             created_at: now,
             payload: event.payload,

@@ -1,7 +1,6 @@
 //! The Events service: accept, dedupe, fan out, hand off.
 
 use chrono::Utc;
-use herald_broker::Outgoing;
 use herald_core::wire::{EventRecord, Record};
 use herald_dispatcher::ratelimit::Take;
 use herald_proto::v1 as pb;
@@ -204,7 +203,6 @@ impl Ingest {
         }
 
         let topo = self.publisher.topology();
-        let deliveries_x = topo.deliveries_exchange();
         let now = Utc::now();
         let mut messages = Vec::new();
         let mut records: Vec<Record> = Vec::new();
@@ -235,12 +233,7 @@ impl Ingest {
             );
             span.record("event_id", tracing::field::display(record.event_id));
             for task in &tasks {
-                messages.push(Outgoing {
-                    exchange: deliveries_x.clone(),
-                    routing_key: herald_broker::WORK_KEY.to_owned(),
-                    body: task.encode(),
-                    headers: trace.clone(),
-                });
+                messages.push(topo.work_message(tenant, task.encode(), trace.clone()));
             }
             accepted.push(Some((record.event_id, tasks.len() as u32)));
             records.push(Record::Event(record));

@@ -10,6 +10,7 @@ mod admin;
 mod auth;
 mod config;
 mod convert;
+mod delivery_state;
 mod endpoints;
 mod error;
 mod events;
@@ -52,6 +53,8 @@ pub(crate) struct Ingest {
     pub policy: AddressPolicy,
     /// Per-tenant publish rate (Redis token buckets shared by every ingest).
     pub limiter: herald_dispatcher::ratelimit::RateLimiter,
+    /// Endpoints' delivery states (dispatchers' throttle notes in Redis).
+    pub delivery_states: delivery_state::DeliveryStates,
     /// Outbound client for test sends (the dispatcher's: same address guard, no redirects).
     pub http: herald_dispatcher::http::Client,
 }
@@ -80,6 +83,7 @@ pub async fn run(
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let state = Ingest {
         limiter: herald_dispatcher::ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
+        delivery_states: delivery_state::DeliveryStates::new(redis.clone(), &c.redis_prefix),
         idempotency: idempotency::Idempotency::new(
             redis,
             &c.redis_prefix,

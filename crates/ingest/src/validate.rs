@@ -188,6 +188,19 @@ pub fn rate_limit(n: u32) -> Result<u32> {
     Ok(n)
 }
 
+/// Most POSTs at once an endpoint may ask a dispatcher for.
+pub const MAX_IN_FLIGHT: u32 = 256;
+
+/// An endpoint's in-flight cap; 0 stands for the dispatchers' default.
+pub fn max_in_flight(n: u32) -> Result<u32> {
+    if n > MAX_IN_FLIGHT {
+        return Err(bad(format!(
+            "max_in_flight must be at most {MAX_IN_FLIGHT} (0 for the server default)"
+        )));
+    }
+    Ok(n)
+}
+
 /// An event type group: free text for a page heading.
 pub fn group(g: &str) -> Result<String> {
     if g.chars().count() > 128 {
@@ -456,6 +469,14 @@ mod tests {
                 .contains("limit")
         );
         assert!(event("a.b", b"{}", Some(""), None, 100).is_err());
+    }
+
+    #[test]
+    fn in_flight_caps() {
+        assert_eq!(max_in_flight(0).unwrap(), 0);
+        assert_eq!(max_in_flight(MAX_IN_FLIGHT).unwrap(), MAX_IN_FLIGHT);
+        let e = max_in_flight(MAX_IN_FLIGHT + 1).unwrap_err();
+        assert!(e.to_string().contains("at most 256"), "{e}");
     }
 
     #[test]

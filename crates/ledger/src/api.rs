@@ -537,13 +537,15 @@ impl DeliveriesApi {
             tiers: None,
             due: None,
             rest_ms: None,
+            parked: None,
             trigger: Trigger::Manual,
             created_at: r.created_at,
             payload: payload.into_bytes(),
         };
-        Ok(self
-            .publisher
-            .topology()
-            .work_message(task.encode(), herald_telemetry::trace_headers()))
+        Ok(self.publisher.topology().work_message(
+            task.tenant_id,
+            task.encode(),
+            herald_telemetry::trace_headers(),
+        ))
     }
 }

@@ -79,7 +79,7 @@ async fn session(
     let mut consumer = Consumer::open(
         &config.common.amqp_url,
         "herald-ledger",
-        topology,
+        Some(topology),
         &topology.ledger_queue(),
         config.prefetch,
         config.common.amqp_client,

@@ -66,7 +66,7 @@ impl DeadLetter {
             .filter(|q| !q.is_empty())
             .or_else(|| headers.get("x-first-death-queue").cloned())
             .unwrap_or_default();
-        let queue = if queue_name == topology.work_queue() {
+        let queue = if topology.is_work_queue(&queue_name) {
             "work".to_owned()
         } else if queue_name == topology.ledger_queue() {
             "ledger".to_owned()
@@ -175,7 +175,7 @@ pub async fn session(
     let mut consumer = Consumer::open(
         &config.common.amqp_url,
         "herald-ledger-dead-letters",
-        topology,
+        Some(topology),
         &topology.dead_queue(),
         16,
         config.common.amqp_client,
@@ -266,11 +266,17 @@ pub async fn replay(
             continue;
         }
         let message = if l.queue == "work" {
-            if l.delivery_id.is_none() {
-                report.unreadable += 1;
-                continue;
-            }
-            topology.work_message(l.body, Vec::new())
+            let task = match (
+                l.delivery_id,
+                herald_core::wire::DeliveryTask::decode(&l.body),
+            ) {
+                (Some(_), Ok(task)) => task,
+                _ => {
+                    report.unreadable += 1;
+                    continue;
+                }
+            };
+            topology.work_message(task.tenant_id, l.body, Vec::new())
         } else {
             topology.ledger_message(l.body, Vec::new())
         };
@@ -302,6 +308,7 @@ mod tests {
             tiers: None,
             due: None,
             rest_ms: None,
+            parked: None,
             trigger: Trigger::Scheduled,
             created_at: chrono::Utc::now(),
             payload: br#"{"id":1}"#.to_vec(),

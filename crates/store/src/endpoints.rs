@@ -41,6 +41,8 @@ pub struct Endpoint {
     pub consecutive_failures: u32,
     /// Failed attempts in a row.
     pub failed_attempts: u32,
+    /// POSTs a dispatcher lets this endpoint have at once; 0: the dispatcher's default.
+    pub max_in_flight: u32,
 }
 
 impl Endpoint {
@@ -83,6 +85,7 @@ struct Row {
     rate_limit_per_second: i32,
     consecutive_failures: i32,
     failed_attempts: i32,
+    max_in_flight: i32,
 }
 
 /// An enabled endpoint as subscription matching sees it.
@@ -145,6 +148,7 @@ impl Row {
             rate_limit_per_second: r.rate_limit_per_second.max(0) as u32,
             consecutive_failures: r.consecutive_failures.max(0) as u32,
             failed_attempts: r.failed_attempts.max(0) as u32,
+            max_in_flight: r.max_in_flight.max(0) as u32,
         })
     }
 }
@@ -154,7 +158,7 @@ const SELECT: &str = "SELECT e.id, e.tenant_id, e.url, e.description, e.event_ty
         e.previous_secret_expires_at,
         e.timeout_ms, e.retry_schedule_ms, e.headers, e.disabled_reason, e.disabled_at,
         e.created_at, e.updated_at, t.header_prefix, t.user_agent, e.filter,
-        e.rate_limit_per_second, e.consecutive_failures, e.failed_attempts
+        e.rate_limit_per_second, e.consecutive_failures, e.failed_attempts, e.max_in_flight
      FROM endpoints e JOIN tenants t ON t.id = e.tenant_id";
 
 /// A validated endpoint to create.
@@ -171,6 +175,8 @@ pub struct NewEndpoint {
     pub headers: BTreeMap<String, String>,
     pub filter: Option<serde_json::Value>,
     pub rate_limit_per_second: u32,
+    /// 0: the dispatcher's default.
+    pub max_in_flight: u32,
 }
 
 /// Validated changes; `None` leaves a field as it is.
@@ -189,6 +195,8 @@ pub struct EndpointChanges {
     /// `Some(None)` removes the filter.
     pub filter: Option<Option<serde_json::Value>>,
     pub rate_limit_per_second: Option<u32>,
+    /// `Some(0)` goes back to the dispatcher's default.
+    pub max_in_flight: Option<u32>,
 }
 
 /// What the ledger knows of an endpoint's deliveries (see `EndpointStats` in the API).
@@ -278,8 +286,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, url, description, event_types, enabled,
                  signing_scheme, secret, timeout_ms, retry_schedule_ms, headers, filter,
-                 rate_limit_per_second, secret_key_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 rate_limit_per_second, secret_key_id, max_in_flight)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(id)
         .bind(tenant_id)
@@ -295,6 +303,7 @@ impl Store {
         .bind(e.filter.as_ref().map(sqlx::types::Json))
         .bind(e.rate_limit_per_second.min(i32::MAX as u32) as i32)
         .bind(&sealed.key_id)
+        .bind(e.max_in_flight.min(i32::MAX as u32) as i32)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -401,6 +410,7 @@ impl Store {
                 headers = COALESCE($12, headers),
                 filter = CASE WHEN $13 THEN NULL ELSE COALESCE($14, filter) END,
                 rate_limit_per_second = COALESCE($15, rate_limit_per_second),
+                max_in_flight = COALESCE($17, max_in_flight),
                 -- Turning an endpoint on clears why it was turned off and its failure streak;
                 -- turning it off notes when (the reason stays empty: the tenant chose it).
                 disabled_reason = CASE WHEN $6 IS TRUE THEN NULL ELSE disabled_reason END,
@@ -430,6 +440,7 @@ impl Store {
         .bind(c.filter.as_ref().and_then(|f| f.as_ref()).map(sqlx::types::Json))
         .bind(c.rate_limit_per_second.map(|r| r.min(i32::MAX as u32) as i32))
         .bind(sealed.as_ref().and_then(|s| s.key_id.as_deref()))
+        .bind(c.max_in_flight.map(|m| m.min(i32::MAX as u32) as i32))
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {

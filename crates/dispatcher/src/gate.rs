@@ -1,0 +1,629 @@
+//! Per-endpoint and per-tenant in-flight caps: why one slow endpoint cannot hold up anyone else.
+//!
+//! A global pool of POST slots is captured by whichever endpoint is slowest: with a 20 s timeout
+//! and a backlog, every slot (and the whole prefetch window) ends up waiting on that endpoint.
+//! So, in each dispatcher:
+//! - an endpoint holds at most `cap` POSTs at once. The cap starts at the endpoint's
+//!   `max_in_flight` (or `HERALD_ENDPOINT_MAX_IN_FLIGHT`), halves on every timeout and drops by a
+//!   quarter on every fast failure (5xx, 429, connection error), never below 1 (one probe at a
+//!   time: a circuit that stays half-open), and grows back by `1/cap` per success (AIMD);
+//! - a tenant holds at most `HERALD_TENANT_MAX_IN_FLIGHT` POSTs at once, whatever the number
+//!   of its endpoints;
+//! - a task that finds its endpoint (or tenant) at its cap waits here only while that is likely
+//!   to be short (at most `HERALD_PARK_AFTER`, judged from the endpoint's latency and the tasks
+//!   ahead of it); otherwise it is *parked*: published to a delay queue and acked, so it holds
+//!   neither a POST slot nor a place in the prefetch window. Parking is not an attempt: no
+//!   record, no status change. Parked tasks of one endpoint are spread over time at the pace
+//!   the endpoint can take (behind the tasks already parked and not back yet), between 1 s and
+//!   `HERALD_PARK_MAX`.
+//!
+//! The caps are per dispatcher, not global: a global cap would cost a Redis round trip per
+//! delivery and leak leases when a dispatcher is killed, while per-dispatcher caps need no
+//! coordination and an endpoint's total is at most `cap × dispatchers` (stated in the README).
+//!
+//! Throttled endpoints are announced through [`herald_core::throttle`] notes (see
+//! [`NoteSink`]) so `GetEndpoint` can tell a tenant why its deliveries are slow.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_core::throttle::{Note, Reason};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Shortest park: a parked task costs two broker messages, so it never comes back sooner.
+pub const PARK_MIN: Duration = Duration::from_secs(1);
+
+/// Idle lanes are forgotten after this long (a throttled one keeps its state that long too).
+const IDLE_FORGET: Duration = Duration::from_secs(600);
+
+/// Gate settings (see the README's configuration table).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Default cap of an endpoint with no `max_in_flight` of its own.
+    pub endpoint_max: u32,
+    /// Cap of a tenant, all its endpoints together.
+    pub tenant_max: u32,
+    /// Longest a task waits in the dispatcher for room before it is parked.
+    pub park_after: Duration,
+    /// Longest park.
+    pub park_max: Duration,
+}
+
+/// What a task may do now.
+pub enum Admission {
+    /// POST now; finish the permit with the attempt's outcome.
+    Go(Permit),
+    /// No room soon enough: park the task this long (not an attempt).
+    Park(Duration, ParkReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParkReason {
+    EndpointCap,
+    TenantCap,
+}
+
+impl ParkReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkReason::EndpointCap => "endpoint_cap",
+            ParkReason::TenantCap => "tenant_cap",
+        }
+    }
+}
+
+/// How an attempt went, for the cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The endpoint answered (2xx, or a 4xx other than 429): it is alive and keeping up.
+    Answered,
+    /// No answer within the endpoint's timeout.
+    TimedOut,
+    /// 5xx, 429 or a connection error.
+    Failed,
+}
+
+/// The longest delay queue not longer than `wait` (at least [`PARK_MIN`]): a park is one hop,
+/// and one that comes back a little early only parks again.
+fn rung_below(wait: Duration) -> Duration {
+    let ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
+    let rung = herald_broker::DELAY_RUNGS_MS
+        .iter()
+        .rev()
+        .copied()
+        .find(|r| *r <= ms)
+        .unwrap_or(0);
+    Duration::from_millis(rung).max(PARK_MIN)
+}
+
+/// What an attempt's result means for its endpoint's cap.
+pub fn outcome_of(result: &Result<crate::http::Response, crate::http::Failure>) -> Outcome {
+    match result {
+        Ok(r) if r.status == 429 || r.status >= 500 => Outcome::Failed,
+        Ok(_) => Outcome::Answered,
+        Err(f) if f.timed_out() => Outcome::TimedOut,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// One endpoint's state in this dispatcher.
+struct Lane {
+    tenant: Uuid,
+    cap: f64,
+    max: u32,
+    in_flight: BTreeMap<u64, Instant>,
+    next_id: u64,
+    waiters: u32,
+    notify: Arc<Notify>,
+    /// Moving average of attempt latency, ms (0: none yet).
+    latency_ms: f64,
+    /// When the tasks this dispatcher parked for the endpoint come back (how many at each
+    /// instant): the ones still out are the queue a new park joins the end of.
+    parked: BTreeMap<Instant, u32>,
+    throttled: Option<Note>,
+    /// Cap last announced, and when.
+    noted: Option<(u32, Instant)>,
+    last_used: Instant,
+}
+
+impl Lane {
+    fn new(tenant: Uuid, max: u32, now: Instant) -> Self {
+        Lane {
+            tenant,
+            cap: f64::from(max),
+            max,
+            in_flight: BTreeMap::new(),
+            next_id: 0,
+            waiters: 0,
+            notify: Arc::new(Notify::new()),
+            latency_ms: 0.0,
+            parked: BTreeMap::new(),
+            throttled: None,
+            noted: None,
+            last_used: now,
+        }
+    }
+
+    fn limit(&self) -> usize {
+        (self.cap.floor() as usize).max(1)
+    }
+
+    fn full(&self) -> bool {
+        self.in_flight.len() >= self.limit()
+    }
+
+    /// What one POST to this endpoint is taking, ms: the average, or longer when the oldest
+    /// request in flight has been out longer (a hanging endpoint shows before any timeout).
+    fn service_ms(&self, now: Instant) -> f64 {
+        let oldest = self
+            .in_flight
+            .values()
+            .next()
+            .map_or(0.0, |t| now.duration_since(*t).as_secs_f64() * 1e3);
+        self.latency_ms.max(oldest).max(1.0)
+    }
+
+    /// The dispatcher's guess of how long a task arriving now would wait for room.
+    fn expected_wait(&self, now: Instant) -> Duration {
+        let ahead = f64::from(self.waiters) + 1.0;
+        Duration::from_secs_f64(ahead * self.service_ms(now) / self.cap.max(1.0) / 1e3)
+    }
+
+    /// How long to park a task: behind the tasks waiting here and those parked and not back
+    /// yet, each taking one POST's share of the cap, so parked tasks come back about as fast
+    /// as the endpoint takes them. Parks that are due have come back (to this dispatcher or
+    /// another), so they no longer count: the estimate corrects itself.
+    fn park(&mut self, now: Instant, limits: &Limits) -> Duration {
+        let due: Vec<Instant> = self.parked.range(..=now).map(|(t, _)| *t).collect();
+        for t in due {
+            self.parked.remove(&t);
+        }
+        let out: u32 = self.parked.values().sum();
+        let ahead = f64::from(out) + f64::from(self.waiters) + 1.0;
+        let step = self.service_ms(now) / self.cap.max(1.0) / 1e3;
+        let wait = Duration::from_secs_f64((ahead * step).min(86_400.0))
+            .clamp(PARK_MIN, limits.park_max.max(PARK_MIN));
+        let wait = rung_below(wait);
+        *self.parked.entry(now + wait).or_default() += 1;
+        wait
+    }
+
+    fn set_max(&mut self, max: u32) {
+        if max != self.max {
+            // A new setting applies at once; a throttled lane stays as low as it is.
+            self.cap = if self.throttled.is_some() {
+                self.cap.min(f64::from(max))
+            } else {
+                f64::from(max)
+            };
+            self.max = max;
+        }
+    }
+
+    /// Folds one attempt into the cap; true when the cap went down.
+    fn record(&mut self, outcome: Outcome, latency: Duration) -> bool {
+        let ms = latency.as_secs_f64() * 1e3;
+        self.latency_ms = if self.latency_ms == 0.0 {
+            ms
+        } else {
+            0.8 * self.latency_ms + 0.2 * ms
+        };
+        let (factor, reason) = match outcome {
+            Outcome::Answered => {
+                self.cap = (self.cap + 1.0 / self.cap.max(1.0)).min(f64::from(self.max));
+                if self.cap >= f64::from(self.max) {
+                    self.throttled = None;
+                }
+                return false;
+            }
+            Outcome::TimedOut => (0.5, Reason::Timeouts),
+            Outcome::Failed => (0.75, Reason::Errors),
+        };
+        let before = self.cap;
+        self.cap = (self.cap * factor).max(1.0);
+        let since = self.throttled.as_ref().map_or_else(Utc::now, |n| n.since);
+        self.throttled = Some(Note {
+            reason,
+            cap: self.limit() as u32,
+            max: self.max,
+            since,
+        });
+        self.cap < before
+    }
+}
+
+/// A tenant's POSTs in flight in this dispatcher.
+#[derive(Default)]
+struct TenantLane {
+    in_flight: u32,
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Table {
+    endpoints: HashMap<Uuid, Lane>,
+    tenants: HashMap<Uuid, TenantLane>,
+}
+
+/// Where throttle notes go (a task writing them to Redis), so the gate never waits on I/O.
+pub type NoteSink = mpsc::UnboundedSender<(Uuid, Option<Note>)>;
+
+/// The gates of one dispatcher.
+#[derive(Clone)]
+pub struct Gates {
+    table: Arc<Mutex<Table>>,
+    limits: Arc<Limits>,
+    notes: Option<NoteSink>,
+}
+
+/// Room for one POST; give it back with [`Permit::finish`] (dropping it gives the room back
+/// without an outcome).
+pub struct Permit {
+    gates: Gates,
+    endpoint: Uuid,
+    id: u64,
+    done: bool,
+}
+
+enum Step {
+    Go(Permit),
+    Park(Duration, ParkReason),
+    Wait(Arc<Notify>),
+}
+
+impl Gates {
+    pub fn new(limits: Limits, notes: Option<NoteSink>) -> Self {
+        Gates {
+            table: Arc::default(),
+            limits: Arc::new(limits),
+            notes,
+        }
+    }
+
+    /// Room for one POST to `endpoint` (cap `max`, 0: the default) of `tenant`: at once, after
+    /// a short wait, or a park. `None` when `shutdown` fired while waiting.
+    pub async fn admit(
+        &self,
+        tenant: Uuid,
+        endpoint: Uuid,
+        max: u32,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Admission> {
+        let max = if max == 0 {
+            self.limits.endpoint_max
+        } else {
+            max
+        }
+        .max(1);
+        let deadline = Instant::now() + self.limits.park_after;
+        loop {
+            let notify = match self.step(tenant, endpoint, max, deadline) {
+                Step::Go(p) => return Some(Admission::Go(p)),
+                Step::Park(d, why) => return Some(Admission::Park(d, why)),
+                Step::Wait(n) => n,
+            };
+            let woke = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                _ = notify.notified() => Some(()),
+                _ = tokio::time::sleep_until(deadline) => Some(()),
+            };
+            let mut t = self.table.lock().expect("gate lock");
+            if let Some(lane) = t.endpoints.get_mut(&endpoint) {
+                lane.waiters = lane.waiters.saturating_sub(1);
+            }
+            woke?;
+        }
+    }
+
+    /// One look at the lanes: go, park, or wait (registered as a waiter).
+    fn step(&self, tenant: Uuid, endpoint: Uuid, max: u32, deadline: Instant) -> Step {
+        let now = Instant::now();
+        let mut t = self.table.lock().expect("gate lock");
+        let Table { endpoints, tenants } = &mut *t;
+        let lane = endpoints
+            .entry(endpoint)
+            .or_insert_with(|| Lane::new(tenant, max, now));
+        lane.set_max(max);
+        lane.last_used = now;
+        let owner = tenants.entry(tenant).or_default();
+        let tenant_full = owner.in_flight >= self.limits.tenant_max.max(1);
+        if !lane.full() && !tenant_full {
+            owner.in_flight += 1;
+            let id = lane.next_id;
+            lane.next_id += 1;
+            lane.in_flight.insert(id, now);
+            return Step::Go(Permit {
+                gates: self.clone(),
+                endpoint,
+                id,
+                done: false,
+            });
+        }
+        let late = now >= deadline;
+        if lane.full() {
+            if late || now + lane.expected_wait(now) > deadline {
+                let d = lane.park(now, &self.limits);
+                return Step::Park(d, ParkReason::EndpointCap);
+            }
+            lane.waiters += 1;
+            return Step::Wait(lane.notify.clone());
+        }
+        if late {
+            return Step::Park(PARK_MIN, ParkReason::TenantCap);
+        }
+        // Waits for the tenant's room; counted on the lane so the wake-up bookkeeping is one.
+        lane.waiters += 1;
+        Step::Wait(owner.notify.clone())
+    }
+
+    fn release(&self, endpoint: Uuid, id: u64, outcome: Option<(Outcome, Duration)>) {
+        let mut t = self.table.lock().expect("gate lock");
+        let Table { endpoints, tenants } = &mut *t;
+        let Some(lane) = endpoints.get_mut(&endpoint) else {
+            return;
+        };
+        lane.in_flight.remove(&id);
+        let was = lane.throttled.is_some();
+        if let Some((outcome, latency)) = outcome
+            && lane.record(outcome, latency)
+        {
+            let reason = lane
+                .throttled
+                .as_ref()
+                .map_or("errors", |n| n.reason.as_str());
+            metrics::counter!("herald_endpoint_cap_reductions_total", "reason" => reason)
+                .increment(1);
+        }
+        self.announce(endpoint, lane, was);
+        lane.notify.notify_one();
+        if let Some(owner) = tenants.get_mut(&lane.tenant) {
+            owner.in_flight = owner.in_flight.saturating_sub(1);
+            owner.notify.notify_one();
+        }
+    }
+
+    /// Sends the lane's note when its state changed, or its cap did (at most once a second).
+    fn announce(&self, endpoint: Uuid, lane: &mut Lane, was_throttled: bool) {
+        let Some(sink) = &self.notes else { return };
+        let now = Instant::now();
+        let limit = lane.limit() as u32;
+        match &mut lane.throttled {
+            None if was_throttled => {
+                lane.noted = None;
+                let _ = sink.send((endpoint, None));
+            }
+            None => {}
+            Some(note) => {
+                note.cap = limit;
+                let fresh = lane.noted.is_none_or(|(cap, at)| {
+                    cap != note.cap && now.duration_since(at) >= Duration::from_secs(1)
+                });
+                if fresh || !was_throttled {
+                    lane.noted = Some((note.cap, now));
+                    let _ = sink.send((endpoint, Some(note.clone())));
+                }
+            }
+        }
+    }
+
+    /// Sets the gauges and forgets idle lanes; called every few seconds.
+    pub fn sample(&self) {
+        let now = Instant::now();
+        let mut t = self.table.lock().expect("gate lock");
+        let (mut at_cap, mut throttled) = (0u32, 0u32);
+        let mut forgotten = Vec::new();
+        t.endpoints.retain(|id, lane| {
+            let idle = lane.in_flight.is_empty()
+                && lane.waiters == 0
+                && now.duration_since(lane.last_used) > IDLE_FORGET;
+            if idle {
+                if lane.throttled.is_some() {
+                    forgotten.push(*id);
+                }
+                return false;
+            }
+            at_cap += u32::from(lane.full());
+            throttled += u32::from(lane.throttled.is_some());
+            true
+        });
+        t.tenants
+            .retain(|_, owner| owner.in_flight > 0 || Arc::strong_count(&owner.notify) > 1);
+        metrics::gauge!("herald_endpoints_at_cap").set(f64::from(at_cap));
+        metrics::gauge!("herald_endpoints_throttled").set(f64::from(throttled));
+        if let Some(sink) = &self.notes {
+            for id in forgotten {
+                let _ = sink.send((id, None));
+            }
+        }
+    }
+
+    /// The lane of `endpoint` as (cap now, throttled reason), for tests and diagnostics.
+    #[cfg(test)]
+    fn view(&self, endpoint: Uuid) -> Option<(usize, Option<Reason>)> {
+        let t = self.table.lock().expect("gate lock");
+        let lane = t.endpoints.get(&endpoint)?;
+        Some((lane.limit(), lane.throttled.as_ref().map(|n| n.reason)))
+    }
+}
+
+/// Samples the gates every 5 s until `shutdown`.
+pub async fn sample_every(gates: Gates, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => gates.sample(),
+        }
+    }
+}
+
+impl Permit {
+    /// Gives the room back and folds the attempt's outcome into the endpoint's cap.
+    pub fn finish(mut self, outcome: Outcome, latency: Duration) {
+        self.done = true;
+        self.gates
+            .release(self.endpoint, self.id, Some((outcome, latency)));
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.gates.release(self.endpoint, self.id, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn gates(endpoint_max: u32, tenant_max: u32) -> Gates {
+        Gates::new(
+            Limits {
+                endpoint_max,
+                tenant_max,
+                park_after: Duration::from_millis(50),
+                park_max: Duration::from_secs(60),
+            },
+            None,
+        )
+    }
+
+    async fn admit(g: &Gates, tenant: Uuid, endpoint: Uuid) -> Admission {
+        g.admit(tenant, endpoint, 0, &CancellationToken::new())
+            .await
+            .expect("not shutting down")
+    }
+
+    fn go(a: Admission) -> Permit {
+        match a {
+            Admission::Go(p) => p,
+            Admission::Park(d, why) => panic!("parked {d:?} ({why:?})"),
+        }
+    }
+
+    fn parked(a: Admission) -> (Duration, ParkReason) {
+        match a {
+            Admission::Go(_) => panic!("admitted"),
+            Admission::Park(d, why) => (d, why),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_at_its_cap_parks_what_cannot_go_soon() {
+        let g = gates(2, 100);
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        let held = [
+            go(admit(&g, tenant, ep).await),
+            go(admit(&g, tenant, ep).await),
+        ];
+        // Nothing known of its latency yet: a short wait, then parked.
+        let (d, why) = parked(admit(&g, tenant, ep).await);
+        assert_eq!(why, ParkReason::EndpointCap);
+        assert!(d >= PARK_MIN, "{d:?}");
+        // Another endpoint of the same tenant is not held up.
+        let other = go(admit(&g, tenant, Uuid::new_v4()).await);
+        drop(other);
+        // Room given back: the next task goes at once.
+        drop(held);
+        let _p = go(admit(&g, tenant, ep).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_task_takes_room_freed_within_the_wait() {
+        let g = gates(1, 100);
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = go(admit(&g, tenant, ep).await);
+        first.finish(Outcome::Answered, Duration::from_millis(5));
+        let held = go(admit(&g, tenant, ep).await);
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move { admit(&g2, tenant, ep).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        held.finish(Outcome::Answered, Duration::from_millis(5));
+        let _p = go(waiter.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_halve_the_cap_and_successes_bring_it_back() {
+        let g = gates(16, 100);
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        for _ in 0..4 {
+            go(admit(&g, tenant, ep).await).finish(Outcome::TimedOut, Duration::from_secs(20));
+        }
+        assert_eq!(g.view(ep), Some((1, Some(Reason::Timeouts))));
+        // A hanging endpoint at cap 1: every other task parks, spread ahead in time.
+        let probe = go(admit(&g, tenant, ep).await);
+        let parks: Vec<Duration> = futures::future::join_all(
+            (0..5).map(|_| async { parked(admit(&g, tenant, ep).await).0 }),
+        )
+        .await;
+        assert!(parks.windows(2).all(|w| w[0] <= w[1]), "{parks:?}");
+        assert!(parks[4] > parks[0], "{parks:?}");
+        probe.finish(Outcome::Answered, Duration::from_millis(3));
+        for _ in 0..200 {
+            go(admit(&g, tenant, ep).await).finish(Outcome::Answered, Duration::from_millis(3));
+        }
+        assert_eq!(g.view(ep), Some((16, None)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_failures_lower_the_cap_less_than_timeouts() {
+        let g = gates(16, 100);
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        go(admit(&g, tenant, ep).await).finish(Outcome::Failed, Duration::from_millis(2));
+        assert_eq!(g.view(ep), Some((12, Some(Reason::Errors))));
+        go(admit(&g, tenant, ep).await).finish(Outcome::TimedOut, Duration::from_secs(1));
+        assert_eq!(g.view(ep), Some((6, Some(Reason::Timeouts))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_holds_at_most_its_cap_across_endpoints() {
+        let g = gates(16, 3);
+        let tenant = Uuid::new_v4();
+        let held: Vec<Permit> = futures::future::join_all(
+            (0..3).map(|_| async { go(admit(&g, tenant, Uuid::new_v4()).await) }),
+        )
+        .await;
+        let (_, why) = parked(admit(&g, tenant, Uuid::new_v4()).await);
+        assert_eq!(why, ParkReason::TenantCap);
+        // Another tenant is not touched.
+        let _other = go(admit(&g, Uuid::new_v4(), Uuid::new_v4()).await);
+        drop(held);
+        let _p = go(admit(&g, tenant, Uuid::new_v4()).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn notes_announce_throttling_and_recovery() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let g = Gates::new(
+            Limits {
+                endpoint_max: 2,
+                tenant_max: 10,
+                park_after: Duration::from_millis(50),
+                park_max: Duration::from_secs(60),
+            },
+            Some(tx),
+        );
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        go(admit(&g, tenant, ep).await).finish(Outcome::TimedOut, Duration::from_secs(5));
+        let (id, note) = rx.try_recv().expect("a note");
+        assert_eq!(id, ep);
+        let note = note.expect("throttled");
+        assert_eq!((note.reason, note.cap, note.max), (Reason::Timeouts, 1, 2));
+        for _ in 0..3 {
+            go(admit(&g, tenant, ep).await).finish(Outcome::Answered, Duration::from_millis(1));
+        }
+        let mut last = None;
+        while let Ok((_, n)) = rx.try_recv() {
+            last = Some(n);
+        }
+        assert_eq!(last, Some(None), "recovery clears the note");
+    }
+}
