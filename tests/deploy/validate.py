@@ -698,13 +698,17 @@ def chart_checks(run: Runner, label: str, values: dict[str, Any] | None, expect_
             expect(len(scaled) == 1, "more than one ScaledObject")
             expect(so["spec"]["scaleTargetRef"]["name"] == deploys["dispatcher"]["metadata"]["name"],
                    "ScaledObject does not target the dispatcher Deployment")
-            trig = so["spec"]["triggers"][0]
             cm = configmaps[0].get("data") or {}
-            queue = f"{cm.get('HERALD_AMQP_PREFIX') or 'herald'}.deliveries.work"
-            expect(trig["type"] == "rabbitmq", f"trigger type {trig['type']}")
-            expect(trig["metadata"].get("queueName") == queue,
-                   f"trigger queue {trig['metadata'].get('queueName')}, want {queue}")
-            expect(trig["metadata"].get("mode") == "QueueLength", "trigger does not scale on queue length")
+            prefix = cm.get('HERALD_AMQP_PREFIX') or 'herald'
+            # The 8 work shards and the legacy queue (crates/broker WORK_SHARDS), one trigger each.
+            want_queues = [f"{prefix}.deliveries.work.{s}" for s in range(8)] + [f"{prefix}.deliveries.work"]
+            triggers = so["spec"]["triggers"]
+            got_queues = [t["metadata"].get("queueName") for t in triggers]
+            expect(got_queues == want_queues, f"trigger queues {got_queues}, want {want_queues}")
+            for trig in triggers:
+                expect(trig["type"] == "rabbitmq", f"trigger type {trig['type']}")
+                expect(trig["metadata"].get("mode") == "QueueLength", "trigger does not scale on queue length")
+            trig = triggers[0]
             auth_name = (trig.get("authenticationRef") or {}).get("name")
             auths = {a["metadata"]["name"]: a for a in kinds(docs, "TriggerAuthentication")}
             expect(auth_name in auths, f"trigger authentication {auth_name!r} is not rendered")

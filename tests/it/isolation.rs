@@ -1,7 +1,8 @@
 //! One slow endpoint never holds up anyone else: a hanging endpoint with a backlog holds at
-//! most its cap of POSTs while another tenant's deliveries arrive within a bound, and tasks
-//! parked while their endpoint had no room survive a kill -9 of the dispatcher that parked them
-//! without counting as attempts.
+//! most its cap of POSTs while another tenant's deliveries arrive within a bound; a tenant's
+//! healthy backlog does not hold up a tenant on another work shard; and tasks parked while their
+//! endpoint had no room survive a kill -9 of the dispatcher that parked them without counting as
+//! attempts.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -67,23 +68,7 @@ async fn a_hanging_endpoint_with_a_backlog_does_not_hold_up_another_tenant() {
     // Let the dispatcher take in the backlog and fill the hanging endpoint's cap.
     tokio::time::sleep(Duration::from_millis(700)).await;
 
-    let mut events = herald.events().await;
-    let mut sent: HashMap<u64, Instant> = HashMap::new();
-    for i in 0..20u64 {
-        sent.insert(i, Instant::now());
-        events
-            .publish(authed(
-                pb::PublishRequest {
-                    event_type: "quiet.event".into(),
-                    payload: format!("{{\"i\":{i}}}").into_bytes(),
-                    ..Default::default()
-                },
-                &quiet.api_key,
-            ))
-            .await
-            .expect("quiet publish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut sent = quiet_events(&herald, &quiet, 20).await;
     let (mut hanging, mut first_hang, mut worst) = (0, None, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sent.is_empty() && Instant::now() < deadline {
@@ -116,6 +101,87 @@ async fn a_hanging_endpoint_with_a_backlog_does_not_hold_up_another_tenant() {
     assert!(
         (1..=16).contains(&hanging),
         "{hanging} requests reached the hanging endpoint within 3 s"
+    );
+    herald.stop().await;
+}
+
+/// Publishes quiet events `0..n` (payload `{"i": n}`) 50 ms apart; returns when each was sent.
+async fn quiet_events(herald: &Herald, tenant: &Tenant, n: u64) -> HashMap<u64, Instant> {
+    let mut events = herald.events().await;
+    let mut sent = HashMap::new();
+    for i in 0..n {
+        sent.insert(i, Instant::now());
+        events
+            .publish(authed(
+                pb::PublishRequest {
+                    event_type: "quiet.event".into(),
+                    payload: format!("{{\"i\":{i}}}").into_bytes(),
+                    ..Default::default()
+                },
+                &tenant.api_key,
+            ))
+            .await
+            .expect("quiet publish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sent
+}
+
+#[tokio::test]
+async fn a_healthy_backlog_does_not_hold_up_a_tenant_on_another_shard() {
+    let herald = Herald::start(Options::default()).await;
+    let mut rx = Receiver::start(|_, _| Reply::status(200)).await;
+    let busy = herald.tenant().await;
+    let shard = |t: &Tenant| herald_broker::shard_of(t.id.parse().unwrap());
+    // The bound holds for tenants on different shards (README, Isolation between tenants).
+    let mut quiet = herald.tenant().await;
+    while shard(&quiet) == shard(&busy) {
+        quiet = herald.tenant().await;
+    }
+    for i in 0..20 {
+        let req = pb::CreateEndpointRequest {
+            url: rx.url(&format!("/busy{i}")),
+            event_types: vec!["*".into()],
+            ..Default::default()
+        };
+        endpoint(&herald, &busy, req).await;
+    }
+    let req = pb::CreateEndpointRequest {
+        url: rx.url("/quiet"),
+        event_types: vec!["*".into()],
+        ..Default::default()
+    };
+    endpoint(&herald, &quiet, req).await;
+    // 300 events to 20 endpoints: a backlog of 6,000 deliveries, seconds of work here.
+    backlog(&herald, &busy, "busy.event", 300).await;
+    let mut sent = quiet_events(&herald, &quiet, 10).await;
+    let (mut worst, mut busy_seen) = (Duration::ZERO, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sent.is_empty() && Instant::now() < deadline {
+        let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(1), rx.rx.recv()).await else {
+            continue;
+        };
+        if got.path != "/quiet" {
+            busy_seen += 1;
+            continue;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        let i = body["i"].as_u64().expect("a quiet event");
+        let published = sent.remove(&i).expect("each quiet event once");
+        worst = worst.max(got.at.duration_since(published.into_std()));
+    }
+    assert!(
+        sent.is_empty(),
+        "{} quiet deliveries never arrived",
+        sent.len()
+    );
+    assert!(
+        busy_seen < 6_000,
+        "the busy backlog was done before the quiet tenant published: the test proves nothing"
+    );
+    assert!(
+        worst <= BOUND,
+        "a quiet delivery took {worst:?} beside a backlog"
     );
     herald.stop().await;
 }

@@ -75,9 +75,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The RabbitMQ queue dispatchers consume, as the broker crate names it. */}}
-{{- define "herald.workQueue" -}}
-{{- printf "%s.deliveries.work" (default "herald" .Values.config.HERALD_AMQP_PREFIX) }}
+{{/* The RabbitMQ work queues dispatchers consume, as the broker crate names them: the 8 work
+shards (`<prefix>.deliveries.work.0` … `.7`, WORK_SHARDS in crates/broker) and the legacy queue
+of older versions. One name per line. */}}
+{{- define "herald.workQueues" -}}
+{{- $prefix := default "herald" .Values.config.HERALD_AMQP_PREFIX }}
+{{- range $shard := until 8 }}
+{{ printf "%s.deliveries.work.%d" $prefix $shard }}
+{{- end }}
+{{ printf "%s.deliveries.work" $prefix }}
 {{- end }}
 
 {{/* "true" when something other than the Deployment owns a component's replica count. */}}
