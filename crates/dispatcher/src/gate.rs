@@ -13,9 +13,10 @@
 //!   to be short (at most `HERALD_PARK_AFTER`, judged from the endpoint's latency and the tasks
 //!   ahead of it); otherwise it is *parked*: published to a delay queue and acked, so it holds
 //!   neither a POST slot nor a place in the prefetch window. Parking is not an attempt: no
-//!   record, no status change. Parked tasks of one endpoint are spread over time at the pace
-//!   the endpoint can take (behind the tasks already parked and not back yet), between 1 s and
-//!   `HERALD_PARK_MAX`.
+//!   record, no status change. A park lasts about as long as the endpoint needs to take the
+//!   tasks ahead of it (those waiting here and those parked and not back yet), at most
+//!   `HERALD_PARK_MAX`, spread over the delay queues up to that ([`spread_rung`]) so that a
+//!   backlog parked in one burst does not come back in one.
 //!
 //! The caps are per dispatcher, not global: a global cap would cost a Redis round trip per
 //! delivery and leak leases when a dispatcher is killed, while per-dispatcher caps need no
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use herald_core::throttle::{Note, Reason};
+use rand::Rng;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -87,17 +89,31 @@ pub enum Outcome {
     Failed,
 }
 
-/// The longest delay queue not longer than `wait` (at least [`PARK_MIN`]): a park is one hop,
-/// and one that comes back a little early only parks again.
-fn rung_below(wait: Duration) -> Duration {
-    let ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
-    let rung = herald_broker::DELAY_RUNGS_MS
+/// A delay queue for a park of at most `target`, chosen among the rungs from [`PARK_MIN`] to
+/// `target` with a chance proportional to each rung's length (`u` uniform in [0, 1)).
+///
+/// Tasks parked together (a backlog meeting a dark endpoint arrives within seconds) would come
+/// back together if they all took the same rung, forever: one burst of re-parking a minute,
+/// saturating the dispatcher and delaying everyone. Spread this way, each rung returns its
+/// share at the same rate per second, so returns are even over time within a few rounds, at
+/// a mean wait of ~60 % of `target` (rather than all of it). A park is always one hop.
+fn spread_rung(target: Duration, u: f64) -> Duration {
+    let target = target.as_millis().min(u128::from(u64::MAX)) as u64;
+    let min = PARK_MIN.as_millis() as u64;
+    let rungs: Vec<u64> = herald_broker::DELAY_RUNGS_MS
         .iter()
-        .rev()
         .copied()
-        .find(|r| *r <= ms)
-        .unwrap_or(0);
-    Duration::from_millis(rung).max(PARK_MIN)
+        .filter(|r| (min..=target.max(min)).contains(r))
+        .collect();
+    let total: u64 = rungs.iter().sum();
+    let mut pick = (u.clamp(0.0, 1.0) * total as f64) as u64;
+    for r in &rungs {
+        if pick < *r {
+            return Duration::from_millis(*r);
+        }
+        pick -= r;
+    }
+    Duration::from_millis(rungs.last().copied().unwrap_or(min))
 }
 
 /// What an attempt's result means for its endpoint's cap.
@@ -187,7 +203,7 @@ impl Lane {
         let step = self.service_ms(now) / self.cap.max(1.0) / 1e3;
         let wait = Duration::from_secs_f64((ahead * step).min(86_400.0))
             .clamp(PARK_MIN, limits.park_max.max(PARK_MIN));
-        let wait = rung_below(wait);
+        let wait = spread_rung(wait, rand::rng().random::<f64>());
         *self.parked.entry(now + wait).or_default() += 1;
         wait
     }
@@ -558,19 +574,47 @@ mod tests {
             go(admit(&g, tenant, ep).await).finish(Outcome::TimedOut, Duration::from_secs(20));
         }
         assert_eq!(g.view(ep), Some((1, Some(Reason::Timeouts))));
-        // A hanging endpoint at cap 1: every other task parks, spread ahead in time.
+        // A hanging endpoint at cap 1: every other task parks, on rungs up to the longest park.
         let probe = go(admit(&g, tenant, ep).await);
         let parks: Vec<Duration> = futures::future::join_all(
-            (0..5).map(|_| async { parked(admit(&g, tenant, ep).await).0 }),
+            (0..50).map(|_| async { parked(admit(&g, tenant, ep).await).0 }),
         )
         .await;
-        assert!(parks.windows(2).all(|w| w[0] <= w[1]), "{parks:?}");
-        assert!(parks[4] > parks[0], "{parks:?}");
+        assert!(
+            parks
+                .iter()
+                .all(|d| *d >= PARK_MIN && *d <= Duration::from_secs(60)),
+            "{parks:?}"
+        );
+        let distinct: std::collections::BTreeSet<_> = parks.iter().collect();
+        assert!(distinct.len() >= 3, "parks spread over rungs: {parks:?}");
         probe.finish(Outcome::Answered, Duration::from_millis(3));
         for _ in 0..200 {
             go(admit(&g, tenant, ep).await).finish(Outcome::Answered, Duration::from_millis(3));
         }
         assert_eq!(g.view(ep), Some((16, None)));
+    }
+
+    #[test]
+    fn parks_spread_over_rungs_in_proportion_to_their_length() {
+        let secs = |t: u64, u: f64| spread_rung(Duration::from_secs(t), u).as_secs();
+        // Up to 60 s: rungs 1, 2, 5, 10, 15, 20, 30, 60 s (143 s in all).
+        assert_eq!(secs(60, 0.0), 1);
+        assert_eq!(secs(60, 0.999), 60);
+        assert_eq!(secs(60, 83.0 / 143.0), 60);
+        assert_eq!(secs(60, 82.0 / 143.0), 30);
+        // A short target keeps short parks; never below 1 s, never above the target.
+        assert_eq!(secs(1, 0.7), 1);
+        assert_eq!(secs(4, 0.9), 2);
+        let n = 10_000;
+        let mut at_60 = 0;
+        for i in 0..n {
+            let d = secs(60, i as f64 / n as f64);
+            assert!((1..=60).contains(&d));
+            at_60 += usize::from(d == 60);
+        }
+        // 60 of 143: its share of the returns per second equals every other rung's.
+        assert!((4_150..4_250).contains(&at_60), "{at_60}");
     }
 
     #[tokio::test(start_paused = true)]
