@@ -111,26 +111,38 @@ impl Topology {
         format!("{}.deliveries.work", self.prefix)
     }
 
-    /// The topic exchange of the work shards: a task due now has the key `work.<shard>`, one
-    /// back from a delay queue `<ms>.work.<shard>`; each shard is bound with `#.work.<shard>`.
+    /// The topic exchange of the work shards: a fresh task has the key `work.<shard>` (bound
+    /// to its shard's queue), one that waited (a retry, a parked task) `again.<shard>` or, back
+    /// from a delay queue, `<ms>.again.<shard>` (bound with `#.again.<shard>` to its shard's
+    /// queue of returning tasks).
     pub fn work_exchange(&self) -> String {
         format!("{}.work", self.prefix)
     }
 
+    /// The queue of a shard's fresh tasks.
     pub fn shard_queue(&self, shard: usize) -> String {
         format!("{}.deliveries.work.{shard}", self.prefix)
     }
 
-    /// Every queue dispatchers consume: the shards, then the legacy work queue.
+    /// The queue of a shard's returning tasks (retries and parked tasks): apart from the fresh
+    /// ones, so a tenant's retries and parked backlog never stand in front of the fresh
+    /// deliveries of a tenant that shares its shard.
+    pub fn again_queue(&self, shard: usize) -> String {
+        format!("{}.deliveries.again.{shard}", self.prefix)
+    }
+
+    /// Every queue dispatchers consume: the fresh shards, the returning shards, then the
+    /// legacy work queue.
     pub fn work_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = (0..WORK_SHARDS).map(|s| self.shard_queue(s)).collect();
+        queues.extend((0..WORK_SHARDS).map(|s| self.again_queue(s)));
         queues.push(self.work_queue());
         queues
     }
 
-    /// True for a shard and for the legacy work queue.
+    /// True for every queue of [`Self::work_queues`].
     pub fn is_work_queue(&self, queue: &str) -> bool {
-        queue == self.work_queue() || self.work_queues().iter().any(|q| q == queue)
+        self.work_queues().iter().any(|q| q == queue)
     }
 
     /// The topic exchange of the delay ladder: the queue of rung `ms` is bound with `ms.#`.
@@ -164,8 +176,23 @@ impl Topology {
         }
     }
 
-    /// A message that waits on rung `delay_ms` of the ladder, then enters `tenant`'s work
-    /// shard: the delay queue dead-letters it with the key it was published with.
+    /// A task that waited, due now: for `tenant`'s queue of returning tasks.
+    pub fn again_message(
+        &self,
+        tenant: uuid::Uuid,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> Outgoing {
+        Outgoing {
+            exchange: self.work_exchange(),
+            routing_key: format!("again.{}", shard_of(tenant)),
+            body,
+            headers,
+        }
+    }
+
+    /// A message that waits on rung `delay_ms` of the ladder, then enters `tenant`'s queue of
+    /// returning tasks: the delay queue dead-letters it with the key it was published with.
     pub fn delay_message(
         &self,
         delay_ms: u64,
@@ -175,7 +202,7 @@ impl Topology {
     ) -> Outgoing {
         Outgoing {
             exchange: self.delay_exchange(),
-            routing_key: format!("{delay_ms}.work.{}", shard_of(tenant)),
+            routing_key: format!("{delay_ms}.again.{}", shard_of(tenant)),
             body,
             headers,
         }
@@ -283,15 +310,13 @@ impl Topology {
         self.exchange(ch, &self.work_exchange(), ExchangeKind::Topic)
             .await?;
         for shard in 0..WORK_SHARDS {
-            let queue = self.shard_queue(shard);
-            self.queue(ch, &queue, self.consumed_args()).await?;
-            self.bind(
-                ch,
-                &queue,
-                &self.work_exchange(),
-                &format!("#.work.{shard}"),
-            )
-            .await?;
+            let (fresh, again) = (self.shard_queue(shard), self.again_queue(shard));
+            self.queue(ch, &fresh, self.consumed_args()).await?;
+            self.queue(ch, &again, self.consumed_args()).await?;
+            let x = self.work_exchange();
+            self.bind(ch, &fresh, &x, &format!("work.{shard}")).await?;
+            self.bind(ch, &again, &x, &format!("#.again.{shard}"))
+                .await?;
         }
 
         self.exchange(ch, &self.delay_exchange(), ExchangeKind::Topic)
@@ -376,10 +401,11 @@ mod tests {
         assert_eq!(work.routing_key, format!("work.{}", shard_of(tenant)));
         let delayed = t.delay_message(60_000, tenant, Vec::new(), Vec::new());
         assert_eq!(delayed.exchange, "herald.delays");
-        assert_eq!(
-            delayed.routing_key,
-            format!("60000.work.{}", shard_of(tenant))
-        );
+        assert_eq!(delayed.routing_key, format!("60000.again.{}", shard_of(tenant)));
+        let again = t.again_message(tenant, Vec::new(), Vec::new());
+        assert_eq!(again.routing_key, format!("again.{}", shard_of(tenant)));
+        assert_eq!(t.work_queues().len(), 2 * WORK_SHARDS + 1);
+        assert!(t.is_work_queue("herald.deliveries.again.7"));
         let mut seen = [0usize; WORK_SHARDS];
         for n in 0..8_000u128 {
             seen[shard_of(uuid::Uuid::from_u128(n * 0x9e37_79b9_7f4a_7c15))] += 1;

@@ -3,6 +3,11 @@
 //! tenant changes, so toggles, deletes and secret changes apply to the next delivery; the TTL
 //! only bounds how stale an entry gets when a notice is lost. A load that raced with a notice
 //! is used once but not kept.
+//!
+//! An entry past its TTL is still used while one background load refreshes it (up to
+//! [`STALE_FOR`] TTLs old): a delivery never waits on the database for an endpoint it already
+//! knows, so another tenant's load on the pool (a failing endpoint's streak writes, say) cannot
+//! stall it. Only an endpoint not seen for a while is loaded before use.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +17,18 @@ use std::time::{Duration, Instant};
 use herald_store::{Change, Endpoint, Store};
 use uuid::Uuid;
 
-/// Endpoint id → (when it was loaded, the endpoint or `None` when it does not exist).
-type Entries = HashMap<Uuid, (Instant, Option<Arc<Endpoint>>)>;
+/// How many TTLs old an entry may be used while it is refreshed in the background.
+const STALE_FOR: u32 = 4;
+
+/// One cached endpoint (`None`: it does not exist) and when it was loaded.
+struct Entry {
+    at: Instant,
+    endpoint: Option<Arc<Endpoint>>,
+    /// A background load is on its way.
+    refreshing: bool,
+}
+
+type Entries = HashMap<Uuid, Entry>;
 
 #[derive(Clone)]
 pub struct EndpointCache {
@@ -36,11 +51,40 @@ impl EndpointCache {
 
     /// The endpoint, `None` once deleted.
     pub async fn get(&self, id: Uuid) -> herald_store::Result<Option<Arc<Endpoint>>> {
-        if let Some((at, e)) = self.entries.lock().expect("endpoint cache lock").get(&id)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(e.clone());
+        if let Some(found) = self.cached(id) {
+            return Ok(found);
         }
+        self.load(id).await
+    }
+
+    /// A usable entry; a stale one starts its background refresh.
+    fn cached(&self, id: Uuid) -> Option<Option<Arc<Endpoint>>> {
+        let mut entries = self.entries.lock().expect("endpoint cache lock");
+        let entry = entries.get_mut(&id)?;
+        let age = entry.at.elapsed();
+        if age < self.ttl {
+            return Some(entry.endpoint.clone());
+        }
+        if age >= self.ttl * STALE_FOR {
+            return None;
+        }
+        if !entry.refreshing {
+            entry.refreshing = true;
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.load(id).await {
+                    tracing::debug!(endpoint_id = %id, error = %e, "endpoint refresh failed");
+                    if let Some(entry) = this.entries.lock().expect("endpoint cache lock").get_mut(&id) {
+                        entry.refreshing = false;
+                    }
+                }
+            });
+        }
+        Some(entry.endpoint.clone())
+    }
+
+    /// Loads the endpoint and keeps it, unless a change notice arrived meanwhile.
+    async fn load(&self, id: Uuid) -> herald_store::Result<Option<Arc<Endpoint>>> {
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = self.store.find_endpoint(id).await?.map(Arc::new);
         let mut entries = self.entries.lock().expect("endpoint cache lock");
@@ -48,9 +92,15 @@ impl EndpointCache {
             return Ok(loaded);
         }
         if entries.len() > 50_000 {
-            entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            let keep = self.ttl * STALE_FOR;
+            entries.retain(|_, e| e.at.elapsed() < keep);
         }
-        entries.insert(id, (Instant::now(), loaded.clone()));
+        let entry = Entry {
+            at: Instant::now(),
+            endpoint: loaded.clone(),
+            refreshing: false,
+        };
+        entries.insert(id, entry);
         Ok(loaded)
     }
 
@@ -71,7 +121,11 @@ impl EndpointCache {
             }
             // Tenant settings (header prefix, User-Agent) are part of each endpoint entry.
             Change::Tenant(tenant) => {
-                entries.retain(|_, (_, e)| e.as_ref().is_some_and(|e| e.tenant_id != tenant))
+                entries.retain(|_, e| {
+                    e.endpoint
+                        .as_ref()
+                        .is_some_and(|e| e.tenant_id != tenant)
+                })
             }
             Change::Unknown => entries.clear(),
         }

@@ -13,9 +13,10 @@ pub struct Config {
     /// `127.0.0.1:9603`; `off` disables it.
     pub metrics_addr: String,
     /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher from
-    /// each work queue (8 shards and the legacy queue), default 256, at least 1. A tenant's
-    /// tasks are on one shard, so one tenant's backlog fills one window; the dispatcher holds
-    /// at most 9 × this many tasks, so memory is bounded by that times the largest payload.
+    /// each work queue (8 shards of fresh tasks, 8 of returning ones, the legacy queue), default
+    /// 512, at least 1. A tenant's tasks are on one shard, so one tenant's backlog fills at most
+    /// two windows; the dispatcher holds at most 17 × this many tasks, so memory is bounded by
+    /// that times the largest payload.
     pub prefetch: u16,
     /// Per-endpoint and per-tenant in-flight caps (`HERALD_ENDPOINT_MAX_IN_FLIGHT`, default 16;
     /// `HERALD_TENANT_MAX_IN_FLIGHT`, default 64) and parking (`HERALD_PARK_AFTER`, default
@@ -71,7 +72,7 @@ impl Config {
         Ok(Self {
             common: Common::load(r)?,
             metrics_addr: r.string("HERALD_METRICS_ADDR", "127.0.0.1:9603"),
-            prefetch: match r.parse("HERALD_DISPATCHER_PREFETCH", 256)? {
+            prefetch: match r.parse("HERALD_DISPATCHER_PREFETCH", 512)? {
                 0 => {
                     return Err(ConfigError {
                         name: "HERALD_DISPATCHER_PREFETCH".into(),
@@ -162,7 +163,7 @@ mod tests {
     #[test]
     fn held_tasks_and_posts_have_their_own_bounds() {
         let c = load(&[]).unwrap();
-        assert_eq!((c.prefetch, c.concurrency), (256, 128));
+        assert_eq!((c.prefetch, c.concurrency), (512, 128));
         assert_eq!((c.gates.endpoint_max, c.gates.tenant_max), (16, 64));
         assert_eq!(c.gates.park_after, Duration::from_millis(250));
         assert_eq!(c.gates.park_max, Duration::from_secs(60));

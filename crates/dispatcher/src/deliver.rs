@@ -334,6 +334,14 @@ impl Dispatcher {
             }
         }
         let mut out = FollowUps::default();
+        if steps.is_empty() {
+            return out;
+        }
+        // Every write of an endpoint's streak updates one row: concurrent ones would queue on
+        // its row lock holding pool connections, and a failing endpoint's hundreds of attempts
+        // a second would starve every other endpoint's lookups. One at a time per stripe.
+        let stripe = endpoint.id.as_u128() as usize % self.streak_stripes.len();
+        let _one_at_a_time = self.streak_stripes[stripe].lock().await;
         for step in steps {
             match self.store.record_outcome(endpoint.id, step, &policy).await {
                 Ok(Streak::Unchanged) => {}
@@ -460,8 +468,8 @@ impl Dispatcher {
         }
     }
 
-    /// The message that brings `task` back after `wait`, at `due`: straight to its work shard
-    /// for a wait shorter than every delay queue's, else through the delay queue of the longest
+    /// The message that brings `task` back after `wait`, at `due`: straight to its shard's
+    /// queue of returning tasks for a wait shorter than every delay queue's, else through the delay queue of the longest
     /// rung that fits. When the rung falls short, the task carries `due` and is sent on when it
     /// comes back ([`herald_broker::delay_hop`]). The wait is passed as such, not derived from
     /// `due`: a tier of exactly one rung stays one hop.
@@ -483,7 +491,7 @@ impl Dispatcher {
         let body = task.encode();
         let trace = herald_telemetry::trace_headers();
         match rung {
-            None => topo.work_message(task.tenant_id, body, trace),
+            None => topo.again_message(task.tenant_id, body, trace),
             Some(rung) => topo.delay_message(rung, task.tenant_id, body, trace),
         }
     }

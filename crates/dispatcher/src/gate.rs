@@ -4,9 +4,10 @@
 //! and a backlog, every slot (and the whole prefetch window) ends up waiting on that endpoint.
 //! So, in each dispatcher:
 //! - an endpoint holds at most `cap` POSTs at once. The cap starts at the endpoint's
-//!   `max_in_flight` (or `HERALD_ENDPOINT_MAX_IN_FLIGHT`), halves on every timeout and drops by a
-//!   quarter on every fast failure (5xx, 429, connection error), never below 1 (one probe at a
-//!   time: a circuit that stays half-open), and grows back by `1/cap` per success (AIMD);
+//!   `max_in_flight` (or `HERALD_ENDPOINT_MAX_IN_FLIGHT`), halves on every timeout, never below
+//!   1 (one probe at a time: a circuit that stays half-open), drops by a quarter on every fast
+//!   failure (5xx, 429, connection error) but not below a quarter of the full cap (a fast
+//!   failure frees its slot at once), and grows back by `1/cap` per success (AIMD);
 //! - a tenant holds at most `HERALD_TENANT_MAX_IN_FLIGHT` POSTs at once, whatever the number
 //!   of its endpoints;
 //! - a task that finds its endpoint (or tenant) at its cap waits here only while that is likely
@@ -15,8 +16,8 @@
 //!   neither a POST slot nor a place in the prefetch window. Parking is not an attempt: no
 //!   record, no status change. A park lasts about as long as the endpoint needs to take the
 //!   tasks ahead of it (those waiting here and those parked and not back yet), at most
-//!   `HERALD_PARK_MAX`, spread over the delay queues up to that ([`spread_rung`]) so that a
-//!   backlog parked in one burst does not come back in one.
+//!   `HERALD_PARK_MAX`; tasks whose turn is further off are spread over the longer delay
+//!   queues ([`spread_rung`]) so that a backlog parked in one burst does not come back in one.
 //!
 //! The caps are per dispatcher, not global: a global cap would cost a Redis round trip per
 //! delivery and leak leases when a dispatcher is killed, while per-dispatcher caps need no
@@ -89,22 +90,35 @@ pub enum Outcome {
     Failed,
 }
 
-/// A delay queue for a park of at most `target`, chosen among the rungs from [`PARK_MIN`] to
-/// `target` with a chance proportional to each rung's length (`u` uniform in [0, 1)).
+fn rungs_ms() -> impl DoubleEndedIterator<Item = u64> {
+    herald_broker::DELAY_RUNGS_MS.iter().copied()
+}
+
+/// The shortest delay queue at least `wait` long (and at least [`PARK_MIN`]).
+fn rung_at_least(wait: Duration) -> Duration {
+    let ms = (wait.as_millis().min(u128::from(u64::MAX)) as u64).max(PARK_MIN.as_millis() as u64);
+    Duration::from_millis(rungs_ms().find(|r| *r >= ms).unwrap_or(u64::MAX).min(86_400_000))
+}
+
+/// The longest delay queue at most `wait` long (at least [`PARK_MIN`]).
+fn rung_at_most(wait: Duration) -> Duration {
+    let ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
+    Duration::from_millis(rungs_ms().rev().find(|r| *r <= ms).unwrap_or(0)).max(PARK_MIN)
+}
+
+/// A delay queue between `lo` and `hi` (at least [`PARK_MIN`]), chosen with a chance
+/// proportional to its length (`u` uniform in [0, 1)): the park of a task whose turn is
+/// further off than the longest park.
 ///
-/// Tasks parked together (a backlog meeting a dark endpoint arrives within seconds) would come
-/// back together if they all took the same rung, forever: one burst of re-parking a minute,
-/// saturating the dispatcher and delaying everyone. Spread this way, each rung returns its
-/// share at the same rate per second, so returns are even over time within a few rounds, at
-/// a mean wait of ~60 % of `target` (rather than all of it). A park is always one hop.
-fn spread_rung(target: Duration, u: f64) -> Duration {
-    let target = target.as_millis().min(u128::from(u64::MAX)) as u64;
-    let min = PARK_MIN.as_millis() as u64;
-    let rungs: Vec<u64> = herald_broker::DELAY_RUNGS_MS
-        .iter()
-        .copied()
-        .filter(|r| (min..=target.max(min)).contains(r))
-        .collect();
+/// Such tasks (a backlog meeting a dark endpoint, arriving within seconds) would come back
+/// together if they all took the longest park, and again a minute later, forever: a burst of
+/// re-parking each minute that saturates the dispatcher and delays everyone. Spread this way,
+/// each rung returns its share at the same rate per second, so the returns even out within a
+/// few rounds (at a mean of ~70 % of `hi` with the default rungs). A park is always one hop.
+fn spread_rung(lo: Duration, hi: Duration, u: f64) -> Duration {
+    let lo = (lo.as_millis() as u64).max(PARK_MIN.as_millis() as u64);
+    let hi = hi.as_millis().min(u128::from(u64::MAX)) as u64;
+    let rungs: Vec<u64> = rungs_ms().filter(|r| (lo..=hi).contains(r)).collect();
     let total: u64 = rungs.iter().sum();
     let mut pick = (u.clamp(0.0, 1.0) * total as f64) as u64;
     for r in &rungs {
@@ -113,7 +127,9 @@ fn spread_rung(target: Duration, u: f64) -> Duration {
         }
         pick -= r;
     }
-    Duration::from_millis(rungs.last().copied().unwrap_or(min))
+    rungs
+        .last()
+        .map_or_else(|| rung_at_most(Duration::from_millis(hi)), |r| Duration::from_millis(*r))
 }
 
 /// What an attempt's result means for its endpoint's cap.
@@ -201,9 +217,14 @@ impl Lane {
         let out: u32 = self.parked.values().sum();
         let ahead = f64::from(out) + f64::from(self.waiters) + 1.0;
         let step = self.service_ms(now) / self.cap.max(1.0) / 1e3;
-        let wait = Duration::from_secs_f64((ahead * step).min(86_400.0))
-            .clamp(PARK_MIN, limits.park_max.max(PARK_MIN));
-        let wait = spread_rung(wait, rand::rng().random::<f64>());
+        let target = Duration::from_secs_f64((ahead * step).min(86_400.0));
+        let max = limits.park_max.max(PARK_MIN);
+        let wait = if target <= max {
+            // Back when its turn comes (rounded up: a task back early only parks again).
+            rung_at_least(target).min(rung_at_most(max))
+        } else {
+            spread_rung(max / 4, max, rand::rng().random::<f64>())
+        };
         *self.parked.entry(now + wait).or_default() += 1;
         wait
     }
@@ -239,8 +260,16 @@ impl Lane {
             Outcome::TimedOut => (0.5, Reason::Timeouts),
             Outcome::Failed => (0.75, Reason::Errors),
         };
+        // A fast failure holds its slot for milliseconds: below a quarter of the full cap a
+        // smaller cap saves nothing, and only makes the endpoint's backlog wait (parked, at
+        // two broker hops a round) for attempts its schedule makes anyway. A timeout holds its
+        // slot for the whole timeout: down to one probe.
+        let floor = match outcome {
+            Outcome::Failed => (f64::from(self.max) / 4.0).max(1.0),
+            _ => 1.0,
+        };
         let before = self.cap;
-        self.cap = (self.cap * factor).max(1.0);
+        self.cap = (self.cap * factor).max(floor.min(self.cap));
         let since = self.throttled.as_ref().map_or_else(Utc::now, |n| n.since);
         self.throttled = Some(Note {
             reason,
@@ -596,25 +625,30 @@ mod tests {
     }
 
     #[test]
-    fn parks_spread_over_rungs_in_proportion_to_their_length() {
-        let secs = |t: u64, u: f64| spread_rung(Duration::from_secs(t), u).as_secs();
-        // Up to 60 s: rungs 1, 2, 5, 10, 15, 20, 30, 60 s (143 s in all).
-        assert_eq!(secs(60, 0.0), 1);
-        assert_eq!(secs(60, 0.999), 60);
-        assert_eq!(secs(60, 83.0 / 143.0), 60);
-        assert_eq!(secs(60, 82.0 / 143.0), 30);
-        // A short target keeps short parks; never below 1 s, never above the target.
-        assert_eq!(secs(1, 0.7), 1);
-        assert_eq!(secs(4, 0.9), 2);
+    fn parks_take_the_rung_of_their_turn_or_spread_past_the_longest() {
+        let s = Duration::from_secs;
+        assert_eq!(rung_at_least(Duration::from_millis(3)), s(1));
+        assert_eq!(rung_at_least(Duration::from_millis(2_100)), s(5));
+        assert_eq!(rung_at_least(s(40)), s(60));
+        assert_eq!(rung_at_most(s(45)), s(30));
+        assert_eq!(rung_at_most(Duration::from_millis(10)), s(1));
+        let secs = |u: f64| spread_rung(s(15), s(60), u).as_secs();
+        // Rungs 15, 20, 30 and 60 s (125 s in all).
+        assert_eq!(secs(0.0), 15);
+        assert_eq!(secs(0.999), 60);
+        assert_eq!(secs(65.0 / 125.0), 60);
+        assert_eq!(secs(64.0 / 125.0), 30);
+        // No rung in the range: the longest below its top.
+        assert_eq!(spread_rung(s(3), s(4), 0.5), s(2));
         let n = 10_000;
         let mut at_60 = 0;
         for i in 0..n {
-            let d = secs(60, i as f64 / n as f64);
-            assert!((1..=60).contains(&d));
+            let d = secs(i as f64 / n as f64);
+            assert!((15..=60).contains(&d));
             at_60 += usize::from(d == 60);
         }
-        // 60 of 143: its share of the returns per second equals every other rung's.
-        assert!((4_150..4_250).contains(&at_60), "{at_60}");
+        // 60 of 125: its share of the returns per second equals every other rung's.
+        assert!((4_750..4_850).contains(&at_60), "{at_60}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -623,8 +657,13 @@ mod tests {
         let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
         go(admit(&g, tenant, ep).await).finish(Outcome::Failed, Duration::from_millis(2));
         assert_eq!(g.view(ep), Some((12, Some(Reason::Errors))));
+        // Fast failures alone stop at a quarter of the full cap.
+        for _ in 0..10 {
+            go(admit(&g, tenant, ep).await).finish(Outcome::Failed, Duration::from_millis(2));
+        }
+        assert_eq!(g.view(ep), Some((4, Some(Reason::Errors))));
         go(admit(&g, tenant, ep).await).finish(Outcome::TimedOut, Duration::from_secs(1));
-        assert_eq!(g.view(ep), Some((6, Some(Reason::Timeouts))));
+        assert_eq!(g.view(ep), Some((2, Some(Reason::Timeouts))));
     }
 
     #[tokio::test(start_paused = true)]

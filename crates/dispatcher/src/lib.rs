@@ -41,6 +41,9 @@ pub use crate::config::Config;
 use crate::deliver::Decision;
 pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers, post_task};
 
+/// Locks serialising endpoints' failure-streak writes (an endpoint always takes the same one).
+const STREAK_STRIPES: usize = 64;
+
 /// Tries of an endpoint lookup failing for another reason than a database outage before the
 /// task is handed back to the broker.
 const PERMANENT_ERROR_TRIES: u32 = 4;
@@ -72,6 +75,8 @@ pub(crate) struct Dispatcher {
     /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
     /// failure streak even when the cached endpoint does not show one yet.
     recent_failures: Arc<Mutex<HashSet<uuid::Uuid>>>,
+    /// Streak writes of one endpoint go one at a time (striped by endpoint id).
+    streak_stripes: Arc<[tokio::sync::Mutex<()>]>,
     /// POSTs in flight at once (`HERALD_DISPATCHER_CONCURRENCY`). Tasks held (at most the
     /// prefetch) outnumber them: most of a task's time goes to waiting for its follow-up
     /// confirms, which needs no connection to the receiver.
@@ -119,6 +124,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
         redis,
         recent_failures: Arc::default(),
+        streak_stripes: (0..STREAK_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect(),
         consuming: Arc::default(),
         posts: Arc::new(Semaphore::new(config.concurrency.max(1))),
         config: Arc::new(config),
