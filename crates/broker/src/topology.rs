@@ -401,7 +401,10 @@ mod tests {
         assert_eq!(work.routing_key, format!("work.{}", shard_of(tenant)));
         let delayed = t.delay_message(60_000, tenant, Vec::new(), Vec::new());
         assert_eq!(delayed.exchange, "herald.delays");
-        assert_eq!(delayed.routing_key, format!("60000.again.{}", shard_of(tenant)));
+        assert_eq!(
+            delayed.routing_key,
+            format!("60000.again.{}", shard_of(tenant))
+        );
         let again = t.again_message(tenant, Vec::new(), Vec::new());
         assert_eq!(again.routing_key, format!("again.{}", shard_of(tenant)));
         assert_eq!(t.work_queues().len(), 2 * WORK_SHARDS + 1);

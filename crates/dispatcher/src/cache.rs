@@ -74,7 +74,12 @@ impl EndpointCache {
             tokio::spawn(async move {
                 if let Err(e) = this.load(id).await {
                     tracing::debug!(endpoint_id = %id, error = %e, "endpoint refresh failed");
-                    if let Some(entry) = this.entries.lock().expect("endpoint cache lock").get_mut(&id) {
+                    if let Some(entry) = this
+                        .entries
+                        .lock()
+                        .expect("endpoint cache lock")
+                        .get_mut(&id)
+                    {
                         entry.refreshing = false;
                     }
                 }
@@ -121,11 +126,7 @@ impl EndpointCache {
             }
             // Tenant settings (header prefix, User-Agent) are part of each endpoint entry.
             Change::Tenant(tenant) => {
-                entries.retain(|_, e| {
-                    e.endpoint
-                        .as_ref()
-                        .is_some_and(|e| e.tenant_id != tenant)
-                })
+                entries.retain(|_, e| e.endpoint.as_ref().is_some_and(|e| e.tenant_id != tenant))
             }
             Change::Unknown => entries.clear(),
         }

@@ -97,7 +97,12 @@ fn rungs_ms() -> impl DoubleEndedIterator<Item = u64> {
 /// The shortest delay queue at least `wait` long (and at least [`PARK_MIN`]).
 fn rung_at_least(wait: Duration) -> Duration {
     let ms = (wait.as_millis().min(u128::from(u64::MAX)) as u64).max(PARK_MIN.as_millis() as u64);
-    Duration::from_millis(rungs_ms().find(|r| *r >= ms).unwrap_or(u64::MAX).min(86_400_000))
+    Duration::from_millis(
+        rungs_ms()
+            .find(|r| *r >= ms)
+            .unwrap_or(u64::MAX)
+            .min(86_400_000),
+    )
 }
 
 /// The longest delay queue at most `wait` long (at least [`PARK_MIN`]).
@@ -127,9 +132,10 @@ fn spread_rung(lo: Duration, hi: Duration, u: f64) -> Duration {
         }
         pick -= r;
     }
-    rungs
-        .last()
-        .map_or_else(|| rung_at_most(Duration::from_millis(hi)), |r| Duration::from_millis(*r))
+    rungs.last().map_or_else(
+        || rung_at_most(Duration::from_millis(hi)),
+        |r| Duration::from_millis(*r),
+    )
 }
 
 /// What an attempt's result means for its endpoint's cap.
