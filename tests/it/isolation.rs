@@ -14,9 +14,10 @@ use herald_tests::{AMQP_URL, Herald, Options, Tenant, authed};
 use tokio::time::Instant;
 
 /// Most a quiet tenant's delivery may take, publish to receiver, beside a hanging endpoint
-/// with a backlog. Alone it takes a few ms; before per-endpoint caps it took seconds (every
-/// POST slot waited on the hanging endpoint's 3 s timeout).
-const BOUND: Duration = Duration::from_millis(1000);
+/// with a backlog. Alone it takes a few ms (a few hundred in a debug build beside the whole
+/// test suite); before per-endpoint caps it took at least the hanging endpoint's 3 s timeout
+/// (every POST slot waited on it).
+const BOUND: Duration = Duration::from_millis(2000);
 
 async fn endpoint(herald: &Herald, tenant: &Tenant, req: pb::CreateEndpointRequest) -> String {
     herald.create_endpoint(tenant, req).await.0.id
@@ -155,7 +156,7 @@ async fn a_healthy_backlog_does_not_hold_up_a_tenant_on_another_shard() {
     // 300 events to 20 endpoints: a backlog of 6,000 deliveries, seconds of work here.
     backlog(&herald, &busy, "busy.event", 300).await;
     let mut sent = quiet_events(&herald, &quiet, 10).await;
-    let (mut worst, mut busy_seen) = (Duration::ZERO, 0);
+    let (mut worst, mut busy_seen, mut busy_before_last) = (Duration::ZERO, 0, 0);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !sent.is_empty() && Instant::now() < deadline {
         let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(1), rx.rx.recv()).await else {
@@ -169,18 +170,22 @@ async fn a_healthy_backlog_does_not_hold_up_a_tenant_on_another_shard() {
         let i = body["i"].as_u64().expect("a quiet event");
         let published = sent.remove(&i).expect("each quiet event once");
         worst = worst.max(got.at.duration_since(published.into_std()));
+        busy_before_last = busy_seen;
     }
     assert!(
         sent.is_empty(),
         "{} quiet deliveries never arrived",
         sent.len()
     );
+    // The quiet deliveries overtook the backlog published before them: in one FIFO queue they
+    // would arrive after all 6,000 of it, whatever the machine's speed.
     assert!(
-        busy_seen < 6_000,
-        "the busy backlog was done before the quiet tenant published: the test proves nothing"
+        busy_before_last < 3_000,
+        "the last quiet delivery arrived after {busy_before_last} of the 6,000 busy ones"
     );
+    // Loose (the whole suite shares two cores): the overtaking above is the isolation.
     assert!(
-        worst <= BOUND,
+        worst <= 2 * BOUND,
         "a quiet delivery took {worst:?} beside a backlog"
     );
     herald.stop().await;

@@ -229,7 +229,7 @@ async fn an_interrupted_publish_is_resumed_under_its_event_id() {
         .arg(60)
         .ignore()
         .cmd("SET")
-        .arg(format!("{other_key}:fp"))
+        .arg(format!("{}:idem-fp:{}:order-9", herald.name, tenant.id))
         .arg("0".repeat(32))
         .arg("EX")
         .arg(60)

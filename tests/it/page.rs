@@ -1441,6 +1441,7 @@ async fn tenant_b_gets_not_found_for_every_tenant_a_resource() {
                 .get_delivery(authed(
                     pb::GetDeliveryRequest {
                         id: delivery.clone(),
+                        ..Default::default()
                     },
                     key,
                 ))

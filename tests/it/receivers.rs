@@ -93,7 +93,10 @@ async fn chaotic_receiver_ends_every_delivery_per_its_schedule() {
     for d in &finals {
         let full = deliveries
             .get_delivery(authed(
-                pb::GetDeliveryRequest { id: d.id.clone() },
+                pb::GetDeliveryRequest {
+                    id: d.id.clone(),
+                    ..Default::default()
+                },
                 &t.api_key,
             ))
             .await

@@ -401,6 +401,7 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
         .get_delivery(authed(
             pb::GetDeliveryRequest {
                 id: a_deliveries[0].id.clone(),
+                ..Default::default()
             },
             &b.api_key,
         ))

@@ -413,6 +413,7 @@ impl Herald {
                 .get_delivery(authed(
                     pb::GetDeliveryRequest {
                         id: delivery_id.into(),
+                        ..Default::default()
                     },
                     &tenant.api_key,
                 ))

@@ -38,7 +38,7 @@ pub enum Command {
     Scenario {
         name: ScenarioName,
         /// Events to publish instead of the scenario's default (noisy-neighbour: tenant A's
-        /// events per endpoint).
+        /// events per endpoint; noisy-tenant takes none).
         #[arg(long)]
         events: Option<u64>,
     },
@@ -73,8 +73,8 @@ pub struct Settings {
     /// Dispatcher processes.
     #[arg(long, global = true, default_value_t = 1)]
     pub dispatchers: usize,
-    /// Longest one run (or one baseline) may take, in seconds; it is then cut short and
-    /// reported as timed out.
+    /// Longest one run (or one baseline, or one phase of noisy-tenant) may take, in seconds;
+    /// it is then cut short and reported as timed out.
     #[arg(long, global = true, default_value_t = 600)]
     pub timeout: u64,
     /// Write the results as JSON to this file.
@@ -86,8 +86,9 @@ pub struct Settings {
     /// Duration of each baseline, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
     pub baseline_secs: u64,
-    /// Multiplies the standard scenarios' event counts (e.g. 0.1 for a quick smoke run), and
-    /// noisy-neighbour's event counts and publishing time (0.05: 500 events per endpoint, 10 s).
+    /// Multiplies the standard scenarios' event counts (e.g. 0.1 for a quick smoke run),
+    /// noisy-neighbour's event counts and publishing time (0.05: 500 events per endpoint, 10 s),
+    /// and the length of noisy-tenant's phases (20 s; not below 10 s).
     #[arg(long, global = true, default_value_t = 1.0)]
     pub scale: f64,
     /// Verify the signature of every n-th request at the receiver (0: never).
@@ -131,11 +132,16 @@ pub enum ScenarioName {
     /// and fail, with 1 and then 2 dispatchers (its own phases, see `noisy.rs`).
     #[value(name = "noisy-neighbour")]
     NoisyNeighbour,
+    /// Tenant isolation against the API: one tenant's latency alone, then beside a tenant
+    /// attacking with heavy filters, fan-out, replays, a SendTest flood and junk tokens (its
+    /// own phases, see `noisy_tenant.rs`).
+    #[value(name = "noisy-tenant")]
+    NoisyTenant,
 }
 
 impl ScenarioName {
-    /// Every scenario made of one load run, in the order `all` runs them (noisy-neighbour
-    /// follows them).
+    /// Every scenario made of one load run, in the order `all` runs them (noisy-neighbour and
+    /// noisy-tenant follow them).
     pub const LOADS: [ScenarioName; 8] = [
         ScenarioName::OneEndpoint,
         ScenarioName::HundredEndpoints,
@@ -158,6 +164,7 @@ impl ScenarioName {
             ScenarioName::Batch => "batch",
             ScenarioName::BatchAccept => "batch-accept",
             ScenarioName::NoisyNeighbour => "noisy-neighbour",
+            ScenarioName::NoisyTenant => "noisy-tenant",
         }
     }
 }

@@ -23,6 +23,7 @@ use herald_proto::v1::events_client::EventsClient;
 use serde::Serialize;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
+use uuid::Uuid;
 
 use crate::grpc::{self, authed};
 use crate::procs::Herald;
@@ -119,10 +120,14 @@ impl PayloadMaker {
 pub struct Target {
     clients: Vec<EventsClient<Channel>>,
     auth: AsciiMetadataValue,
+    /// The tenant's id.
+    pub tenant_id: String,
 }
 
 /// A tenant with an API key, and a channel to ingest to act for it.
 pub struct Tenant {
+    /// The tenant's id, as the Admin API returned it.
+    pub id: String,
     pub channel: Channel,
     /// `authorization` value of the tenant's API key.
     pub auth: AsciiMetadataValue,
@@ -156,6 +161,7 @@ pub async fn create_tenant(herald: &Herald, name: &str) -> Result<Tenant> {
         .with_context(|| format!("creating the API key of tenant {name}"))?
         .into_inner();
     Ok(Tenant {
+        id: tenant.id,
         channel,
         auth: grpc::bearer(&key.api_key)?,
     })
@@ -169,8 +175,7 @@ pub async fn setup(herald: &Herald, receiver: &Receiver, spec: &LoadSpec) -> Res
         spec.failing_endpoints <= spec.endpoints,
         "--failing-endpoints must not exceed --endpoints"
     );
-    let Tenant { channel, auth } = create_tenant(herald, "bench").await?;
-    let mut endpoints = pb::endpoints_client::EndpointsClient::new(channel.clone());
+    let tenant = create_tenant(herald, "bench").await?;
     let ok = spec.ok_endpoints();
     for i in 0..spec.endpoints {
         let path = if i < ok {
@@ -178,27 +183,53 @@ pub async fn setup(herald: &Herald, receiver: &Receiver, spec: &LoadSpec) -> Res
         } else {
             format!("/fail/{i}")
         };
-        let created = endpoints
-            .create_endpoint(authed(
-                pb::CreateEndpointRequest {
-                    url: receiver.url(&path),
-                    description: format!("bench {path}"),
-                    event_types: vec!["*".into()],
-                    timeout_ms: Some(10_000),
-                    ..Default::default()
-                },
-                &auth,
-            ))
-            .await
-            .with_context(|| format!("creating endpoint {path}"))?
-            .into_inner();
-        receiver.register_secret(&path, Secret::from_stored(created.secret));
+        let request = pb::CreateEndpointRequest {
+            event_types: vec!["*".into()],
+            timeout_ms: Some(10_000),
+            ..Default::default()
+        };
+        create_endpoint(&tenant, receiver, &path, request).await?;
     }
-    let mut clients = vec![EventsClient::new(channel)];
+    target(herald, &tenant).await
+}
+
+/// Creates an endpoint of `tenant` pointing at `path` on the receiver (`request` gives the
+/// rest) and registers its secret with the receiver; returns the endpoint's id.
+pub async fn create_endpoint(
+    tenant: &Tenant,
+    receiver: &Receiver,
+    path: &str,
+    request: pb::CreateEndpointRequest,
+) -> Result<Uuid> {
+    let request = pb::CreateEndpointRequest {
+        url: receiver.url(path),
+        description: format!("bench {path}"),
+        ..request
+    };
+    let created = pb::endpoints_client::EndpointsClient::new(tenant.channel.clone())
+        .create_endpoint(authed(request, &tenant.auth))
+        .await
+        .with_context(|| format!("creating endpoint {path}"))?
+        .into_inner();
+    receiver.register_secret(path, Secret::from_stored(created.secret));
+    let id = created
+        .endpoint
+        .with_context(|| format!("endpoint {path} created without its description"))?
+        .id;
+    Uuid::parse_str(&id).with_context(|| format!("endpoint id {id:?}"))
+}
+
+/// Publishing for `tenant`, over its channel and [`CONNECTIONS`]` - 1` more.
+pub async fn target(herald: &Herald, tenant: &Tenant) -> Result<Target> {
+    let mut clients = vec![EventsClient::new(tenant.channel.clone())];
     for _ in 1..CONNECTIONS {
         clients.push(EventsClient::new(grpc::connect(herald.ingest_addr).await?));
     }
-    Ok(Target { clients, auth })
+    Ok(Target {
+        clients,
+        auth: tenant.auth.clone(),
+        tenant_id: tenant.id.clone(),
+    })
 }
 
 /// Open-loop figures.

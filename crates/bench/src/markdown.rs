@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::cli::Settings;
 use crate::report::{self, BenchOutput};
-use crate::{db, noisy_report};
+use crate::{db, noisy_report, noisy_tenant_report};
 
 /// The machine and the backing services' versions.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -181,6 +181,9 @@ pub fn render(output: &BenchOutput, settings: &Settings) -> String {
     }
     if !output.noisy_neighbour.is_empty() {
         noisy_report::markdown(&mut md, &output.noisy_neighbour);
+    }
+    if let Some(entry) = &output.noisy_tenant {
+        noisy_tenant_report::markdown(&mut md, entry);
     }
     md
 }

@@ -24,10 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::http::StatusCode;
 use futures::StreamExt;
-use herald_core::signing::Secret;
 use herald_proto::v1 as pb;
 use herald_proto::v1::events_client::EventsClient;
 use serde::Serialize;
@@ -247,8 +246,8 @@ async fn setup_a(herald: &Herald, receiver: &Receiver, plan: &Plan) -> Result<Ne
         retry_schedule_ms: plan.e_retry_schedule_ms.clone(),
         ..Default::default()
     };
-    let hold_id = create_endpoint(&tenant, receiver, H_PATH, h).await?;
-    let fail_id = create_endpoint(&tenant, receiver, E_PATH, e).await?;
+    let hold_id = load::create_endpoint(&tenant, receiver, H_PATH, h).await?;
+    let fail_id = load::create_endpoint(&tenant, receiver, E_PATH, e).await?;
     Ok(Neighbour {
         tenant,
         hold,
@@ -256,31 +255,6 @@ async fn setup_a(herald: &Herald, receiver: &Receiver, plan: &Plan) -> Result<Ne
         hold_id,
         fail_id,
     })
-}
-
-/// Creates an endpoint pointing at `path` and registers its secret with the receiver.
-async fn create_endpoint(
-    tenant: &Tenant,
-    receiver: &Receiver,
-    path: &str,
-    request: pb::CreateEndpointRequest,
-) -> Result<Uuid> {
-    let request = pb::CreateEndpointRequest {
-        url: receiver.url(path),
-        description: format!("noisy-neighbour {path}"),
-        ..request
-    };
-    let created = pb::endpoints_client::EndpointsClient::new(tenant.channel.clone())
-        .create_endpoint(authed(request, &tenant.auth))
-        .await
-        .with_context(|| format!("creating endpoint {path}"))?
-        .into_inner();
-    receiver.register_secret(path, Secret::from_stored(created.secret));
-    let id = created
-        .endpoint
-        .with_context(|| format!("endpoint {path} created without its description"))?
-        .id;
-    Uuid::parse_str(&id).with_context(|| format!("endpoint id {id:?}"))
 }
 
 /// What A's publishing achieved, accepted events counted per endpoint.
@@ -375,11 +349,13 @@ async fn under_a(
     let spec = plan.b_spec();
     let a = setup_a(herald, receiver, plan).await?;
     let b = load::setup(herald, receiver, &spec).await?;
+    let shard = |id: &str| id.parse::<Uuid>().map(herald_broker::shard_of).ok();
+    let shards = (shard(&a.tenant.id), shard(&b.tenant_id));
     progress(
         dispatchers,
         &format!(
-            "A publishes {} events to H and to E",
-            plan.a_events_per_endpoint
+            "A publishes {} events to H and to E (work shards: A {:?}, B {:?})",
+            plan.a_events_per_endpoint, shards.0, shards.1
         ),
     );
     let published = publish_a(&a.tenant, plan.a_events_per_endpoint, deadline).await;
@@ -402,7 +378,9 @@ async fn under_a(
     // B's stragglers, if A's backlog held them back.
     wait_b(receiver, outcome.accepted, deadline).await;
     let under = BFigures::new(&outcome, receiver);
-    Ok((a_figures(plan, &a, &published, &window, drain), under))
+    let mut figures = a_figures(plan, &a, &published, &window, drain);
+    figures.same_shard_as_b = shards.0.is_some() && shards.0 == shards.1;
+    Ok((figures, under))
 }
 
 /// The ledger's view of A's deliveries at the end of the drain.
@@ -535,5 +513,6 @@ fn a_figures(
         fail,
         drain_secs: drain.all_secs,
         ledger_error: drain.error,
+        same_shard_as_b: false,
     }
 }

@@ -118,6 +118,8 @@ pub struct AFigures {
     /// Seconds after H's recovery until every one of A's deliveries was final.
     pub drain_secs: Option<f64>,
     pub ledger_error: Option<String>,
+    /// A and B landed on the same work shard (1 run in 8): B then shares A's queue order.
+    pub same_shard_as_b: bool,
 }
 
 /// Everything one noisy-neighbour run measured.
@@ -324,6 +326,13 @@ pub fn rows(r: &NoisyReport) -> Vec<(String, String)> {
                 "H {:.1}/s (held at most {} at once), E {:.1}/s",
                 a.hold.attempts_per_sec, a.hold.max_held, a.fail.attempts_per_sec
             ),
+        ),
+        (
+            "A and B on one work shard".into(),
+            match a.same_shard_as_b {
+                true => "yes: B shares A's queue order (1 tenant pair in 8)".into(),
+                false => "no".into(),
+            },
         ),
         (
             "A published".into(),

@@ -280,6 +280,18 @@ impl Herald {
         result
     }
 
+    /// A probe of this installation's queued work.
+    pub fn backlog_probe(&self) -> BacklogProbe {
+        let topology = Topology::new(self.name.as_str(), QueueType::Quorum);
+        let mut queues = topology.work_queues();
+        queues.push(topology.ledger_queue());
+        BacklogProbe {
+            url: self.settings.amqp_url.clone(),
+            conn: None,
+            queues,
+        }
+    }
+
     /// (role, pid) of every process.
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.procs.iter().map(|p| (p.role.clone(), p.pid)).collect()
@@ -409,6 +421,37 @@ async fn consumers(ch: &Channel, queue: &str) -> usize {
     ch.queue_declare(ShortString::from(queue), passive, FieldTable::default())
         .await
         .map_or(0, |q| q.consumer_count() as usize)
+}
+
+/// A broker connection of its own that reads how much work waits in an installation's queues
+/// (every work shard and the ledger's queue): a scenario that must start clean waits for 0.
+pub struct BacklogProbe {
+    url: String,
+    conn: Option<herald_broker::lapin::Connection>,
+    queues: Vec<String>,
+}
+
+impl BacklogProbe {
+    /// Messages ready in the work queues and the ledger's queue; None when the broker cannot
+    /// tell (the connection is opened again on the next call).
+    pub async fn ready(&mut self) -> Option<u64> {
+        if !self.conn.as_ref().is_some_and(|c| c.status().connected()) {
+            self.conn = herald_broker::connect(&self.url, "herald-bench-backlog")
+                .await
+                .ok();
+        }
+        let depths = herald_broker::queue_depths(self.conn.as_ref()?, &self.queues).await;
+        if depths.len() < self.queues.len() {
+            return None;
+        }
+        Some(depths.iter().map(|(_, n)| u64::from(*n)).sum())
+    }
+
+    pub async fn close(self) {
+        if let Some(conn) = self.conn {
+            let _ = conn.close(200, ShortString::from("done")).await;
+        }
+    }
 }
 
 /// Asks a process to shut down gracefully.

@@ -14,6 +14,7 @@ use crate::db::LedgerPoll;
 use crate::load::{LoadSpec, OpenLoopStats};
 use crate::markdown::Machine;
 use crate::noisy_report::NoisyEntry;
+use crate::noisy_tenant_report::NoisyTenantEntry;
 use crate::receiver::ReceiverStats;
 use crate::usage::{RssTrend, Usage};
 
@@ -306,6 +307,9 @@ pub struct BenchOutput {
     /// The noisy-neighbour runs (one per dispatcher count), when it ran.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub noisy_neighbour: Vec<NoisyEntry>,
+    /// The noisy-tenant run, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noisy_tenant: Option<NoisyTenantEntry>,
 }
 
 pub fn write_json(path: &Path, output: &BenchOutput) -> Result<()> {

@@ -4,17 +4,21 @@
 //! minutes on two cores: most closed-loop scenarios produce about 60,000 deliveries,
 //! hundred-endpoints 500,000 (about a minute at the top rate), the open loops run 60–70 s.
 //! noisy-neighbour then runs twice (1 and 2 dispatchers), at least three minutes each and at
-//! most `--timeout`. `--scale` shrinks or grows all of them at once; each run is still bounded
-//! by `--timeout`.
+//! most `--timeout`; noisy-tenant last, six phases of 20 s with their set-up and the waits
+//! between them (about five minutes when Herald refuses what it should). `--scale` shrinks or
+//! grows all of them at once; each run (each noisy-tenant phase) is still bounded by
+//! `--timeout`.
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 
 use crate::cli::{Cli, Command, ScenarioName, Settings};
 use crate::load::LoadSpec;
 use crate::noisy::{self, Plan};
 use crate::noisy_report::NoisyReport;
+use crate::noisy_tenant;
+use crate::noisy_tenant_report::NoisyTenantReport;
 use crate::report::{self, BenchOutput, RunEntry, RunReport};
 use crate::{baseline, markdown, run};
 
@@ -22,7 +26,8 @@ use crate::{baseline, markdown, run};
 const BASELINE_PAYLOAD_BYTES: usize = 1024;
 
 /// The load of a standard scenario, its event count multiplied by `scale`; None for
-/// noisy-neighbour, which is not one load but several phases ([`noisy`]).
+/// noisy-neighbour and noisy-tenant, which are not one load but several phases ([`noisy`],
+/// [`noisy_tenant`]).
 pub fn spec(name: ScenarioName, scale: f64) -> Option<LoadSpec> {
     let n = |base: u64| ((base as f64 * scale).round() as u64).max(1);
     let base = LoadSpec::default();
@@ -72,7 +77,7 @@ pub fn spec(name: ScenarioName, scale: f64) -> Option<LoadSpec> {
             accept_only: true,
             ..base
         },
-        ScenarioName::NoisyNeighbour => return None,
+        ScenarioName::NoisyNeighbour | ScenarioName::NoisyTenant => return None,
     })
 }
 
@@ -80,6 +85,7 @@ pub fn spec(name: ScenarioName, scale: f64) -> Option<LoadSpec> {
 struct Plans {
     runs: Vec<(String, LoadSpec)>,
     noisy: Option<Plan>,
+    noisy_tenant: Option<noisy_tenant::Plan>,
     baselines: bool,
 }
 
@@ -95,23 +101,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let runs = vec![("custom".to_owned(), spec)];
             (Plans::loads(runs, settings.baselines), None)
         }
-        Command::Scenario { name, events } => match spec(name, settings.scale) {
-            Some(mut spec) => {
-                if let Some(events) = events {
-                    spec.events = events;
-                }
-                let runs = vec![(name.as_str().to_owned(), spec)];
-                (Plans::loads(runs, settings.baselines), None)
-            }
-            None => {
-                let plans = Plans {
-                    runs: Vec::new(),
-                    noisy: Some(Plan::new(settings.scale, events)),
-                    baselines: settings.baselines,
-                };
-                (plans, None)
-            }
-        },
+        Command::Scenario { name, events } => (Plans::scenario(name, events, &settings)?, None),
         Command::All { markdown } => {
             let runs = ScenarioName::LOADS
                 .iter()
@@ -120,6 +110,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let plans = Plans {
                 runs,
                 noisy: Some(Plan::new(settings.scale, None)),
+                noisy_tenant: Some(noisy_tenant::Plan::new(settings.scale)),
                 baselines: true,
             };
             (plans, markdown)
@@ -134,8 +125,31 @@ impl Plans {
         Self {
             runs,
             noisy: None,
+            noisy_tenant: None,
             baselines,
         }
+    }
+
+    /// One standard scenario, `events` replacing its default count where it has one.
+    fn scenario(name: ScenarioName, events: Option<u64>, settings: &Settings) -> Result<Self> {
+        let mut plans = Self::loads(Vec::new(), settings.baselines);
+        match (name, spec(name, settings.scale)) {
+            (_, Some(mut spec)) => {
+                if let Some(events) = events {
+                    spec.events = events;
+                }
+                plans.runs.push((name.as_str().to_owned(), spec));
+            }
+            (ScenarioName::NoisyTenant, None) => {
+                ensure!(
+                    events.is_none(),
+                    "--events does not apply to noisy-tenant (its phases are timed: use --scale)"
+                );
+                plans.noisy_tenant = Some(noisy_tenant::Plan::new(settings.scale));
+            }
+            (_, None) => plans.noisy = Some(Plan::new(settings.scale, events)),
+        }
+        Ok(plans)
     }
 }
 
@@ -173,6 +187,10 @@ async fn run_many(
         Some(plan) => noisy::run_all(settings, plan).await,
         None => Vec::new(),
     };
+    let noisy_tenant = match &plans.noisy_tenant {
+        Some(plan) => Some(noisy_tenant::run(settings, plan).await),
+        None => None,
+    };
     let output = BenchOutput {
         command,
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -180,6 +198,7 @@ async fn run_many(
         baselines,
         runs: entries,
         noisy_neighbour,
+        noisy_tenant,
     };
     if let Some(path) = &settings.json_out {
         report::write_json(path, &output)?;
@@ -196,7 +215,9 @@ async fn run_many(
         bail!(
             "{} of {} runs failed or finished short:\n  {}",
             failed.len(),
-            output.runs.len() + output.noisy_neighbour.len(),
+            output.runs.len()
+                + output.noisy_neighbour.len()
+                + usize::from(output.noisy_tenant.is_some()),
             failed.join("\n  ")
         );
     }
@@ -213,8 +234,13 @@ fn failures(output: &BenchOutput) -> Vec<String> {
         let shortfalls = r.report.as_ref().map(NoisyReport::shortfalls);
         (r.name(), r.error.clone(), shortfalls)
     });
+    let tenant = output.noisy_tenant.iter().map(|e| {
+        let shortfalls = e.report.as_ref().map(NoisyTenantReport::shortfalls);
+        (e.name(), e.error.clone(), shortfalls)
+    });
     loads
         .chain(noisy)
+        .chain(tenant)
         .filter_map(|(name, error, shortfalls)| {
             let why = match error {
                 Some(e) => vec![e],

@@ -165,6 +165,77 @@ impl Common {
     }
 }
 
+/// Bounds of a service that answers tenants' calls (ingest, the ledger): its gRPC server and
+/// the database queries its calls make. What one caller may hold is bounded by them: streams
+/// per connection, time per call and per statement, bytes per message; a peer that stops
+/// answering is dropped by the keepalive.
+#[derive(Clone, Debug)]
+pub struct ApiLimits {
+    /// `HERALD_GRPC_MAX_CONCURRENT_STREAMS`: calls one connection may have in flight (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; a client queues the rest), default 256.
+    pub max_concurrent_streams: u32,
+    /// `HERALD_GRPC_REQUEST_TIMEOUT`: longest a call may take before it is answered
+    /// `CANCELLED` ("Timeout expired"), default `150s`: longer than the longest endpoint
+    /// timeout (120 s), which a SendTest waits for. A caller's shorter `grpc-timeout` wins.
+    pub request_timeout: Duration,
+    /// `HERALD_GRPC_KEEPALIVE_INTERVAL`: how often an HTTP/2 PING checks an idle peer, default
+    /// `60s`.
+    pub keepalive_interval: Duration,
+    /// `HERALD_GRPC_KEEPALIVE_TIMEOUT`: how long a PING may wait for its answer before the
+    /// connection (and every call on it) is closed, default `20s`.
+    pub keepalive_timeout: Duration,
+    /// `HERALD_GRPC_MAX_MESSAGE_BYTES`: largest request message of every service except
+    /// `Events` (sized by the payload and batch limits), default 1048576 (1 MiB), at least
+    /// 65536.
+    pub max_message_bytes: usize,
+    /// `HERALD_STATEMENT_TIMEOUT`: longest a database statement made for a call may run before
+    /// Postgres cancels it (`RESOURCE_EXHAUSTED`, "narrow it"), default `5s`; `0`: no bound.
+    /// Migrations, the ledger's batch writes and retention sweeps are not bounded by it.
+    pub statement_timeout: Duration,
+}
+
+impl ApiLimits {
+    pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let limits = Self {
+            max_concurrent_streams: r.parse("HERALD_GRPC_MAX_CONCURRENT_STREAMS", 256)?,
+            request_timeout: r.duration("HERALD_GRPC_REQUEST_TIMEOUT", Duration::from_secs(150))?,
+            keepalive_interval: r
+                .duration("HERALD_GRPC_KEEPALIVE_INTERVAL", Duration::from_secs(60))?,
+            keepalive_timeout: r
+                .duration("HERALD_GRPC_KEEPALIVE_TIMEOUT", Duration::from_secs(20))?,
+            max_message_bytes: r.parse("HERALD_GRPC_MAX_MESSAGE_BYTES", 1 << 20)?,
+            statement_timeout: r.duration("HERALD_STATEMENT_TIMEOUT", Duration::from_secs(5))?,
+        };
+        let at_least = |name: &str, ok: bool, what: &str| {
+            if ok {
+                return Ok(());
+            }
+            Err(ConfigError {
+                name: name.to_owned(),
+                message: format!("must be at least {what}"),
+            })
+        };
+        at_least(
+            "HERALD_GRPC_MAX_CONCURRENT_STREAMS",
+            limits.max_concurrent_streams >= 1,
+            "1",
+        )?;
+        for (name, value) in [
+            ("HERALD_GRPC_REQUEST_TIMEOUT", limits.request_timeout),
+            ("HERALD_GRPC_KEEPALIVE_INTERVAL", limits.keepalive_interval),
+            ("HERALD_GRPC_KEEPALIVE_TIMEOUT", limits.keepalive_timeout),
+        ] {
+            at_least(name, value >= Duration::from_secs(1), "1s")?;
+        }
+        at_least(
+            "HERALD_GRPC_MAX_MESSAGE_BYTES",
+            limits.max_message_bytes >= 64 * 1024,
+            "65536",
+        )?;
+        Ok(limits)
+    }
+}
+
 /// The command a service binary was started with: `parse` reads the arguments after the
 /// program name; on `Err` its message (the usage) goes to stderr and the process exits 2.
 pub fn command_from_args<C>(parse: impl FnOnce(&[String]) -> Result<C, String>) -> C {
@@ -190,6 +261,35 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Common::load(&Reader::new(&env))
+    }
+
+    fn limits(pairs: &[(&str, &str)]) -> Result<ApiLimits, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ApiLimits::load(&Reader::new(&env))
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_refuse_unusable_values() {
+        let d = limits(&[]).unwrap();
+        assert_eq!(d.max_concurrent_streams, 256);
+        assert_eq!(d.request_timeout, Duration::from_secs(150));
+        assert_eq!(d.statement_timeout, Duration::from_secs(5));
+        assert_eq!(d.max_message_bytes, 1 << 20);
+        let off = limits(&[("HERALD_STATEMENT_TIMEOUT", "0")]).unwrap();
+        assert_eq!(off.statement_timeout, Duration::ZERO);
+        for (name, value) in [
+            ("HERALD_GRPC_MAX_CONCURRENT_STREAMS", "0"),
+            ("HERALD_GRPC_REQUEST_TIMEOUT", "10ms"),
+            ("HERALD_GRPC_KEEPALIVE_TIMEOUT", "0"),
+            ("HERALD_GRPC_MAX_MESSAGE_BYTES", "1000"),
+            ("HERALD_STATEMENT_TIMEOUT", "soon"),
+        ] {
+            let err = limits(&[(name, value)]).err().unwrap();
+            assert_eq!(err.name, name);
+        }
     }
 
     #[test]

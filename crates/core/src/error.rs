@@ -5,6 +5,14 @@
 pub enum Error {
     #[error("{0}")]
     Invalid(String),
+    /// A payload filter needed more evaluation steps than it was given (see
+    /// `filter::Budget`): the outcome is the same every time for this filter and payload.
+    #[error(
+        "filter: ran out of its budget of {steps} steps on this payload (a step is one value \
+         compared or one path segment followed); shorten its $in/$nin lists, use fewer \
+         conditions, or match fields that are not large arrays"
+    )]
+    StepBudget { steps: u64 },
 }
 
 /// Result alias of the core crate.

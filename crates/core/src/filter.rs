@@ -9,8 +9,13 @@
 //! which must hold: `$eq $ne $gt $gte $lt $lte $in $nin $exists`.
 //!
 //! Filters come from tenants and run on every event, so [`Filter::parse`] does all the checking
-//! and bounds the work up front (depth, condition count, list length, path length, document
-//! size), splitting paths once. [`Filter::matches`] then only walks the parsed tree: it never
+//! and bounds the filter up front (depth, condition count, list length, path length, document
+//! size), splitting paths once. Those limits do not bound the work of one evaluation: it grows
+//! with the payload too (a 16 KiB filter of `$nin` lists against an array of 100,000 numbers
+//! compares hundreds of millions of pairs). So [`Filter::evaluate`] counts steps as it walks
+//! (one per value compared, per path segment followed, per 64 bytes of a string compared)
+//! against a [`Budget`], and stops with [`Error::StepBudget`] when the budget runs out: the
+//! outcome depends on the filter and the payload only, never on the machine's speed. It never
 //! panics and does not allocate.
 
 use std::cmp::Ordering;
@@ -43,6 +48,66 @@ const FIELD_OPERATORS: &str = "$eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exist
 /// How much of a value `explain` and error messages quote.
 const SHOW_BYTES: usize = 64;
 
+/// Default budget of one evaluation, in steps (`HERALD_FILTER_STEP_BUDGET`). About as much CPU
+/// as parsing a payload at the 256 KiB limit (a few milliseconds), and hundreds of times what a
+/// filter within the parse limits takes on a payload of ordinary shape (tens to a few thousand
+/// steps).
+pub const DEFAULT_STEP_BUDGET: u64 = 1_000_000;
+
+/// Bytes of a string comparison that count as one more step.
+const STRING_STEP_BYTES: usize = 64;
+
+/// Steps an evaluation may take. A step is one value compared (each element of an array field,
+/// each value of an `$in` list, each member of a nested literal), one path segment followed,
+/// or 64 bytes of a string compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    limit: u64,
+    left: u64,
+}
+
+impl Budget {
+    pub fn new(steps: u64) -> Self {
+        Self {
+            limit: steps,
+            left: steps,
+        }
+    }
+
+    /// Steps this budget started with.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Steps taken so far (all of them once it ran out).
+    pub fn used(&self) -> u64 {
+        self.limit - self.left
+    }
+
+    fn charge(&mut self, steps: u64) -> Step<()> {
+        match self.left.checked_sub(steps) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => {
+                self.left = 0;
+                Err(OutOfSteps)
+            }
+        }
+    }
+
+    fn exhausted(&self) -> Error {
+        Error::StepBudget { steps: self.limit }
+    }
+}
+
+/// The budget ran out part-way; the evaluation stops where it is.
+struct OutOfSteps;
+
+/// Outcome of one evaluation step.
+type Step<T> = std::result::Result<T, OutOfSteps>;
+
 /// A parsed, validated payload filter.
 ///
 /// Semantics, beyond the module summary:
@@ -57,6 +122,8 @@ const SHOW_BYTES: usize = 64;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Filter {
     conditions: Vec<Node>,
+    /// Conditions plus `$in` / `$nin` values: what [`Filter::cost_hint`] scales with.
+    weight: u64,
 }
 
 impl Filter {
@@ -80,8 +147,15 @@ impl Filter {
                 ),
             ));
         }
-        let conditions = Parser { conditions: 0 }.object(map, "", 1)?;
-        Ok(Filter { conditions })
+        let mut parser = Parser {
+            conditions: 0,
+            values: 0,
+        };
+        let conditions = parser.object(map, "", 1)?;
+        Ok(Filter {
+            conditions,
+            weight: (parser.conditions + parser.values) as u64,
+        })
     }
 
     /// Parses a filter from JSON text.
@@ -91,15 +165,54 @@ impl Filter {
         Self::parse(&doc)
     }
 
-    /// True when the payload matches.
-    pub fn matches(&self, payload: &Value) -> bool {
-        all_match(&self.conditions, payload)
+    /// Whether the payload matches, taking steps from `budget`; [`Error::StepBudget`] when it
+    /// runs out first (then `budget.used()` is its whole limit).
+    pub fn evaluate(&self, payload: &Value, budget: &mut Budget) -> Result<bool> {
+        all_match(&self.conditions, payload, budget).map_err(|OutOfSteps| budget.exhausted())
     }
 
     /// Explains the first failing condition for a payload (e.g. `amount: 50 is not $gt 100`), or
-    /// `None` when the payload matches.
+    /// `None` when the payload matches. The outcome is [`Filter::evaluate`]'s with the same
+    /// budget (an error exactly when it runs out); the explanation of a payload that does not
+    /// match may take as many steps again.
+    pub fn explain_within(&self, payload: &Value, budget: &mut Budget) -> Result<Option<String>> {
+        if self.evaluate(payload, budget)? {
+            return Ok(None);
+        }
+        let mut again = Budget::new(budget.limit);
+        Ok(Some(
+            explain_all(&self.conditions, payload, &mut again)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| {
+                    format!(
+                        "the payload does not match (saying which condition fails would take \
+                         more than {} steps)",
+                        budget.limit
+                    )
+                }),
+        ))
+    }
+
+    /// True when the payload matches within [`DEFAULT_STEP_BUDGET`] steps.
+    pub fn matches(&self, payload: &Value) -> bool {
+        self.evaluate(payload, &mut Budget::new(DEFAULT_STEP_BUDGET))
+            .unwrap_or(false)
+    }
+
+    /// [`Filter::explain_within`] with [`DEFAULT_STEP_BUDGET`] steps; running out is explained
+    /// too, so this is `None` exactly when [`Filter::matches`] is true.
     pub fn explain(&self, payload: &Value) -> Option<String> {
-        explain_all(&self.conditions, payload)
+        self.explain_within(payload, &mut Budget::new(DEFAULT_STEP_BUDGET))
+            .unwrap_or_else(|e| Some(e.to_string()))
+    }
+
+    /// A cheap, generous estimate of the steps an evaluation can take on a payload of
+    /// `payload_bytes`, known before parsing it: each condition and listed value may meet each
+    /// payload value (at least a byte each) about once. Callers use it to tell evaluations that
+    /// are surely short from those that may use their whole budget.
+    pub fn cost_hint(&self, payload_bytes: usize) -> u64 {
+        (payload_bytes as u64).saturating_mul(self.weight)
     }
 }
 
@@ -115,47 +228,91 @@ enum Node {
 }
 
 impl Node {
-    fn matches(&self, payload: &Value) -> bool {
+    fn matches(&self, payload: &Value, budget: &mut Budget) -> Step<bool> {
         match self {
             Node::Field { path, ops } => {
-                let value = path.resolve(payload);
-                ops.iter().all(|op| op.holds(value))
+                let value = path.resolve(payload, budget)?;
+                for op in ops {
+                    if !op.holds(value, budget)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
             }
-            Node::And(branches) => branches.iter().all(|b| all_match(b, payload)),
-            Node::Or(branches) => branches.iter().any(|b| all_match(b, payload)),
+            Node::And(branches) => {
+                for branch in branches {
+                    if !all_match(branch, payload, budget)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Node::Or(branches) => {
+                for branch in branches {
+                    if all_match(branch, payload, budget)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
         }
     }
 
     /// Mirrors [`Node::matches`]: `None` exactly when it matches.
-    fn explain(&self, payload: &Value) -> Option<String> {
+    fn explain(&self, payload: &Value, budget: &mut Budget) -> Step<Option<String>> {
         match self {
             Node::Field { path, ops } => {
-                let value = path.resolve(payload);
-                ops.iter()
-                    .find(|op| !op.holds(value))
-                    .map(|op| op.failure(&path.text, value))
-            }
-            Node::And(branches) => branches.iter().find_map(|b| explain_all(b, payload)),
-            Node::Or(branches) => {
-                if branches.iter().any(|b| all_match(b, payload)) {
-                    return None;
+                let value = path.resolve(payload, budget)?;
+                for op in ops {
+                    if !op.holds(value, budget)? {
+                        return Ok(Some(op.failure(&path.text, value)));
+                    }
                 }
-                let reasons: Vec<String> = branches
-                    .iter()
-                    .filter_map(|b| explain_all(b, payload))
-                    .collect();
-                Some(format!("no $or branch matched ({})", reasons.join("; ")))
+                Ok(None)
+            }
+            Node::And(branches) => {
+                for branch in branches {
+                    if let Some(reason) = explain_all(branch, payload, budget)? {
+                        return Ok(Some(reason));
+                    }
+                }
+                Ok(None)
+            }
+            Node::Or(branches) => {
+                for branch in branches {
+                    if all_match(branch, payload, budget)? {
+                        return Ok(None);
+                    }
+                }
+                let mut reasons = Vec::with_capacity(branches.len());
+                for branch in branches {
+                    reasons.extend(explain_all(branch, payload, budget)?);
+                }
+                Ok(Some(format!(
+                    "no $or branch matched ({})",
+                    reasons.join("; ")
+                )))
             }
         }
     }
 }
 
-fn all_match(nodes: &[Node], payload: &Value) -> bool {
-    nodes.iter().all(|n| n.matches(payload))
+fn all_match(nodes: &[Node], payload: &Value, budget: &mut Budget) -> Step<bool> {
+    for node in nodes {
+        if !node.matches(payload, budget)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
-fn explain_all(nodes: &[Node], payload: &Value) -> Option<String> {
-    nodes.iter().find_map(|n| n.explain(payload))
+fn explain_all(nodes: &[Node], payload: &Value, budget: &mut Budget) -> Step<Option<String>> {
+    for node in nodes {
+        if let Some(reason) = node.explain(payload, budget)? {
+            return Ok(Some(reason));
+        }
+    }
+    Ok(None)
 }
 
 /// A dotted field path, split once at parse time.
@@ -216,17 +373,23 @@ impl Path {
         })
     }
 
-    /// The value at this path, or `None` when the payload has no such field.
-    fn resolve<'a>(&self, payload: &'a Value) -> Option<&'a Value> {
+    /// The value at this path, or `None` when the payload has no such field; one step per
+    /// segment.
+    fn resolve<'a>(&self, payload: &'a Value, budget: &mut Budget) -> Step<Option<&'a Value>> {
         let mut current = payload;
         for segment in &self.segments {
-            current = match current {
-                Value::Object(map) => map.get(segment.key.as_str())?,
-                Value::Array(items) => items.get(segment.index?)?,
-                _ => return None,
+            budget.charge(1)?;
+            let next = match current {
+                Value::Object(map) => map.get(segment.key.as_str()),
+                Value::Array(items) => segment.index.and_then(|i| items.get(i)),
+                _ => None,
             };
+            match next {
+                Some(value) => current = value,
+                None => return Ok(None),
+            }
         }
-        Some(current)
+        Ok(Some(current))
     }
 }
 
@@ -264,17 +427,22 @@ enum Op {
 
 impl Op {
     /// Whether the operator holds on a field's value (`None` when the field is missing).
-    fn holds(&self, value: Option<&Value>) -> bool {
-        match self {
-            Op::Eq(operand) => value.is_some_and(|v| equals_or_contains(v, operand)),
-            Op::Ne(operand) => !value.is_some_and(|v| equals_or_contains(v, operand)),
-            Op::Cmp(bound, operand) => value
-                .and_then(|v| compare(v, operand))
-                .is_some_and(|ordering| bound.accepts(ordering)),
-            Op::In(list) => value.is_some_and(|v| in_list(v, list)),
-            Op::Nin(list) => !value.is_some_and(|v| in_list(v, list)),
-            Op::Exists(wanted) => value.is_some() == *wanted,
-        }
+    fn holds(&self, value: Option<&Value>, budget: &mut Budget) -> Step<bool> {
+        let Some(v) = value else {
+            // A missing field matches only the negations.
+            return Ok(matches!(self, Op::Ne(_) | Op::Nin(_) | Op::Exists(false)));
+        };
+        Ok(match self {
+            Op::Eq(operand) => equals_or_contains(v, operand, budget)?,
+            Op::Ne(operand) => !equals_or_contains(v, operand, budget)?,
+            Op::Cmp(bound, operand) => {
+                budget.charge(1 + string_steps(v, operand))?;
+                compare(v, operand).is_some_and(|ordering| bound.accepts(ordering))
+            }
+            Op::In(list) => in_list(v, list, budget)?,
+            Op::Nin(list) => !in_list(v, list, budget)?,
+            Op::Exists(wanted) => *wanted,
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -323,36 +491,78 @@ impl Op {
 }
 
 /// `$eq`: the field equals the operand, or the field is an array with an element that does.
-fn equals_or_contains(field: &Value, operand: &Value) -> bool {
-    if values_equal(field, operand) {
-        return true;
+fn equals_or_contains(field: &Value, operand: &Value, budget: &mut Budget) -> Step<bool> {
+    if values_equal(field, operand, budget)? {
+        return Ok(true);
     }
-    match field {
-        Value::Array(items) => items.iter().any(|item| values_equal(item, operand)),
-        _ => false,
+    if let Value::Array(items) = field {
+        for item in items {
+            if values_equal(item, operand, budget)? {
+                return Ok(true);
+            }
+        }
     }
+    Ok(false)
 }
 
 /// `$in`: `$eq` holds for some value of the list.
-fn in_list(field: &Value, list: &[Value]) -> bool {
-    list.iter()
-        .any(|operand| equals_or_contains(field, operand))
+fn in_list(field: &Value, list: &[Value], budget: &mut Budget) -> Step<bool> {
+    for operand in list {
+        if equals_or_contains(field, operand, budget)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
-/// JSON equality with numbers compared by value, so `1` equals `1.0`.
-fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
+/// JSON equality with numbers compared by value, so `1` equals `1.0`; one step per pair of
+/// values compared (nested ones included).
+fn values_equal(a: &Value, b: &Value, budget: &mut Budget) -> Step<bool> {
+    budget.charge(1)?;
+    Ok(match (a, b) {
         (Value::Number(x), Value::Number(y)) => compare_numbers(x, y) == Some(Ordering::Equal),
         (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_equal(p, q))
+            if x.len() != y.len() {
+                return Ok(false);
+            }
+            for (p, q) in x.iter().zip(y) {
+                if !values_equal(p, q, budget)? {
+                    return Ok(false);
+                }
+            }
+            true
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(key, p)| y.get(key.as_str()).is_some_and(|q| values_equal(p, q)))
+            if x.len() != y.len() {
+                return Ok(false);
+            }
+            for (key, p) in x {
+                let Some(q) = y.get(key.as_str()) else {
+                    return Ok(false);
+                };
+                if !values_equal(p, q, budget)? {
+                    return Ok(false);
+                }
+            }
+            true
         }
-        // Null, booleans and strings; values of different types are never equal.
+        (Value::String(x), Value::String(y)) => {
+            // Only strings of one length are compared byte by byte.
+            if x.len() == y.len() {
+                budget.charge(string_steps(a, b))?;
+            }
+            x == y
+        }
+        // Null and booleans; values of different types are never equal.
         _ => a == b,
+    })
+}
+
+/// Extra steps of comparing two strings (none for other values).
+fn string_steps(a: &Value, b: &Value) -> u64 {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => (x.len().min(y.len()) / STRING_STEP_BYTES) as u64,
+        _ => 0,
     }
 }
 
@@ -379,9 +589,10 @@ fn as_integer(n: &Number) -> Option<i128> {
         .or_else(|| n.as_u64().map(i128::from))
 }
 
-/// Builds the tree and counts conditions across it.
+/// Builds the tree and counts conditions (and listed values) across it.
 struct Parser {
     conditions: usize,
+    values: usize,
 }
 
 impl Parser {
@@ -527,6 +738,7 @@ impl Parser {
                         ),
                     ));
                 }
+                self.values += list.len();
                 if name == "$in" {
                     Op::In(list.clone())
                 } else {
@@ -1188,5 +1400,120 @@ mod tests {
         let f = filter(json!({ "s": "y".repeat(200) }));
         let text = f.explain(&json!({ "s": "x" })).unwrap_or_default();
         assert!(text.ends_with('…') && text.len() < 100, "{text}");
+    }
+
+    /// `{"$and": [{"a": {"$nin": [0 × 256]}} × branches]}`: within the parse limits (30
+    /// branches are 15.9 KiB), and each branch compares every listed value with every element
+    /// of an array `a` that holds none of them.
+    fn nin_branches(branches: usize) -> Filter {
+        let branch = json!({ "a": { "$nin": vec![0; MAX_LIST_LEN] } });
+        filter(json!({ "$and": vec![branch; branches] }))
+    }
+
+    fn array_of(n: usize) -> Value {
+        json!({ "a": vec![1; n] })
+    }
+
+    #[test]
+    fn evaluation_counts_one_step_per_value_compared() {
+        // Per branch: one path segment, then for each of the 256 values the array itself and
+        // its 1,000 elements.
+        let f = nin_branches(3);
+        let mut budget = Budget::new(u64::MAX);
+        assert_eq!(f.evaluate(&array_of(1_000), &mut budget), Ok(true));
+        assert_eq!(budget.used(), 3 * (1 + 256 * 1_001));
+
+        // A usual filter on a usual payload takes a handful of steps.
+        let f = filter(json!({
+            "type": "invoice.paid",
+            "data.object.amount": { "$gte": 100 },
+            "tags": { "$in": ["vip", "eu"] },
+        }));
+        let mut budget = Budget::new(DEFAULT_STEP_BUDGET);
+        assert_eq!(f.evaluate(&payload(), &mut budget), Ok(true));
+        assert_eq!(budget.used(), 9);
+
+        // Long strings cost by their length.
+        let long = "x".repeat(64 * 100);
+        let f = filter(json!({ "s": long.clone() }));
+        let mut budget = Budget::new(u64::MAX);
+        assert_eq!(f.evaluate(&json!({ "s": long }), &mut budget), Ok(true));
+        assert_eq!(budget.used(), 1 + 1 + 100);
+    }
+
+    #[test]
+    fn a_pathological_filter_stops_at_its_budget() {
+        // The measured case: 30 branches × 256 values × 100,000 elements would be 768 million
+        // comparisons (seconds of CPU); it stops after the budget's steps, counted, not timed.
+        let f = nin_branches(30);
+        let p = array_of(100_000);
+        assert!(f.cost_hint(p.to_string().len()) > DEFAULT_STEP_BUDGET);
+        let mut budget = Budget::new(DEFAULT_STEP_BUDGET);
+        let e = f.evaluate(&p, &mut budget).unwrap_err();
+        assert_eq!(
+            e,
+            Error::StepBudget {
+                steps: DEFAULT_STEP_BUDGET
+            }
+        );
+        assert_eq!(budget.used(), DEFAULT_STEP_BUDGET);
+        assert!(
+            e.to_string()
+                .starts_with("filter: ran out of its budget of 1000000 steps on this payload"),
+            "{e}"
+        );
+
+        let mut budget = Budget::new(DEFAULT_STEP_BUDGET);
+        assert_eq!(f.explain_within(&p, &mut budget).unwrap_err(), e);
+        assert_eq!(budget.used(), DEFAULT_STEP_BUDGET);
+
+        // The budget-less conveniences treat it as not matching, and say why.
+        assert!(!f.matches(&p));
+        assert_eq!(f.explain(&p), Some(e.to_string()));
+
+        // The outcome is the filter's and the payload's: just enough steps succeed.
+        let f = nin_branches(1);
+        let p = array_of(1_000);
+        let needed = 1 + 256 * 1_001;
+        assert!(f.evaluate(&p, &mut Budget::new(needed)).is_ok());
+        assert!(f.evaluate(&p, &mut Budget::new(needed - 1)).is_err());
+    }
+
+    #[test]
+    fn explaining_has_the_outcome_of_evaluating() {
+        // 256,258 steps to find that neither branch matches; saying why takes as many again.
+        let f = filter(json!({ "$or": [{ "a": { "$in": vec![0; 256] } }, { "b": 1 }] }));
+        let p = array_of(1_000);
+        let mut budget = Budget::new(u64::MAX);
+        assert_eq!(f.evaluate(&p, &mut budget), Ok(false));
+        let needed = budget.used();
+        assert_eq!(needed, 1 + 256 * 1_001 + 1);
+
+        let text = f.explain_within(&p, &mut Budget::new(2 * needed)).unwrap();
+        let text = text.unwrap_or_default();
+        assert!(text.starts_with("no $or branch matched (a: ["), "{text}");
+        assert!(
+            text.ends_with("b: is missing (needed for $eq 1))"),
+            "{text}"
+        );
+        // Enough to decide, not to explain: still a miss, not an error.
+        let text = f.explain_within(&p, &mut Budget::new(needed)).unwrap();
+        assert_eq!(
+            text.as_deref(),
+            Some(
+                "the payload does not match (saying which condition fails would take more \
+                 than 256258 steps)"
+            )
+        );
+        assert!(f.explain_within(&p, &mut Budget::new(needed - 1)).is_err());
+    }
+
+    #[test]
+    fn cost_hint_grows_with_conditions_values_and_payload() {
+        let small = filter(json!({ "a": 1 }));
+        assert_eq!(small.cost_hint(1_000), 1_000);
+        let lists = filter(json!({ "a": { "$in": [1, 2, 3] }, "b": { "$nin": [4] } }));
+        assert_eq!(lists.cost_hint(10), 10 * (2 + 4));
+        assert_eq!(nin_branches(30).cost_hint(usize::MAX), u64::MAX);
     }
 }

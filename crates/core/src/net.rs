@@ -2,8 +2,9 @@
 //!
 //! Endpoint URLs come from customers, so a URL pointing at Herald's own network (loopback,
 //! private ranges, link-local and the cloud metadata address, CGNAT, unique-local, reserved and
-//! documentation ranges, and IPv6 forms that embed such an IPv4 address) would let a customer
-//! probe the operator's infrastructure. Such addresses are refused unless the operator allows
+//! documentation ranges, the local-use NAT64 prefix and deprecated site-local IPv6, and IPv6
+//! forms that embed such an IPv4 address) would let a customer probe the operator's
+//! infrastructure. Such addresses are refused unless the operator allows
 //! their network explicitly (`HERALD_ALLOW_NETWORKS`, e.g. `127.0.0.0/8` in tests).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -121,9 +122,16 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
         return forbidden_v4(v4);
     }
+    // The local-use NAT64 prefix (RFC 8215) translates into the operator's own IPv4 network,
+    // wherever in it the IPv4 address sits: all of it is refused.
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        return Some("local-use NAT64 address");
+    }
     Some(match s[0] {
         x if x & 0xfe00 == 0xfc00 => "unique-local address",
         x if x & 0xffc0 == 0xfe80 => "link-local address",
+        // Deprecated (RFC 3879) but still routed inside some networks.
+        x if x & 0xffc0 == 0xfec0 => "site-local address",
         x if x & 0xff00 == 0xff00 => "multicast address",
         0x2001 if s[1] == 0x0db8 => "documentation address",
         0x2001 if s[1] < 0x0200 => "IETF protocol address",
@@ -183,6 +191,12 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "ff02::1",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1::",
+            "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+            "64:ff9b:1:7f00:1::",
+            "fec0::1",
+            "feff:ffff::1",
         ] {
             assert!(forbidden_reason(ip(s)).is_some(), "{s} should be refused");
         }
@@ -197,9 +211,32 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            // Next to the new prefixes, outside them.
+            "64:ff9b::808:808",
+            "64:ff9b:2::1",
+            "64:ff9a:1::1",
         ] {
             assert!(forbidden_reason(ip(s)).is_none(), "{s} should be allowed");
         }
+    }
+
+    #[test]
+    fn local_use_nat64_and_site_local_are_refused_by_name() {
+        // Whatever IPv4 address a local-use NAT64 address carries, public ones included.
+        for s in ["64:ff9b:1::808:808", "64:ff9b:1:0808:0800::"] {
+            assert_eq!(
+                forbidden_reason(ip(s)),
+                Some("local-use NAT64 address"),
+                "{s}"
+            );
+        }
+        for s in ["fec0::1", "fed0::", "feff:ffff::1"] {
+            assert_eq!(forbidden_reason(ip(s)), Some("site-local address"), "{s}");
+        }
+        // The operator may still allow them.
+        let p = AddressPolicy::new(parse_networks("64:ff9b:1::/48,fec0::/10").unwrap());
+        assert!(p.check(ip("64:ff9b:1::a9fe:a9fe")).is_ok());
+        assert!(p.check(ip("fec0::1")).is_ok());
     }
 
     #[test]

@@ -1021,6 +1021,13 @@ fn check_ip(ip: IpAddr) -> TestCaseResult {
         AddressPolicy::default().check(ip).is_err(),
         reason.is_some()
     );
+    // The local-use NAT64 prefix (64:ff9b:1::/48) and site-local fec0::/10, whole.
+    if let IpAddr::V6(v6) = ip {
+        let bits = u128::from(v6);
+        if bits >> 80 == 0x0064_ff9b_0001 || bits >> 118 == 0xfec0 >> 6 {
+            prop_assert!(reason.is_some(), "{} should be refused", v6);
+        }
+    }
     let v4 = match ip {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(v6) => v6.to_ipv4_mapped(),
@@ -1079,7 +1086,9 @@ fn ipv6() -> BoxedStrategy<Ipv6Addr> {
         (0, 96),
         (0xffff << 32, 96),
         (0x0064_ff9b << 96, 96),
+        (0x0064_ff9b_0001 << 80, 48),
         (0x2002 << 112, 16),
+        (0xfec0 << 112, 10),
         (0xfc00 << 112, 7),
         (0xfe80 << 112, 10),
         (0xff00 << 112, 8),

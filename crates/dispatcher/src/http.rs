@@ -4,10 +4,23 @@
 //!
 //! Operators who must publish fixed egress IPs send every delivery through a proxy
 //! (`HERALD_EGRESS_PROXY`: http, https, socks5 or socks5h). The proxy host itself is exempt from
-//! the address guard (it is usually on the private network); the target is still checked here
-//! before each request (literal IPs, and every address its name resolves to), since the proxy
-//! resolves it on its own. TLS is always verified, against the platform's roots plus any CA
-//! certificates from `HERALD_CA_CERTS`.
+//! the address guard (it is usually on the private network). The address checked must be the
+//! address the proxy connects to, or a name whose DNS answer changes between the check and the
+//! proxy's own lookup (rebinding) would reach the operator's network through the proxy:
+//!
+//! - SOCKS5 (`socks5://`, and `socks5h://` too): the target's name is resolved here, through
+//!   the guarded resolver, and the proxy is asked to connect to that checked address. A
+//!   `socks5h://` proxy is used this way as well: it is never handed a name to resolve.
+//! - HTTP(S) proxies get the name (`CONNECT name:443`, or an absolute-form `http://name/...`):
+//!   the TLS handshake inside the tunnel must name and verify the original host, and a proxy
+//!   replaces the Host header with the absolute-form's authority, so the request cannot carry a
+//!   checked IP instead. Every address of the name is checked before each request; a name
+//!   answering differently to the proxy's lookup moments later is not caught here. The proxy
+//!   must refuse private destinations itself (e.g. Smokescreen, or Squid `dst` ACLs), or use
+//!   SOCKS5.
+//!
+//! TLS is always verified, against the platform's roots plus any CA certificates from
+//! `HERALD_CA_CERTS`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,6 +61,8 @@ pub struct Egress {
     proxy: Option<reqwest::Proxy>,
     /// The proxy's host name, exempt from the address guard.
     proxy_host: Option<String>,
+    /// An HTTP(S) proxy, which resolves targets itself (see the module docs).
+    proxy_resolves: bool,
     roots: Vec<reqwest::Certificate>,
 }
 
@@ -70,7 +85,7 @@ impl Egress {
         let mut egress = Egress::default();
         if let Some(raw) = r.optional("HERALD_EGRESS_PROXY") {
             // Never echo the value: it may hold a password.
-            let url = reqwest::Url::parse(raw.trim()).map_err(|e| {
+            let mut url = reqwest::Url::parse(raw.trim()).map_err(|e| {
                 err(
                     "HERALD_EGRESS_PROXY",
                     format!(
@@ -92,6 +107,12 @@ impl Egress {
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| err("HERALD_EGRESS_PROXY", "has no host".into()))?;
             egress.proxy_host = Some(host.trim_matches(['[', ']']).to_owned());
+            egress.proxy_resolves = matches!(url.scheme(), "http" | "https");
+            // Names are resolved and checked here, and the proxy gets the checked address.
+            if url.scheme() == "socks5h" {
+                url.set_scheme("socks5")
+                    .expect("socks5h and socks5 are both non-special schemes");
+            }
             egress.proxy = Some(
                 reqwest::Proxy::all(url.as_str())
                     .map_err(|_| err("HERALD_EGRESS_PROXY", "is not a usable proxy URL".into()))?,
@@ -190,8 +211,12 @@ pub struct Client {
     urls: Arc<ParsedUrls>,
     policy: AddressPolicy,
     max_body: usize,
-    /// Through a proxy: targets are resolved and checked here before each request.
-    proxied: bool,
+    /// Through an HTTP(S) proxy, which resolves targets itself: they are resolved and checked
+    /// here before each request.
+    proxy_resolves: bool,
+    /// The proxy's host name: the resolver lets it through unchecked, so a target of that
+    /// name is checked before each request, as through an HTTP(S) proxy.
+    proxy_host: Option<String>,
 }
 
 impl Client {
@@ -229,12 +254,13 @@ impl Client {
             urls: Arc::default(),
             policy,
             max_body,
-            proxied: egress.proxied(),
+            proxy_resolves: egress.proxy_resolves,
+            proxy_host: egress.proxy_host.clone(),
         })
     }
 
-    /// Through a proxy the target's name is resolved by the proxy, out of the resolver's
-    /// reach: resolve it here and refuse it if any address is forbidden.
+    /// Through an HTTP(S) proxy the target's name is resolved by the proxy, out of the
+    /// resolver's reach: resolve it here and refuse it if any address is forbidden.
     async fn check_proxied_target(&self, url: &reqwest::Url) -> Result<(), String> {
         let Some(url::Host::Domain(host)) = url.host() else {
             return Ok(());
@@ -279,7 +305,9 @@ impl Client {
         {
             return Err(fail(format!("blocked_address: {ip} is a {reason}")));
         }
-        if self.proxied {
+        let names_the_proxy =
+            self.proxy_host.is_some() && parsed.host_str() == self.proxy_host.as_deref();
+        if self.proxy_resolves || names_the_proxy {
             self.check_proxied_target(&parsed).await.map_err(fail)?;
         }
         // One deadline for the whole exchange, the body included.
@@ -447,6 +475,97 @@ mod tests {
         let raw = server.await.unwrap();
         assert!(raw.contains("\r\nX-Acme-Signature: sha256=00\r\n"), "{raw}");
         assert!(raw.contains("\r\nWebhook-Id: msg_1\r\n"), "{raw}");
+    }
+
+    /// A SOCKS5 proxy that records the target of each CONNECT (`ip 1.2.3.4:80` or
+    /// `name example.com:80`) and answers the tunnelled request itself with a 204.
+    async fn socks_proxy() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut head = [0u8; 2];
+                conn.read_exact(&mut head).await.unwrap();
+                let mut methods = vec![0u8; usize::from(head[1])];
+                conn.read_exact(&mut methods).await.unwrap();
+                conn.write_all(&[5, 0]).await.unwrap();
+                let mut req = [0u8; 4];
+                conn.read_exact(&mut req).await.unwrap();
+                let target = match req[3] {
+                    1 => {
+                        let mut ip = [0u8; 4];
+                        conn.read_exact(&mut ip).await.unwrap();
+                        format!("ip {}", std::net::Ipv4Addr::from(ip))
+                    }
+                    4 => {
+                        let mut ip = [0u8; 16];
+                        conn.read_exact(&mut ip).await.unwrap();
+                        format!("ip {}", std::net::Ipv6Addr::from(ip))
+                    }
+                    _ => {
+                        let mut len = [0u8; 1];
+                        conn.read_exact(&mut len).await.unwrap();
+                        let mut name = vec![0u8; usize::from(len[0])];
+                        conn.read_exact(&mut name).await.unwrap();
+                        format!("name {}", String::from_utf8_lossy(&name))
+                    }
+                };
+                let mut port = [0u8; 2];
+                conn.read_exact(&mut port).await.unwrap();
+                record
+                    .lock()
+                    .unwrap()
+                    .push(format!("{target}:{}", u16::from_be_bytes(port)));
+                conn.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+                    .await
+                    .unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn a_socks_proxy_connects_to_the_checked_address_never_to_a_name() {
+        let (proxy, seen) = socks_proxy().await;
+        for scheme in ["socks5h", "socks5"] {
+            let env: std::collections::HashMap<String, String> = [(
+                "HERALD_EGRESS_PROXY".to_owned(),
+                format!("{scheme}://{proxy}"),
+            )]
+            .into();
+            let egress = Egress::load(&Reader::new(&env)).unwrap();
+            let post = |policy: AddressPolicy| {
+                let egress = egress.clone();
+                async move {
+                    let client = Client::new(policy, 4096, &egress, 4).unwrap();
+                    let timeout = Duration::from_secs(5);
+                    let url = "http://localhost:8080/hook";
+                    client
+                        .post(url, Default::default(), Bytes::from_static(b"{}"), timeout)
+                        .await
+                }
+            };
+            // Allowed: the proxy is asked for the address the guard passed, not the name it
+            // would resolve again (where a second DNS answer could point inside).
+            let loopback = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+            let r = post(loopback).await.expect("delivered through the proxy");
+            assert_eq!(r.status, 204);
+            assert_eq!(
+                std::mem::take(&mut *seen.lock().unwrap()),
+                ["ip 127.0.0.1:8080"],
+                "{scheme}"
+            );
+            // Refused: the proxy is never contacted.
+            let f = post(AddressPolicy::default()).await.unwrap_err();
+            assert!(f.reason.starts_with("blocked_address"), "{}", f.reason);
+            assert!(seen.lock().unwrap().is_empty(), "{scheme}");
+        }
     }
 
     #[tokio::test]

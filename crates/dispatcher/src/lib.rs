@@ -16,7 +16,6 @@ mod gate;
 pub mod http;
 mod metrics;
 mod notes;
-pub mod ratelimit;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +70,7 @@ pub(crate) struct Dispatcher {
     http: http::Client,
     /// Per-endpoint and per-tenant in-flight caps.
     gates: gate::Gates,
-    limiter: ratelimit::RateLimiter,
+    limiter: herald_ratelimit::RateLimiter,
     /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
     /// failure streak even when the cached endpoint does not show one yet.
     recent_failures: Arc<Mutex<HashSet<uuid::Uuid>>>,
@@ -116,7 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Batching::ledger(config.publish_channels, config.record_linger),
         ),
         publisher: publisher.clone(),
-        limiter: ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
+        limiter: herald_ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
         done: done::DoneMarks::start(redis.clone(), config.done_ttl.as_secs()),
         gates: gate::Gates::new(
             config.gates.clone(),

@@ -336,6 +336,12 @@ enum DeliveriesCmd {
     },
     Show {
         id: String,
+        /// Attempts shown (oldest first; default 100, at most 500).
+        #[arg(long, default_value_t = 100)]
+        attempts_limit: u32,
+        /// Where the attempts go on from (printed under a page that has more).
+        #[arg(long, default_value = "")]
+        attempts_cursor: String,
     },
     /// The latest deliveries across all endpoints.
     Activity {
@@ -343,9 +349,7 @@ enum DeliveriesCmd {
         limit: u32,
     },
     /// A new attempt of one delivery, now.
-    Redeliver {
-        id: String,
-    },
+    Redeliver { id: String },
     /// Re-send an endpoint's deliveries (default: the failed ones).
     Replay {
         endpoint: String,
@@ -777,17 +781,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     ]
                 }
                 EventTypeCmd::List { all, group } => {
-                    c.list_event_types(authed(
-                        pb::ListEventTypesRequest {
-                            include_archived: all,
-                            group,
-                        },
-                        &cli.api_key,
-                        "api key",
-                    )?)
-                    .await?
-                    .into_inner()
-                    .event_types
+                    crate::page::list_event_types(&mut c, &cli.api_key, all, group).await?
                 }
                 EventTypeCmd::Update {
                     name,
@@ -933,10 +927,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     crate::page::replay(&mut c, &cli.api_key, j, req).await?;
                 }
-                DeliveriesCmd::Show { id } => {
+                DeliveriesCmd::Show {
+                    id,
+                    attempts_limit,
+                    attempts_cursor,
+                } => {
                     let r = c
                         .get_delivery(authed(
-                            pb::GetDeliveryRequest { id },
+                            pb::GetDeliveryRequest {
+                                id,
+                                attempts_page_size: attempts_limit,
+                                attempts_cursor,
+                            },
                             &cli.api_key,
                             "api key",
                         )?)
@@ -946,6 +948,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if j {
                         let mut v = output::delivery(&d);
                         v["attempts"] = r.attempts.iter().map(output::attempt).collect();
+                        v["next_attempts_cursor"] = json!(r.next_attempts_cursor);
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         print(false, &[output::delivery(&d)], DELIVERY_COLUMNS);
@@ -964,6 +967,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                                 "trigger",
                             ],
                         );
+                        if !r.next_attempts_cursor.is_empty() {
+                            println!(
+                                "more attempts: --attempts-cursor {}",
+                                r.next_attempts_cursor
+                            );
+                        }
                     }
                 }
             }

@@ -143,6 +143,38 @@ pub async fn update_event_type(
     .into_inner())
 }
 
+/// Every event type of the tenant (archived ones when `include_archived`), page after page:
+/// a tenant holds at most `HERALD_MAX_EVENT_TYPES_PER_TENANT` of them.
+pub async fn list_event_types(
+    c: &mut EventTypes,
+    key: &Option<String>,
+    include_archived: bool,
+    group: Option<String>,
+) -> anyhow::Result<Vec<pb::EventType>> {
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = c
+            .list_event_types(authed(
+                pb::ListEventTypesRequest {
+                    include_archived,
+                    group: group.clone(),
+                    page_size: 500,
+                    cursor,
+                },
+                key,
+                "api key",
+            )?)
+            .await?
+            .into_inner();
+        all.extend(page.event_types);
+        if page.next_cursor.is_empty() {
+            return Ok(all);
+        }
+        cursor = page.next_cursor;
+    }
+}
+
 pub async fn activity(
     c: &mut Deliveries,
     key: &Option<String>,

@@ -1,11 +1,19 @@
 //! Who is calling: the operator (Admin) or a tenant (everything else).
+//!
+//! Both checks run from the call's headers before its message is read ([`crate::preauth`]).
+//! Neither costs a database query for a token already known (valid or invalid), and tokens
+//! never seen are looked up within a budget (`HERALD_AUTH_LOOKUP_RATE`, see
+//! [`herald_store::KeyCache`]): a flood of junk tokens leaves the pool to real tenants.
 
-use herald_store::KeyCheck;
+use herald_store::{KeyCache, KeyCheck};
 use tonic::Request;
 use uuid::Uuid;
 
 use crate::Ingest;
 use crate::error::{Error, Result};
+
+/// What a caller whose token could not be checked is told (see [`KeyCheck::Unchecked`]).
+const UNCHECKED: &str = "too many calls with unknown credentials reached this server: the API key could not be checked now, retry shortly";
 
 fn authorization<T>(req: &Request<T>) -> Option<&str> {
     req.metadata()
@@ -13,65 +21,85 @@ fn authorization<T>(req: &Request<T>) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// The tenant of a key check, or why the call is refused. `authorization` is the header the
-/// check was made of: the operator token is recognised and refused (`PERMISSION_DENIED`), as
-/// a tenant key is on the Admin service.
-pub(crate) fn tenant_of(
-    check: herald_store::Result<KeyCheck>,
+/// The tenant of the API key in an `authorization` header, or why the call is refused. The
+/// operator token is recognised without a lookup and refused (`PERMISSION_DENIED`), as a
+/// tenant key is on the Admin service.
+pub(crate) async fn tenant_key(
+    keys: &KeyCache,
     authorization: Option<&str>,
     admin_token: Option<&str>,
 ) -> Result<Uuid> {
-    match check? {
+    if herald_store::is_operator(authorization, admin_token) {
+        return Err(Error::PermissionDenied(
+            "tenant API key required: the operator token serves only the Admin service",
+        ));
+    }
+    match keys.check(authorization).await? {
         KeyCheck::Tenant(t) => Ok(t),
         KeyCheck::Missing => Err(Error::Unauthenticated(
             "missing API key: send \"authorization: Bearer <key>\"",
         )),
-        KeyCheck::Invalid if herald_store::is_operator(authorization, admin_token) => {
-            Err(Error::PermissionDenied(
-                "tenant API key required: the operator token serves only the Admin service",
-            ))
-        }
         KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
+        KeyCheck::Unchecked => Err(Error::Unavailable(UNCHECKED.into())),
+    }
+}
+
+/// Checks the operator token (compared in constant time): a tenant's API key is recognised and
+/// refused (`PERMISSION_DENIED`), any other wrong token is `UNAUTHENTICATED`, also when the
+/// budget of lookups was spent (only the operator token is accepted here anyway).
+pub(crate) async fn operator(
+    keys: &KeyCache,
+    authorization: Option<&str>,
+    admin_token: Option<&str>,
+) -> Result<()> {
+    let Some(expected) = admin_token else {
+        return Err(Error::PermissionDenied(
+            "the Admin service is disabled: set HERALD_ADMIN_TOKEN",
+        ));
+    };
+    let Some(given) = herald_store::bearer(authorization) else {
+        return Err(Error::Unauthenticated(
+            "missing operator token: send \"authorization: Bearer <token>\"",
+        ));
+    };
+    if herald_store::same_secret(given, expected) {
+        return Ok(());
+    }
+    match keys.check(authorization).await? {
+        KeyCheck::Tenant(_) => Err(Error::PermissionDenied(
+            "operator token required: a tenant API key cannot use the Admin service",
+        )),
+        KeyCheck::Missing | KeyCheck::Invalid | KeyCheck::Unchecked => {
+            Err(Error::Unauthenticated("invalid operator token"))
+        }
     }
 }
 
 impl Ingest {
-    /// The tenant of the calling API key: the one [`crate::preauth::KeyFirst`] already found,
-    /// else looked up here.
+    /// The tenant of the calling API key: the one [`crate::preauth`] already found, else
+    /// checked here.
     pub async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid> {
         if let Some(crate::preauth::Authenticated(t)) = req.extensions().get() {
             return Ok(*t);
         }
-        tenant_of(
-            self.keys.check(authorization(req)).await,
+        tenant_key(
+            &self.keys,
             authorization(req),
             self.config.admin_token.as_deref(),
         )
+        .await
     }
 
-    /// Checks the operator token: a tenant's API key is recognised and refused
-    /// (`PERMISSION_DENIED`), any other wrong token is `UNAUTHENTICATED`.
+    /// Checks the operator token, unless [`crate::preauth`] already did.
     pub async fn admin<T>(&self, req: &Request<T>) -> Result<()> {
-        let Some(expected) = self.config.admin_token.as_deref() else {
-            return Err(Error::PermissionDenied(
-                "the Admin service is disabled: set HERALD_ADMIN_TOKEN",
-            ));
-        };
-        let Some(given) = herald_store::bearer(authorization(req)) else {
-            return Err(Error::Unauthenticated(
-                "missing operator token: send \"authorization: Bearer <token>\"",
-            ));
-        };
-        if herald_store::same_secret(given, expected) {
+        if req.extensions().get::<crate::preauth::Operator>().is_some() {
             return Ok(());
         }
-        match self.keys.check(authorization(req)).await? {
-            KeyCheck::Tenant(_) => Err(Error::PermissionDenied(
-                "operator token required: a tenant API key cannot use the Admin service",
-            )),
-            KeyCheck::Missing | KeyCheck::Invalid => {
-                Err(Error::Unauthenticated("invalid operator token"))
-            }
-        }
+        operator(
+            &self.keys,
+            authorization(req),
+            self.config.admin_token.as_deref(),
+        )
+        .await
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald_core::config::{Common, ConfigError, Reader};
+use herald_core::config::{ApiLimits, Common, ConfigError, Reader};
 use herald_core::net::{Cidr, parse_networks};
 
 /// Everything ingest needs to run.
@@ -38,6 +38,11 @@ pub struct Config {
     pub allow_networks: Vec<Cidr>,
     /// `HERALD_MAX_ENDPOINTS_PER_TENANT`, default 1000.
     pub max_endpoints_per_tenant: i64,
+    /// `HERALD_MAX_EVENT_TYPES_PER_TENANT`: event types a tenant may create (archived ones
+    /// count), default 1000.
+    pub max_event_types_per_tenant: i64,
+    /// gRPC server and statement bounds (`HERALD_GRPC_*`, `HERALD_STATEMENT_TIMEOUT`).
+    pub api: ApiLimits,
     /// `HERALD_PUBLISH_CHANNELS`: broker channels used for publishing, default 1:
     /// confirms on one channel reach the broker in larger batches (fewer quorum-queue syncs per
     /// message; measured 0.20 -> 0.18 ms of broker CPU per delivery against 4 channels).
@@ -55,6 +60,31 @@ pub struct Config {
     /// `HERALD_PUBLISH_BURST`: how many seconds' worth of events a tenant may publish at once
     /// (the bucket size; also the largest batch under a limit), default `1s`.
     pub publish_burst: Duration,
+    /// `HERALD_SEND_TEST_CONCURRENCY`: test sends (`SendTest`) one tenant may have in progress
+    /// at once on this instance, default 4 (at least 1); each takes at most its endpoint's
+    /// timeout.
+    pub send_test_concurrency: usize,
+    /// `HERALD_AUTH_LOOKUP_RATE`: database lookups per second of credentials this process has
+    /// not seen yet (neither cached as a valid key nor as an invalid one), default 200; past it
+    /// such calls get `UNAVAILABLE` (`Admin`: `UNAUTHENTICATED`) without a query. 0: no limit.
+    pub auth_lookup_rate: u32,
+    /// `HERALD_FILTER_STEP_BUDGET`: steps the payload filters an event reaches may take
+    /// together (a step: one value compared, one path segment followed, or 64 bytes of a
+    /// string compared); each filter gets at least an equal share, `TestFilter` all of it.
+    /// Default 1,000,000 (a few ms of CPU), at least 1.
+    pub filter_step_budget: u64,
+    /// `HERALD_MAX_FANOUT_BYTES`: most delivery-task bytes one Publish or PublishBatch call may
+    /// create, each delivery counted as its payload plus 1 KiB; default 1 GiB.
+    pub max_fanout_bytes: u64,
+    /// `HERALD_PUBLISH_CHUNK_BYTES`: delivery-task bytes a call builds and hands to the broker
+    /// at once (the next chunk is built once these are confirmed); default 16 MiB, at least
+    /// `HERALD_MAX_PAYLOAD_BYTES` + 1 KiB.
+    pub publish_chunk_bytes: usize,
+    /// `HERALD_PUBLISH_MEMORY`: delivery-task bytes all publish calls in flight may hold
+    /// together (each holds its chunk); a call that finds no room within 1 s is refused with
+    /// RESOURCE_EXHAUSTED and a retry delay. Default 512 MiB, at least
+    /// `HERALD_PUBLISH_CHUNK_BYTES`.
+    pub publish_memory: u64,
     /// Proxy and extra CA certificates for test sends (as the dispatchers').
     pub egress: herald_dispatcher::http::Egress,
 }
@@ -62,7 +92,7 @@ pub struct Config {
 impl Config {
     pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
         let allow = r.string("HERALD_ALLOW_NETWORKS", "");
-        Ok(Self {
+        Self {
             common: Common::load(r)?,
             metrics_addr: r.string("HERALD_METRICS_ADDR", "127.0.0.1:9601"),
             listen_addr: r.string("HERALD_INGEST_ADDR", "127.0.0.1:50051"),
@@ -81,12 +111,69 @@ impl Config {
                 message: e.to_string(),
             })?,
             max_endpoints_per_tenant: r.parse("HERALD_MAX_ENDPOINTS_PER_TENANT", 1000)?,
+            max_event_types_per_tenant: r.parse("HERALD_MAX_EVENT_TYPES_PER_TENANT", 1000)?,
+            api: ApiLimits::load(r)?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 1)?,
             record_linger: herald_broker::record_linger(r, Duration::ZERO)?,
             stats_window: r.duration("HERALD_STATS_WINDOW", Duration::from_secs(24 * 3600))?,
             publish_rate_limit: r.parse("HERALD_PUBLISH_RATE_LIMIT", 0)?,
             publish_burst: r.duration("HERALD_PUBLISH_BURST", Duration::from_secs(1))?,
+            send_test_concurrency: at_least_one(r, "HERALD_SEND_TEST_CONCURRENCY", 4)?,
+            auth_lookup_rate: r
+                .parse("HERALD_AUTH_LOOKUP_RATE", herald_store::DEFAULT_LOOKUP_RATE)?,
+            filter_step_budget: r.parse(
+                "HERALD_FILTER_STEP_BUDGET",
+                herald_core::filter::DEFAULT_STEP_BUDGET,
+            )?,
+            max_fanout_bytes: r.parse("HERALD_MAX_FANOUT_BYTES", 1 << 30)?,
+            publish_chunk_bytes: r.parse("HERALD_PUBLISH_CHUNK_BYTES", 16 << 20)?,
+            publish_memory: r.parse("HERALD_PUBLISH_MEMORY", 512 << 20)?,
             egress: herald_dispatcher::http::Egress::load(r)?,
-        })
+        }
+        .checked()
+    }
+
+    /// Checks the settings that bound one another.
+    fn checked(self) -> Result<Self, ConfigError> {
+        let fail = |name: &str, message: String| {
+            Err(ConfigError {
+                name: name.into(),
+                message,
+            })
+        };
+        if self.filter_step_budget == 0 {
+            return fail("HERALD_FILTER_STEP_BUDGET", "must be at least 1".into());
+        }
+        let task = crate::fanout::task_bytes(self.max_payload_bytes);
+        if (self.publish_chunk_bytes as u64) < task {
+            return fail(
+                "HERALD_PUBLISH_CHUNK_BYTES",
+                format!(
+                    "must hold one delivery task of the largest payload: at least {task} \
+                     (HERALD_MAX_PAYLOAD_BYTES + 1 KiB)"
+                ),
+            );
+        }
+        if self.publish_memory < self.publish_chunk_bytes as u64 {
+            return fail(
+                "HERALD_PUBLISH_MEMORY",
+                format!(
+                    "must hold at least one chunk: HERALD_PUBLISH_CHUNK_BYTES is {}",
+                    self.publish_chunk_bytes
+                ),
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// A count that must be at least 1.
+fn at_least_one(r: &Reader<'_>, name: &str, default: usize) -> Result<usize, ConfigError> {
+    match r.parse(name, default)? {
+        0 => Err(ConfigError {
+            name: name.into(),
+            message: "must be at least 1".into(),
+        }),
+        n => Ok(n),
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use herald_core::filter::Filter;
+use herald_core::filter::{Budget, Filter};
 use herald_core::matching::validate_event_type;
 use herald_core::signing::{Scheme, Secret};
 use herald_core::wire::{
@@ -12,7 +12,7 @@ use herald_core::wire::{
     LedgerBatch, Record, Trigger, VERSION, body_excerpt,
 };
 use herald_proto::v1 as pb;
-use herald_store::{EndpointChanges, EventTypeChanges, NewEndpoint};
+use herald_store::{EndpointChanges, EventTypeChanges, EventTypePosition, NewEndpoint};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -330,6 +330,10 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .expect("a JSON value always serialises"),
         };
         let event = validate::event(event_type, &payload, None, None, s.config.max_payload_bytes)?;
+        // Held until the endpoint answered (or timed out): a slot first, so that a refused
+        // call takes no token of the tenant's rate.
+        let _slot = s.test_slots.take(tenant)?;
+        s.charge_test_sends(tenant, 1).await?;
         let endpoint = Arc::new(s.store.get_endpoint(tenant, id).await.map_err(store_err)?);
         Ok(Response::new(s.send_test(endpoint, event).await))
     }
@@ -340,12 +344,28 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
     ) -> Result<Response<pb::TestFilterResponse>, Status> {
         self.0.tenant(&req).await?;
         let r = req.into_inner();
+        let max = self.0.config.max_payload_bytes;
+        if r.payload.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "payload is {} bytes; the limit is {max} bytes (HERALD_MAX_PAYLOAD_BYTES), as for a publish",
+                r.payload.len()
+            ))
+            .into());
+        }
         let doc = validate::filter(&r.filter)?
             .ok_or_else(|| Error::InvalidArgument("filter is empty".into()))?;
         let filter = Filter::parse(&doc).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let payload: serde_json::Value = serde_json::from_slice(&r.payload)
-            .map_err(|e| Error::InvalidArgument(format!("payload is not valid JSON: {e}")))?;
-        let explanation = filter.explain(&payload);
+        // The budget an event's filters share at publish, whole: running out is an answer that
+        // depends on the filter and the payload only (INVALID_ARGUMENT, never worth a retry).
+        let steps = self.0.config.filter_step_budget;
+        let work =
+            (r.payload.len() as u64).saturating_add(filter.cost_hint(r.payload.len()).min(steps));
+        let explanation = crate::fanout::off_the_workers(work, move || {
+            let payload: serde_json::Value = serde_json::from_slice(&r.payload)
+                .map_err(|e| Error::InvalidArgument(format!("payload is not valid JSON: {e}")))?;
+            Ok::<_, Error>(filter.explain_within(&payload, &mut Budget::new(steps))?)
+        })
+        .await?;
         Ok(Response::new(pb::TestFilterResponse {
             matches: explanation.is_none(),
             explanation: explanation.unwrap_or_default(),
@@ -479,7 +499,13 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         let t = self
             .0
             .store
-            .create_event_type(tenant, &r.name, &description, &group)
+            .create_event_type(
+                tenant,
+                &r.name,
+                &description,
+                &group,
+                self.0.config.max_event_types_per_tenant,
+            )
             .await
             .map_err(store_err)?;
         self.0.subscriptions.invalidate(tenant);
@@ -521,14 +547,54 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         if let Some(g) = &r.group {
             validate::no_nul("group", g)?;
         }
-        let rows = self
+        let after = match r.cursor.trim() {
+            "" => None,
+            c => Some(parse_event_type_cursor(c)?),
+        };
+        let limit = page_size(r.page_size);
+        // One row past the page tells whether another page exists.
+        let mut rows = self
             .0
             .store
-            .list_event_types(tenant, r.include_archived, r.group.as_deref())
+            .event_types_page(
+                tenant,
+                r.include_archived,
+                r.group.as_deref(),
+                after.as_ref(),
+                Some(limit + 1),
+            )
             .await
             .map_err(store_err)?;
+        let next_cursor = if rows.len() as u32 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(event_type_cursor).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListEventTypesResponse {
             event_types: rows.into_iter().map(convert::event_type).collect(),
+            next_cursor,
         }))
     }
+}
+
+/// The cursor of the page after `t`: its group and name (neither can hold NUL), base64url.
+fn event_type_cursor(t: &herald_store::EventType) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}\0{}", t.group, t.name))
+}
+
+fn parse_event_type_cursor(cursor: &str) -> Result<EventTypePosition, Error> {
+    use base64::Engine;
+    let bad = || Error::InvalidArgument("cursor is not one ListEventTypes returned".into());
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (group, name) = text.split_once('\0').ok_or_else(bad)?;
+    Ok(EventTypePosition {
+        group: group.to_owned(),
+        name: name.to_owned(),
+    })
 }

@@ -58,16 +58,7 @@ impl From<Error> for Status {
             tracing::error!(error = %detail, "internal error");
         }
         if let Error::RateLimited { retry_after, .. } = &e {
-            use tonic_types::{ErrorDetails, StatusExt};
-            let mut status = Status::with_error_details(
-                e.code(),
-                e.to_string(),
-                ErrorDetails::with_retry_info(Some(*retry_after)),
-            );
-            if let Ok(v) = retry_after.as_millis().to_string().parse() {
-                status.metadata_mut().insert("retry-after-ms", v);
-            }
-            return status;
+            return herald_proto::server::retry_later(e.to_string(), *retry_after);
         }
         Status::new(e.code(), e.to_string())
     }
@@ -89,6 +80,10 @@ impl From<herald_store::Error> for Error {
             S::Limit(msg) => Error::ResourceExhausted(msg),
             e if e.is_unavailable() => {
                 Error::Unavailable("database unavailable, retry later".into())
+            }
+            e if e.is_timed_out() => {
+                tracing::warn!(error = %e, "query cancelled by the statement timeout");
+                Error::ResourceExhausted(herald_store::STATEMENT_TIMEOUT_MESSAGE.into())
             }
             e => Error::Internal(e.to_string()),
         }

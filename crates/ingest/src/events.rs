@@ -1,20 +1,26 @@
 //! The Events service: accept, dedupe, fan out, hand off.
+//!
+//! A call reserves its events' idempotency keys, matches the events against the tenant's
+//! subscriptions (filters within their step budget), and then either refuses itself whole
+//! (over a fan-out or memory limit of [`crate::fanout`]: the keys are released, nothing was
+//! written) or hands every delivery task and event record to the broker before it answers.
 
-use chrono::Utc;
-use herald_core::wire::{EventRecord, Record};
-use herald_dispatcher::ratelimit::Take;
+use std::sync::Arc;
+
 use herald_proto::v1 as pb;
+use herald_ratelimit::Take;
+use herald_store::Targets;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::fanout::{self, Outbound};
 use crate::idempotency::Reservation;
+use crate::subscriptions::Index;
 use crate::{Ingest, validate};
 
 pub struct EventsApi(pub Ingest);
-
-/// Ledger records per broker message are capped by size so one message stays small.
-const LEDGER_MESSAGE_BYTES: usize = 512 * 1024;
 
 /// One event on its way through a publish call.
 enum Slot {
@@ -26,6 +32,26 @@ enum Slot {
     /// The same event (key and content) as the pending slot at this index earlier in the
     /// call: answered with that slot's outcome, as a duplicate.
     SameAs(usize),
+}
+
+impl Slot {
+    fn pending(&self) -> Option<&validate::Event> {
+        match self {
+            Slot::Pending { event, .. } => Some(event),
+            _ => None,
+        }
+    }
+}
+
+/// The answers of a call in which no event is left to publish.
+fn finished(slots: Vec<Slot>) -> Vec<Result<pb::PublishResponse>> {
+    slots
+        .into_iter()
+        .map(|s| match s {
+            Slot::Done(r) => r,
+            Slot::Pending { .. } | Slot::SameAs(_) => unreachable!("no event left to publish"),
+        })
+        .collect()
 }
 
 impl Ingest {
@@ -70,12 +96,67 @@ impl Ingest {
         }
     }
 
-    /// Publishes a list of validated (or already failed) events with one broker round trip.
+    /// Publishes a list of validated (or already failed) events: one answer per event, or an
+    /// error for the whole call when it is over a limit of [`crate::fanout`] (then nothing of
+    /// it was written).
     async fn publish_all(
         &self,
         tenant: Uuid,
         input: Vec<Result<validate::Event>>,
-    ) -> Vec<Result<pb::PublishResponse>> {
+    ) -> Result<Vec<Result<pb::PublishResponse>>> {
+        let mut slots = self.reserve_keys(tenant, input).await;
+        if !slots.iter().any(|s| s.pending().is_some()) {
+            return Ok(finished(slots));
+        }
+        let index = match self.subscriptions.index(tenant).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.release_all(tenant, &slots).await;
+                let msg = e.to_string();
+                let code = e.code();
+                return Ok(slots
+                    .into_iter()
+                    .map(|s| match s {
+                        Slot::Done(r) => r,
+                        Slot::Pending { .. } | Slot::SameAs(_) => Err(clone_err(code, &msg)),
+                    })
+                    .collect());
+            }
+        };
+        if index.reject_unknown {
+            self.refuse_unknown_types(tenant, &index, &mut slots).await;
+        }
+        let (slots, targets) = self.match_filters(index, slots).await;
+        let mut outbound = Vec::new();
+        let mut accepted: Vec<Option<(Uuid, u32)>> = Vec::with_capacity(slots.len());
+        for (slot, targets) in slots.iter().zip(targets) {
+            let (Slot::Pending { event, event_id }, Some(targets)) = (slot, targets) else {
+                accepted.push(None);
+                continue;
+            };
+            report_exhausted(*event_id, event, &targets.exhausted);
+            accepted.push(Some((*event_id, targets.endpoints.len() as u32)));
+            outbound.push(Outbound::new(event, *event_id, targets.endpoints));
+        }
+        let handed_off = match self.admit(&outbound).await {
+            Ok(_held) => {
+                let chunk = self.config.publish_chunk_bytes;
+                self.hand_off(tenant, &mut outbound, chunk).await
+            }
+            Err(e) => {
+                drop(outbound);
+                self.release_all(tenant, &slots).await;
+                return Err(e);
+            }
+        };
+        drop(outbound);
+        crate::metrics::handed_off(&accepted, handed_off.is_ok());
+        Ok(self.answer(tenant, slots, accepted, handed_off).await)
+    }
+
+    /// Reserves the events' idempotency keys: a slot per event, pending when it is to be
+    /// published, done when it is already answered (invalid, a duplicate, a key in use).
+    async fn reserve_keys(&self, tenant: Uuid, input: Vec<Result<validate::Event>>) -> Vec<Slot> {
         // Reserve every key at once (one pipelined round trip rather than one per event). A key
         // repeated within the call with the same content gets what its first occurrence gets
         // (as a duplicate); with other content it is refused like any reuse of a key.
@@ -160,96 +241,73 @@ impl Ingest {
             };
             slots.push(slot);
         }
-        if !slots.iter().any(|s| matches!(s, Slot::Pending { .. })) {
-            return slots
-                .into_iter()
-                .map(|s| match s {
-                    Slot::Done(r) => r,
-                    Slot::Pending { .. } | Slot::SameAs(_) => unreachable!(),
+        slots
+    }
+
+    /// Answers the events of types the tenant does not know, when it refuses those.
+    async fn refuse_unknown_types(&self, tenant: Uuid, index: &Index, slots: &mut [Slot]) {
+        for slot in slots {
+            if let Slot::Pending { event, .. } = slot
+                && !index.accepts(&event.event_type)
+            {
+                if let Some(key) = &event.idempotency_key {
+                    self.idempotency.release(tenant, key).await;
+                }
+                *slot = Slot::Done(Err(Error::InvalidArgument(format!(
+                    "event type {:?} is not one of this tenant's event types (create it with CreateEventType, or unarchive it)",
+                    event.event_type
+                ))));
+            }
+        }
+    }
+
+    /// Where each pending event goes, its filters within `HERALD_FILTER_STEP_BUDGET`; on the
+    /// blocking pool when the call's filter work can be long (see [`fanout::off_the_workers`]).
+    async fn match_filters(
+        &self,
+        index: Arc<Index>,
+        slots: Vec<Slot>,
+    ) -> (Vec<Slot>, Vec<Option<Targets>>) {
+        let steps = self.config.filter_step_budget;
+        let work = slots
+            .iter()
+            .filter_map(Slot::pending)
+            .map(|e| index.filter_work(&e.event_type, e.payload.len(), steps))
+            .fold(0, u64::saturating_add);
+        fanout::off_the_workers(work, move || {
+            let targets = slots
+                .iter()
+                .map(|s| {
+                    s.pending()
+                        .map(|e| index.targets_within(&e.event_type, &e.payload, steps))
                 })
                 .collect();
-        }
+            (slots, targets)
+        })
+        .await
+    }
 
-        let index = match self.subscriptions.index(tenant).await {
-            Ok(i) => i,
-            Err(e) => {
-                self.release_all(tenant, &slots).await;
-                let msg = e.to_string();
-                let code = e.code();
-                return slots
-                    .into_iter()
-                    .map(|s| match s {
-                        Slot::Done(r) => r,
-                        Slot::Pending { .. } | Slot::SameAs(_) => Err(clone_err(code, &msg)),
-                    })
-                    .collect();
-            }
-        };
+    /// Refuses a call whose fan-out is over `HERALD_MAX_FANOUT_BYTES`; else holds the bytes
+    /// its largest chunk needs under `HERALD_PUBLISH_MEMORY` until dropped.
+    async fn admit(&self, events: &[Outbound<'_>]) -> Result<OwnedSemaphorePermit> {
+        let deliveries = events.iter().map(|e| e.deliveries() as u64).sum();
+        let bytes = events
+            .iter()
+            .map(Outbound::fanout_bytes)
+            .fold(0, u64::saturating_add);
+        fanout::check_fanout(deliveries, bytes, self.config.max_fanout_bytes)?;
+        let chunk = self.config.publish_chunk_bytes as u64;
+        self.publish_memory.hold(bytes.min(chunk)).await
+    }
 
-        if index.reject_unknown {
-            for slot in &mut slots {
-                if let Slot::Pending { event, .. } = slot
-                    && !index.accepts(&event.event_type)
-                {
-                    if let Some(key) = &event.idempotency_key {
-                        self.idempotency.release(tenant, key).await;
-                    }
-                    *slot = Slot::Done(Err(Error::InvalidArgument(format!(
-                        "event type {:?} is not one of this tenant's event types (create it with CreateEventType, or unarchive it)",
-                        event.event_type
-                    ))));
-                }
-            }
-        }
-
-        let topo = self.publisher.topology();
-        let now = Utc::now();
-        let mut messages = Vec::new();
-        let mut records: Vec<Record> = Vec::new();
-        let mut accepted: Vec<Option<(Uuid, u32)>> = Vec::with_capacity(slots.len());
-        for slot in &slots {
-            let Slot::Pending { event, event_id } = slot else {
-                accepted.push(None);
-                continue;
-            };
-            let targets = index.targets(&event.event_type, &event.payload);
-            // One span per event: its deliveries (and their retries and ledger writes) carry it.
-            let span = tracing::info_span!(
-                "ingest.fan_out",
-                event_type = %event.event_type,
-                event_id = tracing::field::Empty,
-                deliveries = targets.len()
-            );
-            let _entered = span.enter();
-            let trace = herald_telemetry::trace_headers();
-            let (record, tasks) = EventRecord::fan_out(
-                *event_id,
-                tenant,
-                &event.event_type,
-                &event.payload,
-                event.occurred_at.unwrap_or(now),
-                event.idempotency_key.clone(),
-                &targets,
-            );
-            span.record("event_id", tracing::field::display(record.event_id));
-            for task in &tasks {
-                messages.push(topo.work_message(tenant, task.encode(), trace.clone()));
-            }
-            accepted.push(Some((record.event_id, tasks.len() as u32)));
-            records.push(Record::Event(record));
-        }
-        // Delivery tasks on their own, event records in ledger messages shared with concurrent
-        // calls; OK only once the broker confirmed all of it.
-        let trace = herald_telemetry::trace_headers();
-        let records = futures::future::join_all(
-            chunk_records(records)
-                .into_iter()
-                .map(|chunk| self.records.submit(chunk, trace.clone())),
-        );
-        let (tasks, records) = tokio::join!(self.publisher.publish(&messages), records);
-        let handed_off = records.into_iter().fold(tasks, |all, r| all.and(r));
-        crate::metrics::handed_off(&accepted, handed_off.is_ok());
-        // Record the outcome of every key at once, then answer in input order.
+    /// Records the outcome of every key at once, then answers in input order.
+    async fn answer(
+        &self,
+        tenant: Uuid,
+        slots: Vec<Slot>,
+        accepted: Vec<Option<(Uuid, u32)>>,
+        handed_off: Result<(), herald_broker::Error>,
+    ) -> Vec<Result<pb::PublishResponse>> {
         let same_as: Vec<Option<usize>> = slots
             .iter()
             .map(|s| match s {
@@ -315,6 +373,21 @@ impl Ingest {
     }
 }
 
+/// Logs and counts the endpoints an event is not delivered to because their filter ran out of
+/// its step budget (no payload content in the log).
+fn report_exhausted(event_id: Uuid, event: &validate::Event, exhausted: &[(Uuid, u64)]) {
+    for (endpoint_id, steps) in exhausted {
+        metrics::counter!("herald_filter_budget_exhausted_total").increment(1);
+        tracing::warn!(
+            %endpoint_id,
+            %event_id,
+            event_type = %event.event_type,
+            steps,
+            "payload filter ran out of its step budget: the event is not delivered to this endpoint"
+        );
+    }
+}
+
 /// The answer to a repeat of an event published earlier in the same call: the first one's,
 /// as a duplicate.
 fn as_duplicate(first: &Result<pb::PublishResponse>) -> Result<pb::PublishResponse> {
@@ -344,26 +417,6 @@ fn publish_burst(rate: u32, burst: std::time::Duration) -> u32 {
     ((u64::from(rate) * burst.as_millis() as u64) / 1000).clamp(1, u64::from(u32::MAX)) as u32
 }
 
-/// Splits records into groups of at most about [`LEDGER_MESSAGE_BYTES`] each.
-fn chunk_records(records: Vec<Record>) -> Vec<Vec<Record>> {
-    let mut out = Vec::new();
-    let mut batch = Vec::new();
-    let mut size = 0;
-    for r in records {
-        let approx = r.approx_size();
-        if !batch.is_empty() && size + approx > LEDGER_MESSAGE_BYTES {
-            out.push(std::mem::take(&mut batch));
-            size = 0;
-        }
-        size += approx;
-        batch.push(r);
-    }
-    if !batch.is_empty() {
-        out.push(batch);
-    }
-    out
-}
-
 fn to_event(r: &pb::PublishRequest, max: usize) -> Result<validate::Event> {
     validate::event(
         &r.event_type,
@@ -384,13 +437,9 @@ impl pb::events_server::Events for EventsApi {
         let tenant = self.0.tenant(&req).await?;
         let event = to_event(req.get_ref(), self.0.config.max_payload_bytes)?;
         self.0.check_publish_rate(tenant, 1).await?;
-        let result = self
-            .0
-            .publish_all(tenant, vec![Ok(event)])
-            .await
-            .pop()
-            .expect("one result per event");
+        let results = self.0.publish_all(tenant, vec![Ok(event)]).await;
         metrics::histogram!("herald_publish_seconds").record(started.elapsed().as_secs_f64());
+        let result = results?.pop().expect("one result per event");
         Ok(Response::new(result?))
     }
 
@@ -418,7 +467,7 @@ impl pb::events_server::Events for EventsApi {
         let started = std::time::Instant::now();
         let results = self.0.publish_all(tenant, input).await;
         metrics::histogram!("herald_publish_seconds").record(started.elapsed().as_secs_f64());
-        let results = results
+        let results = results?
             .into_iter()
             .map(|r| pb::PublishResult {
                 outcome: Some(match r {

@@ -17,8 +17,15 @@
 //! being answered with the first event, which would drop the second one without a word, or
 //! resumed under the first event's ids, which would deliver a body the ledger never recorded.
 //! An accepted key's value is `<id> <n> <fingerprint>`; a reservation's fingerprint sits in a
-//! sibling key (`<key>:fp`), so the reservation keeps the form an older ingest reads during a
-//! rolling upgrade. A value without a fingerprint (written before) matches anything.
+//! sibling key, so the reservation keeps the form an older ingest reads during a rolling
+//! upgrade. A value without a fingerprint (written before) matches anything.
+//!
+//! Redis keys: `<prefix>:idem:<tenant>:<key>` holds a key, `<prefix>:idem-fp:<tenant>:<key>`
+//! its reservation's fingerprint. The caller's key is the whole rest of the Redis key and the
+//! two families differ before it, so no two (tenant, key) pairs share a Redis key, in either
+//! family. (The sibling used to be `<key>:fp` beside the key: a tenant's key `K:fp` was then
+//! the sibling of its key `K`. Siblings of that form, left by an older ingest, hold 32 hex
+//! digits, a value no key ever holds: [`RESERVE`] reads one as a free key.)
 
 use std::time::Duration;
 
@@ -35,6 +42,7 @@ const PENDING: &str = "pending";
 /// {outcome, value}.
 const RESERVE: &str = r"
 local cur = redis.call('GET', KEYS[1])
+if cur and #cur == 32 and not string.find(cur, '[^0-9a-f]') then cur = false end
 if not cur then
   redis.call('SET', KEYS[1], 'pending ' .. ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[4])
   redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
@@ -111,12 +119,12 @@ impl Idempotency {
     }
 
     fn key(&self, tenant: Uuid, key: &str) -> String {
-        format!("{}:idem:{tenant}:{key}", self.prefix)
+        redis_key(&self.prefix, tenant, key)
     }
 
     /// Where a reservation of `key` keeps its fingerprint.
     fn fingerprint_key(&self, tenant: Uuid, key: &str) -> String {
-        format!("{}:fp", self.key(tenant, key))
+        fingerprint_redis_key(&self.prefix, tenant, key)
     }
 
     /// Whether Redis answers.
@@ -231,6 +239,16 @@ impl Idempotency {
     }
 }
 
+/// The Redis key of a tenant's idempotency key (the layout is in the module docs).
+fn redis_key(prefix: &str, tenant: Uuid, key: &str) -> String {
+    format!("{prefix}:idem:{tenant}:{key}")
+}
+
+/// The Redis key holding the fingerprint of a reservation of `key`.
+fn fingerprint_redis_key(prefix: &str, tenant: Uuid, key: &str) -> String {
+    format!("{prefix}:idem-fp:{tenant}:{key}")
+}
+
 /// Reads an accepted key's value, `<event id> <deliveries> [<fingerprint>]`.
 fn parse(value: &str, key: &str, fingerprint: &str) -> Result<Reservation> {
     let mut parts = value.split(' ');
@@ -262,6 +280,49 @@ mod tests {
         assert_ne!(a, fingerprint("a.c", b"{}"));
         // The type is length-prefixed: moving bytes between type and payload changes it.
         assert_ne!(fingerprint("a.b{", b"}"), fingerprint("a.b", b"{}"));
+    }
+
+    #[test]
+    fn no_two_keys_share_a_redis_key() {
+        let (t1, t2) = (Uuid::now_v7(), Uuid::now_v7());
+        let keys = [
+            "K",
+            "K:fp",
+            "K:fp:fp",
+            "fp",
+            ":fp",
+            "K:",
+            "",
+            "idem-fp:K",
+            "a:b",
+            "a",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for tenant in [t1, t2] {
+            for key in keys {
+                for (family, redis) in [
+                    ("key", redis_key("herald", tenant, key)),
+                    ("fingerprint", fingerprint_redis_key("herald", tenant, key)),
+                ] {
+                    if let Some(other) = seen.insert(redis.clone(), (tenant, key, family)) {
+                        panic!(
+                            "{redis:?} is both {other:?} and {:?}",
+                            (tenant, key, family)
+                        );
+                    }
+                }
+            }
+        }
+        // The attack this guards against: the key `K:fp` was the fingerprint sibling of `K`.
+        assert_ne!(
+            redis_key("herald", t1, "K:fp"),
+            fingerprint_redis_key("herald", t1, "K")
+        );
+        // Keys accepted before keep their Redis key.
+        assert_eq!(
+            redis_key("herald", t1, "order-42"),
+            format!("herald:idem:{t1}:order-42")
+        );
     }
 
     #[test]

@@ -8,12 +8,14 @@
 
 mod admin;
 mod auth;
+mod budget;
 mod config;
 mod convert;
 mod delivery_state;
 mod endpoints;
 mod error;
 mod events;
+mod fanout;
 mod idempotency;
 mod maintenance;
 mod metrics;
@@ -52,11 +54,15 @@ pub(crate) struct Ingest {
     pub idempotency: idempotency::Idempotency,
     pub policy: AddressPolicy,
     /// Per-tenant publish rate (Redis token buckets shared by every ingest).
-    pub limiter: herald_dispatcher::ratelimit::RateLimiter,
+    pub limiter: herald_ratelimit::RateLimiter,
     /// Endpoints' delivery states (dispatchers' throttle notes in Redis).
     pub delivery_states: delivery_state::DeliveryStates,
     /// Outbound client for test sends (the dispatcher's: same address guard, no redirects).
     pub http: herald_dispatcher::http::Client,
+    /// Delivery-task bytes held by publishes in flight (`HERALD_PUBLISH_MEMORY`).
+    pub publish_memory: fanout::MemoryGate,
+    /// Test sends in progress per tenant (`HERALD_SEND_TEST_CONCURRENCY`).
+    pub test_slots: budget::TestSlots,
 }
 
 /// Connects to Postgres, Redis and RabbitMQ, runs migrations, declares the topology and serves
@@ -67,8 +73,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let c = &config.common;
-    let store = Store::from_config(c, c.database_max_connections).await?;
-    store.migrate().await?;
+    let migrations = Store::from_config(c, c.database_max_connections).await?;
+    migrations.migrate().await?;
+    // Every query from here on answers a call: bounded by the statement timeout.
+    let store = migrations.bounded(config.api.statement_timeout, c.database_max_connections);
+    migrations.pool().close().await;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
     let publisher = Publisher::connect(
@@ -82,7 +91,7 @@ pub async fn run(
     let redis = redis::Client::open(c.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let state = Ingest {
-        limiter: herald_dispatcher::ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
+        limiter: herald_ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
         delivery_states: delivery_state::DeliveryStates::new(redis.clone(), &c.redis_prefix),
         idempotency: idempotency::Idempotency::new(
             redis,
@@ -94,8 +103,11 @@ pub async fn run(
             store.clone(),
             config.subscription_cache_ttl,
         )),
-        keys: KeyCache::new(store.clone(), Duration::from_secs(10)),
+        keys: KeyCache::new(store.clone(), Duration::from_secs(10))
+            .with_lookup_rate(config.auth_lookup_rate),
+        test_slots: budget::TestSlots::new(config.send_test_concurrency),
         policy: AddressPolicy::new(config.allow_networks.clone()),
+        publish_memory: fanout::MemoryGate::new(config.publish_memory),
         http: herald_dispatcher::http::Client::new(
             AddressPolicy::new(config.allow_networks.clone()),
             64 * 1024,
@@ -110,6 +122,7 @@ pub async fn run(
         publisher: publisher.clone(),
         config: Arc::new(config),
     };
+    state.keys.warm();
     // Endpoint, tenant and key changes made through other instances (or by an operator in SQL).
     let (subscriptions, keys) = (state.subscriptions.clone(), state.keys.clone());
     let watch = state.store.watch_changes(shutdown.clone(), move |c| {
@@ -151,29 +164,40 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let max = state.config.max_payload_bytes * state.config.max_batch.max(1) + (1 << 20);
+    let small = state.config.api.max_message_bytes;
 
     let addr = listener.local_addr()?;
     let admin_token: Option<std::sync::Arc<str>> =
         state.config.admin_token.as_deref().map(Into::into);
     tracing::info!(%addr, "ingest listening");
+    let limits = &state.config.api;
     tonic::transport::Server::builder()
         .trace_fn(herald_telemetry::grpc_span)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(AdminServer::new(admin::AdminApi(state.clone())))
-        .add_service(preauth::KeyFirst::new(
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .add_service(health_service.max_decoding_message_size(small))
+        .add_service(reflection.max_decoding_message_size(small))
+        .add_service(preauth::operator_first(
+            AdminServer::new(admin::AdminApi(state.clone())).max_decoding_message_size(small),
+            state.keys.clone(),
+            admin_token.clone(),
+        ))
+        .add_service(preauth::key_first(
             EventsServer::new(events::EventsApi(state.clone())).max_decoding_message_size(max),
             state.keys.clone(),
             admin_token.clone(),
         ))
-        .add_service(preauth::KeyFirst::new(
+        .add_service(preauth::key_first(
             EndpointsServer::new(endpoints::EndpointsApi(state.clone()))
-                .max_decoding_message_size(1 << 20),
+                .max_decoding_message_size(small),
             state.keys.clone(),
             admin_token.clone(),
         ))
-        .add_service(preauth::KeyFirst::new(
-            EventTypesServer::new(endpoints::EventTypesApi(state.clone())),
+        .add_service(preauth::key_first(
+            EventTypesServer::new(endpoints::EventTypesApi(state.clone()))
+                .max_decoding_message_size(small),
             state.keys.clone(),
             admin_token.clone(),
         ))

@@ -1,102 +1,94 @@
-//! The API key of a tenant's call (`Events`, `Endpoints`, `EventTypes`) is checked before its
-//! message is read.
+//! Credentials are checked before a call's message is read: the API key of a tenant's call
+//! (`Events`, `Endpoints`, `EventTypes`), the operator token of an `Admin` call.
 //!
-//! `PublishBatch` needs a large decoding limit (`HERALD_MAX_PAYLOAD_BYTES` × `HERALD_MAX_BATCH`),
-//! and tonic reads and decodes the whole message before a handler runs. Checked only in the
+//! `PublishBatch` needs a large decoding limit (`HERALD_MAX_PAYLOAD_BYTES` × `HERALD_MAX_BATCH`)
+//! and tonic reads and decodes the whole message before a handler runs: checked only in the
 //! handler, any client that can reach the port could make ingest buffer hundreds of MiB per
-//! call without a key. Wrapped in [`KeyFirst`], a call without a valid key is answered
-//! `UNAUTHENTICATED` from its headers alone, and an accepted call carries its tenant to the
-//! handler ([`Authenticated`]), which then does not look the key up a second time.
-//!
-//! A message over the limit gets `RESOURCE_EXHAUSTED` (a size limit, as the API documents its
-//! limits) rather than tonic's `OUT_OF_RANGE`; tonic's message, with both sizes, stays.
+//! call without a key, or get a decode error for a malformed message instead of
+//! `UNAUTHENTICATED`. Behind [`key_first`] and [`operator_first`] a call without valid
+//! credentials is answered from its headers alone ([`herald_proto::server::CredentialsFirst`]),
+//! and an accepted call carries what was found to the handler ([`Authenticated`],
+//! [`Operator`]), which then does not check a second time.
 
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
+use herald_proto::server::{CredentialsFirst, Gate};
 use herald_store::KeyCache;
-use tonic::body::Body;
-use tonic::codegen::{BoxFuture, Service, http};
-use tonic::server::NamedService;
+use tonic::Status;
+use tonic::codegen::BoxFuture;
 
-/// The tenant whose key [`KeyFirst`] accepted, in the request's extensions.
+/// The tenant whose key [`TenantKey`] accepted, in the request's extensions.
 #[derive(Clone, Copy, Debug)]
 pub struct Authenticated(pub uuid::Uuid);
 
-/// A gRPC service whose calls must carry a tenant's API key.
+/// The call carried the operator token ([`OperatorToken`] accepted it).
+#[derive(Clone, Copy, Debug)]
+pub struct Operator;
+
+/// Admits calls carrying a tenant's API key.
 #[derive(Clone)]
-pub struct KeyFirst<S> {
-    inner: S,
+pub struct TenantKey {
     keys: KeyCache,
     /// The operator token, to refuse it with `PERMISSION_DENIED` rather than as a bad key.
-    admin_token: Option<std::sync::Arc<str>>,
+    admin_token: Option<Arc<str>>,
 }
 
-impl<S> KeyFirst<S> {
-    pub fn new(inner: S, keys: KeyCache, admin_token: Option<std::sync::Arc<str>>) -> Self {
-        Self {
-            inner,
-            keys,
-            admin_token,
-        }
-    }
-}
+impl Gate for TenantKey {
+    type Pass = Authenticated;
 
-impl<S: NamedService> NamedService for KeyFirst<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S> Service<http::Request<Body>> for KeyFirst<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        // The clone is the one made ready by `poll_ready`'s caller next time; this one was.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let keys = self.keys.clone();
-        let admin_token = self.admin_token.clone();
+    fn admit(&self, authorization: Option<String>) -> BoxFuture<Authenticated, Status> {
+        let gate = self.clone();
         Box::pin(async move {
-            let authorization = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let check = keys.check(authorization.as_deref()).await;
-            match crate::auth::tenant_of(check, authorization.as_deref(), admin_token.as_deref()) {
-                Ok(tenant) => {
-                    req.extensions_mut().insert(Authenticated(tenant));
-                    inner.call(req).await.map(too_large_is_exhausted)
-                }
-                Err(e) => Ok(tonic::Status::from(e).into_http()),
-            }
+            crate::auth::tenant_key(
+                &gate.keys,
+                authorization.as_deref(),
+                gate.admin_token.as_deref(),
+            )
+            .await
+            .map(Authenticated)
+            .map_err(Status::from)
         })
     }
 }
 
-/// tonic answers a message over the decoding limit with `OUT_OF_RANGE` in a trailers-only
-/// response: say `RESOURCE_EXHAUSTED` instead.
-fn too_large_is_exhausted(mut resp: http::Response<Body>) -> http::Response<Body> {
-    let headers = resp.headers_mut();
-    let too_large = headers
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| {
-            m.contains("message%20length%20too%20large") || m.contains("message length too large")
-        });
-    if too_large && headers.get("grpc-status").is_some_and(|s| s == "11") {
-        headers.insert(
-            "grpc-status",
-            http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
+/// Admits calls carrying the operator token (`HERALD_ADMIN_TOKEN`).
+#[derive(Clone)]
+pub struct OperatorToken {
+    keys: KeyCache,
+    admin_token: Option<Arc<str>>,
+}
+
+impl Gate for OperatorToken {
+    type Pass = Operator;
+
+    fn admit(&self, authorization: Option<String>) -> BoxFuture<Operator, Status> {
+        let gate = self.clone();
+        Box::pin(async move {
+            crate::auth::operator(
+                &gate.keys,
+                authorization.as_deref(),
+                gate.admin_token.as_deref(),
+            )
+            .await
+            .map(|()| Operator)
+            .map_err(Status::from)
+        })
     }
-    resp
+}
+
+/// A tenant service whose calls must carry a tenant's API key.
+pub type KeyFirst<S> = CredentialsFirst<S, TenantKey>;
+
+/// Wraps a tenant service: its calls must carry a tenant's API key.
+pub fn key_first<S>(inner: S, keys: KeyCache, admin_token: Option<Arc<str>>) -> KeyFirst<S> {
+    CredentialsFirst::new(inner, TenantKey { keys, admin_token })
+}
+
+/// Wraps the Admin service: its calls must carry the operator token.
+pub fn operator_first<S>(
+    inner: S,
+    keys: KeyCache,
+    admin_token: Option<Arc<str>>,
+) -> CredentialsFirst<S, OperatorToken> {
+    CredentialsFirst::new(inner, OperatorToken { keys, admin_token })
 }

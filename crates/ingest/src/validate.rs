@@ -95,6 +95,10 @@ const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_
 /// which checks every address again at each connection, would never deliver to it. As the
 /// dispatcher, a name with one allowed address passes (it connects to that one). A name that
 /// does not resolve now is accepted: this is an early answer for the caller, not the guard.
+///
+/// The answer names neither the address nor its kind: a tenant who can point names at the
+/// operator's private DNS must not learn what they resolve to inside (only that the name is
+/// refused). The address goes to the log.
 pub async fn resolved_url(url: &str, policy: &AddressPolicy) -> Result<()> {
     let Ok(parsed) = url::Url::parse(url) else {
         return Ok(());
@@ -118,9 +122,12 @@ pub async fn resolved_url(url: &str, policy: &AddressPolicy) -> Result<()> {
         }
     }
     match refused {
-        Some((reason, ip)) => Err(bad(format!(
-            "url host {host:?} resolves to a {reason} ({ip}), which is not allowed"
-        ))),
+        Some((reason, ip)) => {
+            tracing::info!(host, %ip, reason, "endpoint url refused: its host resolves to a forbidden address");
+            Err(bad(format!(
+                "url host {host:?} resolves to a private address, which is not allowed (endpoints must be publicly reachable)"
+            )))
+        }
         None => Ok(()),
     }
 }
@@ -434,8 +441,13 @@ mod tests {
         // `localhost` resolves through the hosts file, with no DNS server needed.
         let e = resolved_url("http://localhost:8080/hook", &strict)
             .await
-            .unwrap_err();
-        assert!(e.to_string().contains("resolves to"), "{e}");
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resolves to a private address"), "{e}");
+        // Not echoed: what the name resolved to inside, nor which kind of address it is.
+        for leak in ["127.0.0.1", "::1", "loopback"] {
+            assert!(!e.contains(leak), "{e}");
+        }
         // One allowed address is enough, as for the dispatcher: `localhost` may also resolve
         // to ::1, which this policy does not allow.
         let local = AddressPolicy::new(parse_networks("127.0.0.0/8").unwrap());

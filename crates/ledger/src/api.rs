@@ -4,25 +4,27 @@ use chrono::{DateTime, Utc};
 use herald_broker::{Outgoing, Publisher};
 use herald_core::wire::{DeliveryTask, Trigger, VERSION};
 use herald_proto::v1 as pb;
-use herald_store::{KeyCache, KeyCheck};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::retention::first_id_at;
 
+mod replay;
+
 /// Most deliveries one ReplayEndpoint call queues.
 pub const MAX_REPLAY: u32 = 10_000;
-/// Broker messages per confirmed publish while replaying.
-const REPLAY_CHUNK: usize = 500;
 
 pub struct DeliveriesApi {
     pub pool: PgPool,
-    pub keys: KeyCache,
+    /// Checks a call's API key when [`crate::auth`] has not already.
+    pub auth: crate::auth::TenantKey,
     /// Publishes manual attempts (Redeliver, ReplayEndpoint) to the work exchange.
     pub publisher: Publisher,
-    /// The operator token (`HERALD_ADMIN_TOKEN`), only to refuse it as not a tenant's key.
-    pub admin_token: Option<String>,
+    /// Re-send limits: the tenant's publish rate, replays at once.
+    pub budget: crate::budget::Budget,
+    /// Deliveries a replay reads and publishes at a time (`HERALD_REPLAY_PAGE`).
+    pub replay_page: u32,
 }
 
 fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
@@ -75,6 +77,10 @@ fn db_err(e: sqlx::Error) -> Status {
     if herald_store::unavailable(&e) {
         tracing::warn!(error = %e, "ledger database unavailable");
         return Status::unavailable("ledger database unavailable, retry later");
+    }
+    if herald_store::timed_out(&e) {
+        tracing::warn!(error = %e, "delivery log query cancelled by the statement timeout");
+        return Status::resource_exhausted(herald_store::STATEMENT_TIMEOUT_MESSAGE);
     }
     tracing::error!(error = %e, "ledger query failed");
     Status::internal("internal error")
@@ -152,32 +158,17 @@ const DELIVERY_COLUMNS: &str =
     response_body, last_error, latency_ms, created_at, last_attempt_at, next_retry_at, test";
 
 impl DeliveriesApi {
+    /// The calling tenant: the one [`crate::auth`] found before the message was read, else
+    /// checked here.
     async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid, Status> {
+        if let Some(crate::auth::Authenticated(t)) = req.extensions().get() {
+            return Ok(*t);
+        }
         let auth = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        match self.keys.check(auth).await {
-            Ok(KeyCheck::Tenant(t)) => Ok(t),
-            Ok(KeyCheck::Missing) => Err(Status::unauthenticated(
-                "missing API key: send \"authorization: Bearer <key>\"",
-            )),
-            Ok(KeyCheck::Invalid)
-                if herald_store::is_operator(auth, self.admin_token.as_deref()) =>
-            {
-                Err(Status::permission_denied(
-                    "tenant API key required: the operator token serves only the Admin service",
-                ))
-            }
-            Ok(KeyCheck::Invalid) => Err(Status::unauthenticated("invalid or revoked API key")),
-            Err(e) if e.is_unavailable() => {
-                Err(Status::unavailable("database unavailable, retry later"))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "api key check failed");
-                Err(Status::internal("internal error"))
-            }
-        }
+        self.auth.tenant(auth).await
     }
 }
 
@@ -270,7 +261,16 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         req: Request<pb::GetDeliveryRequest>,
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
         let tenant = self.tenant(&req).await?;
-        let id = parse_id("id", &req.get_ref().id)?;
+        let r = req.get_ref();
+        let id = parse_id("id", &r.id)?;
+        let after = match r.attempts_cursor.trim() {
+            "" => None,
+            c => Some(parse_id("attempts_cursor", c)?),
+        };
+        let limit = match r.attempts_page_size {
+            0 => 100,
+            n => n.min(500),
+        };
         let sql =
             format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 AND tenant_id = $2");
         let delivery: DeliveryRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -280,17 +280,10 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             .await
             .map_err(db_err)?
             .ok_or_else(|| Status::not_found("delivery not found"))?;
-        let attempts: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT id, attempt, started_at, response_status, response_body, error, latency_ms, trigger, status
-             FROM attempts WHERE delivery_id = $1 AND tenant_id = $2 ORDER BY started_at, attempt",
-        )
-        .bind(id)
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let (attempts, next_attempts_cursor) = self.attempts_page(tenant, id, after, limit).await?;
         Ok(Response::new(pb::GetDeliveryResponse {
             delivery: Some(delivery.into()),
+            next_attempts_cursor,
             attempts: attempts
                 .into_iter()
                 .map(|a| pb::Attempt {
@@ -364,7 +357,11 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         .await
         .map_err(db_err)?
         .ok_or_else(|| Status::not_found("delivery not found"))?;
-        self.check_endpoint(tenant, row.endpoint_id).await?;
+        let rate = self.check_endpoint(tenant, row.endpoint_id).await?;
+        self.budget
+            .take(tenant, rate, 1)
+            .await
+            .map_err(|wait| crate::budget::rate_limited(rate, wait))?;
         let attempt = row.attempt_count.max(0) as u32 + 1;
         let message = self.manual_task(row)?;
         self.publisher.publish(&[message]).await.map_err(|e| {
@@ -398,66 +395,21 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             "" => None,
             id => Some(parse_id("after_delivery_id", id)?),
         };
-        self.check_endpoint(tenant, endpoint).await?;
-        let rows: Vec<ReplayRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{REPLAY_SELECT}
-             WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND d.{} = $3 AND NOT d.test
-               AND ($4::uuid IS NULL OR d.id >= $4) AND ($5::uuid IS NULL OR d.id < $5)
-               AND ($7::uuid IS NULL OR d.id > $7)
-             ORDER BY d.id LIMIT $6",
-            status_column(status)
-        )))
-        .bind(endpoint)
-        .bind(tenant)
-        .bind(status)
-        .bind(since.map(first_id_at))
-        .bind(until.map(first_id_at))
-        .bind(i64::from(limit) + 1)
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let truncated = rows.len() as u64 > u64::from(limit);
-        let rows: Vec<ReplayRow> = rows.into_iter().take(limit as usize).collect();
-        let last_created_at = rows.last().map(|r| ts(r.created_at));
-        let last_delivery_id = rows.last().map(|r| r.id.to_string()).unwrap_or_default();
-        // A delivery whose event is not in the ledger (payload retention removed it, or its
-        // record is not written yet) cannot be sent again: skipped and counted, so one such
-        // delivery does not block the replay of the rest.
-        let (sendable, purged): (Vec<ReplayRow>, Vec<ReplayRow>) =
-            rows.into_iter().partition(|r| r.payload.is_some());
-        let skipped = purged.len() as u32;
-        let mut queued = 0u32;
-        let mut ids = Vec::with_capacity(sendable.len());
-        let mut messages = Vec::with_capacity(sendable.len());
-        for r in sendable {
-            ids.push(r.id);
-            messages.push(self.manual_task(r)?);
-        }
-        for (chunk, chunk_ids) in messages.chunks(REPLAY_CHUNK).zip(ids.chunks(REPLAY_CHUNK)) {
-            self.publisher.publish(chunk).await.map_err(|e| {
-                tracing::warn!(error = %e, queued, "replay: broker unavailable");
-                let resume = match queued {
-                    0 => "retry".to_owned(),
-                    _ => format!(
-                        "retry with after_delivery_id {}",
-                        ids[queued as usize - 1]
-                    ),
-                };
-                Status::unavailable(format!(
-                    "the message broker became unavailable after {queued} deliveries were queued; {resume}"
-                ))
-            })?;
-            queued += chunk_ids.len() as u32;
-        }
-        tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint, queued, truncated, "replay queued");
-        Ok(Response::new(pb::ReplayEndpointResponse {
-            queued,
-            truncated,
-            last_created_at,
-            last_delivery_id,
-            skipped,
-        }))
+        let rate = self.check_endpoint(tenant, endpoint).await?;
+        let mut lease = self.budget.lease_replay(tenant).await?;
+        let replay = replay::Replay {
+            tenant,
+            endpoint,
+            status,
+            since: since.map(first_id_at),
+            until: until.map(first_id_at),
+            after,
+            limit,
+            rate,
+        };
+        let out = self.replay(replay, &mut lease).await?;
+        tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint, queued = out.queued, skipped = out.skipped, truncated = out.truncated, "replay queued");
+        Ok(Response::new(out))
     }
 }
 
@@ -498,23 +450,63 @@ const REPLAY_SELECT: &str = "SELECT d.id, d.event_id, d.tenant_id, d.endpoint_id
      FROM deliveries d LEFT JOIN events e ON e.id = d.event_id";
 
 impl DeliveriesApi {
-    /// A manual attempt must go to an endpoint that still exists and is enabled.
-    async fn check_endpoint(&self, tenant: Uuid, endpoint: Uuid) -> Result<(), Status> {
-        let enabled: Option<bool> =
-            sqlx::query_scalar("SELECT enabled FROM endpoints WHERE id = $1 AND tenant_id = $2")
-                .bind(endpoint)
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-        match enabled {
+    /// One page of a delivery's attempts, oldest first, after the attempt `after` (a cursor
+    /// this call returned), and the cursor of the next page (empty on the last). A delivery
+    /// re-sent many times by hand has as many attempts: they are read a page at a time.
+    async fn attempts_page(
+        &self,
+        tenant: Uuid,
+        delivery: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(Vec<AttemptRow>, String), Status> {
+        // One row past the page tells whether another page exists.
+        let mut rows: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT id, attempt, started_at, response_status, response_body, error, latency_ms, trigger, status
+             FROM attempts
+             WHERE delivery_id = $1 AND tenant_id = $2
+               AND ($3::uuid IS NULL OR (started_at, attempt, id) >
+                   (SELECT started_at, attempt, id FROM attempts
+                    WHERE id = $3 AND delivery_id = $1 AND tenant_id = $2))
+             ORDER BY started_at, attempt, id LIMIT $4",
+        )
+        .bind(delivery)
+        .bind(tenant)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let next = if rows.len() as u32 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|a| a.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((rows, next))
+    }
+
+    /// A manual attempt must go to an endpoint that still exists and is enabled. Answers the
+    /// tenant's publish rate, which re-sends count against (0: unlimited).
+    async fn check_endpoint(&self, tenant: Uuid, endpoint: Uuid) -> Result<u32, Status> {
+        let found: Option<(bool, Option<i32>)> = sqlx::query_as(
+            "SELECT e.enabled, t.publish_rate_limit
+             FROM endpoints e JOIN tenants t ON t.id = e.tenant_id
+             WHERE e.id = $1 AND e.tenant_id = $2",
+        )
+        .bind(endpoint)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        match found {
             None => Err(Status::not_found(
                 "endpoint not found (it may have been deleted)",
             )),
-            Some(false) => Err(Status::failed_precondition(
+            Some((false, _)) => Err(Status::failed_precondition(
                 "the endpoint is disabled: enable it before re-sending deliveries",
             )),
-            Some(true) => Ok(()),
+            Some((true, rate)) => Ok(self.budget.rate(rate)),
         }
     }
 
@@ -542,7 +534,9 @@ impl DeliveriesApi {
             created_at: r.created_at,
             payload: payload.into_bytes(),
         };
-        Ok(self.publisher.topology().work_message(
+        // A re-send is no fresh delivery: it takes the shard's queue of returning tasks, so a
+        // tenant's replay of thousands never stands in front of fresh deliveries on its shard.
+        Ok(self.publisher.topology().again_message(
             task.tenant_id,
             task.encode(),
             herald_telemetry::trace_headers(),

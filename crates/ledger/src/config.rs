@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald_core::config::{Common, ConfigError, Reader};
+use herald_core::config::{ApiLimits, Common, ConfigError, Reader};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,6 +32,30 @@ pub struct Config {
     /// `HERALD_ADMIN_TOKEN` (optional): the operator token, recognised on the delivery log API
     /// only to refuse it with `PERMISSION_DENIED` (a tenant API key is required there).
     pub admin_token: Option<String>,
+    /// `HERALD_PUBLISH_RATE_LIMIT`, as ingest reads it: re-sends (`Redeliver`,
+    /// `ReplayEndpoint`) take one token per delivery from the tenant's publish bucket (a Redis
+    /// token bucket shared with ingest), unless the tenant sets its own `publish_rate_limit`.
+    /// Default 0, unlimited.
+    pub publish_rate_limit: u32,
+    /// `HERALD_PUBLISH_BURST`, as ingest reads it: seconds' worth of tokens the bucket holds,
+    /// default `1s`; a replay page is at most this many deliveries under a limit.
+    pub publish_burst: Duration,
+    /// `HERALD_REPLAY_CONCURRENCY`: `ReplayEndpoint` calls one tenant may have running at once,
+    /// across every ledger (a lease in Redis), default 1.
+    pub replay_concurrency: u32,
+    /// `HERALD_REPLAY_LEASE_TTL`: how long a replay's lease lasts unless renewed (after every
+    /// page), so a ledger that died mid-replay blocks the tenant's replays at most this long;
+    /// default `30s`, at least `1s`.
+    pub replay_lease_ttl: Duration,
+    /// `HERALD_REPLAY_PAGE`: deliveries (with their payloads) a replay reads and publishes at a
+    /// time, default 500 (1–10,000): a replay holds at most this many payloads.
+    pub replay_page: u32,
+    /// `HERALD_AUTH_LOOKUP_RATE`: database lookups per second of API keys this process has not
+    /// seen yet, default 200; past it such calls get `UNAVAILABLE` without a query. 0: no limit.
+    pub auth_lookup_rate: u32,
+    /// gRPC server and statement bounds of the delivery log API (`HERALD_GRPC_*`,
+    /// `HERALD_STATEMENT_TIMEOUT`).
+    pub api: ApiLimits,
 }
 
 impl Config {
@@ -50,6 +74,14 @@ impl Config {
             retention_interval: r
                 .duration("HERALD_RETENTION_INTERVAL", Duration::from_secs(3600))?,
             admin_token: r.optional("HERALD_ADMIN_TOKEN"),
+            publish_rate_limit: r.parse("HERALD_PUBLISH_RATE_LIMIT", 0)?,
+            publish_burst: r.duration("HERALD_PUBLISH_BURST", Duration::from_secs(1))?,
+            replay_concurrency: r.parse("HERALD_REPLAY_CONCURRENCY", 1)?,
+            replay_lease_ttl: r.duration("HERALD_REPLAY_LEASE_TTL", Duration::from_secs(30))?,
+            replay_page: r.parse("HERALD_REPLAY_PAGE", 500)?,
+            auth_lookup_rate: r
+                .parse("HERALD_AUTH_LOOKUP_RATE", herald_store::DEFAULT_LOOKUP_RATE)?,
+            api: ApiLimits::load(r)?,
         };
         if c.batch_messages == 0 || c.batch_messages > usize::from(c.prefetch) {
             return Err(ConfigError {
@@ -57,6 +89,26 @@ impl Config {
                 message: "must be between 1 and HERALD_LEDGER_PREFETCH".into(),
             });
         }
+        c.check_replay()?;
         Ok(c)
+    }
+
+    fn check_replay(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, message: &str| {
+            Err(ConfigError {
+                name: name.into(),
+                message: message.into(),
+            })
+        };
+        if self.replay_concurrency == 0 {
+            return bad("HERALD_REPLAY_CONCURRENCY", "must be at least 1");
+        }
+        if self.replay_lease_ttl < Duration::from_secs(1) {
+            return bad("HERALD_REPLAY_LEASE_TTL", "must be at least 1s");
+        }
+        if !(1..=crate::api::MAX_REPLAY).contains(&self.replay_page) {
+            return bad("HERALD_REPLAY_PAGE", "must be between 1 and 10000");
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,8 @@
 //! Records are acked only after their transaction committed.
 
 mod api;
+mod auth;
+mod budget;
 mod config;
 mod consume;
 mod deadletter;
@@ -194,24 +196,44 @@ pub async fn run(
         .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let keys = KeyCache::new(store.clone(), Duration::from_secs(10));
+    let keys = KeyCache::new(store.clone(), Duration::from_secs(10))
+        .with_lookup_rate(config.auth_lookup_rate);
+    keys.warm();
     // A key revoked through ingest stops working here as soon as its notice arrives.
     let watch = {
         let keys = keys.clone();
         store.watch_changes(shutdown.clone(), move |c| keys.apply(c))
     };
+    // The delivery log's queries, driven by tenants, are bounded by the statement timeout; the
+    // batch writer, dead letters and retention keep `store`'s pool, without the bound.
+    let api_store = store.bounded(config.api.statement_timeout, c.database_max_connections);
     let api = api::DeliveriesApi {
-        pool: store.pool().clone(),
-        keys,
+        pool: api_store.pool().clone(),
+        auth: auth::TenantKey {
+            keys,
+            admin_token: config.admin_token.as_deref().map(Into::into),
+        },
         publisher: publisher.clone(),
-        admin_token: config.admin_token.clone(),
+        budget: budget::Budget::new(&config)?,
+        replay_page: config.replay_page,
     };
+    // API keys are checked from the headers, before a message is read.
+    let gate = api.auth.clone();
     tracing::info!(addr = %listener.local_addr()?, "ledger listening");
+    let limits = &config.api;
+    let small = limits.max_message_bytes;
     tonic::transport::Server::builder()
         .trace_fn(herald_telemetry::grpc_span)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(DeliveriesServer::new(api))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .add_service(health_service.max_decoding_message_size(small))
+        .add_service(reflection.max_decoding_message_size(small))
+        .add_service(herald_proto::server::CredentialsFirst::new(
+            DeliveriesServer::new(api).max_decoding_message_size(small),
+            gate,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await?;
     consumer.await?;

@@ -9,6 +9,11 @@
 //!   whose data Postgres refused, dead-lettered).
 //! - `herald_dead_letters_total{queue,reason}`: messages recorded off the dead-letter queue.
 //! - `herald_queue_messages{queue}` (gauge): messages ready in the ledger and dead-letter queues.
+//! - `herald_resends_refused_total{limit}`: `Redeliver`/`ReplayEndpoint` calls refused by the
+//!   tenant's publish rate (`rate`) or its running replays (`replay_concurrency`), see
+//!   [`crate::budget`].
+//! - `herald_auth_unknown_keys_total{outcome}`: API keys not cached as valid, answered from the
+//!   cache of invalid ones, looked up, or refused unchecked (see `herald_store::KeyCache`).
 
 use chrono::Utc;
 

@@ -1,8 +1,10 @@
-//! Generated types and service stubs of the `herald.v1` gRPC API (see `proto/herald/v1`).
+//! Generated types and service stubs of the `herald.v1` gRPC API (see `proto/herald/v1`), and
+//! the server plumbing its services share ([`server`]).
 
-#![allow(clippy::all, missing_docs)]
+pub mod server;
 
 /// The `herald.v1` package.
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("herald.v1");
 

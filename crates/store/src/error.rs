@@ -30,6 +30,11 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Database(e) if unavailable(e))
     }
+
+    /// True when the statement ran past the statement timeout ([`timed_out`]).
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, Error::Database(e) if timed_out(e))
+    }
 }
 
 /// True when `e` says the database is unreachable, restarting, overloaded or read-only (a
@@ -57,6 +62,16 @@ pub fn unavailable(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// True when `e` is a statement Postgres cancelled (SQLSTATE 57014): it ran past the
+/// connection's `statement_timeout` (see [`crate::Store::bounded`]), or an operator cancelled
+/// it. Either way the same call would be cancelled again: the caller must ask for less.
+pub fn timed_out(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
+/// What a caller is told when its query was cancelled by the statement timeout.
+pub const STATEMENT_TIMEOUT_MESSAGE: &str = "the query took longer than the database statement timeout (HERALD_STATEMENT_TIMEOUT) and was cancelled: narrow it (a shorter since/until range, a filter, a smaller page_size) and retry";
 
 #[cfg(test)]
 mod tests {

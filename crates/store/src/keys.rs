@@ -3,15 +3,35 @@
 //! A hit costs no database round trip; a revoked key stops working at once on the instance that
 //! revoked it, and on the others when its change notice arrives ([`crate::Change`]; within
 //! the cache TTL if the notice is lost).
+//!
+//! Unknown credentials are cheap, so that a flood of junk bearer tokens cannot take the pool
+//! from real tenants: a token found invalid is remembered (by its SHA-256, never in clear) for
+//! [`REJECTED_TTL`], at most [`REJECTED_MAX`] of them, and tokens this process has never seen
+//! are looked up at most `lookup_rate` times per second (`HERALD_AUTH_LOOKUP_RATE`); past that
+//! they are answered [`KeyCheck::Unchecked`] without a query. Keys that were valid once keep
+//! their place: a stale or invalidated entry is looked up again outside that limit, so real
+//! tenants never wait behind junk, and [`KeyCache::warm`] makes every live key known at start,
+//! so a restart does not put them behind it either. Counted in
+//! `herald_auth_unknown_keys_total{outcome}` (`rejected_cached`, `looked_up`, `limited`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{Result, Store, hash_api_key};
+
+/// How long a token found invalid is answered from memory.
+pub const REJECTED_TTL: Duration = Duration::from_secs(30);
+/// Most invalid tokens remembered (32-byte hashes): about 1 MiB with the map's overhead.
+pub const REJECTED_MAX: usize = 10_000;
+/// Lookups per second of tokens this process has not seen, unless configured.
+pub const DEFAULT_LOOKUP_RATE: u32 = 200;
+/// Most valid keys remembered.
+const KEYS_MAX: usize = 100_000;
 
 /// Outcome of presenting credentials.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,10 +39,13 @@ pub enum KeyCheck {
     Tenant(Uuid),
     Missing,
     Invalid,
+    /// Not looked up: too many unknown tokens reached this process lately. A real key that is
+    /// new here works once the flood passes; the caller should retry shortly.
+    Unchecked,
 }
 
-/// Key hash → (tenant, when it was looked up).
-type Entries = HashMap<Vec<u8>, (Uuid, Instant)>;
+/// A valid key's tenant and when it was confirmed (`None`: invalidated, confirm before use).
+type Entries = HashMap<Vec<u8>, (Uuid, Option<Instant>)>;
 
 /// Maps API keys to tenants, remembering answers for a short while.
 #[derive(Clone)]
@@ -30,9 +53,56 @@ pub struct KeyCache {
     store: Store,
     ttl: Duration,
     entries: Arc<Mutex<Entries>>,
+    /// Hashes of tokens found invalid, with when.
+    rejected: Arc<Mutex<HashMap<Vec<u8>, Instant>>>,
+    /// Budget of lookups of tokens never seen here.
+    lookups: Arc<Mutex<Bucket>>,
     /// Bumped (under the entries' lock) by every invalidation, so a lookup that raced with a
     /// revocation does not cache the answer it read before the revocation.
     generation: Arc<AtomicU64>,
+}
+
+/// An in-process token bucket (no Redis: it protects this process's own pool).
+struct Bucket {
+    /// Tokens per second and the most held; 0: unlimited.
+    rate: u32,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate,
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let rate = f64::from(self.rate);
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What memory says of a key hash.
+enum Known {
+    Valid(Uuid),
+    /// Valid once, to be confirmed.
+    Stale,
+    Rejected,
+    Unknown,
 }
 
 /// The token of an `authorization: Bearer <token>` header value.
@@ -45,14 +115,17 @@ pub fn bearer(value: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Whether `token` is `expected`, in time that depends on their lengths only.
+/// Whether `token` is `expected`, in time that depends on neither (their SHA-256 digests are
+/// compared, so not even the length of the expected secret shows).
 pub fn same_secret(token: &str, expected: &str) -> bool {
-    token.len() == expected.len()
-        && token
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
+    let (a, b) = (
+        Sha256::digest(token.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Whether an `authorization` header carries the operator token (`None`: no operator token is
@@ -65,14 +138,56 @@ pub fn is_operator(authorization: Option<&str>, operator_token: Option<&str>) ->
     }
 }
 
+fn unknown_key(outcome: &'static str) {
+    metrics::counter!("herald_auth_unknown_keys_total", "outcome" => outcome).increment(1);
+}
+
 impl KeyCache {
     pub fn new(store: Store, ttl: Duration) -> Self {
         Self {
             store,
             ttl,
             entries: Arc::default(),
+            rejected: Arc::default(),
+            lookups: Arc::new(Mutex::new(Bucket::new(DEFAULT_LOOKUP_RATE))),
             generation: Arc::default(),
         }
+    }
+
+    /// Looks up at most `per_second` tokens never seen here per second (0: no limit).
+    pub fn with_lookup_rate(self, per_second: u32) -> Self {
+        *self.lookups.lock().expect("key lookup budget lock") = Bucket::new(per_second);
+        self
+    }
+
+    /// Makes every live key known (at most [`KEYS_MAX`], the newest), each to be confirmed
+    /// on its first use: a restart then does not make real tenants' keys compete with junk
+    /// for the budget of unknown tokens. Runs in the background; without the database the
+    /// keys are learnt as they come.
+    pub fn warm(&self) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let rows: Result<Vec<(Vec<u8>, Uuid)>, sqlx::Error> = sqlx::query_as(
+                "SELECT key_hash, tenant_id FROM api_keys WHERE revoked_at IS NULL
+                 ORDER BY created_at DESC LIMIT $1",
+            )
+            .bind(KEYS_MAX as i64)
+            .fetch_all(cache.store.pool())
+            .await;
+            match rows {
+                Ok(rows) => {
+                    let known = rows.len();
+                    let mut entries = cache.entries.lock().expect("key cache lock");
+                    for (hash, tenant) in rows {
+                        entries.entry(hash).or_insert((tenant, None));
+                    }
+                    tracing::debug!(keys = known, "api keys known");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "api keys not loaded at start, learnt as they come")
+                }
+            }
+        });
     }
 
     /// Checks an `authorization` header value.
@@ -81,10 +196,18 @@ impl KeyCache {
             return Ok(KeyCheck::Missing);
         };
         let hash = hash_api_key(key);
-        if let Some((tenant, at)) = self.entries.lock().expect("key cache lock").get(&hash)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(KeyCheck::Tenant(*tenant));
+        match self.known(&hash) {
+            Known::Valid(tenant) => return Ok(KeyCheck::Tenant(tenant)),
+            Known::Rejected => {
+                unknown_key("rejected_cached");
+                return Ok(KeyCheck::Invalid);
+            }
+            Known::Unknown if !self.lookups.lock().expect("key lookup budget lock").take() => {
+                unknown_key("limited");
+                return Ok(KeyCheck::Unchecked);
+            }
+            Known::Unknown => unknown_key("looked_up"),
+            Known::Stale => {}
         }
         let generation = self.generation.load(Ordering::Acquire);
         match self.store.authenticate(&hash).await? {
@@ -93,34 +216,68 @@ impl KeyCache {
                 // An invalidation since the lookup began may concern this key: answer, but
                 // do not remember (the next call looks again).
                 if self.generation.load(Ordering::Acquire) == generation {
-                    if entries.len() > 100_000 {
+                    if entries.len() > KEYS_MAX {
                         entries.clear();
                     }
-                    entries.insert(hash, (tenant, Instant::now()));
+                    entries.insert(hash, (tenant, Some(Instant::now())));
                 }
                 Ok(KeyCheck::Tenant(tenant))
             }
-            None => Ok(KeyCheck::Invalid),
+            None => {
+                self.entries.lock().expect("key cache lock").remove(&hash);
+                self.reject(hash);
+                Ok(KeyCheck::Invalid)
+            }
         }
     }
 
-    /// Forgets every cached key (after a revocation).
+    fn known(&self, hash: &[u8]) -> Known {
+        if let Some((tenant, at)) = self.entries.lock().expect("key cache lock").get(hash) {
+            return match at {
+                Some(at) if at.elapsed() < self.ttl => Known::Valid(*tenant),
+                _ => Known::Stale,
+            };
+        }
+        match self.rejected.lock().expect("rejected keys lock").get(hash) {
+            Some(at) if at.elapsed() < REJECTED_TTL => Known::Rejected,
+            _ => Known::Unknown,
+        }
+    }
+
+    /// Remembers an invalid token's hash; when full, the expired go first, then everything
+    /// (forgetting costs only lookups, which the lookup budget bounds).
+    fn reject(&self, hash: Vec<u8>) {
+        let mut rejected = self.rejected.lock().expect("rejected keys lock");
+        if rejected.len() >= REJECTED_MAX {
+            rejected.retain(|_, at| at.elapsed() < REJECTED_TTL);
+            if rejected.len() >= REJECTED_MAX {
+                rejected.clear();
+            }
+        }
+        rejected.insert(hash, Instant::now());
+    }
+
+    /// Makes every cached key be confirmed again before its next use (after a revocation).
     pub fn clear(&self) {
         let mut entries = self.entries.lock().expect("key cache lock");
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        entries.values_mut().for_each(|(_, at)| *at = None);
     }
 
     /// Drops what a change notice makes stale: a tenant's keys when one of them (or the
-    /// tenant) changed, everything when notices may have been missed.
+    /// tenant) changed, everything when notices may have been missed. They stay known (looked
+    /// up again outside the budget of unknown tokens), only their answers are forgotten.
     pub fn apply(&self, change: crate::Change) {
         let mut entries = self.entries.lock().expect("key cache lock");
         if !matches!(change, crate::Change::Endpoint { .. }) {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         match change {
-            crate::Change::Tenant(t) => entries.retain(|_, (tenant, _)| *tenant != t),
-            crate::Change::Unknown => entries.clear(),
+            crate::Change::Tenant(t) => entries
+                .values_mut()
+                .filter(|(tenant, _)| *tenant == t)
+                .for_each(|(_, at)| *at = None),
+            crate::Change::Unknown => entries.values_mut().for_each(|(_, at)| *at = None),
             crate::Change::Endpoint { .. } => {}
         }
     }
@@ -128,7 +285,7 @@ impl KeyCache {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::{Bucket, bearer, same_secret};
 
     #[test]
     fn bearer_parsing() {
@@ -137,5 +294,20 @@ mod tests {
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(Some("Bearer ")), None);
         assert_eq!(bearer(None), None);
+    }
+
+    #[test]
+    fn secrets_compare_by_content_only() {
+        assert!(same_secret("operator-token", "operator-token"));
+        assert!(!same_secret("operator-token", "operator-tokem"));
+        assert!(!same_secret("", "operator-token"));
+    }
+
+    #[test]
+    fn lookups_of_unknown_keys_are_budgeted() {
+        let mut bucket = Bucket::new(3);
+        assert_eq!((0..10).filter(|_| bucket.take()).count(), 3);
+        let mut unlimited = Bucket::new(0);
+        assert!((0..1000).all(|_| unlimited.take()));
     }
 }

@@ -27,11 +27,11 @@ pub use endpoints::{
     Endpoint, EndpointChanges, EndpointStats, FailurePolicy, NewEndpoint, Outcome, Streak,
     Subscription,
 };
-pub use error::{Error, Result, unavailable};
-pub use event_types::{EventType, EventTypeChanges};
-pub use keys::{KeyCache, KeyCheck, bearer, is_operator, same_secret};
+pub use error::{Error, Result, STATEMENT_TIMEOUT_MESSAGE, timed_out, unavailable};
+pub use event_types::{EventType, EventTypeChanges, EventTypePosition};
+pub use keys::{DEFAULT_LOOKUP_RATE, KeyCache, KeyCheck, bearer, is_operator, same_secret};
 pub use secrets::{ReencryptReport, SecretKeyCount};
-pub use subscriptions::SubscriptionIndex;
+pub use subscriptions::{SubscriptionIndex, Targets};
 pub use tenants::{ApiKey, Tenant, TenantChanges, hash_api_key};
 
 /// Migrations embedded in every binary.
@@ -115,6 +115,28 @@ impl Store {
 
     pub fn secret_keys(&self) -> &Keyring {
         &self.keys
+    }
+
+    /// A handle on the same database whose connections cancel any statement that runs longer
+    /// than `timeout` (Postgres `statement_timeout`; zero: no bound), for the queries a
+    /// tenant's call drives: a list over millions of rows then fails in `timeout` instead of
+    /// holding a connection for minutes. It has a pool of its own (up to `max_connections`,
+    /// opened as needed), so the work that must run longer (migrations, the ledger's batch
+    /// writes and retention sweeps) keeps this handle's pool, without the bound.
+    pub fn bounded(&self, timeout: std::time::Duration, max_connections: u32) -> Self {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .options([("statement_timeout", timeout.as_millis())]);
+        let pool = self
+            .pool
+            .options()
+            .clone()
+            .max_connections(max_connections)
+            .connect_lazy_with(options);
+        Self {
+            pool,
+            keys: self.keys.clone(),
+        }
     }
 
     /// Applies pending migrations (idempotent; concurrent runs serialise on an advisory lock).

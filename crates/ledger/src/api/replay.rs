@@ -1,0 +1,159 @@
+//! `ReplayEndpoint` a page at a time.
+//!
+//! A replay may go through 10,000 deliveries with their payloads (each up to the payload
+//! limit): read at once, one call could hold gigabytes and a long query. It reads
+//! `HERALD_REPLAY_PAGE` deliveries at a time instead (keyset on the delivery id), and for each
+//! page takes one token per delivery it will send from the tenant's publish bucket, publishes
+//! them (confirmed) and renews its lease ([`crate::budget`]), then reads the next page. The
+//! cursor it answers (`last_delivery_id`) is always the last delivery gone through, so a call
+//! cut short (the limit, the rate, a lost lease, the broker) is continued exactly.
+//!
+//! Under a rate, a page is at most the tenant's burst. When the bucket runs dry before anything
+//! was gone through, the call is refused with `RetryInfo` (nothing queued); when it runs dry
+//! later, the call ends there, `truncated`, and the next call continues after its cursor.
+
+use herald_broker::Outgoing;
+use herald_proto::v1 as pb;
+use tonic::Status;
+use uuid::Uuid;
+
+use super::{DeliveriesApi, REPLAY_SELECT, ReplayRow, db_err, status_column, ts};
+use crate::budget::{Charged, Lease, rate_limited};
+
+/// Broker messages per confirmed publish while replaying.
+const PUBLISH_CHUNK: usize = 500;
+
+/// What a replay goes through: one endpoint's deliveries of one status, with ids in
+/// `[since, until)` and after `after`, at most `limit` of them.
+pub(super) struct Replay {
+    pub tenant: Uuid,
+    pub endpoint: Uuid,
+    pub status: &'static str,
+    pub since: Option<Uuid>,
+    pub until: Option<Uuid>,
+    pub after: Option<Uuid>,
+    pub limit: u32,
+    /// The tenant's publish rate (0: unlimited).
+    pub rate: u32,
+}
+
+impl DeliveriesApi {
+    /// Replays page by page while `lease` is held; see the module docs.
+    pub(super) async fn replay(
+        &self,
+        mut r: Replay,
+        lease: &mut Lease,
+    ) -> Result<pb::ReplayEndpointResponse, Status> {
+        let page = match r.rate {
+            0 => self.replay_page,
+            rate => self.replay_page.min(self.budget.burst(rate)),
+        };
+        let mut out = pb::ReplayEndpointResponse::default();
+        let mut remaining = r.limit;
+        while remaining > 0 {
+            let size = page.min(remaining);
+            let mut rows = self.replay_rows(&r, size).await?;
+            let more = rows.len() as u32 > size;
+            rows.truncate(size as usize);
+            let Some(last) = rows.last().map(|row| (row.id, row.created_at)) else {
+                break;
+            };
+            // A delivery whose event is not in the ledger (payload retention removed it, or
+            // its record is not written yet) cannot be sent again: skipped and counted, so one
+            // such delivery does not block the replay of the rest.
+            let (sendable, purged): (Vec<ReplayRow>, Vec<ReplayRow>) =
+                rows.into_iter().partition(|row| row.payload.is_some());
+            match self
+                .budget
+                .take(r.tenant, r.rate, sendable.len() as u32)
+                .await
+            {
+                Ok(Charged::Taken) => {}
+                // Redis is away: not charged, nor asked again for the rest of this replay.
+                Ok(Charged::Unenforced) => r.rate = 0,
+                Err(wait) if out.last_delivery_id.is_empty() => {
+                    return Err(rate_limited(r.rate, wait));
+                }
+                Err(_) => {
+                    tracing::info!(tenant_id = %r.tenant, queued = out.queued, "replay stopped by the tenant's publish rate");
+                    out.truncated = true;
+                    break;
+                }
+            }
+            self.publish_page(sendable, &mut out).await?;
+            out.skipped += purged.len() as u32;
+            out.last_delivery_id = last.0.to_string();
+            out.last_created_at = Some(ts(last.1));
+            r.after = Some(last.0);
+            remaining -= size;
+            if !more {
+                break;
+            }
+            out.truncated = remaining == 0;
+            if !out.truncated && !lease.renew().await {
+                tracing::warn!(tenant_id = %r.tenant, "replay lease lost, replay stopped");
+                out.truncated = true;
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next page of a replay: `size` deliveries and one more (there is a next page).
+    async fn replay_rows(&self, r: &Replay, size: u32) -> Result<Vec<ReplayRow>, Status> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{REPLAY_SELECT}
+             WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND d.{} = $3 AND NOT d.test
+               AND ($4::uuid IS NULL OR d.id >= $4) AND ($5::uuid IS NULL OR d.id < $5)
+               AND ($7::uuid IS NULL OR d.id > $7)
+             ORDER BY d.id LIMIT $6",
+            status_column(r.status)
+        )))
+        .bind(r.endpoint)
+        .bind(r.tenant)
+        .bind(r.status)
+        .bind(r.since)
+        .bind(r.until)
+        .bind(i64::from(size) + 1)
+        .bind(r.after)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    /// Publishes a page's manual attempts (confirmed), counting them in `out`. When the broker
+    /// fails partway, the error says where to go on from.
+    async fn publish_page(
+        &self,
+        rows: Vec<ReplayRow>,
+        out: &mut pb::ReplayEndpointResponse,
+    ) -> Result<(), Status> {
+        let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+        let messages = rows
+            .into_iter()
+            .map(|row| self.manual_task(row))
+            .collect::<Result<Vec<Outgoing>, Status>>()?;
+        // Where a retry goes on from: the last delivery queued (the pages before, or the
+        // chunks of this page before the failure).
+        let mut resume = out.last_delivery_id.clone();
+        for (chunk, chunk_ids) in messages
+            .chunks(PUBLISH_CHUNK)
+            .zip(ids.chunks(PUBLISH_CHUNK))
+        {
+            if let Err(e) = self.publisher.publish(chunk).await {
+                tracing::warn!(error = %e, queued = out.queued, "replay: broker unavailable");
+                let resume = match resume.as_str() {
+                    "" => "retry".to_owned(),
+                    id => format!("retry with after_delivery_id {id}"),
+                };
+                return Err(Status::unavailable(format!(
+                    "the message broker became unavailable after {} deliveries were queued; {resume}",
+                    out.queued
+                )));
+            }
+            out.queued += chunk_ids.len() as u32;
+            resume = chunk_ids.last().map(Uuid::to_string).unwrap_or(resume);
+        }
+        Ok(())
+    }
+}
