@@ -74,11 +74,6 @@ impl Budget {
         }
     }
 
-    /// Steps this budget started with.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// Steps taken so far (all of them once it ran out).
     pub fn used(&self) -> u64 {
         self.limit - self.left

@@ -74,14 +74,12 @@ impl EndpointCache {
             tokio::spawn(async move {
                 if let Err(e) = this.load(id).await {
                     tracing::debug!(endpoint_id = %id, error = %e, "endpoint refresh failed");
-                    if let Some(entry) = this
-                        .entries
-                        .lock()
-                        .expect("endpoint cache lock")
-                        .get_mut(&id)
-                    {
-                        entry.refreshing = false;
-                    }
+                }
+                // Also when the load was not kept (a change notice raced it): the next use
+                // starts another refresh. A freshly kept entry has it false already.
+                let mut entries = this.entries.lock().expect("endpoint cache lock");
+                if let Some(entry) = entries.get_mut(&id) {
+                    entry.refreshing = false;
                 }
             });
         }

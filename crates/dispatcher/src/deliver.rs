@@ -60,20 +60,7 @@ const MAX_RATE_WAIT: Duration = Duration::from_millis(250);
 /// (fewer round trips for a busy endpoint) and at most 60 s (the bucket refills within a second
 /// anyway).
 fn rate_park(wait: Duration) -> Duration {
-    park_rung(wait.clamp(Duration::from_secs(1), Duration::from_secs(60)))
-}
-
-/// The shortest delay queue that covers `wait` (a park is one hop), at most the longest.
-fn park_rung(wait: Duration) -> Duration {
-    let ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
-    let last = DELAY_RUNGS_MS[DELAY_RUNGS_MS.len() - 1];
-    Duration::from_millis(
-        DELAY_RUNGS_MS
-            .iter()
-            .copied()
-            .find(|r| *r >= ms)
-            .unwrap_or(last),
-    )
+    crate::gate::rung_at_least(wait.min(Duration::from_secs(60)))
 }
 
 /// Now plus `d`.
@@ -149,7 +136,7 @@ impl Dispatcher {
         let permit = match gate {
             None => return Ok(Decision::Requeue),
             Some(Admission::Go(permit)) => permit,
-            Some(Admission::Park(wait, why)) => return Ok(self.park(task, wait, why).await),
+            Some(Admission::Park(wait, why)) => return Ok(self.park(task, wait, why)),
         };
         // A POST slot next, then the endpoint's token: tokens are only spent by requests about
         // to go out, so tasks queued behind a slow endpoint cannot burst past a rate limit.
@@ -184,7 +171,7 @@ impl Dispatcher {
         let started_at = Utc::now();
         let outcome = post_task(&self.http, &endpoint, task, started_at).await;
         drop(post);
-        permit.finish(crate::gate::outcome_of(&outcome), outcome_latency(&outcome));
+        let gated = crate::gate::outcome_of(&outcome);
 
         let schedule = match &endpoint.retry_schedule_ms {
             Some(ms) => RetrySchedule::from_millis(ms)
@@ -195,6 +182,7 @@ impl Dispatcher {
             Ok(r) => (Some(r.status), r.retry_after, r.body, r.latency, None),
             Err(f) => (None, None, Vec::new(), f.latency, Some(f.reason)),
         };
+        permit.finish(gated, latency);
         let success = status.is_some_and(|s| (200..300).contains(&s));
         let gone = status == Some(410);
         // Only the attempt that really turned the endpoint off announces it: concurrent 410s
@@ -452,9 +440,9 @@ impl Dispatcher {
     /// Sets `task` aside for `wait` because its endpoint or tenant has no room: back on its
     /// shard after one delay queue. Not an attempt: no record, no status change, same attempt
     /// number.
-    async fn park(&self, task: &DeliveryTask, wait: Duration, why: ParkReason) -> Decision {
+    /// `wait` is a delay queue's already (the gate parks on rungs only).
+    fn park(&self, task: &DeliveryTask, wait: Duration, why: ParkReason) -> Decision {
         metrics::counter!("herald_tasks_parked_total", "reason" => why.as_str()).increment(1);
-        let wait = park_rung(wait);
         tracing::debug!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, wait_ms = wait.as_millis() as u64, reason = why.as_str(), "parking delivery");
         Decision::Publish(self.parked(task, wait), None)
     }
@@ -512,14 +500,6 @@ impl Dispatcher {
 
     pub async fn mark_done(&self, delivery_id: Uuid) {
         self.done.mark(self.done_key(delivery_id)).await;
-    }
-}
-
-/// How long an attempt took, answered or not.
-fn outcome_latency(outcome: &Result<crate::http::Response, crate::http::Failure>) -> Duration {
-    match outcome {
-        Ok(r) => r.latency,
-        Err(f) => f.latency,
     }
 }
 

@@ -94,21 +94,18 @@ fn rungs_ms() -> impl DoubleEndedIterator<Item = u64> {
     herald_broker::DELAY_RUNGS_MS.iter().copied()
 }
 
-/// The shortest delay queue at least `wait` long (and at least [`PARK_MIN`]).
-fn rung_at_least(wait: Duration) -> Duration {
+/// The shortest delay queue at least `wait` long (and at least [`PARK_MIN`]; the longest
+/// when none is that long): a park is one hop.
+pub(crate) fn rung_at_least(wait: Duration) -> Duration {
     let ms = (wait.as_millis().min(u128::from(u64::MAX)) as u64).max(PARK_MIN.as_millis() as u64);
-    Duration::from_millis(
-        rungs_ms()
-            .find(|r| *r >= ms)
-            .unwrap_or(u64::MAX)
-            .min(86_400_000),
-    )
+    let longest = rungs_ms().next_back().unwrap_or(ms);
+    Duration::from_millis(rungs_ms().find(|r| *r >= ms).unwrap_or(longest))
 }
 
 /// The longest delay queue at most `wait` long (at least [`PARK_MIN`]).
 fn rung_at_most(wait: Duration) -> Duration {
     let ms = wait.as_millis().min(u128::from(u64::MAX)) as u64;
-    Duration::from_millis(rungs_ms().rev().find(|r| *r <= ms).unwrap_or(0)).max(PARK_MIN)
+    Duration::from_millis(herald_broker::delay_hop(ms).0.unwrap_or(0)).max(PARK_MIN)
 }
 
 /// A delay queue between `lo` and `hi` (at least [`PARK_MIN`]), chosen with a chance

@@ -434,17 +434,6 @@ pub(crate) fn parse_status(s: &str) -> anyhow::Result<pb::DeliveryStatus> {
     })
 }
 
-const ENDPOINT_COLUMNS: &[&str] = &[
-    "id",
-    "url",
-    "event_types",
-    "enabled",
-    "signing_scheme",
-    "last_status",
-    "total_deliveries",
-    "success_rate",
-    "disabled_reason",
-];
 /// One endpoint (get, update): the list's columns and how deliveries to it are going.
 const ENDPOINT_DETAIL_COLUMNS: &[&str] = &[
     "id",
@@ -459,6 +448,8 @@ const ENDPOINT_DETAIL_COLUMNS: &[&str] = &[
     "max_in_flight",
     "state",
 ];
+/// The endpoint list: the detail's columns before `max_in_flight`.
+const ENDPOINT_COLUMNS: &[&str] = ENDPOINT_DETAIL_COLUMNS.split_at(9).0;
 const DELIVERY_COLUMNS: &[&str] = &[
     "id",
     "event_type",

@@ -87,10 +87,10 @@ impl Ingest {
         if rate == 0 {
             return Ok(());
         }
-        let burst = ((u64::from(rate) * self.config.publish_burst.as_millis() as u64) / 1000)
-            .clamp(1, u64::from(u32::MAX)) as u32;
-        let bucket = format!("publish-rate:{tenant}");
-        let retry_after = match self.limiter.take_from(&bucket, rate, burst, sends).await {
+        let taken = self
+            .limiter
+            .take_publish(tenant, rate, self.config.publish_burst, sends);
+        let retry_after = match taken.await {
             Ok(Take::Now) => return Ok(()),
             Ok(Take::Wait(retry_after)) => retry_after,
             // Only a call of more than the burst; a test send is one.

@@ -69,9 +69,11 @@ impl Ingest {
         if rate == 0 {
             return Ok(());
         }
-        let burst = publish_burst(rate, self.config.publish_burst);
-        let bucket = format!("publish-rate:{tenant}");
-        match self.limiter.take_from(&bucket, rate, burst, events).await {
+        let burst = herald_ratelimit::publish_burst(rate, self.config.publish_burst);
+        let taken = self
+            .limiter
+            .take_publish(tenant, rate, self.config.publish_burst, events);
+        match taken.await {
             Ok(Take::Now) => Ok(()),
             Ok(Take::Wait(retry_after)) => {
                 metrics::counter!("herald_publish_rate_limited_total").increment(1);
@@ -410,11 +412,6 @@ fn clone_err(code: tonic::Code, msg: &str) -> Error {
 fn clone_broker_err(e: &herald_broker::Error) -> Error {
     tracing::warn!(error = %e, "hand-off to the broker failed");
     Error::Unavailable("event not accepted: the message broker is unavailable, retry later".into())
-}
-
-/// Bucket size of a publish limit: `burst` seconds' worth of events, at least one.
-fn publish_burst(rate: u32, burst: std::time::Duration) -> u32 {
-    ((u64::from(rate) * burst.as_millis() as u64) / 1000).clamp(1, u64::from(u32::MAX)) as u32
 }
 
 fn to_event(r: &pb::PublishRequest, max: usize) -> Result<validate::Event> {

@@ -102,8 +102,7 @@ impl Budget {
 
     /// Most tokens the tenant's bucket holds at `rate` (the largest replay page under it).
     pub fn burst(&self, rate: u32) -> u32 {
-        ((u64::from(rate) * self.burst.as_millis() as u64) / 1000).clamp(1, u64::from(u32::MAX))
-            as u32
+        herald_ratelimit::publish_burst(rate, self.burst)
     }
 
     /// Takes `n` tokens (at most the burst) from the tenant's publish bucket; `Err` is how long
@@ -112,8 +111,7 @@ impl Budget {
         if rate == 0 || n == 0 {
             return Ok(Charged::Taken);
         }
-        let bucket = format!("publish-rate:{tenant}");
-        let taken = self.limiter.take_from(&bucket, rate, self.burst(rate), n);
+        let taken = self.limiter.take_publish(tenant, rate, self.burst, n);
         match within(taken).await {
             Ok(Take::Now) => Ok(Charged::Taken),
             Ok(Take::Wait(d)) => Err(d),

@@ -247,9 +247,10 @@ pub async fn replay(
         body: Vec<u8>,
         body_bytes: i32,
         delivery_id: Option<Uuid>,
+        tenant_id: Option<Uuid>,
     }
     let rows: Vec<Letter> = sqlx::query_as(
-        "SELECT id, queue, body, body_bytes, delivery_id FROM dead_letters
+        "SELECT id, queue, body, body_bytes, delivery_id, tenant_id FROM dead_letters
          WHERE replayed_at IS NULL AND queue IN ('work', 'ledger')
            AND ($1::text IS NULL OR queue = $1)
          ORDER BY id LIMIT $2",
@@ -266,17 +267,15 @@ pub async fn replay(
             continue;
         }
         let message = if l.queue == "work" {
-            let task = match (
-                l.delivery_id,
-                herald_core::wire::DeliveryTask::decode(&l.body),
-            ) {
-                (Some(_), Ok(task)) => task,
+            // Both were recorded from the task when it decoded (see `record`).
+            let tenant = match (l.delivery_id, l.tenant_id) {
+                (Some(_), Some(tenant)) => tenant,
                 _ => {
                     report.unreadable += 1;
                     continue;
                 }
             };
-            topology.work_message(task.tenant_id, l.body, Vec::new())
+            topology.work_message(tenant, l.body, Vec::new())
         } else {
             topology.ledger_message(l.body, Vec::new())
         };

@@ -59,6 +59,11 @@ pub struct RateLimiter {
     script: redis::Script,
 }
 
+/// Tokens a tenant's publish bucket holds at `rate` a second: `burst` worth of them, at least 1.
+pub fn publish_burst(rate: u32, burst: Duration) -> u32 {
+    ((u64::from(rate) * burst.as_millis() as u64) / 1000).clamp(1, u64::from(u32::MAX)) as u32
+}
+
 impl RateLimiter {
     pub fn new(redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
         Self {
@@ -93,6 +98,21 @@ impl RateLimiter {
             ms if ms < 0 => Take::AboveBurst,
             ms => Take::Wait(Duration::from_millis(ms as u64)),
         })
+    }
+
+    /// Takes `cost` tokens from `tenant`'s publish bucket: publishes (ingest), test sends
+    /// (ingest) and re-sends (the ledger) all draw from it, refilled at `rate` a second and
+    /// holding [`publish_burst`]`(rate, burst)` tokens.
+    pub async fn take_publish(
+        &self,
+        tenant: Uuid,
+        rate: u32,
+        burst: Duration,
+        cost: u32,
+    ) -> redis::RedisResult<Take> {
+        let bucket = format!("publish-rate:{tenant}");
+        self.take_from(&bucket, rate, publish_burst(rate, burst), cost)
+            .await
     }
 
     /// Zero when the delivery may go now, else how long to wait before asking again. The
