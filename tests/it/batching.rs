@@ -8,9 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use herald_broker::lapin::options::BasicGetOptions;
 use herald_broker::{Batching, Publisher, QueueType, RecordBatcher, Topology};
-use herald_core::config::AmqpClient;
 use herald_core::wire::{
     AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, EventRecord, LedgerBatch, Record,
     Trigger,
@@ -18,6 +16,7 @@ use herald_core::wire::{
 use herald_ledger::write::{Batch, apply, apply_with};
 use herald_proto::v1 as pb;
 use herald_tests::{AMQP_URL, Herald, Options, cleanup, schema_pool};
+use lapin::options::BasicGetOptions;
 use uuid::Uuid;
 
 fn abandoned(reason: &str) -> Record {
@@ -38,7 +37,8 @@ fn abandoned(reason: &str) -> Record {
 
 /// Every message waiting in the ledger queue, as its records' reasons.
 async fn ledger_messages(publisher: &Publisher) -> Vec<Vec<String>> {
-    let ch = publisher.channel().await.unwrap();
+    let conn = herald_tests::amqp_connection("herald-tests-batching").await;
+    let ch = conn.create_channel().await.unwrap();
     let queue = publisher.topology().ledger_queue();
     let mut out = Vec::new();
     while let Some(m) = ch
@@ -58,6 +58,7 @@ async fn ledger_messages(publisher: &Publisher) -> Vec<Vec<String>> {
                 .collect(),
         );
     }
+    let _ = conn.close(200, "done".into()).await;
     out
 }
 
@@ -65,15 +66,9 @@ async fn ledger_messages(publisher: &Publisher) -> Vec<Vec<String>> {
 async fn records_handed_in_within_the_linger_share_one_message() {
     let name = format!("herald-batching-{}", Uuid::new_v4().simple());
     let topology = Topology::new(name.clone(), QueueType::Quorum);
-    let publisher = Publisher::connect(
-        AMQP_URL,
-        "herald-tests-batching",
-        topology,
-        1,
-        AmqpClient::Herald,
-    )
-    .await
-    .unwrap();
+    let publisher = Publisher::connect(AMQP_URL, "herald-tests-batching", topology, 1)
+        .await
+        .unwrap();
     let records = RecordBatcher::start(
         publisher.clone(),
         Batching {
@@ -313,8 +308,8 @@ async fn a_delivery_attempted_in_its_events_batch_is_written_once() {
 
 #[tokio::test]
 async fn a_held_row_postgres_refuses_is_dead_lettered_with_its_message() {
-    use herald_broker::lapin::BasicProperties;
-    use herald_broker::lapin::options::BasicPublishOptions;
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
     use rand::Rng;
 
     let h = Herald::start(Options {
@@ -342,9 +337,7 @@ async fn a_held_row_postgres_refuses_is_dead_lettered_with_its_message() {
         event
     };
     let (poison, fine) = (record(&long), record("batching.fine"));
-    let conn = herald_broker::connect(AMQP_URL, "herald-tests-batching")
-        .await
-        .unwrap();
+    let conn = herald_tests::amqp_connection("herald-tests-batching").await;
     let ch = conn.create_channel().await.unwrap();
     let exchange = format!("{}.ledger", h.name);
     for event in [&poison, &fine] {

@@ -194,19 +194,19 @@ async fn a_healthy_backlog_does_not_hold_up_a_tenant_on_another_shard() {
 /// Messages waiting in the installation's delay queues.
 async fn parked_messages(name: &str) -> u32 {
     let topology = Topology::new(name, QueueType::Quorum);
-    let conn = herald_broker::connect(AMQP_URL, "herald-tests-probe")
+    let admin = herald_broker::Admin::connect(AMQP_URL, "herald-tests-probe")
         .await
         .expect("broker reachable");
-    let depths = herald_broker::queue_depths(
-        &conn,
-        &DELAY_RUNGS_MS
-            .iter()
-            .map(|ms| topology.delay_queue(*ms))
-            .collect::<Vec<_>>(),
-    )
-    .await;
-    let _ = conn.close(200, "done".into()).await;
-    depths.iter().map(|(_, n)| n).sum()
+    let queues = admin
+        .queues(
+            &DELAY_RUNGS_MS
+                .iter()
+                .map(|ms| topology.delay_queue(*ms))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    admin.close().await;
+    queues.iter().map(|q| q.messages).sum()
 }
 
 #[tokio::test]

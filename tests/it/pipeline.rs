@@ -114,20 +114,8 @@ async fn publish_reaches_receiver_signed_byte_for_byte_and_ledger_records_succes
 
 #[tokio::test]
 async fn failing_receiver_is_retried_on_tiers_until_it_succeeds() {
-    retried_on_tiers_until_success("herald").await;
-}
-
-/// The same through lapin (`HERALD_AMQP_CLIENT=lapin`, the fallback): ingest's tasks, the
-/// dispatcher's delay-queue retries and every ledger record, published and consumed by lapin.
-#[tokio::test]
-async fn the_lapin_publisher_fallback_retries_on_tiers_too() {
-    retried_on_tiers_until_success("lapin").await;
-}
-
-async fn retried_on_tiers_until_success(amqp_client: &str) {
     let herald = Herald::start(Options {
         retry_schedule: "300ms,600ms,900ms".into(),
-        env: vec![("HERALD_AMQP_CLIENT".into(), amqp_client.into())],
         ..Default::default()
     })
     .await;
@@ -227,9 +215,12 @@ async fn always_failing_receiver_ends_failed_after_the_last_tier() {
     .await;
     let mut rx = Receiver::start(|_, _| Reply::status(503)).await;
     let tenant = herald.tenant().await;
-    herald
+    let (down, _) = herald
         .create_endpoint(&tenant, endpoint(rx.url("/down"), &["*"]))
         .await;
+    // Without a schedule of its own, the endpoint shows the server's, which its deliveries get.
+    assert_eq!(down.retry_schedule_ms, [200, 200]);
+    assert!(down.retry_schedule_is_default && !down.no_retries);
     let published = herald.publish(&tenant, "a.b", b"{}").await;
     for _ in 0..3 {
         rx.next(Duration::from_secs(10)).await;
@@ -278,6 +269,7 @@ async fn always_failing_receiver_ends_failed_after_the_last_tier() {
         )
         .await;
     assert!(once.no_retries && once.retry_schedule_ms.is_empty());
+    assert!(!once.retry_schedule_is_default);
     let published = herald.publish(&tenant, "once.x", b"{}").await;
     assert_eq!(rx.next(Duration::from_secs(10)).await.path, "/once");
     assert!(

@@ -495,24 +495,12 @@ impl Herald {
 
     /// Whether this installation's delay queue for `delay_ms` exists on the broker.
     pub async fn delay_queue_exists(&self, delay_ms: u64) -> bool {
-        let conn = herald_broker::connect(AMQP_URL, "herald-tests-probe")
+        let admin = herald_broker::Admin::connect(AMQP_URL, "herald-tests-probe")
             .await
             .expect("broker reachable");
-        let ch = conn.create_channel().await.expect("a channel");
         let name = Topology::new(self.name.as_str(), QueueType::Quorum).delay_queue(delay_ms);
-        // A passive declare fails (and closes the channel) when the queue does not exist.
-        let found = ch
-            .queue_declare(
-                name.as_str().into(),
-                herald_broker::lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .is_ok();
-        let _ = conn.close(200, "done".into()).await;
+        let found = !admin.queues(&[name]).await.is_empty();
+        admin.close().await;
         found
     }
 
@@ -556,11 +544,16 @@ pub async fn schema_pool(name: &str, connections: u32) -> sqlx::PgPool {
 
 /// A test queue's name, with the connection and the channel that declared it (the queue
 /// lives as long as they do when exclusive).
-pub type TestQueue = (
-    herald_broker::lapin::Connection,
-    herald_broker::lapin::Channel,
-    String,
-);
+pub type TestQueue = (lapin::Connection, lapin::Channel, String);
+
+/// A lapin connection of the test's own, named for the management UI (tests read and write
+/// queues the way an analyst or an operator would, beside Herald's own types).
+pub async fn amqp_connection(name: &str) -> lapin::Connection {
+    let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
+    lapin::Connection::connect(AMQP_URL, props)
+        .await
+        .expect("broker reachable")
+}
 
 /// An exclusive queue (gone with its connection) named `herald-label-<uuid>`, with the
 /// connection and the channel that declared it.
@@ -575,13 +568,11 @@ pub async fn shared_queue(label: &str) -> TestQueue {
 }
 
 async fn test_queue(label: &str, exclusive: bool) -> TestQueue {
-    use herald_broker::lapin::types::{AMQPValue, FieldTable};
-    let conn = herald_broker::connect(AMQP_URL, &format!("herald-tests-{label}"))
-        .await
-        .unwrap();
+    use lapin::types::{AMQPValue, FieldTable};
+    let conn = amqp_connection(&format!("herald-tests-{label}")).await;
     let ch = conn.create_channel().await.unwrap();
     let name = format!("herald-{label}-{}", uuid::Uuid::new_v4().simple());
-    let options = herald_broker::lapin::options::QueueDeclareOptions {
+    let options = lapin::options::QueueDeclareOptions {
         exclusive,
         ..Default::default()
     };
@@ -612,13 +603,11 @@ pub async fn cleanup(name: &str, delays_ms: &[u64]) {
         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
         pool.close().await;
     }
-    if let Ok(conn) = herald_broker::connect(AMQP_URL, "herald-tests-cleanup").await
-        && let Ok(ch) = conn.create_channel().await
-    {
-        let _ = Topology::new(name, QueueType::Quorum)
-            .delete(&ch, delays_ms)
+    if let Ok(admin) = herald_broker::Admin::connect(AMQP_URL, "herald-tests-cleanup").await {
+        let _ = admin
+            .delete(&Topology::new(name, QueueType::Quorum), delays_ms)
             .await;
-        let _ = conn.close(200, "done".into()).await;
+        admin.close().await;
     }
     if let Ok(client) = redis::Client::open(REDIS_URL)
         && let Ok(mut conn) = client.get_multiplexed_async_connection().await

@@ -20,12 +20,12 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use herald_broker::lapin::options::{
+use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use herald_broker::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use herald_broker::lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
 
 use crate::cli::Settings;
@@ -155,7 +155,7 @@ async fn rabbit(
     let prefix = unique_name();
     let first = format!("{prefix}.baseline.in");
     let second = format!("{prefix}.baseline.out");
-    let admin = herald_broker::connect(url, "herald-bench-baseline").await?;
+    let admin = connect(url, "herald-bench-baseline").await?;
     let ch = admin.create_channel().await?;
     let mut queues = vec![first.clone()];
     if two_hops {
@@ -165,9 +165,9 @@ async fn rabbit(
         for q in &queues {
             declare(&ch, q, quorum).await?;
         }
-        let publisher = herald_broker::connect(url, "herald-bench-publisher").await?;
-        let sink_conn = herald_broker::connect(url, "herald-bench-sink").await?;
-        let relay_conn = herald_broker::connect(url, "herald-bench-relay").await?;
+        let publisher = connect(url, "herald-bench-publisher").await?;
+        let sink_conn = connect(url, "herald-bench-sink").await?;
+        let relay_conn = connect(url, "herald-bench-relay").await?;
         let sink_queue = if two_hops { &second } else { &first };
         let (sink, sunk) = spawn_sink(&sink_conn, sink_queue).await?;
         let relay = if two_hops {
@@ -208,7 +208,7 @@ async fn with_queue(
     measure: impl AsyncFnOnce(&str) -> Result<(u64, f64)>,
 ) -> Result<(u64, f64)> {
     let queue = format!("{}.baseline.{suffix}", unique_name());
-    let admin = herald_broker::connect(url, "herald-bench-baseline").await?;
+    let admin = connect(url, "herald-bench-baseline").await?;
     let ch = admin.create_channel().await?;
     let outcome = match declare(&ch, &queue, quorum).await {
         Ok(()) => measure(&queue).await,
@@ -270,7 +270,7 @@ async fn rabbit_publish_only(
     window: Duration,
 ) -> Result<(u64, f64)> {
     with_queue(url, "publish", quorum, async |queue: &str| {
-        let publisher = herald_broker::connect(url, "herald-bench-publisher").await?;
+        let publisher = connect(url, "herald-bench-publisher").await?;
         let started = Instant::now();
         let published = publish_for(&publisher, queue, payload, window).await;
         let elapsed = started.elapsed().as_secs_f64();
@@ -318,7 +318,13 @@ async fn publish_for(
     Ok(confirmed)
 }
 
-fn check(c: herald_broker::lapin::Result<Confirmation>) -> Result<()> {
+/// A lapin connection of the baseline's own, named for the management UI.
+async fn connect(url: &str, name: &str) -> Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(url, props).await?)
+}
+
+fn check(c: lapin::Result<Confirmation>) -> Result<()> {
     match c? {
         Confirmation::Nack(_) => bail!("the broker nacked a message"),
         _ => Ok(()),

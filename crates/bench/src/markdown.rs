@@ -140,10 +140,9 @@ pub fn render(output: &BenchOutput, settings: &Settings) -> String {
             "What the machine does without Herald, measured in the same run ({} B payloads, {} \
              queues, persistent messages, publisher confirms with 256 in flight; the HTTP loop \
              keeps 64 requests in flight against the same receiver). The RabbitMQ rows use lapin \
-             (Herald's fallback client, `HERALD_AMQP_CLIENT=lapin`); the minimal-client rows do \
-             the same work over raw frames on the tokio runtime (`crates/bench/src/rawamqp.rs`, \
-             on the handshake and codec of Herald's own client, which every Herald service \
-             publishes and consumes with), the closer figure to the broker's own limit. CPU per message is the machine's busy time over \
+             (Herald's client in every service); the minimal-client rows do the same work over \
+             raw frames on the tokio runtime (`crates/bench/src/rawamqp/`, a baseline only: no \
+             service uses it), the closer figure to the broker's own limit. CPU per message is the machine's busy time over \
              the window divided by the messages; the client is the bench process.\n",
             b.payload_bytes, b.queue_type
         );

@@ -13,10 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use herald_broker::lapin::Channel;
-use herald_broker::lapin::options::QueueDeclareOptions;
-use herald_broker::lapin::types::{FieldTable, ShortString};
-use herald_broker::{QueueType, Topology};
+use herald_broker::{Admin, QueueType, Topology};
 use herald_core::schedule::RetrySchedule;
 use herald_proto::v1 as pb;
 use rand::Rng;
@@ -248,25 +245,30 @@ impl Herald {
     /// answers on its port, so the first published event does not wait for a process to start.
     async fn wait_consumers(&mut self, dispatchers: usize, deadline: Instant) -> Result<()> {
         let topology = Topology::new(self.name.as_str(), QueueType::Quorum);
-        let conn = herald_broker::connect(&self.settings.amqp_url, "herald-bench-probe").await?;
+        let mut admin = Admin::connect(&self.settings.amqp_url, "herald-bench-probe").await?;
         let until = deadline.min(Instant::now() + Duration::from_secs(60));
-        let mut channel: Option<Channel> = None;
+        let names = [topology.work_queue(), topology.ledger_queue()];
         let result = loop {
             if let Err(e) = self.check_alive() {
                 break Err(e);
             }
-            if channel.as_ref().is_none_or(|c| !c.status().connected()) {
-                channel = conn.create_channel().await.ok();
+            if !admin.is_connected() {
+                admin = Admin::connect(&self.settings.amqp_url, "herald-bench-probe").await?;
             }
-            if let Some(ch) = &channel {
-                let work = consumers(ch, &topology.work_queue()).await;
-                let ledger = consumers(ch, &topology.ledger_queue()).await;
-                let ledger_api = tokio::net::TcpStream::connect(self.ledger_addr)
-                    .await
-                    .is_ok();
-                if work >= dispatchers && ledger >= 1 && ledger_api {
-                    break Ok(());
-                }
+            let consumers = |name: &str, queues: &[herald_broker::QueueState]| {
+                queues
+                    .iter()
+                    .find(|q| q.name == name)
+                    .map_or(0, |q| q.consumers as usize)
+            };
+            let queues = admin.queues(&names).await;
+            let work = consumers(&names[0], &queues);
+            let ledger = consumers(&names[1], &queues);
+            let ledger_api = tokio::net::TcpStream::connect(self.ledger_addr)
+                .await
+                .is_ok();
+            if work >= dispatchers && ledger >= 1 && ledger_api {
+                break Ok(());
             }
             if Instant::now() >= until {
                 break Err(anyhow!(
@@ -276,7 +278,7 @@ impl Herald {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let _ = conn.close(200, ShortString::from("done")).await;
+        admin.close().await;
         result
     }
 
@@ -287,7 +289,7 @@ impl Herald {
         queues.push(topology.ledger_queue());
         BacklogProbe {
             url: self.settings.amqp_url.clone(),
-            conn: None,
+            admin: None,
             queues,
         }
     }
@@ -360,12 +362,14 @@ impl Herald {
     }
 
     async fn delete_queues(&self) -> Result<()> {
-        let conn = herald_broker::connect(&self.settings.amqp_url, "herald-bench-cleanup").await?;
-        let ch = conn.create_channel().await?;
-        let deleted = Topology::new(self.name.as_str(), QueueType::Quorum)
-            .delete(&ch, &self.delays_ms)
+        let admin = Admin::connect(&self.settings.amqp_url, "herald-bench-cleanup").await?;
+        let deleted = admin
+            .delete(
+                &Topology::new(self.name.as_str(), QueueType::Quorum),
+                &self.delays_ms,
+            )
             .await;
-        let _ = conn.close(200, ShortString::from("done")).await;
+        admin.close().await;
         Ok(deleted?)
     }
 
@@ -412,22 +416,11 @@ impl Drop for Herald {
     }
 }
 
-/// Consumers attached to a queue (0 when it cannot be inspected).
-async fn consumers(ch: &Channel, queue: &str) -> usize {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(ShortString::from(queue), passive, FieldTable::default())
-        .await
-        .map_or(0, |q| q.consumer_count() as usize)
-}
-
 /// A broker connection of its own that reads how much work waits in an installation's queues
 /// (every work shard and the ledger's queue): a scenario that must start clean waits for 0.
 pub struct BacklogProbe {
     url: String,
-    conn: Option<herald_broker::lapin::Connection>,
+    admin: Option<Admin>,
     queues: Vec<String>,
 }
 
@@ -435,21 +428,19 @@ impl BacklogProbe {
     /// Messages ready in the work queues and the ledger's queue; None when the broker cannot
     /// tell (the connection is opened again on the next call).
     pub async fn ready(&mut self) -> Option<u64> {
-        if !self.conn.as_ref().is_some_and(|c| c.status().connected()) {
-            self.conn = herald_broker::connect(&self.url, "herald-bench-backlog")
-                .await
-                .ok();
+        if !self.admin.as_ref().is_some_and(Admin::is_connected) {
+            self.admin = Admin::connect(&self.url, "herald-bench-backlog").await.ok();
         }
-        let depths = herald_broker::queue_depths(self.conn.as_ref()?, &self.queues).await;
-        if depths.len() < self.queues.len() {
+        let queues = self.admin.as_ref()?.queues(&self.queues).await;
+        if queues.len() < self.queues.len() {
             return None;
         }
-        Some(depths.iter().map(|(_, n)| u64::from(*n)).sum())
+        Some(queues.iter().map(|q| u64::from(q.messages)).sum())
     }
 
     pub async fn close(self) {
-        if let Some(conn) = self.conn {
-            let _ = conn.close(200, ShortString::from("done")).await;
+        if let Some(admin) = self.admin {
+            admin.close().await;
         }
     }
 }

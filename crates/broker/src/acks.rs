@@ -60,11 +60,10 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// Starts the task that sends the consumer's acknowledgements (to a lapin channel or
-    /// Herald's own consuming connection).
-    pub fn start(settler: impl Into<Settler>, policy: AckPolicy) -> Self {
+    /// Starts the task that sends the consumer's acknowledgements to its channel.
+    pub fn start(settler: Settler, policy: AckPolicy) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Window::new(settler.into(), policy).run(rx));
+        tokio::spawn(Window::new(settler, policy).run(rx));
         Self { tx }
     }
 

@@ -1,96 +1,84 @@
-//! A consuming session over either client: the dispatcher's work queue, the ledger's record
-//! queue and the dead-letter queue.
+//! A consuming session over lapin: the dispatcher's work queues, the ledger's record queue and
+//! the dead-letter queue.
 //!
-//! With [`AmqpClient::Herald`] the deliveries come from [`crate::client::ConsumerConnection`]
-//! (IO on the tokio runtime; the topology is declared first over a short-lived lapin
-//! connection); with [`AmqpClient::Lapin`] from a lapin consumer, converted to the same
-//! [`Delivery`]. Either way, settlements go through a [`Settler`] (see [`crate::Acks`]).
-
-use std::sync::Arc;
+//! lapin's deliveries are converted to Herald's [`Delivery`] (tag, redelivered flag, body,
+//! string headers, the newest `x-death` entry), and settlements go through a [`Settler`] (see
+//! [`crate::Acks`]), so no lapin type reaches the services.
 
 use bytes::Bytes;
 use futures::StreamExt;
-use herald_core::config::AmqpClient;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicRejectOptions};
-use lapin::types::{AMQPValue, ShortString};
-use lapin::{Channel, Connection};
-use tokio::sync::mpsc;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
 
-use crate::client::{ConsumerConnection, Endpoint};
-pub use crate::client::{Death, Delivery};
 use crate::error::{Error, Result};
-use crate::publisher::{connect, consume, string_headers};
+use crate::publisher::connect;
 use crate::topology::Topology;
 
-/// Where a consumer's acks, nacks and rejects go.
-#[derive(Clone)]
-pub enum Settler {
-    Lapin(Channel),
-    Own(Arc<ConsumerConnection>),
+/// One message handed to the consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub tag: u64,
+    /// Handed out before and not acked (the broker's redelivered flag).
+    pub redelivered: bool,
+    pub body: Bytes,
+    /// The string headers (the W3C trace context among them).
+    pub headers: Vec<(String, String)>,
+    /// On a dead-lettered message, its latest dead-lettering (see [`Death`]).
+    pub last_death: Option<Death>,
 }
 
-impl From<Channel> for Settler {
-    fn from(ch: Channel) -> Self {
-        Settler::Lapin(ch)
-    }
+/// The newest entry of a message's `x-death` header, which RabbitMQ keeps newest first (one
+/// entry per queue and reason). `x-first-death-queue` and `-reason` never change after the
+/// first dead-lettering, so for a task that waited on a delay queue (dead-lettered there when
+/// its TTL expired) and was then rejected from the work queue, only this entry says where and
+/// why it finally died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Death {
+    pub queue: String,
+    /// `rejected`, `expired`, `maxlen` or `delivery_limit`.
+    pub reason: String,
+    /// When the message was first dead-lettered from that queue for that reason (seconds since
+    /// the epoch); a redelivered dead letter keeps it.
+    pub time: u64,
 }
 
-impl Settler {
-    /// Acks `tag`, and with `multiple` every unsettled delivery below it.
-    pub async fn ack(&self, tag: u64, multiple: bool) -> Result<()> {
-        match self {
-            Settler::Lapin(ch) => Ok(ch.basic_ack(tag, BasicAckOptions { multiple }).await?),
-            Settler::Own(c) => {
-                c.ack(tag, multiple)?;
-                c.flushed().await
-            }
-        }
-    }
-
-    /// Puts one delivery back on its queue. With the own client the frame is queued, not yet
-    /// written, when this returns: frames leave in order, so a later ack cannot overtake it,
-    /// and if the connection breaks first the broker requeues the delivery anyway.
-    pub async fn requeue(&self, tag: u64) -> Result<()> {
-        match self {
-            Settler::Lapin(ch) => {
-                let options = BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                };
-                Ok(ch.basic_nack(tag, options).await?)
-            }
-            Settler::Own(c) => c.nack(tag, false, true),
-        }
-    }
-
-    /// Dead-letters one delivery (queued like [`Settler::requeue`] with the own client; lost
-    /// with a broken connection, the delivery comes back and is rejected again).
-    pub async fn reject(&self, tag: u64) -> Result<()> {
-        match self {
-            Settler::Lapin(ch) => Ok(ch
-                .basic_reject(tag, BasicRejectOptions { requeue: false })
-                .await?),
-            Settler::Own(c) => c.reject(tag, false),
-        }
+/// Text of a header value: long strings as lossy UTF-8 (anything may arrive in a header).
+fn text(v: Option<&AMQPValue>) -> Option<String> {
+    match v? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
     }
 }
 
-/// The newest entry of a lapin message's `x-death` header (see [`Death`]).
-fn last_death(props: &lapin::BasicProperties) -> Option<Death> {
+/// The string headers of a received message (the trace context among them).
+fn string_headers(props: &BasicProperties) -> Vec<(String, String)> {
+    let Some(table) = props.headers() else {
+        return Vec::new();
+    };
+    table
+        .inner()
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), text(Some(v))?)))
+        .collect()
+}
+
+/// The newest entry of a message's `x-death` header (see [`Death`]).
+fn last_death(props: &BasicProperties) -> Option<Death> {
     let AMQPValue::FieldArray(deaths) = props.headers().as_ref()?.inner().get("x-death")? else {
         return None;
     };
     let Some(AMQPValue::FieldTable(newest)) = deaths.as_slice().first() else {
         return None;
     };
-    let text = |name: &str| match newest.inner().get(name) {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.to_string(),
-        _ => String::new(),
-    };
+    let field = |name: &str| text(newest.inner().get(name)).unwrap_or_default();
     Some(Death {
-        queue: text("queue"),
-        reason: text("reason"),
+        queue: field("queue"),
+        reason: field("reason"),
         time: match newest.inner().get("time") {
             Some(AMQPValue::Timestamp(at)) => *at,
             _ => 0,
@@ -98,141 +86,122 @@ fn last_death(props: &lapin::BasicProperties) -> Option<Death> {
     })
 }
 
-// One per consuming session: the size of the lapin variant does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Session {
-    Own {
-        connection: Arc<ConsumerConnection>,
-        deliveries: mpsc::UnboundedReceiver<Delivery>,
-    },
-    Lapin {
-        connection: Connection,
-        channel: Channel,
-        consumer: lapin::Consumer,
-    },
+/// Where a consumer's acks, nacks and rejects go: the channel its deliveries came on.
+#[derive(Clone)]
+pub struct Settler {
+    channel: Channel,
 }
 
-/// One consuming session of a queue.
+impl Settler {
+    /// Acks `tag`, and with `multiple` every unsettled delivery below it.
+    pub async fn ack(&self, tag: u64, multiple: bool) -> Result<()> {
+        Ok(self
+            .channel
+            .basic_ack(tag, BasicAckOptions { multiple })
+            .await?)
+    }
+
+    /// Puts one delivery back on its queue.
+    pub async fn requeue(&self, tag: u64) -> Result<()> {
+        let options = BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        };
+        Ok(self.channel.basic_nack(tag, options).await?)
+    }
+
+    /// Dead-letters one delivery (lost with a broken connection, the delivery comes back and
+    /// is rejected again).
+    pub async fn reject(&self, tag: u64) -> Result<()> {
+        Ok(self
+            .channel
+            .basic_reject(tag, BasicRejectOptions { requeue: false })
+            .await?)
+    }
+}
+
+/// One consuming session of a queue, on a connection of its own.
 pub struct Consumer {
-    session: Session,
+    connection: Connection,
+    channel: Channel,
+    consumer: lapin::Consumer,
 }
 
 impl Consumer {
     /// Declares the topology (unless `topology` is `None`: declared already by this
-    /// process), then consumes `queue` with at most `prefetch` unacked deliveries, over
-    /// `client`.
+    /// process), then consumes `queue` with at most `prefetch` unacked deliveries.
     pub async fn open(
         url: &str,
         name: &str,
         topology: Option<&Topology>,
         queue: &str,
         prefetch: u16,
-        client: AmqpClient,
     ) -> Result<Self> {
-        if client == AmqpClient::Lapin {
-            let (connection, channel, consumer) =
-                consume(url, name, topology, queue, prefetch).await?;
-            return Ok(Self {
-                session: Session::Lapin {
-                    connection,
-                    channel,
-                    consumer,
-                },
-            });
-        }
-        let endpoint = Endpoint::parse(url)?;
+        let connection = connect(url, name).await?;
+        let channel = connection.create_channel().await?;
         if let Some(topology) = topology {
-            let declaring = connect(url, name).await?;
-            let declared = async {
-                let ch = declaring.create_channel().await?;
-                topology.declare(&ch).await?;
-                // Closed before its connection: lapin logs an error for a channel still open.
-                let _ = ch.close(200, ShortString::from("declared")).await;
-                Ok::<_, Error>(())
-            }
-            .await;
-            let _ = declaring.close(200, ShortString::from("declared")).await;
-            declared?;
+            topology.declare(&channel).await?;
         }
-        let (connection, deliveries) =
-            ConsumerConnection::open(&endpoint, name, queue, prefetch).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(queue),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         Ok(Self {
-            session: Session::Own {
-                connection: Arc::new(connection),
-                deliveries,
-            },
+            connection,
+            channel,
+            consumer,
         })
     }
 
     /// The next delivery; an error once the session ended (connection lost, consumer
     /// cancelled by the broker): every unacked delivery is then back on the queue.
     pub async fn next(&mut self) -> Result<Delivery> {
-        match &mut self.session {
-            Session::Own {
-                connection,
-                deliveries,
-            } => match deliveries.recv().await {
-                // Once the connection is gone the broker has requeued everything unacked:
-                // deliveries still buffered here must not be worked on (a duplicate each).
-                Some(d) if connection.is_open() => Ok(d),
-                _ => Err(Error::Unavailable(
-                    connection
-                        .broken()
-                        .unwrap_or_else(|| "the consumer stopped".into()),
-                )),
-            },
-            Session::Lapin { consumer, .. } => match consumer.next().await {
-                Some(Ok(d)) => Ok(Delivery {
-                    tag: d.delivery_tag,
-                    redelivered: d.redelivered,
-                    headers: string_headers(&d.properties),
-                    last_death: last_death(&d.properties),
-                    body: Bytes::from(d.data),
-                }),
-                Some(Err(e)) => Err(Error::from(e)),
-                None => Err(Error::Unavailable(
-                    "consumer cancelled by the broker".into(),
-                )),
-            },
+        match self.consumer.next().await {
+            Some(Ok(d)) => Ok(Delivery {
+                tag: d.delivery_tag,
+                redelivered: d.redelivered,
+                headers: string_headers(&d.properties),
+                last_death: last_death(&d.properties),
+                body: Bytes::from(d.data),
+            }),
+            Some(Err(e)) => Err(Error::from(e)),
+            None => Err(Error::Unavailable(
+                "consumer cancelled by the broker".into(),
+            )),
         }
     }
 
     /// Where this session's settlements go.
     pub fn settler(&self) -> Settler {
-        match &self.session {
-            Session::Own { connection, .. } => Settler::Own(connection.clone()),
-            Session::Lapin { channel, .. } => Settler::Lapin(channel.clone()),
+        Settler {
+            channel: self.channel.clone(),
         }
     }
 
     /// Stops new deliveries; those received stay to be settled.
     pub async fn cancel(&self) {
-        match &self.session {
-            Session::Own { connection, .. } => {
-                let _ = connection.cancel().await;
-            }
-            Session::Lapin {
-                channel, consumer, ..
-            } => {
-                let _ = channel
-                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                    .await;
-            }
-        }
+        let _ = self
+            .channel
+            .basic_cancel(self.consumer.tag(), BasicCancelOptions::default())
+            .await;
     }
 
     /// Closes the session: the broker hands back whatever is unacked.
     pub async fn close(self) {
-        match self.session {
-            Session::Own { connection, .. } => connection.close().await,
-            Session::Lapin {
-                connection,
-                channel,
-                ..
-            } => {
-                let _ = channel.close(200, ShortString::from("stopping")).await;
-                let _ = connection.close(200, ShortString::from("stopping")).await;
-            }
-        }
+        let _ = self
+            .channel
+            .close(200, ShortString::from("stopping"))
+            .await;
+        let _ = self
+            .connection
+            .close(200, ShortString::from("stopping"))
+            .await;
     }
 }

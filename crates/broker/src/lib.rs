@@ -21,33 +21,28 @@
 //! Ledger records from concurrent calls share messages ([`RecordBatcher`], group commit), and
 //! consumer acks of completed deliveries share frames ([`Acks`]).
 //!
-//! Publishes and every consumer (the dispatcher's work queue, the ledger's records and dead
-//! letters) go over Herald's own AMQP client ([`client`], on the codec in [`frames`]), whose IO
-//! runs as tasks on the tokio runtime, over TCP or TLS; declarations still use lapin, which is
-//! also the whole fallback with `HERALD_AMQP_CLIENT=lapin` (see the module docs for the
-//! measurements behind the split).
+//! Everything goes over lapin: publishes ([`Publisher`]), consumers ([`Consumer`]) and
+//! housekeeping ([`Admin`]). No lapin type leaves this crate: the services see Herald's own
+//! publisher, consumer, delivery and settler types, so the client could change without them.
 //!
 //! Every publish is persistent, mandatory and confirmed: [`Publisher::publish`] returns only
 //! after the broker confirmed every message, and fails if any was nacked or unroutable. That is
 //! what lets ingest answer OK and the dispatcher ack only once follow-ups are safe.
 
 mod acks;
+mod admin;
 mod batcher;
-pub mod client;
 mod consumer;
 mod error;
-pub mod frames;
 mod publisher;
 mod topology;
 
 pub use acks::{AckPolicy, Acks};
+pub use admin::{Admin, QueueState, sample_queue_depths};
 pub use batcher::{Batching, MAX_RECORD_LINGER, RecordBatcher, record_linger};
 pub use consumer::{Consumer, Death, Delivery, Settler};
 pub use error::{Error, Result};
-pub use lapin;
-pub use publisher::{
-    Outgoing, Publisher, connect, consume, queue_depths, sample_queue_depths, string_headers,
-};
+pub use publisher::{Outgoing, Publisher};
 pub use topology::{
     DELAY_RUNGS_MS, QueueType, Topology, WORK_KEY, WORK_SHARDS, delay_hop, shard_of,
 };

@@ -1,9 +1,10 @@
-//! Confirmed publishing over a connection that heals itself.
+//! Confirmed publishing over a lapin connection that heals itself.
 //!
-//! A [`Publisher`] keeps two connections: Herald's own confirm-mode client for the messages
-//! ([`crate::client`], a few channels), and a lapin one for declarations. When the broker goes
-//! away, the call in flight fails with [`Error::Unavailable`] and the next call reconnects both;
-//! the outage is logged once when it starts and once when it ends, never per call.
+//! A [`Publisher`] keeps one connection: a channel for declarations and a few confirm-mode
+//! channels for messages, taken in turn by concurrent calls (a channel's confirms arrive in
+//! order, so calls on different channels do not wait for each other's). When the broker goes
+//! away, the call in flight fails with [`Error::Unavailable`] and the next call reconnects; the
+//! outage is logged once when it starts and once when it ends, never per call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,10 +15,8 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
-use herald_core::config::AmqpClient;
-
-use crate::client::{ConfirmConnection, Endpoint};
 use crate::error::{Error, Result};
 use crate::topology::Topology;
 
@@ -31,53 +30,12 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
 }
 
-/// The string headers of a received message (the trace context among them).
-pub fn string_headers(props: &BasicProperties) -> Vec<(String, String)> {
-    let Some(table) = props.headers() else {
-        return Vec::new();
-    };
-    table
-        .inner()
-        .iter()
-        .filter_map(|(k, v)| match v {
-            AMQPValue::LongString(s) => Some((k.to_string(), s.to_string())),
-            AMQPValue::ShortString(s) => Some((k.to_string(), s.to_string())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A consumer of `queue` on a connection of its own, with the topology declared and
-/// `prefetch` unacked messages: the start of every consuming session (dispatcher work queue,
-/// ledger records, dead letters). The connection and channel must live as long as the
-/// consumer.
-pub async fn consume(
-    url: &str,
-    name: &str,
-    topology: Option<&Topology>,
-    queue: &str,
-    prefetch: u16,
-) -> Result<(Connection, Channel, lapin::Consumer)> {
-    let conn = connect(url, name).await?;
-    let ch = conn.create_channel().await?;
-    if let Some(topology) = topology {
-        topology.declare(&ch).await?;
-    }
-    ch.basic_qos(prefetch, lapin::options::BasicQosOptions::default())
-        .await?;
-    let consumer = ch
-        .basic_consume(
-            ShortString::from(queue),
-            ShortString::from(""),
-            lapin::options::BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((conn, ch, consumer))
-}
+/// How long a finished re-declaration answers for: callers that found a queue missing while
+/// one ran do not declare the whole topology again each.
+const REDECLARE_COVERS: Duration = Duration::from_secs(1);
 
 /// Opens a connection named after the service (visible in the management UI).
-pub async fn connect(url: &str, name: &str) -> Result<Connection> {
+pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, props)).await {
         Ok(result) => Ok(result?),
@@ -89,27 +47,18 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection> {
 
 /// What a [`Publisher`] holds between calls.
 struct Session {
-    /// lapin: declarations, and nothing on the per-message path.
-    control: Connection,
-    control_channel: Channel,
-    publishing: Publishing,
-}
-
-/// Where publishes go: Herald's own client (`amqp://` and `amqps://`), or lapin's confirm
-/// channels with `HERALD_AMQP_CLIENT=lapin`.
-enum Publishing {
-    Own(ConfirmConnection),
-    Lapin(Vec<Channel>),
+    connection: Connection,
+    /// Declarations only, nothing on the per-message path.
+    control: Channel,
+    /// Confirm-mode channels, taken in turn.
+    publishing: Vec<Channel>,
 }
 
 impl Session {
     fn healthy(&self) -> bool {
-        self.control.status().connected()
-            && self.control_channel.status().connected()
-            && match &self.publishing {
-                Publishing::Own(c) => c.is_open(),
-                Publishing::Lapin(channels) => channels.iter().all(|c| c.status().connected()),
-            }
+        self.connection.status().connected()
+            && self.control.status().connected()
+            && self.publishing.iter().all(|c| c.status().connected())
     }
 }
 
@@ -124,21 +73,21 @@ struct Inner {
     name: String,
     topology: Topology,
     channels: usize,
-    client: AmqpClient,
     session: Mutex<Option<Arc<Session>>>,
+    /// When the last re-declaration finished (single flight, see [`Publisher::redeclare`]).
+    redeclared: Mutex<Option<Instant>>,
     next: AtomicUsize,
     down: AtomicBool,
 }
 
 impl Publisher {
     /// Connects and declares the topology; fails if the broker is unreachable at start.
-    /// `client` publishes over `channels` confirm channels.
+    /// Publishes go over `channels` confirm channels.
     pub async fn connect(
         url: &str,
         name: &str,
         topology: Topology,
         channels: usize,
-        client: AmqpClient,
     ) -> Result<Self> {
         let p = Self {
             inner: Arc::new(Inner {
@@ -146,8 +95,8 @@ impl Publisher {
                 name: name.to_owned(),
                 topology,
                 channels: channels.max(1),
-                client,
                 session: Mutex::new(None),
+                redeclared: Mutex::new(None),
                 next: AtomicUsize::new(0),
                 down: AtomicBool::new(false),
             }),
@@ -196,41 +145,35 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Session> {
-        let control = connect(&self.inner.url, &self.inner.name).await?;
-        let control_channel = control.create_channel().await?;
-        self.inner.topology.declare(&control_channel).await?;
-        let own = self.inner.client == AmqpClient::Herald;
-        let publishing = if !own {
-            let mut channels = Vec::with_capacity(self.inner.channels);
-            for _ in 0..self.inner.channels {
-                let ch = control.create_channel().await?;
-                ch.confirm_select(ConfirmSelectOptions::default()).await?;
-                channels.push(ch);
-            }
-            Publishing::Lapin(channels)
-        } else {
-            let endpoint = Endpoint::parse(&self.inner.url)?;
-            let name = format!("{}.publish", self.inner.name);
-            let channels = u16::try_from(self.inner.channels).unwrap_or(u16::MAX);
-            Publishing::Own(ConfirmConnection::open(&endpoint, &name, channels).await?)
-        };
+        let connection = connect(&self.inner.url, &self.inner.name).await?;
+        let control = connection.create_channel().await?;
+        self.inner.topology.declare(&control).await?;
+        let mut publishing = Vec::with_capacity(self.inner.channels);
+        for _ in 0..self.inner.channels {
+            let ch = connection.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            publishing.push(ch);
+        }
         Ok(Session {
+            connection,
             control,
-            control_channel,
             publishing,
         })
     }
 
-    /// A channel for declarations.
-    pub async fn channel(&self) -> Result<Channel> {
-        let s = self.session().await?;
-        Ok(s.control_channel.clone())
-    }
-
     /// Declares the topology again: after a publish found no queue (someone deleted one).
+    /// Single flight: callers that arrive while a re-declaration runs, or within a moment of
+    /// one finishing, take its outcome instead of declaring everything again each.
     pub async fn redeclare(&self) -> Result<()> {
+        let asked = Instant::now();
+        let mut last = self.inner.redeclared.lock().await;
+        if last.is_some_and(|done| done >= asked || done.elapsed() < REDECLARE_COVERS) {
+            return Ok(());
+        }
         let s = self.session().await?;
-        self.inner.topology.declare(&s.control_channel).await
+        self.inner.topology.declare(&s.control).await?;
+        *last = Some(Instant::now());
+        Ok(())
     }
 
     /// Publishes every message and returns once the broker confirmed all of them.
@@ -240,12 +183,8 @@ impl Publisher {
         }
         let session = self.session().await?;
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let result = match &session.publishing {
-            Publishing::Own(c) => c.publish(i, messages).await,
-            Publishing::Lapin(channels) => {
-                publish_on(&channels[i % channels.len()], messages).await
-            }
-        };
+        let channel = &session.publishing[i % session.publishing.len()];
+        let result = publish_on(channel, messages).await;
         if let Err(e @ Error::Unavailable(_)) = &result {
             self.mark_down(e);
         }
@@ -255,14 +194,12 @@ impl Publisher {
     /// Closes the connection (at shutdown, after the last publish).
     pub async fn close(&self) {
         if let Some(s) = self.inner.session.lock().await.take() {
-            if let Publishing::Own(c) = &s.publishing {
-                c.close().await;
-            }
-            let _ = s.control.close(200, ShortString::from("shutdown")).await;
+            let _ = s.connection.close(200, ShortString::from("shutdown")).await;
         }
     }
 }
 
+/// The properties of every message: persistent JSON, with the message's string headers.
 fn properties(m: &Outgoing) -> BasicProperties {
     let props = BasicProperties::default()
         .with_delivery_mode(2)
@@ -280,6 +217,8 @@ fn properties(m: &Outgoing) -> BasicProperties {
     props.with_headers(table)
 }
 
+/// Publishes the messages back to back on one confirm channel, then waits for all the
+/// confirms together; the first failure (nack, unroutable, broken channel) is the result.
 async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
     let options = BasicPublishOptions {
         mandatory: true,
@@ -312,57 +251,4 @@ async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
         first_error.get_or_insert(err);
     }
     first_error.map_or(Ok(()), Err)
-}
-
-/// Messages ready in each named queue (a passive declare per queue, each on a channel of its
-/// own so a missing queue costs nothing else). Queues that do not exist are left out.
-pub async fn queue_depths(conn: &Connection, names: &[String]) -> Vec<(String, u32)> {
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let Ok(ch) = conn.create_channel().await else {
-            break;
-        };
-        let declared = ch
-            .queue_declare(
-                ShortString::from(name.as_str()),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        if let Ok(q) = declared {
-            out.push((name.clone(), q.message_count()));
-            let _ = ch.close(200, ShortString::from("sampled")).await;
-        }
-    }
-    out
-}
-
-/// Every 5 s, sets the gauge `herald_queue_messages{queue}` for each queue `names()` lists,
-/// over a connection of its own (reopened with backoff when the broker goes away).
-pub async fn sample_queue_depths(
-    url: String,
-    names: impl Fn() -> Vec<String> + Send + 'static,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut conn: Option<Connection> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if !conn.as_ref().is_some_and(|c| c.status().connected()) {
-            conn = connect(&url, "herald-queue-sampler").await.ok();
-        }
-        let Some(c) = conn.as_ref() else { continue };
-        for (queue, n) in queue_depths(c, &names()).await {
-            metrics::gauge!("herald_queue_messages", "queue" => queue).set(f64::from(n));
-        }
-    }
-    if let Some(c) = conn {
-        let _ = c.close(200, ShortString::from("stopping")).await;
-    }
 }

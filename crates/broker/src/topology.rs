@@ -288,7 +288,7 @@ impl Topology {
     }
 
     /// Declares every fixed exchange and queue; safe to run from every service at start.
-    pub async fn declare(&self, ch: &Channel) -> Result<()> {
+    pub(crate) async fn declare(&self, ch: &Channel) -> Result<()> {
         self.exchange(ch, &self.dead_exchange(), ExchangeKind::Fanout)
             .await?;
         self.queue(ch, &self.dead_queue(), self.base_args()).await?;
@@ -357,7 +357,7 @@ impl Topology {
     /// Deletes everything under the prefix (tests use it to leave no residue): the ladder,
     /// and the legacy delay queues of `legacy_delays` (an older installation declared one per
     /// retry delay).
-    pub async fn delete(&self, ch: &Channel, legacy_delays: &[u64]) -> Result<()> {
+    pub(crate) async fn delete(&self, ch: &Channel, legacy_delays: &[u64]) -> Result<()> {
         let mut queues = self.work_queues();
         queues.extend([self.ledger_queue(), self.dead_queue()]);
         queues.extend(DELAY_RUNGS_MS.iter().map(|d| self.delay_queue(*d)));

@@ -91,9 +91,6 @@ pub struct Common {
     pub database_max_connections: u32,
     /// `HERALD_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub amqp_url: String,
-    /// `HERALD_AMQP_CLIENT`: the AMQP client that publishes and consumes, `herald` (default,
-    /// Herald's own) or `lapin` (the fallback).
-    pub amqp_client: AmqpClient,
     /// `HERALD_AMQP_PREFIX`: prefix of every exchange and queue name, default `herald`.
     pub amqp_prefix: String,
     /// `HERALD_QUEUE_TYPE`: `quorum` (default, durable, replicated) or `classic`.
@@ -107,28 +104,6 @@ pub struct Common {
     pub secret_keys: Arc<Keyring>,
 }
 
-/// Which AMQP client publishes and consumes (`HERALD_AMQP_CLIENT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AmqpClient {
-    /// Herald's own (`herald_broker::client`): IO on the tokio runtime, a tenth of lapin's CPU
-    /// per message, over TCP or TLS.
-    Herald,
-    /// lapin: the fallback.
-    Lapin,
-}
-
-impl FromStr for AmqpClient {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "herald" => Ok(AmqpClient::Herald),
-            "lapin" => Ok(AmqpClient::Lapin),
-            other => Err(format!("{other:?} is not herald or lapin")),
-        }
-    }
-}
-
 impl Common {
     pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
         let c = Self {
@@ -139,7 +114,6 @@ impl Common {
             database_schema: r.string("HERALD_DATABASE_SCHEMA", "herald"),
             database_max_connections: r.parse("HERALD_DATABASE_MAX_CONNECTIONS", 10)?,
             amqp_url: r.string("HERALD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-            amqp_client: r.parse("HERALD_AMQP_CLIENT", AmqpClient::Herald)?,
             amqp_prefix: r.string("HERALD_AMQP_PREFIX", "herald"),
             queue_type: r.string("HERALD_QUEUE_TYPE", "quorum"),
             redis_url: r.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
@@ -290,15 +264,5 @@ mod tests {
             let err = limits(&[(name, value)]).err().unwrap();
             assert_eq!(err.name, name);
         }
-    }
-
-    #[test]
-    fn the_publishing_client_defaults_to_herald_and_refuses_unknown_names() {
-        assert_eq!(common(&[]).unwrap().amqp_client, AmqpClient::Herald);
-        let lapin = common(&[("HERALD_AMQP_CLIENT", "lapin")]).unwrap();
-        assert_eq!(lapin.amqp_client, AmqpClient::Lapin);
-        let err = common(&[("HERALD_AMQP_CLIENT", "kombu")]).err().unwrap();
-        assert_eq!(err.name, "HERALD_AMQP_CLIENT");
-        assert!(err.message.contains("herald or lapin"), "{}", err.message);
     }
 }

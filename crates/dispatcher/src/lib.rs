@@ -96,7 +96,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "herald-dispatcher",
         topology,
         config.publish_channels,
-        c.amqp_client,
     )
     .await?;
     let redis =
@@ -246,7 +245,6 @@ impl Dispatcher {
             None,
             queue,
             self.config.prefetch,
-            self.config.common.amqp_client,
         )
         .await?;
         tracing::debug!(

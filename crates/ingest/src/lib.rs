@@ -85,7 +85,6 @@ pub async fn run(
         "herald-ingest",
         topology,
         config.publish_channels,
-        c.amqp_client,
     )
     .await?;
     let redis = redis::Client::open(c.redis_url.as_str())?;

@@ -82,7 +82,6 @@ async fn session(
         Some(topology),
         &topology.ledger_queue(),
         config.prefetch,
-        config.common.amqp_client,
     )
     .await?;
     let settler = consumer.settler();

@@ -178,7 +178,6 @@ pub async fn session(
         Some(topology),
         &topology.dead_queue(),
         16,
-        config.common.amqp_client,
     )
     .await?;
     let settler = consumer.settler();

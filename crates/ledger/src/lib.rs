@@ -86,14 +86,7 @@ pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()
     store.migrate().await?;
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
-    let publisher = Publisher::connect(
-        &c.amqp_url,
-        "herald-ledger-replay",
-        topology,
-        1,
-        c.amqp_client,
-    )
-    .await?;
+    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger-replay", topology, 1).await?;
     let report = deadletter::replay(store.pool(), &publisher, queue.as_deref(), limit).await;
     publisher.close().await;
     let r = report?;
@@ -117,14 +110,7 @@ pub async fn run(
     let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
     // Publishes manual attempts (redeliver, replay).
-    let publisher = Publisher::connect(
-        &c.amqp_url,
-        "herald-ledger",
-        topology.clone(),
-        1,
-        c.amqp_client,
-    )
-    .await?;
+    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
 
     let consuming = Arc::new(AtomicBool::new(false));
     let ready: herald_telemetry::ops::Readiness = {

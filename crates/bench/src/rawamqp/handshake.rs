@@ -1,35 +1,26 @@
-//! Opening a connection: the URL, the protocol header, login, tuning and `connection.open`,
-//! then request/reply calls on a connection no task reads yet (channel setup).
+//! The minimal client's handshake: the URL, the protocol header, PLAIN login, tuning and
+//! `connection.open`, then request/reply calls on a connection its owner reads directly.
 //!
-//! The broker's refusals (bad credentials, unknown vhost, no access) arrive as a
-//! `connection.close` with a reply code and text; they become errors that quote both, because
-//! "connection reset" at 3 a.m. says nothing about which of them it was.
-//!
-//! `amqps://` runs the same protocol inside TLS (rustls). The broker's certificate is checked
-//! against the platform's roots by the platform verifier, as lapin and reqwest do in Herald, so
-//! `SSL_CERT_FILE` / `SSL_CERT_DIR` point every client at a private CA alike; the host name of
-//! the URL must be in the certificate.
+//! Plain TCP only: the baseline measures the broker on this machine, not TLS. The broker's
+//! refusals (bad credentials, unknown vhost) arrive as a `connection.close`; they become errors
+//! that quote its reply code and text.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig};
+use anyhow::{Result, anyhow};
 
-use crate::error::{Error, Result};
-use crate::frames::{
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::frames::{
     self, FRAME_HEARTBEAT, Frame, FrameError, Value, id, put_method, put_short_str,
 };
 
 /// Frames up to this size are accepted and sent; RabbitMQ's default is 128 KiB.
 pub const FRAME_MAX: u32 = 131_072;
 
-/// The heartbeat Herald asks for, in seconds (the broker's offer wins when it is lower).
-pub const HEARTBEAT_SECS: u16 = 30;
 
 /// Where and as whom to connect, from an `amqp://` or `amqps://` URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,17 +30,7 @@ pub struct Endpoint {
     pub user: String,
     pub password: String,
     pub vhost: String,
-    /// `amqps://`: TLS, the broker's certificate checked for `host`.
-    pub tls: bool,
-    /// Roots trusted besides the platform's (TLS only): a private CA given in code, as tests
-    /// do; deployments use `SSL_CERT_FILE`.
-    pub extra_roots: Vec<CertificateDer<'static>>,
 }
-
-/// The read side of a connection, plain or TLS.
-pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
-/// The write side of a connection, plain or TLS.
-pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 impl std::fmt::Debug for Endpoint {
     /// Everything but the password.
@@ -59,25 +40,21 @@ impl std::fmt::Debug for Endpoint {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("vhost", &self.vhost)
-            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
 
 impl Endpoint {
-    /// Host, port, credentials and vhost of an `amqp://` or `amqps://` URL, with RabbitMQ's
-    /// defaults for what it leaves out (guest/guest, port 5672 or 5671 with TLS, vhost `/`).
+    /// Host, port, credentials and vhost of an `amqp://` URL, with RabbitMQ's defaults for
+    /// what it leaves out (guest/guest, port 5672, vhost `/`).
     pub fn parse(url: &str) -> Result<Self> {
-        let u = url::Url::parse(url).map_err(|e| Error::Invalid(format!("AMQP URL: {e}")))?;
-        let tls = match u.scheme() {
-            "amqp" => false,
-            "amqps" => true,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "AMQP URL scheme {other:?}: use amqp:// or amqps://"
-                )));
-            }
-        };
+        let u = url::Url::parse(url).map_err(|e| anyhow!("AMQP URL: {e}"))?;
+        if u.scheme() != "amqp" {
+            return Err(anyhow!(
+                "AMQP URL scheme {:?}: the minimal client speaks amqp:// only",
+                u.scheme()
+            ));
+        }
         // Percent-decoding only: a `+` in a URL's userinfo or path is a plus, not a space.
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
@@ -100,12 +77,10 @@ impl Endpoint {
         };
         Ok(Self {
             host,
-            port: u.port().unwrap_or(if tls { 5671 } else { 5672 }),
+            port: u.port().unwrap_or(5672),
             user,
             password,
             vhost,
-            tls,
-            extra_roots: Vec::new(),
         })
     }
 }
@@ -113,8 +88,8 @@ impl Endpoint {
 /// A logged-in connection, read and written by its owner directly (before any task takes
 /// it over).
 pub struct Opened {
-    pub reader: Reader,
-    pub writer: Writer,
+    pub reader: OwnedReadHalf,
+    pub writer: OwnedWriteHalf,
     /// Bytes read but not yet decoded.
     pub buf: BytesMut,
     /// Negotiated maximum frame size.
@@ -134,12 +109,12 @@ pub fn close_reason(mut args: Bytes) -> String {
     }
 }
 
-fn codec(e: FrameError) -> Error {
-    Error::Unavailable(format!("broker protocol error: {e}"))
+fn codec(e: FrameError) -> anyhow::Error {
+    anyhow!("broker protocol error: {e}")
 }
 
-fn io(e: std::io::Error) -> Error {
-    Error::Unavailable(format!("broker connection: {e}"))
+fn io(e: std::io::Error) -> anyhow::Error {
+    anyhow!("broker connection: {e}")
 }
 
 impl Opened {
@@ -153,10 +128,10 @@ impl Opened {
     ) -> Result<Self> {
         match tokio::time::timeout(timeout, Self::connect_now(endpoint, name, heartbeat)).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Unavailable(format!(
+            Err(_) => Err(anyhow!(
                 "connecting to the broker at {}:{} timed out after {timeout:?}",
                 endpoint.host, endpoint.port
-            ))),
+            )),
         }
     }
 
@@ -164,20 +139,13 @@ impl Opened {
         let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| {
-                Error::Unavailable(format!(
+                anyhow!(
                     "connecting to the broker at {}:{}: {e}",
                     endpoint.host, endpoint.port
-                ))
+                )
             })?;
         stream.set_nodelay(true).map_err(io)?;
-        let (reader, writer): (Reader, Writer) = if endpoint.tls {
-            let stream = tls_connect(endpoint, stream).await?;
-            let (r, w) = tokio::io::split(stream);
-            (Box::new(r), Box::new(w))
-        } else {
-            let (r, w) = stream.into_split();
-            (Box::new(r), Box::new(w))
-        };
+        let (reader, writer) = stream.into_split();
         let mut c = Self {
             reader,
             writer,
@@ -193,10 +161,10 @@ impl Opened {
         frames::get_table(&mut start).map_err(codec)?;
         let mechanisms = frames::get_long_str(&mut start).map_err(codec)?;
         if !mechanisms.split(|b| *b == b' ').any(|m| m == b"PLAIN") {
-            return Err(Error::Unavailable(format!(
+            return Err(anyhow!(
                 "the broker offers no PLAIN login (it offers {:?})",
                 String::from_utf8_lossy(&mechanisms)
-            )));
+            ));
         }
         let mut out = BytesMut::new();
         put_method(&mut out, 0, id::CONNECTION_START_OK, |b| {
@@ -274,9 +242,7 @@ impl Opened {
             }
             let n = self.reader.read_buf(&mut self.buf).await.map_err(io)?;
             if n == 0 {
-                return Err(Error::Unavailable(
-                    "the broker closed the connection".into(),
-                ));
+                return Err(anyhow!("the broker closed the connection"));
             }
         }
     }
@@ -287,69 +253,27 @@ impl Opened {
         let f = self.next_frame().await?;
         match f.method() {
             Some((got, args)) if got == want && f.channel == channel => Ok(args),
-            Some((id::CONNECTION_CLOSE, args)) => Err(Error::Unavailable(format!(
+            Some((id::CONNECTION_CLOSE, args)) => Err(anyhow!(
                 "the broker closed the connection: {}",
                 close_reason(args)
-            ))),
-            Some((id::CHANNEL_CLOSE, args)) => Err(Error::Unavailable(format!(
+            )),
+            Some((id::CHANNEL_CLOSE, args)) => Err(anyhow!(
                 "the broker closed channel {}: {}",
                 f.channel,
                 close_reason(args)
-            ))),
-            Some((got, _)) => Err(Error::Unavailable(format!(
+            )),
+            Some((got, _)) => Err(anyhow!(
                 "broker protocol error: expected method {want:?} on channel {channel}, got \
                  {got:?} on channel {}",
                 f.channel
-            ))),
-            None => Err(Error::Unavailable(format!(
+            )),
+            None => Err(anyhow!(
                 "broker protocol error: expected method {want:?}, got a frame of type {} on \
                  channel {}",
                 f.kind, f.channel
-            ))),
+            )),
         }
     }
-}
-
-/// The TLS session over `stream`, the broker's certificate verified for the endpoint's host.
-async fn tls_connect(
-    endpoint: &Endpoint,
-    stream: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let refused = |what: String| {
-        Error::Unavailable(format!(
-            "TLS with the broker at {}:{}: {what}",
-            endpoint.host, endpoint.port
-        ))
-    };
-    let config = tls_config(&endpoint.extra_roots).map_err(|e| refused(e.to_string()))?;
-    let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
-        refused(format!(
-            "{:?} is not a valid server name: {e}",
-            endpoint.host
-        ))
-    })?;
-    TlsConnector::from(config)
-        .connect(name, stream)
-        .await
-        .map_err(|e| refused(e.to_string()))
-}
-
-/// A client configuration verifying with the platform's roots plus `extra_roots`, on the
-/// aws-lc-rs provider (named, not the process default, which several crates could install).
-fn tls_config(
-    extra_roots: &[CertificateDer<'static>],
-) -> std::result::Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
-        extra_roots.iter().cloned(),
-        provider.clone(),
-    )?;
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// The lower of the two offers; the broker's zero means "as the client likes", ours means
@@ -416,20 +340,8 @@ mod tests {
         assert_eq!((e.password.as_str(), e.vhost.as_str()), ("a+b", "v+1"));
         let e = Endpoint::parse("amqp://[::1]:5672/").unwrap();
         assert_eq!(e.host, "::1");
-        let e = Endpoint::parse("amqp://h").unwrap();
-        assert!(!e.tls);
-        let e = Endpoint::parse("amqps://broker.example.com/").unwrap();
-        assert!(e.tls);
-        assert_eq!((e.host.as_str(), e.port), ("broker.example.com", 5671));
-        assert_eq!(Endpoint::parse("amqps://h:5999").unwrap().port, 5999);
-        assert!(matches!(
-            Endpoint::parse("http://h"),
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            Endpoint::parse("not a url"),
-            Err(Error::Invalid(_))
-        ));
+        assert!(Endpoint::parse("amqps://h").is_err());
+        assert!(Endpoint::parse("not a url").is_err());
     }
 
     #[test]

@@ -9,19 +9,22 @@
 //! task per connection on the tokio runtime, and writes every frame that is ready in one
 //! `write` call. The gap between the two one-hop figures is what the client library costs.
 //!
-//! It speaks just enough of the protocol for that, over the handshake and codec of
-//! [`herald_broker::client`] and [`herald_broker::frames`]: no heartbeats, channel 1 only. Any frame it does
-//! not expect (a channel or connection close included) ends the run with an error naming it.
+//! It speaks just enough of the protocol for that, over its own handshake ([`handshake`]) and
+//! codec ([`frames`]): plain TCP, no heartbeats, channel 1 only. Any frame it does not expect (a
+//! channel or connection close included) ends the run with an error naming it. Nothing a
+//! service runs uses it: Herald's services speak AMQP through lapin (`herald-broker`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use bytes::{BufMut, Bytes, BytesMut};
-use herald_broker::client::{self, Endpoint, Opened};
-use herald_broker::frames::{
-    self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties,
+mod frames;
+mod handshake;
+
+use frames::{ FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties,
     id, put_method, put_short_str,
 };
+use handshake::{Endpoint, Opened, close_reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Codec results as this module's errors.
@@ -52,7 +55,7 @@ impl RawConnection {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<()> {
-        Ok(self.c.send(bytes).await?)
+        self.c.send(bytes).await
     }
 
     /// Sends a method on channel 1 and waits for its reply.
@@ -62,7 +65,7 @@ impl RawConnection {
         reply: (u16, u16),
         args: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>,
     ) -> Result<Bytes> {
-        Ok(self.c.call(1, request, reply, args).await?)
+        self.c.call(1, request, reply, args).await
     }
 
     /// The next whole frame in the buffer, skipping heartbeats; None while incomplete.
@@ -90,7 +93,7 @@ impl RawConnection {
 
 fn unexpected(got: (u16, u16), args: Bytes) -> anyhow::Error {
     if got == id::CONNECTION_CLOSE || got == id::CHANNEL_CLOSE {
-        anyhow!("the broker closed: {}", client::close_reason(args))
+        anyhow!("the broker closed: {}", close_reason(args))
     } else {
         anyhow!("unexpected method {got:?}")
     }
