@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::error::{Error, Result, parse_id};
 use crate::retention::first_id_at;
 
 mod replay;
@@ -27,9 +28,9 @@ pub struct DeliveriesApi {
     pub replay_page: u32,
 }
 
-fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
+fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-        .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
+        .ok_or_else(|| Error::InvalidArgument(format!("{field} is out of range")))
 }
 
 /// `[since, until)`, each bound optional.
@@ -39,13 +40,13 @@ type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 fn time_range(
     since: Option<&prost_types::Timestamp>,
     until: Option<&prost_types::Timestamp>,
-) -> Result<TimeRange, Status> {
+) -> Result<TimeRange> {
     let since = since.map(|t| from_ts("since", t)).transpose()?;
     let until = until.map(|t| from_ts("until", t)).transpose()?;
     if let (Some(a), Some(b)) = (since, until)
         && a >= b
     {
-        return Err(Status::invalid_argument("since must be before until"));
+        return Err(Error::InvalidArgument("since must be before until".into()));
     }
     Ok((since, until))
 }
@@ -57,33 +58,17 @@ fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-fn status_from_pb(v: i32) -> Result<Option<&'static str>, Status> {
+fn status_from_pb(v: i32) -> Result<Option<&'static str>> {
     match pb::DeliveryStatus::try_from(v) {
         Ok(pb::DeliveryStatus::Unspecified) => Ok(None),
         Ok(pb::DeliveryStatus::Pending) => Ok(Some("pending")),
         Ok(pb::DeliveryStatus::Success) => Ok(Some("success")),
         Ok(pb::DeliveryStatus::Retrying) => Ok(Some("retrying")),
         Ok(pb::DeliveryStatus::Failed) => Ok(Some("failed")),
-        Err(_) => Err(Status::invalid_argument(format!("unknown status {v}"))),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "unknown status {v}: use pending, success, retrying or failed"
+        ))),
     }
-}
-
-fn parse_id(field: &str, v: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(v.trim())
-        .map_err(|_| Status::invalid_argument(format!("{field} {v:?} is not a valid id (UUID)")))
-}
-
-fn db_err(e: sqlx::Error) -> Status {
-    if herald_store::unavailable(&e) {
-        tracing::warn!(error = %e, "ledger database unavailable");
-        return Status::unavailable("ledger database unavailable, retry later");
-    }
-    if herald_store::timed_out(&e) {
-        tracing::warn!(error = %e, "delivery log query cancelled by the statement timeout");
-        return Status::resource_exhausted(herald_store::STATEMENT_TIMEOUT_MESSAGE);
-    }
-    tracing::error!(error = %e, "ledger query failed");
-    Status::internal("internal error")
 }
 
 #[derive(sqlx::FromRow)]
@@ -160,7 +145,7 @@ const DELIVERY_COLUMNS: &str =
 impl DeliveriesApi {
     /// The calling tenant: the one [`crate::auth`] found before the message was read, else
     /// checked here.
-    async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid, Status> {
+    async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid> {
         if let Some(crate::auth::Authenticated(t)) = req.extensions().get() {
             return Ok(*t);
         }
@@ -172,14 +157,12 @@ impl DeliveriesApi {
     }
 }
 
-#[tonic::async_trait]
-impl pb::deliveries_server::Deliveries for DeliveriesApi {
-    async fn list_deliveries(
+impl DeliveriesApi {
+    async fn list(
         &self,
-        req: Request<pb::ListDeliveriesRequest>,
-    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
-        let r = req.into_inner();
+        tenant: Uuid,
+        r: pb::ListDeliveriesRequest,
+    ) -> Result<pb::ListDeliveriesResponse> {
         let endpoint = r
             .endpoint_id
             .as_deref()
@@ -226,7 +209,7 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         if let Some(event_type) = r.event_type.as_deref().filter(|t| !t.is_empty()) {
             // An exact type: a pattern (`invoice.*`) or a malformed name would match nothing.
             herald_core::matching::validate_event_type(event_type)
-                .map_err(|e| Status::invalid_argument(format!("event_type: {e}")))?;
+                .map_err(|e| Error::InvalidArgument(format!("event_type: {e}")))?;
             q.push(" AND event_type = ").push_bind(event_type);
         }
         if let Some(before) = before {
@@ -239,29 +222,24 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         // cursor, even when it is full.
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit) + 1);
-        let mut rows: Vec<DeliveryRow> = q
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let mut rows: Vec<DeliveryRow> = q.build_query_as().fetch_all(&self.pool).await?;
         let next_cursor = if rows.len() as u32 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|d| d.id.to_string()).unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListDeliveriesResponse {
+        Ok(pb::ListDeliveriesResponse {
             deliveries: rows.into_iter().map(pb::Delivery::from).collect(),
             next_cursor,
-        }))
+        })
     }
 
-    async fn get_delivery(
+    async fn get(
         &self,
-        req: Request<pb::GetDeliveryRequest>,
-    ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
-        let r = req.get_ref();
+        tenant: Uuid,
+        r: pb::GetDeliveryRequest,
+    ) -> Result<pb::GetDeliveryResponse> {
         let id = parse_id("id", &r.id)?;
         let after = match r.attempts_cursor.trim() {
             "" => None,
@@ -277,11 +255,10 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             .bind(id)
             .bind(tenant)
             .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| Status::not_found("delivery not found"))?;
+            .await?
+            .ok_or(Error::NotFound("delivery"))?;
         let (attempts, next_attempts_cursor) = self.attempts_page(tenant, id, after, limit).await?;
-        Ok(Response::new(pb::GetDeliveryResponse {
+        Ok(pb::GetDeliveryResponse {
             delivery: Some(delivery.into()),
             next_attempts_cursor,
             attempts: attempts
@@ -298,15 +275,15 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
                     status: pb::DeliveryStatus::from_stored(&a.status) as i32,
                 })
                 .collect(),
-        }))
+        })
     }
 
-    async fn list_recent_activity(
+    async fn recent_activity(
         &self,
-        req: Request<pb::ListRecentActivityRequest>,
-    ) -> Result<Response<pb::ListRecentActivityResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
-        let limit = match req.get_ref().limit {
+        tenant: Uuid,
+        r: pb::ListRecentActivityRequest,
+    ) -> Result<pb::ListRecentActivityResponse> {
+        let limit = match r.limit {
             0 => 10,
             n => n.min(100),
         };
@@ -322,8 +299,8 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(db_err)?;
-        Ok(Response::new(pb::ListRecentActivityResponse {
+        ?;
+        Ok(pb::ListRecentActivityResponse {
             items: rows
                 .into_iter()
                 .map(|r| pb::ActivityItem {
@@ -339,24 +316,19 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
                     test: r.test,
                 })
                 .collect(),
-        }))
+        })
     }
 
-    async fn redeliver(
-        &self,
-        req: Request<pb::RedeliverRequest>,
-    ) -> Result<Response<pb::RedeliverResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
-        let id = parse_id("delivery_id", &req.get_ref().delivery_id)?;
+    async fn resend(&self, tenant: Uuid, r: pb::RedeliverRequest) -> Result<pb::RedeliverResponse> {
+        let id = parse_id("delivery_id", &r.delivery_id)?;
         let row: ReplayRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{REPLAY_SELECT} WHERE d.id = $1 AND d.tenant_id = $2"
         )))
         .bind(id)
         .bind(tenant)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| Status::not_found("delivery not found"))?;
+        .await?
+        .ok_or(Error::NotFound("delivery"))?;
         let rate = self.check_endpoint(tenant, row.endpoint_id).await?;
         self.budget
             .take(tenant, rate, 1)
@@ -364,23 +336,25 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
             .map_err(|wait| crate::budget::rate_limited(rate, wait))?;
         let attempt = row.attempt_count.max(0) as u32 + 1;
         let message = self.manual_task(row)?;
-        self.publisher.publish(&[message]).await.map_err(|e| {
-            tracing::warn!(error = %e, "redeliver: broker unavailable");
-            Status::unavailable("the message broker is unavailable, retry later")
-        })?;
+        self.publisher
+            .publish(&[message])
+            .await
+            .map_err(|source| Error::Broker {
+                message: "the message broker is unavailable, retry later".into(),
+                source,
+            })?;
         tracing::info!(tenant_id = %tenant, delivery_id = %id, attempt, "manual redelivery queued");
-        Ok(Response::new(pb::RedeliverResponse {
+        Ok(pb::RedeliverResponse {
             delivery_id: id.to_string(),
             attempt,
-        }))
+        })
     }
 
-    async fn replay_endpoint(
+    async fn replay_call(
         &self,
-        req: Request<pb::ReplayEndpointRequest>,
-    ) -> Result<Response<pb::ReplayEndpointResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
-        let r = req.into_inner();
+        tenant: Uuid,
+        r: pb::ReplayEndpointRequest,
+    ) -> Result<pb::ReplayEndpointResponse> {
         let endpoint = parse_id("endpoint_id", &r.endpoint_id)?;
         let status = status_from_pb(r.status)?.unwrap_or("failed");
         let (since, until) = time_range(r.since.as_ref(), r.until.as_ref())?;
@@ -409,7 +383,54 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         };
         let out = self.replay(replay, &mut lease).await?;
         tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint, queued = out.queued, skipped = out.skipped, truncated = out.truncated, "replay queued");
-        Ok(Response::new(out))
+        Ok(out)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::deliveries_server::Deliveries for DeliveriesApi {
+    async fn list_deliveries(
+        &self,
+        req: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        Ok(Response::new(self.list(tenant, req.into_inner()).await?))
+    }
+
+    async fn get_delivery(
+        &self,
+        req: Request<pb::GetDeliveryRequest>,
+    ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        Ok(Response::new(self.get(tenant, req.into_inner()).await?))
+    }
+
+    async fn list_recent_activity(
+        &self,
+        req: Request<pb::ListRecentActivityRequest>,
+    ) -> Result<Response<pb::ListRecentActivityResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        Ok(Response::new(
+            self.recent_activity(tenant, req.into_inner()).await?,
+        ))
+    }
+
+    async fn redeliver(
+        &self,
+        req: Request<pb::RedeliverRequest>,
+    ) -> Result<Response<pb::RedeliverResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        Ok(Response::new(self.resend(tenant, req.into_inner()).await?))
+    }
+
+    async fn replay_endpoint(
+        &self,
+        req: Request<pb::ReplayEndpointRequest>,
+    ) -> Result<Response<pb::ReplayEndpointResponse>, Status> {
+        let tenant = self.tenant(&req).await?;
+        Ok(Response::new(
+            self.replay_call(tenant, req.into_inner()).await?,
+        ))
     }
 }
 
@@ -459,7 +480,7 @@ impl DeliveriesApi {
         delivery: Uuid,
         after: Option<Uuid>,
         limit: u32,
-    ) -> Result<(Vec<AttemptRow>, String), Status> {
+    ) -> Result<(Vec<AttemptRow>, String)> {
         // One row past the page tells whether another page exists.
         let mut rows: Vec<AttemptRow> = sqlx::query_as(
             "SELECT id, attempt, started_at, response_status, response_body, error, latency_ms, trigger, status
@@ -476,7 +497,7 @@ impl DeliveriesApi {
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await
-        .map_err(db_err)?;
+        ?;
         let next = if rows.len() as u32 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|a| a.id.to_string()).unwrap_or_default()
@@ -488,7 +509,7 @@ impl DeliveriesApi {
 
     /// A manual attempt must go to an endpoint that still exists and is enabled. Answers the
     /// tenant's publish rate, which re-sends count against (0: unlimited).
-    async fn check_endpoint(&self, tenant: Uuid, endpoint: Uuid) -> Result<u32, Status> {
+    async fn check_endpoint(&self, tenant: Uuid, endpoint: Uuid) -> Result<u32> {
         let found: Option<(bool, Option<i32>)> = sqlx::query_as(
             "SELECT e.enabled, t.publish_rate_limit
              FROM endpoints e JOIN tenants t ON t.id = e.tenant_id
@@ -497,23 +518,20 @@ impl DeliveriesApi {
         .bind(endpoint)
         .bind(tenant)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        .await?;
         match found {
-            None => Err(Status::not_found(
-                "endpoint not found (it may have been deleted)",
-            )),
-            Some((false, _)) => Err(Status::failed_precondition(
-                "the endpoint is disabled: enable it before re-sending deliveries",
+            None => Err(Error::NotFound("endpoint")),
+            Some((false, _)) => Err(Error::FailedPrecondition(
+                "the endpoint is disabled: enable it before re-sending deliveries".into(),
             )),
             Some((true, rate)) => Ok(self.budget.rate(rate)),
         }
     }
 
     /// The work-queue message of one manual attempt (one attempt, no retries).
-    fn manual_task(&self, r: ReplayRow) -> Result<Outgoing, Status> {
+    fn manual_task(&self, r: ReplayRow) -> Result<Outgoing> {
         let payload = r.payload.ok_or_else(|| {
-            Status::failed_precondition(format!(
+            Error::FailedPrecondition(format!(
                 "the event of delivery {} is not in the ledger (not yet written, or removed by payload retention)",
                 r.id
             ))

@@ -13,6 +13,8 @@ use tonic::Status;
 use tonic::codegen::BoxFuture;
 use uuid::Uuid;
 
+use crate::error::{Error, Result};
+
 /// The tenant whose key [`TenantKey`] accepted, in the request's extensions.
 #[derive(Clone, Copy, Debug)]
 pub struct Authenticated(pub Uuid);
@@ -27,28 +29,21 @@ pub struct TenantKey {
 
 impl TenantKey {
     /// The tenant of the API key in an `authorization` header, or why the call is refused.
-    pub async fn tenant(&self, authorization: Option<&str>) -> Result<Uuid, Status> {
+    pub async fn tenant(&self, authorization: Option<&str>) -> Result<Uuid> {
         if herald_store::is_operator(authorization, self.admin_token.as_deref()) {
-            return Err(Status::permission_denied(
+            return Err(Error::PermissionDenied(
                 "tenant API key required: the operator token serves only the Admin service",
             ));
         }
-        match self.keys.check(authorization).await {
-            Ok(KeyCheck::Tenant(t)) => Ok(t),
-            Ok(KeyCheck::Missing) => Err(Status::unauthenticated(
+        match self.keys.check(authorization).await? {
+            KeyCheck::Tenant(t) => Ok(t),
+            KeyCheck::Missing => Err(Error::Unauthenticated(
                 "missing API key: send \"authorization: Bearer <key>\"",
             )),
-            Ok(KeyCheck::Invalid) => Err(Status::unauthenticated("invalid or revoked API key")),
-            Ok(KeyCheck::Unchecked) => Err(Status::unavailable(
+            KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
+            KeyCheck::Unchecked => Err(Error::Unavailable(
                 "too many calls with unknown credentials reached this server: the API key could not be checked now, retry shortly",
             )),
-            Err(e) if e.is_unavailable() => {
-                Err(Status::unavailable("database unavailable, retry later"))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "api key check failed");
-                Err(Status::internal("internal error"))
-            }
         }
     }
 }
@@ -62,6 +57,7 @@ impl Gate for TenantKey {
             gate.tenant(authorization.as_deref())
                 .await
                 .map(Authenticated)
+                .map_err(Status::from)
         })
     }
 }

@@ -19,7 +19,6 @@
 use std::time::Duration;
 
 use herald_ratelimit::{RateLimiter, Take};
-use tonic::Status;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -125,7 +124,7 @@ impl Budget {
     }
 
     /// A place among the tenant's running replays, or `RESOURCE_EXHAUSTED` naming the limit.
-    pub async fn lease_replay(&self, tenant: Uuid) -> Result<Lease, Status> {
+    pub async fn lease_replay(&self, tenant: Uuid) -> crate::error::Result<Lease> {
         let mut lease = Lease {
             budget: self.clone(),
             key: format!("{}:replays:{tenant}", self.prefix),
@@ -140,7 +139,7 @@ impl Budget {
             Ok(false) => {
                 metrics::counter!("herald_resends_refused_total", "limit" => "replay_concurrency")
                     .increment(1);
-                Err(Status::resource_exhausted(format!(
+                Err(crate::error::Error::ResourceExhausted(format!(
                     "at most {} ReplayEndpoint call(s) of a tenant at once (HERALD_REPLAY_CONCURRENCY): another replay of this tenant is running; retry when it has finished",
                     self.replays
                 )))
@@ -217,14 +216,8 @@ async fn within<T>(
         .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
 }
 
-/// `RESOURCE_EXHAUSTED` with `RetryInfo` for a re-send over the tenant's publish rate.
-pub fn rate_limited(rate: u32, retry_after: Duration) -> Status {
+/// A re-send over the tenant's publish rate, counted.
+pub fn rate_limited(rate: u32, retry_after: Duration) -> crate::error::Error {
     metrics::counter!("herald_resends_refused_total", "limit" => "rate").increment(1);
-    herald_proto::server::retry_later(
-        format!(
-            "publish rate limit of {rate} events/s for this tenant reached (re-sends count as publishes); retry after {} ms",
-            retry_after.as_millis()
-        ),
-        retry_after,
-    )
+    crate::error::Error::RateLimited { rate, retry_after }
 }

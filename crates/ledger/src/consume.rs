@@ -89,103 +89,36 @@ async fn session(
     consuming.store(true, Ordering::Relaxed);
     let mut held = Held::default();
     loop {
-        // Wait for the first message of a batch, then gather for at most `batch_wait`; rows
-        // held from the last batch wait no longer than `batch_wait` for it.
+        // Rows held from the last batch wait no longer than `batch_wait` for the next one.
         let patience = (!held.is_empty()).then_some(config.batch_wait);
-        let next = async {
-            match patience {
-                Some(wait) => tokio::time::timeout(wait, consumer.next()).await.ok(),
-                None => Some(consumer.next().await),
-            }
-        };
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = next => next,
+            first = first_message(&mut consumer, patience) => first,
         };
-        let Some(first) = first else {
-            // Nothing came: the held rows go on their own.
+        let messages = match first {
+            Some(first) => gather(&mut consumer, first?, config).await?,
+            None => Vec::new(),
+        };
+        let Read {
+            batch,
+            readable,
+            spans,
+        } = read(messages, &settler).await?;
+        if readable.is_empty() {
+            // Nothing came, or only unreadable messages: the held rows go on their own.
             if !held.flush(pool, &settler, shutdown).await? {
                 return Ok(());
             }
             continue;
-        };
-        let mut deliveries = vec![first?];
-        let deadline = tokio::time::Instant::now() + config.batch_wait;
-        // Messages carry many records each (group commit upstream): bound the transaction by
-        // bytes as well as by messages.
-        let mut bytes = deliveries[0].body.len();
-        while deliveries.len() < config.batch_messages && bytes < MAX_TRANSACTION_BYTES {
-            match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(d) => {
-                    let d = d?;
-                    bytes += d.body.len();
-                    deliveries.push(d);
-                }
-                Err(_) => break,
-            }
         }
-        let mut batch = Batch::default();
-        let mut readable = Vec::with_capacity(deliveries.len());
-        // One span per message, in the trace of the work that produced it, closed at commit.
-        let mut spans = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            match LedgerBatch::decode(&d.body) {
-                Ok(b) => {
-                    let span = tracing::info_span!("ledger.write", records = b.records.len());
-                    herald_telemetry::set_parent_from(
-                        &span,
-                        d.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    );
-                    spans.push(span);
-                    b.records.into_iter().for_each(|r| batch.push(r));
-                    readable.push(d);
-                }
-                Err(e) => {
-                    metrics::counter!("herald_ledger_unreadable_messages_total").increment(1);
-                    tracing::error!(error = %e, "unreadable ledger message, dead-lettering it");
-                    settler.reject(d.tag).await?;
-                }
-            }
-        }
-        let Some(last_tag) = readable.last().map(|d| d.tag) else {
-            // Only unreadable messages: the held rows must not wait on a stream of them.
-            if !held.flush(pool, &settler, shutdown).await? {
-                return Ok(());
-            }
-            continue;
-        };
         // Hold this batch's rows only if the prefetch still lets a whole next batch in.
         let defer = readable.len() + config.batch_messages <= usize::from(config.prefetch);
-        match write_held(pool, &batch, &held.rows, defer, shutdown).await {
-            Written::Yes(deferred) => {
-                // The held rows are in: everything up to this batch can go, except this batch
-                // when it left rows of its own for the next write.
-                if deferred.is_empty() {
-                    settler.ack(last_tag, true).await?;
-                    held = Held::default();
-                } else {
-                    if let Some(tag) = held.tag() {
-                        settler.ack(tag, true).await?;
-                    }
-                    held = Held {
-                        rows: deferred,
-                        messages: readable,
-                    };
-                }
-                crate::metrics::batch_written(&batch);
-            }
-            Written::Stopping => return Ok(()),
-            Written::Refused(e) => {
-                // Postgres will never take some record of this batch or of the held rows (a
-                // data error, not an outage): write message by message, the held batch's
-                // first, and dead-letter only the culprit.
-                tracing::error!(error = %e, messages = readable.len() + held.messages.len(), "ledger batch refused, writing its messages one by one");
-                let mut messages = std::mem::take(&mut held).messages;
-                messages.extend(readable);
-                if !one_by_one(pool, &settler, messages, shutdown).await? {
-                    return Ok(());
-                }
-            }
+        let written = write_held(pool, &batch, &held.rows, defer, shutdown).await;
+        if !held
+            .settle(written, &batch, readable, pool, &settler, shutdown)
+            .await?
+        {
+            return Ok(());
         }
         drop(spans);
         tracing::debug!(records = batch.len(), "ledger batch written");
@@ -194,6 +127,80 @@ async fn session(
     let _ = held.flush(pool, &settler, shutdown).await;
     consumer.close().await;
     Ok(())
+}
+
+/// The first message of a batch, waiting at most `patience` for it when given (`None`:
+/// nothing came in time).
+async fn first_message(
+    consumer: &mut Consumer,
+    patience: Option<Duration>,
+) -> Option<herald_broker::Result<Delivery>> {
+    match patience {
+        Some(wait) => tokio::time::timeout(wait, consumer.next()).await.ok(),
+        None => Some(consumer.next().await),
+    }
+}
+
+/// `first` and the messages that follow it within `batch_wait`, up to a batch's count and
+/// bytes.
+async fn gather(
+    consumer: &mut Consumer,
+    first: Delivery,
+    config: &Config,
+) -> herald_broker::Result<Vec<Delivery>> {
+    let deadline = tokio::time::Instant::now() + config.batch_wait;
+    // Messages carry many records each (group commit upstream): bound the transaction by
+    // bytes as well as by messages.
+    let mut bytes = first.body.len();
+    let mut deliveries = vec![first];
+    while deliveries.len() < config.batch_messages && bytes < MAX_TRANSACTION_BYTES {
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(d) => {
+                let d = d?;
+                bytes += d.body.len();
+                deliveries.push(d);
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(deliveries)
+}
+
+/// The records of a batch's readable messages.
+struct Read {
+    batch: Batch,
+    readable: Vec<Delivery>,
+    /// One span per message, in the trace of the work that produced it, closed at commit.
+    spans: Vec<tracing::Span>,
+}
+
+/// Decodes each message into the batch; an unreadable one is dead-lettered on its own.
+async fn read(deliveries: Vec<Delivery>, settler: &Settler) -> herald_broker::Result<Read> {
+    let mut read = Read {
+        batch: Batch::default(),
+        readable: Vec::with_capacity(deliveries.len()),
+        spans: Vec::with_capacity(deliveries.len()),
+    };
+    for d in deliveries {
+        match LedgerBatch::decode(&d.body) {
+            Ok(b) => {
+                let span = tracing::info_span!("ledger.write", records = b.records.len());
+                herald_telemetry::set_parent_from(
+                    &span,
+                    d.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                );
+                read.spans.push(span);
+                b.records.into_iter().for_each(|r| read.batch.push(r));
+                read.readable.push(d);
+            }
+            Err(e) => {
+                metrics::counter!("herald_ledger_unreadable_messages_total").increment(1);
+                tracing::error!(error = %e, "unreadable ledger message, dead-lettering it");
+                settler.reject(d.tag).await?;
+            }
+        }
+    }
+    Ok(read)
 }
 
 /// A batch written but for its `pending` rows, which wait for the next write.
@@ -212,6 +219,52 @@ impl Held {
 
     fn tag(&self) -> Option<u64> {
         self.messages.last().map(|d| d.tag)
+    }
+
+    /// Settles the messages of `written` (the write of `batch`, from `readable`, with the held
+    /// rows): acks what is written, holds this batch's deferred rows, or writes message by
+    /// message what Postgres refused. False when shutting down (the messages stay unacked).
+    async fn settle(
+        &mut self,
+        written: Written,
+        batch: &Batch,
+        readable: Vec<Delivery>,
+        pool: &PgPool,
+        settler: &Settler,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        match written {
+            Written::Yes(deferred) => {
+                // The held rows are in: everything up to this batch can go, except this batch
+                // when it left rows of its own for the next write.
+                if deferred.is_empty() {
+                    if let Some(d) = readable.last() {
+                        settler.ack(d.tag, true).await?;
+                    }
+                    *self = Held::default();
+                } else {
+                    if let Some(tag) = self.tag() {
+                        settler.ack(tag, true).await?;
+                    }
+                    *self = Held {
+                        rows: deferred,
+                        messages: readable,
+                    };
+                }
+                crate::metrics::batch_written(batch);
+                Ok(true)
+            }
+            Written::Stopping => Ok(false),
+            Written::Refused(e) => {
+                // Postgres will never take some record of this batch or of the held rows (a
+                // data error, not an outage): write message by message, the held batch's
+                // first, and dead-letter only the culprit.
+                tracing::error!(error = %e, messages = readable.len() + self.messages.len(), "ledger batch refused, writing its messages one by one");
+                let mut messages = std::mem::take(self).messages;
+                messages.extend(readable);
+                one_by_one(pool, settler, messages, shutdown).await
+            }
+        }
     }
 
     /// Writes the rows on their own and acks their messages; false when shutting down before

@@ -10,6 +10,7 @@ mod budget;
 mod config;
 mod consume;
 mod deadletter;
+mod error;
 mod metrics;
 mod retention;
 pub mod write;

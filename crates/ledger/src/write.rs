@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, DurationRound, Utc};
 use herald_core::stats;
 use herald_core::wire::{
-    AbandonedRecord, AttemptRecord, DeliveryStatus, EventRecord, Record, Trigger,
+    AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, EventRecord, Record, Trigger,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -116,134 +116,13 @@ pub async fn apply_with(
     held: &[PendingRow],
     defer: bool,
 ) -> Result<Vec<PendingRow>, sqlx::Error> {
+    let rows = PendingRows::sort(batch, held, defer);
     let mut tx = pool.begin().await?;
     let mut stats = StatsDelta::default();
-    // Deliveries this batch attempts: written once, by the attempt upsert below.
-    let attempted: HashSet<Uuid> = batch
-        .attempts
-        .iter()
-        .map(|a| a.delivery.delivery_id)
-        .collect();
-    // Test flags of the rows the attempt upsert creates (the attempt record lacks it).
-    let mut test_sends: HashSet<Uuid> = HashSet::new();
-    let mut insert: Vec<PendingRow> = Vec::new();
-    let mut deferred: Vec<PendingRow> = Vec::new();
-    let from_batch = batch.events.iter().flat_map(|e| {
-        e.deliveries.iter().map(move |d| {
-            let row = PendingRow {
-                delivery_id: d.delivery_id,
-                tenant_id: e.tenant_id,
-                event_id: e.event_id,
-                endpoint_id: d.endpoint_id,
-                event_type: e.event_type.clone(),
-                created_at: e.accepted_at,
-                test: e.test,
-            };
-            (row, defer)
-        })
-    });
-    for (row, may_defer) in held.iter().map(|r| (r.clone(), false)).chain(from_batch) {
-        if attempted.contains(&row.delivery_id) {
-            if row.test {
-                test_sends.insert(row.delivery_id);
-            }
-        } else if may_defer {
-            deferred.push(row);
-        } else {
-            insert.push(row);
-        }
-    }
-
-    if !batch.events.is_empty() {
-        let mut ids = Vec::new();
-        let mut tenants = Vec::new();
-        let mut types = Vec::new();
-        let mut occurred = Vec::new();
-        let mut accepted = Vec::new();
-        let mut keys: Vec<Option<String>> = Vec::new();
-        let mut payloads = Vec::new();
-        let mut tests = Vec::new();
-        for e in &batch.events {
-            ids.push(e.event_id);
-            tenants.push(e.tenant_id);
-            types.push(e.event_type.as_str());
-            occurred.push(e.occurred_at);
-            accepted.push(e.accepted_at);
-            keys.push(e.idempotency_key.clone());
-            payloads.push(e.payload.as_str());
-            tests.push(e.test);
-        }
-        sqlx::query(
-            "INSERT INTO events (id, tenant_id, event_type, occurred_at, accepted_at, idempotency_key, payload, test)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[], $8::bool[])
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&tenants)
-        .bind(&types)
-        .bind(&occurred)
-        .bind(&accepted)
-        .bind(&keys)
-        .bind(&payloads)
-        .bind(&tests)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !insert.is_empty() {
-        let r = &insert;
-        let inserted: Vec<NewRow> = sqlx::query_as(
-            "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, created_at, test)
-             SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id, d.event_type, 'pending', d.created_at, d.test
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::bool[])
-                  AS d (id, tenant_id, event_id, endpoint_id, event_type, created_at, test)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id, endpoint_id, tenant_id, test, created_at",
-        )
-        .bind(r.iter().map(|d| d.delivery_id).collect::<Vec<_>>())
-        .bind(r.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
-        .bind(r.iter().map(|d| d.event_id).collect::<Vec<_>>())
-        .bind(r.iter().map(|d| d.endpoint_id).collect::<Vec<_>>())
-        .bind(r.iter().map(|d| d.event_type.as_str()).collect::<Vec<_>>())
-        .bind(r.iter().map(|d| d.created_at).collect::<Vec<_>>())
-        .bind(r.iter().map(|d| d.test).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in inserted {
-            stats.new_delivery(row);
-        }
-    }
-
+    insert_events(&mut tx, &batch.events).await?;
+    insert_pending(&mut tx, &rows.insert, &mut stats).await?;
     if !batch.attempts.is_empty() {
-        let a = &batch.attempts;
-        let inserted: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
-            "INSERT INTO attempts (id, delivery_id, tenant_id, endpoint_id, attempt, trigger, status,
-                 started_at, latency_ms, response_status, response_body, error, next_retry_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::text[],
-                 $7::text[], $8::timestamptz[], $9::int4[], $10::int4[], $11::text[], $12::text[], $13::timestamptz[])
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id",
-        )
-        .bind(a.iter().map(|r| r.attempt_id).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.delivery.endpoint_id).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.started_at).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.latency_ms.min(i32::MAX as u32) as i32).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.response_status.map(i32::from)).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.response_body.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.next_retry_at).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        for r in a.iter().filter(|r| inserted.contains(&r.attempt_id)) {
-            stats.attempt(r);
-        }
-
+        insert_attempts(&mut tx, &batch.attempts, &mut stats).await?;
         // A manual attempt (redeliver, replay) that fails changes no delivery's state: a
         // delivery still retrying keeps its schedule, a failed one stays failed, a delivered one
         // keeps the response that delivered it. It updates the last response shown of the
@@ -251,171 +130,352 @@ pub async fn apply_with(
         // attempts are numbered after the count, so raising it while the schedule runs would
         // make the scheduled attempts' records look old and ignored. The attempt is in
         // `attempts` above.
-        let (manual_failures, rest): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) = a
+        let (manual_failures, rest): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) = batch
+            .attempts
             .iter()
             .partition(|r| r.trigger == Trigger::Manual && r.outcome != DeliveryStatus::Success);
         // One row per delivery per statement: fold each kind's records first.
-        let manual_failures = latest_per_delivery(manual_failures);
-        let rows = latest_per_delivery(rest);
-        if !manual_failures.is_empty() {
-            let m = &manual_failures;
-            sqlx::query(
-                "UPDATE deliveries AS d SET attempt_count = CASE WHEN d.status IN ('failed', 'success')
-                         THEN GREATEST(d.attempt_count, x.attempt) ELSE d.attempt_count END,
-                     response_status = CASE WHEN d.status = 'success'
-                         THEN d.response_status ELSE x.response_status END,
-                     response_body = CASE WHEN d.status = 'success'
-                         THEN d.response_body ELSE x.response_body END,
-                     last_error = CASE WHEN d.status = 'success' THEN d.last_error ELSE x.error END,
-                     latency_ms = CASE WHEN d.status = 'success' THEN d.latency_ms ELSE x.latency_ms END,
-                     last_attempt_at = GREATEST(d.last_attempt_at, x.started_at), updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[],
-                      $6::int4[], $7::timestamptz[])
-                      AS x (id, attempt, response_status, response_body, error, latency_ms,
-                            started_at)
-                 WHERE d.id = x.id AND x.attempt >= d.attempt_count",
-            )
-            .bind(m.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
-            .bind(m.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
-            .bind(
-                m.iter()
-                    .map(|r| r.response_status.map(i32::from))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                m.iter()
-                    .map(|r| r.response_body.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(m.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-            .bind(
-                m.iter()
-                    .map(|r| r.latency_ms.min(i32::MAX as u32) as i32)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(m.iter().map(|r| r.started_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let upserted: Vec<Upserted> = sqlx::query_as(
-            "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
-                 attempt_count, response_status, response_body, last_error, latency_ms, created_at,
-                 last_attempt_at, next_retry_at, test)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
-                 $7::int4[], $8::int4[], $9::text[], $10::text[], $11::int4[], $12::timestamptz[],
-                 $13::timestamptz[], $14::timestamptz[], $15::bool[])
-             ON CONFLICT (id) DO UPDATE SET
-                 -- Once delivered, a delivery stays `success` (a manual re-send that fails
-                 -- is still in its attempts).
-                 status = CASE WHEN d.status = 'success' THEN 'success' ELSE EXCLUDED.status END,
-                 attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
-                 response_status = EXCLUDED.response_status,
-                 response_body = EXCLUDED.response_body,
-                 last_error = EXCLUDED.last_error,
-                 latency_ms = EXCLUDED.latency_ms,
-                 last_attempt_at = EXCLUDED.last_attempt_at,
-                 next_retry_at = EXCLUDED.next_retry_at,
-                 updated_at = now()
-             -- A later attempt wins; the same attempt again (a task executed twice) only
-             -- while the delivery is not final; a success always.
-             WHERE EXCLUDED.attempt_count > d.attempt_count
-                OR (EXCLUDED.attempt_count = d.attempt_count
-                    AND d.status NOT IN ('success', 'failed'))
-                OR (EXCLUDED.status = 'success' AND d.status <> 'success')
-             RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
-        )
-        .bind(rows.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.event_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.endpoint_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.event_type.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.response_status.map(i32::from)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.response_body.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.latency_ms.min(i32::MAX as u32) as i32).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.delivery.created_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.next_retry_at).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.trigger == Trigger::Test || test_sends.contains(&r.delivery.delivery_id))
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        // Rows created here (an attempt that overtook its event record) are new deliveries.
-        stats.upserted(upserted);
+        update_manual_failures(&mut tx, &latest_per_delivery(manual_failures)).await?;
+        let attempted = latest_per_delivery(rest);
+        upsert_attempted(&mut tx, &attempted, &rows.test_sends, &mut stats).await?;
     }
-
-    if !batch.abandoned.is_empty() {
-        let mut seen = HashMap::new();
-        for r in &batch.abandoned {
-            seen.insert(r.delivery.delivery_id, r);
-        }
-        let rows: Vec<&AbandonedRecord> = seen.into_values().collect();
-        let upserted: Vec<Upserted> = sqlx::query_as(
-            "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
-                 last_error, created_at, attempt_count)
-             SELECT x.id, x.tenant_id, x.event_id, x.endpoint_id, x.event_type, 'failed', x.reason,
-                 x.created_at, x.attempts_before
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
-                  $7::timestamptz[], $8::int4[])
-                  AS x (id, tenant_id, event_id, endpoint_id, event_type, reason, created_at,
-                        attempts_before)
-             -- Final: the count covers every attempt made before, so none of their records,
-             -- applied later, outranks it (a success still does).
-             ON CONFLICT (id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
-                 next_retry_at = NULL,
-                 attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
-                 updated_at = now()
-             WHERE d.status <> 'success'
-             RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.delivery.delivery_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.delivery.tenant_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.delivery.event_id).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.delivery.endpoint_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.delivery.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.delivery.created_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|r| r.attempts_before.min(i32::MAX as u32) as i32)
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let at: HashMap<Uuid, DateTime<Utc>> = rows
-            .iter()
-            .map(|r| (r.delivery.delivery_id, r.at))
-            .collect();
-        stats.abandoned(upserted, &at);
-    }
+    abandon(&mut tx, &batch.abandoned, &mut stats).await?;
     stats.write(&mut tx).await?;
     tx.commit().await?;
-    Ok(deferred)
+    Ok(rows.deferred)
+}
+
+/// The pending rows of a write (the held ones and the batch's own), sorted by what becomes of
+/// them.
+struct PendingRows {
+    /// Inserted `pending` by this write.
+    insert: Vec<PendingRow>,
+    /// Left to the next write.
+    deferred: Vec<PendingRow>,
+    /// Test sends among the rows the attempt upsert creates (the attempt record lacks the flag).
+    test_sends: HashSet<Uuid>,
+}
+
+impl PendingRows {
+    /// A delivery this batch attempts is written once, by the attempt upsert; of the others,
+    /// the batch's own are deferred when `defer`, the held ones never.
+    fn sort(batch: &Batch, held: &[PendingRow], defer: bool) -> Self {
+        let attempted: HashSet<Uuid> = batch
+            .attempts
+            .iter()
+            .map(|a| a.delivery.delivery_id)
+            .collect();
+        let mut rows = PendingRows {
+            insert: Vec::new(),
+            deferred: Vec::new(),
+            test_sends: HashSet::new(),
+        };
+        let from_batch = batch.events.iter().flat_map(|e| {
+            e.deliveries.iter().map(move |d| {
+                let row = PendingRow {
+                    delivery_id: d.delivery_id,
+                    tenant_id: e.tenant_id,
+                    event_id: e.event_id,
+                    endpoint_id: d.endpoint_id,
+                    event_type: e.event_type.clone(),
+                    created_at: e.accepted_at,
+                    test: e.test,
+                };
+                (row, defer)
+            })
+        });
+        for (row, may_defer) in held.iter().map(|r| (r.clone(), false)).chain(from_batch) {
+            if attempted.contains(&row.delivery_id) {
+                if row.test {
+                    rows.test_sends.insert(row.delivery_id);
+                }
+            } else if may_defer {
+                rows.deferred.push(row);
+            } else {
+                rows.insert.push(row);
+            }
+        }
+        rows
+    }
+}
+
+/// A count or a latency as Postgres `int4`, saturated.
+fn int4(v: u32) -> i32 {
+    v.min(i32::MAX as u32) as i32
+}
+
+/// Inserts the events (an event seen before is left as it is).
+async fn insert_events(
+    tx: &mut sqlx::PgConnection,
+    events: &[EventRecord],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (id, tenant_id, event_type, occurred_at, accepted_at, idempotency_key, payload, test)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[], $8::bool[])
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.tenant_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.accepted_at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.test).collect::<Vec<_>>())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts delivery rows `pending`, counting those it created.
+async fn insert_pending(
+    tx: &mut sqlx::PgConnection,
+    rows: &[PendingRow],
+    stats: &mut StatsDelta,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let inserted: Vec<NewRow> = sqlx::query_as(
+        "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type, status, created_at, test)
+         SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id, d.event_type, 'pending', d.created_at, d.test
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::bool[])
+              AS d (id, tenant_id, event_id, endpoint_id, event_type, created_at, test)
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id, endpoint_id, tenant_id, test, created_at",
+    )
+    .bind(rows.iter().map(|d| d.delivery_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.endpoint_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.event_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|d| d.test).collect::<Vec<_>>())
+    .fetch_all(tx)
+    .await?;
+    for row in inserted {
+        stats.new_delivery(row);
+    }
+    Ok(())
+}
+
+/// Inserts the attempt records; the statistics count those inserted now (not seen before).
+async fn insert_attempts(
+    tx: &mut sqlx::PgConnection,
+    a: &[AttemptRecord],
+    stats: &mut StatsDelta,
+) -> Result<(), sqlx::Error> {
+    let inserted: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
+        "INSERT INTO attempts (id, delivery_id, tenant_id, endpoint_id, attempt, trigger, status,
+             started_at, latency_ms, response_status, response_body, error, next_retry_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::text[],
+             $7::text[], $8::timestamptz[], $9::int4[], $10::int4[], $11::text[], $12::text[], $13::timestamptz[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(a.iter().map(|r| r.attempt_id).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.delivery.tenant_id).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.delivery.endpoint_id).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.started_at).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| int4(r.latency_ms)).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.response_status.map(i32::from)).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.response_body.as_str()).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+    .bind(a.iter().map(|r| r.next_retry_at).collect::<Vec<_>>())
+    .fetch_all(tx)
+    .await?
+    .into_iter()
+    .collect();
+    for r in a.iter().filter(|r| inserted.contains(&r.attempt_id)) {
+        stats.attempt(r);
+    }
+    Ok(())
+}
+
+/// Shows failed manual attempts (one per delivery) on their deliveries without changing their
+/// state: see [`apply_with`].
+async fn update_manual_failures(
+    tx: &mut sqlx::PgConnection,
+    m: &[&AttemptRecord],
+) -> Result<(), sqlx::Error> {
+    if m.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE deliveries AS d SET attempt_count = CASE WHEN d.status IN ('failed', 'success')
+                 THEN GREATEST(d.attempt_count, x.attempt) ELSE d.attempt_count END,
+             response_status = CASE WHEN d.status = 'success'
+                 THEN d.response_status ELSE x.response_status END,
+             response_body = CASE WHEN d.status = 'success'
+                 THEN d.response_body ELSE x.response_body END,
+             last_error = CASE WHEN d.status = 'success' THEN d.last_error ELSE x.error END,
+             latency_ms = CASE WHEN d.status = 'success' THEN d.latency_ms ELSE x.latency_ms END,
+             last_attempt_at = GREATEST(d.last_attempt_at, x.started_at), updated_at = now()
+         FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[],
+              $6::int4[], $7::timestamptz[])
+              AS x (id, attempt, response_status, response_body, error, latency_ms,
+                    started_at)
+         WHERE d.id = x.id AND x.attempt >= d.attempt_count",
+    )
+    .bind(m.iter().map(|r| r.delivery.delivery_id).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
+    .bind(
+        m.iter()
+            .map(|r| r.response_status.map(i32::from))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        m.iter()
+            .map(|r| r.response_body.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(m.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| int4(r.latency_ms)).collect::<Vec<_>>())
+    .bind(m.iter().map(|r| r.started_at).collect::<Vec<_>>())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves each attempted delivery (one record per delivery) forward to its attempt, creating
+/// the row when the attempt overtook its event record; `test_sends` flags the rows it creates
+/// for test sends.
+async fn upsert_attempted(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&AttemptRecord],
+    test_sends: &HashSet<Uuid>,
+    stats: &mut StatsDelta,
+) -> Result<(), sqlx::Error> {
+    let upserted: Vec<Upserted> = bind_keys(
+    sqlx::query_as(
+        "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
+             attempt_count, response_status, response_body, last_error, latency_ms, created_at,
+             last_attempt_at, next_retry_at, test)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+             $7::int4[], $8::int4[], $9::text[], $10::text[], $11::int4[], $12::timestamptz[],
+             $13::timestamptz[], $14::timestamptz[], $15::bool[])
+         ON CONFLICT (id) DO UPDATE SET
+             -- Once delivered, a delivery stays `success` (a manual re-send that fails
+             -- is still in its attempts).
+             status = CASE WHEN d.status = 'success' THEN 'success' ELSE EXCLUDED.status END,
+             attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
+             response_status = EXCLUDED.response_status,
+             response_body = EXCLUDED.response_body,
+             last_error = EXCLUDED.last_error,
+             latency_ms = EXCLUDED.latency_ms,
+             last_attempt_at = EXCLUDED.last_attempt_at,
+             next_retry_at = EXCLUDED.next_retry_at,
+             updated_at = now()
+         -- A later attempt wins; the same attempt again (a task executed twice) only
+         -- while the delivery is not final; a success always.
+         WHERE EXCLUDED.attempt_count > d.attempt_count
+            OR (EXCLUDED.attempt_count = d.attempt_count
+                AND d.status NOT IN ('success', 'failed'))
+            OR (EXCLUDED.status = 'success' AND d.status <> 'success')
+         RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
+    ),
+    rows.iter().map(|r| &r.delivery),
+)
+    .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.response_status.map(i32::from)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.response_body.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| int4(r.latency_ms)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.delivery.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.next_retry_at).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.trigger == Trigger::Test || test_sends.contains(&r.delivery.delivery_id))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(tx)
+    .await?;
+    // Rows created here (an attempt that overtook its event record) are new deliveries.
+    stats.upserted(upserted);
+    Ok(())
+}
+
+/// A delivery upsert returning [`Upserted`] rows.
+type UpsertQuery<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, Upserted, sqlx::postgres::PgArguments>;
+
+/// Binds the delivery columns of records' keys: $1 to $5, the delivery, tenant, event and
+/// endpoint ids and the event type.
+fn bind_keys<'q>(
+    q: UpsertQuery<'q>,
+    keys: impl Iterator<Item = &'q DeliveryKey> + Clone,
+) -> UpsertQuery<'q> {
+    q.bind(keys.clone().map(|k| k.delivery_id).collect::<Vec<_>>())
+        .bind(keys.clone().map(|k| k.tenant_id).collect::<Vec<_>>())
+        .bind(keys.clone().map(|k| k.event_id).collect::<Vec<_>>())
+        .bind(keys.clone().map(|k| k.endpoint_id).collect::<Vec<_>>())
+        .bind(keys.map(|k| k.event_type.as_str()).collect::<Vec<_>>())
+}
+
+/// Ends abandoned deliveries `failed` (a delivered one stays delivered), creating the row when
+/// the abandonment overtook its event record.
+async fn abandon(
+    tx: &mut sqlx::PgConnection,
+    abandoned: &[AbandonedRecord],
+    stats: &mut StatsDelta,
+) -> Result<(), sqlx::Error> {
+    if abandoned.is_empty() {
+        return Ok(());
+    }
+    let mut seen = HashMap::new();
+    for r in abandoned {
+        seen.insert(r.delivery.delivery_id, r);
+    }
+    let rows: Vec<&AbandonedRecord> = seen.into_values().collect();
+    let upserted: Vec<Upserted> = bind_keys(
+        sqlx::query_as(
+            "INSERT INTO deliveries AS d (id, tenant_id, event_id, endpoint_id, event_type, status,
+             last_error, created_at, attempt_count)
+         SELECT x.id, x.tenant_id, x.event_id, x.endpoint_id, x.event_type, 'failed', x.reason,
+             x.created_at, x.attempts_before
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+              $7::timestamptz[], $8::int4[])
+              AS x (id, tenant_id, event_id, endpoint_id, event_type, reason, created_at,
+                    attempts_before)
+         -- Final: the count covers every attempt made before, so none of their records,
+         -- applied later, outranks it (a success still does).
+         ON CONFLICT (id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
+             next_retry_at = NULL,
+             attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
+             updated_at = now()
+         WHERE d.status <> 'success'
+         RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
+        ),
+        rows.iter().map(|r| &r.delivery),
+    )
+    .bind(rows.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.delivery.created_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| int4(r.attempts_before))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(tx)
+    .await?;
+    let at: HashMap<Uuid, DateTime<Utc>> = rows
+        .iter()
+        .map(|r| (r.delivery.delivery_id, r.at))
+        .collect();
+    stats.abandoned(upserted, &at);
+    Ok(())
 }
 
 /// A delivery row a statement created.

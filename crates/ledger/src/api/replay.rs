@@ -14,11 +14,11 @@
 
 use herald_broker::Outgoing;
 use herald_proto::v1 as pb;
-use tonic::Status;
 use uuid::Uuid;
 
-use super::{DeliveriesApi, REPLAY_SELECT, ReplayRow, db_err, status_column, ts};
+use super::{DeliveriesApi, REPLAY_SELECT, ReplayRow, status_column, ts};
 use crate::budget::{Charged, Lease, rate_limited};
+use crate::error::{Error, Result};
 
 /// Broker messages per confirmed publish while replaying.
 const PUBLISH_CHUNK: usize = 500;
@@ -43,7 +43,7 @@ impl DeliveriesApi {
         &self,
         mut r: Replay,
         lease: &mut Lease,
-    ) -> Result<pb::ReplayEndpointResponse, Status> {
+    ) -> Result<pb::ReplayEndpointResponse> {
         let page = match r.rate {
             0 => self.replay_page,
             rate => self.replay_page.min(self.budget.burst(rate)),
@@ -100,8 +100,8 @@ impl DeliveriesApi {
     }
 
     /// The next page of a replay: `size` deliveries and one more (there is a next page).
-    async fn replay_rows(&self, r: &Replay, size: u32) -> Result<Vec<ReplayRow>, Status> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    async fn replay_rows(&self, r: &Replay, size: u32) -> Result<Vec<ReplayRow>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{REPLAY_SELECT}
              WHERE d.endpoint_id = $1 AND d.tenant_id = $2 AND d.{} = $3 AND NOT d.test
                AND ($4::uuid IS NULL OR d.id >= $4) AND ($5::uuid IS NULL OR d.id < $5)
@@ -117,8 +117,7 @@ impl DeliveriesApi {
         .bind(i64::from(size) + 1)
         .bind(r.after)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)
+        .await?)
     }
 
     /// Publishes a page's manual attempts (confirmed), counting them in `out`. When the broker
@@ -127,12 +126,12 @@ impl DeliveriesApi {
         &self,
         rows: Vec<ReplayRow>,
         out: &mut pb::ReplayEndpointResponse,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
         let messages = rows
             .into_iter()
             .map(|row| self.manual_task(row))
-            .collect::<Result<Vec<Outgoing>, Status>>()?;
+            .collect::<Result<Vec<Outgoing>>>()?;
         // Where a retry goes on from: the last delivery queued (the pages before, or the
         // chunks of this page before the failure).
         let mut resume = out.last_delivery_id.clone();
@@ -140,16 +139,18 @@ impl DeliveriesApi {
             .chunks(PUBLISH_CHUNK)
             .zip(ids.chunks(PUBLISH_CHUNK))
         {
-            if let Err(e) = self.publisher.publish(chunk).await {
-                tracing::warn!(error = %e, queued = out.queued, "replay: broker unavailable");
+            if let Err(source) = self.publisher.publish(chunk).await {
                 let resume = match resume.as_str() {
                     "" => "retry".to_owned(),
                     id => format!("retry with after_delivery_id {id}"),
                 };
-                return Err(Status::unavailable(format!(
-                    "the message broker became unavailable after {} deliveries were queued; {resume}",
-                    out.queued
-                )));
+                return Err(Error::Broker {
+                    message: format!(
+                        "the message broker became unavailable after {} deliveries were queued; {resume}",
+                        out.queued
+                    ),
+                    source,
+                });
             }
             out.queued += chunk_ids.len() as u32;
             resume = chunk_ids.last().map(Uuid::to_string).unwrap_or(resume);
