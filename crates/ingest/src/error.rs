@@ -1,6 +1,8 @@
 //! Ingest's error type and its one mapping to gRPC status codes. Messages say what to fix and
 //! never carry internals (SQL, broker frames) or secrets.
 
+use std::sync::Arc;
+
 use tonic::{Code, Status};
 
 /// Why a call failed.
@@ -29,8 +31,13 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Aborted(String),
+    /// A broken invariant (what to log; the caller sees "internal error").
     #[error("internal error")]
     Internal(String),
+    /// A database failure the caller cannot fix (logged with its source; shared so that an
+    /// answer given to repeats of a publish can be cloned).
+    #[error("internal error")]
+    Database(#[source] Arc<herald_store::Error>),
 }
 
 /// Result alias of the ingest crate.
@@ -47,15 +54,17 @@ impl Error {
             Error::ResourceExhausted(_) | Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Aborted(_) => Code::Aborted,
-            Error::Internal(_) => Code::Internal,
+            Error::Internal(_) | Error::Database(_) => Code::Internal,
         }
     }
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        if let Error::Internal(detail) = &e {
-            tracing::error!(error = %detail, "internal error");
+        match &e {
+            Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Error::Database(source) => tracing::error!(error = %source, "database call failed"),
+            _ => {}
         }
         if let Error::RateLimited { retry_after, .. } = &e {
             return herald_proto::server::retry_later(e.to_string(), *retry_after);
@@ -85,7 +94,7 @@ impl From<herald_store::Error> for Error {
                 tracing::warn!(error = %e, "query cancelled by the statement timeout");
                 Error::ResourceExhausted(herald_store::STATEMENT_TIMEOUT_MESSAGE.into())
             }
-            e => Error::Internal(e.to_string()),
+            e => Error::Database(Arc::new(e)),
         }
     }
 }

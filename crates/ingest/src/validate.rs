@@ -359,6 +359,27 @@ pub fn event(
     max_payload: usize,
 ) -> Result<Event> {
     validate_event_type(event_type).map_err(|e| bad(format!("event_type: {e}")))?;
+    event_payload(payload, max_payload)?;
+    let idempotency_key = idempotency_key.map(self::idempotency_key).transpose()?;
+    let occurred_at = occurred_at
+        .map(|ts| {
+            chrono::DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
+                .ok_or_else(|| bad("occurred_at is out of range"))
+        })
+        .transpose()?;
+    Ok(Event {
+        fingerprint: idempotency_key
+            .as_ref()
+            .map(|_| crate::idempotency::fingerprint(event_type, payload)),
+        event_type: event_type.to_owned(),
+        payload: payload.to_vec(),
+        idempotency_key,
+        occurred_at,
+    })
+}
+
+/// An event payload: a UTF-8 JSON object of at most `max_payload` bytes, kept byte for byte.
+fn event_payload(payload: &[u8], max_payload: usize) -> Result<()> {
     if payload.len() > max_payload {
         return Err(bad(format!(
             "payload is {} bytes; the limit is {max_payload} bytes",
@@ -378,33 +399,20 @@ pub fn event(
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(bad("payload must be a JSON object ({...})"));
     }
-    let idempotency_key = match idempotency_key {
-        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => {
-            return Err(bad(format!(
-                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"
-            )));
-        }
-        Some(k) if k.chars().any(char::is_control) => {
-            return Err(bad("idempotency_key must not contain control characters"));
-        }
-        other => other.map(str::to_owned),
-    };
-    let occurred_at = match occurred_at {
-        None => None,
-        Some(ts) => Some(
-            chrono::DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
-                .ok_or_else(|| bad("occurred_at is out of range"))?,
-        ),
-    };
-    Ok(Event {
-        fingerprint: idempotency_key
-            .as_ref()
-            .map(|_| crate::idempotency::fingerprint(event_type, payload)),
-        event_type: event_type.to_owned(),
-        payload: payload.to_vec(),
-        idempotency_key,
-        occurred_at,
-    })
+    Ok(())
+}
+
+/// An idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes, no control characters.
+fn idempotency_key(k: &str) -> Result<String> {
+    if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(bad(format!(
+            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"
+        )));
+    }
+    if k.chars().any(char::is_control) {
+        return Err(bad("idempotency_key must not contain control characters"));
+    }
+    Ok(k.to_owned())
 }
 
 #[cfg(test)]
