@@ -1,7 +1,8 @@
 //! Herald's domain: what a delivery is, how it is signed, which endpoints an event reaches, when
 //! a failed attempt is retried, and the records that travel between the services.
 //!
-//! Nothing here does I/O; the services put these pieces on the wire.
+//! Nothing here does I/O; the services put these pieces on the wire (and keep their answers in
+//! [`ttl_cache`]).
 
 pub mod config;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod secretbox;
 pub mod signing;
 pub mod stats;
 pub mod throttle;
+pub mod ttl_cache;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -8,11 +8,10 @@
 //! lost. A load that raced with an invalidation is used once but not cached, so a stale index
 //! never outlives its TTL.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use herald_core::ttl_cache::TtlCache;
 use herald_store::{Store, SubscriptionIndex};
 use uuid::Uuid;
 
@@ -21,41 +20,29 @@ use crate::error::Result;
 /// What a publish needs to know about one tenant.
 pub type Index = SubscriptionIndex;
 
+/// Most tenants whose index is kept.
+const MAX_TENANTS: usize = 100_000;
+
 pub struct Subscriptions {
     store: Store,
-    ttl: Duration,
-    generation: AtomicU64,
-    entries: Mutex<HashMap<Uuid, (Instant, Arc<Index>)>>,
+    entries: TtlCache<Uuid, Arc<Index>>,
 }
 
 impl Subscriptions {
     pub fn new(store: Store, ttl: Duration) -> Self {
         Self {
             store,
-            ttl,
-            generation: AtomicU64::new(0),
-            entries: Mutex::default(),
+            entries: TtlCache::new(ttl, MAX_TENANTS),
         }
     }
 
     pub async fn index(&self, tenant: Uuid) -> Result<Arc<Index>> {
-        if let Some((at, index)) = self
-            .entries
-            .lock()
-            .expect("subscriptions lock")
-            .get(&tenant)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(index.clone());
+        if let Some(index) = self.entries.get(&tenant) {
+            return Ok(index);
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        let ticket = self.entries.ticket();
         let index = Arc::new(SubscriptionIndex::load(&self.store, tenant).await?);
-        if self.generation.load(Ordering::Acquire) == generation {
-            self.entries
-                .lock()
-                .expect("subscriptions lock")
-                .insert(tenant, (Instant::now(), index.clone()));
-        }
+        self.entries.insert(tenant, index.clone(), ticket);
         Ok(index)
     }
 
@@ -64,18 +51,11 @@ impl Subscriptions {
         use herald_store::Change;
         match change {
             Change::Tenant(tenant) | Change::Endpoint { tenant, .. } => self.invalidate(tenant),
-            Change::Unknown => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
-                self.entries.lock().expect("subscriptions lock").clear();
-            }
+            Change::Unknown => self.entries.clear(),
         }
     }
 
     pub fn invalidate(&self, tenant: Uuid) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries
-            .lock()
-            .expect("subscriptions lock")
-            .remove(&tenant);
+        self.entries.remove(&tenant);
     }
 }

@@ -14,11 +14,10 @@
 //! so a restart does not put them behind it either. Counted in
 //! `herald_auth_unknown_keys_total{outcome}` (`rejected_cached`, `looked_up`, `limited`).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use herald_core::ttl_cache::TtlCache;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -44,22 +43,17 @@ pub enum KeyCheck {
     Unchecked,
 }
 
-/// A valid key's tenant and when it was confirmed (`None`: invalidated, confirm before use).
-type Entries = HashMap<Vec<u8>, (Uuid, Option<Instant>)>;
-
 /// Maps API keys to tenants, remembering answers for a short while.
 #[derive(Clone)]
 pub struct KeyCache {
     store: Store,
-    ttl: Duration,
-    entries: Arc<Mutex<Entries>>,
-    /// Hashes of tokens found invalid, with when.
-    rejected: Arc<Mutex<HashMap<Vec<u8>, Instant>>>,
+    /// Valid keys' tenants by key hash; an invalidated entry stays known, to be confirmed
+    /// before use. A lookup that raced with a revocation is not kept ([`TtlCache`]).
+    entries: Arc<TtlCache<Vec<u8>, Uuid>>,
+    /// Hashes of tokens found invalid.
+    rejected: Arc<TtlCache<Vec<u8>, ()>>,
     /// Budget of lookups of tokens never seen here.
     lookups: Arc<Mutex<Bucket>>,
-    /// Bumped (under the entries' lock) by every invalidation, so a lookup that raced with a
-    /// revocation does not cache the answer it read before the revocation.
-    generation: Arc<AtomicU64>,
 }
 
 /// An in-process token bucket (no Redis: it protects this process's own pool).
@@ -146,11 +140,9 @@ impl KeyCache {
     pub fn new(store: Store, ttl: Duration) -> Self {
         Self {
             store,
-            ttl,
-            entries: Arc::default(),
-            rejected: Arc::default(),
+            entries: Arc::new(TtlCache::new(ttl, KEYS_MAX)),
+            rejected: Arc::new(TtlCache::new(REJECTED_TTL, REJECTED_MAX)),
             lookups: Arc::new(Mutex::new(Bucket::new(DEFAULT_LOOKUP_RATE))),
-            generation: Arc::default(),
         }
     }
 
@@ -177,9 +169,8 @@ impl KeyCache {
             match rows {
                 Ok(rows) => {
                     let known = rows.len();
-                    let mut entries = cache.entries.lock().expect("key cache lock");
                     for (hash, tenant) in rows {
-                        entries.entry(hash).or_insert((tenant, None));
+                        cache.entries.insert_expired(hash, tenant);
                     }
                     tracing::debug!(keys = known, "api keys known");
                 }
@@ -209,75 +200,53 @@ impl KeyCache {
             Known::Unknown => unknown_key("looked_up"),
             Known::Stale => {}
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        // An invalidation since the lookup began may concern this key: answer, but do not
+        // remember (the next call looks again).
+        let ticket = self.entries.ticket();
         match self.store.authenticate(&hash).await? {
             Some(tenant) => {
-                let mut entries = self.entries.lock().expect("key cache lock");
-                // An invalidation since the lookup began may concern this key: answer, but
-                // do not remember (the next call looks again).
-                if self.generation.load(Ordering::Acquire) == generation {
-                    if entries.len() > KEYS_MAX {
-                        entries.clear();
-                    }
-                    entries.insert(hash, (tenant, Some(Instant::now())));
-                }
+                self.entries.insert(hash, tenant, ticket);
                 Ok(KeyCheck::Tenant(tenant))
             }
             None => {
-                self.entries.lock().expect("key cache lock").remove(&hash);
-                self.reject(hash);
+                // A key valid once and not now was revoked: forget it (only then, so that
+                // junk tokens do not void other keys' lookups in flight).
+                if self.entries.with(&hash, |_, _| ()).is_some() {
+                    self.entries.remove(&hash);
+                }
+                // When full, the expired go first, then everything (forgetting costs only
+                // lookups, which the lookup budget bounds).
+                self.rejected.insert(hash, (), self.rejected.ticket());
                 Ok(KeyCheck::Invalid)
             }
         }
     }
 
     fn known(&self, hash: &[u8]) -> Known {
-        if let Some((tenant, at)) = self.entries.lock().expect("key cache lock").get(hash) {
-            return match at {
-                Some(at) if at.elapsed() < self.ttl => Known::Valid(*tenant),
-                _ => Known::Stale,
-            };
+        let ttl = self.entries.ttl();
+        let valid = self.entries.with(hash, |tenant, age| match age {
+            Some(age) if age < ttl => Known::Valid(*tenant),
+            _ => Known::Stale,
+        });
+        match valid {
+            Some(known) => known,
+            None if self.rejected.get(hash).is_some() => Known::Rejected,
+            None => Known::Unknown,
         }
-        match self.rejected.lock().expect("rejected keys lock").get(hash) {
-            Some(at) if at.elapsed() < REJECTED_TTL => Known::Rejected,
-            _ => Known::Unknown,
-        }
-    }
-
-    /// Remembers an invalid token's hash; when full, the expired go first, then everything
-    /// (forgetting costs only lookups, which the lookup budget bounds).
-    fn reject(&self, hash: Vec<u8>) {
-        let mut rejected = self.rejected.lock().expect("rejected keys lock");
-        if rejected.len() >= REJECTED_MAX {
-            rejected.retain(|_, at| at.elapsed() < REJECTED_TTL);
-            if rejected.len() >= REJECTED_MAX {
-                rejected.clear();
-            }
-        }
-        rejected.insert(hash, Instant::now());
     }
 
     /// Makes every cached key be confirmed again before its next use (after a revocation).
     pub fn clear(&self) {
-        let mut entries = self.entries.lock().expect("key cache lock");
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.values_mut().for_each(|(_, at)| *at = None);
+        self.entries.expire_where(|_, _| true);
     }
 
     /// Drops what a change notice makes stale: a tenant's keys when one of them (or the
     /// tenant) changed, everything when notices may have been missed. They stay known (looked
     /// up again outside the budget of unknown tokens), only their answers are forgotten.
     pub fn apply(&self, change: crate::Change) {
-        let mut entries = self.entries.lock().expect("key cache lock");
-        if !matches!(change, crate::Change::Endpoint { .. }) {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-        }
         match change {
-            crate::Change::Tenant(t) => entries
-                .values_mut()
-                .filter(|(tenant, _)| *tenant == t)
-                .for_each(|(_, at)| *at = None),
-            crate::Change::Unknown => entries.values_mut().for_each(|(_, at)| *at = None),
+            crate::Change::Tenant(t) => self.entries.expire_where(|_, tenant| *tenant == t),
+            crate::Change::Unknown => self.clear(),
             crate::Change::Endpoint { .. } => {}
         }
     }
