@@ -54,9 +54,13 @@ pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()
         Command::SecretsGenerateKey(id) => {
             let spec = Keyring::generate_spec(&id)?;
             println!("{spec}");
-            eprintln!(
-                "put it first in HERALD_SECRET_KEY (keep the old key after it, comma-separated), restart the services, then run `herald-ingest secrets reencrypt`"
-            );
+            // Only a rotation has steps to follow; a first key (`make run` makes one) is
+            // simply HERALD_SECRET_KEY.
+            if let Some(current) = c.secret_keys.current_id() {
+                eprintln!(
+                    "to rotate from key {current}: put the new key first in HERALD_SECRET_KEY (keep the old key after it, comma-separated), restart the services, then run `herald-ingest secrets reencrypt`"
+                );
+            }
         }
         Command::Migrate => {
             let store = Store::from_config(c, 2).await?;

@@ -1,8 +1,9 @@
 //! Herald's telemetry, one module for every service: logs, traces, metrics and health.
 //!
 //! - Logs: `tracing` with `HERALD_LOG` (or `RUST_LOG`) as the filter, default
-//!   `info,sqlx=warn,lapin=warn`, and `HERALD_LOG_FORMAT` = `pretty` (default) or `json`. Log
-//!   lines are lowercase with structured fields and never carry secrets, signatures or API keys.
+//!   `info,sqlx=warn,lapin=warn`, and `HERALD_LOG_FORMAT` = `pretty` (default) or `json`, on
+//!   stdout, coloured only when stdout is a terminal. Log lines are lowercase with structured
+//!   fields and never carry secrets, signatures or API keys.
 //! - Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans go to an OTLP/gRPC collector (the
 //!   standard `OTEL_*` variables apply: service name, batch delays, headers; `HERALD_TRACE_FILTER`
 //!   selects spans, default `info,sqlx=warn,lapin=warn,h2=warn,hyper=warn,tower=warn`,
@@ -15,6 +16,7 @@
 pub mod ops;
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -81,7 +83,11 @@ pub fn init(service: &'static str) -> Guard {
             .with_tracer(p.tracer(service))
             .with_filter(trace_filter)
     });
-    let fmt = tracing_subscriber::fmt::layer().with_target(true);
+    // Logs go to stdout: colours only for a person at a terminal, never into a file, a pipe or
+    // a log collector.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(true)
+        .with_ansi(std::io::stdout().is_terminal());
     let registry = tracing_subscriber::registry().with(otel);
     let result = if json {
         registry
