@@ -1,5 +1,6 @@
 # Herald — developer entry points. `make run` and `make test` work on a fresh clone of a machine
-# with cargo, python3 and the PostgreSQL/Redis/RabbitMQ packages (started here when stopped).
+# with cargo and python3: PostgreSQL, Redis, RabbitMQ and python3-venv are installed (apt-get, as
+# root or through sudo) when missing and started when stopped.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -8,7 +9,8 @@ VENV := .venv
 
 .PHONY: run test services build venv migrate fmt lint deploy-check bench bench-instructions bench-micro chaos fuzz
 
-## Start PostgreSQL, Redis and RabbitMQ if they are stopped (fails loudly if one is missing).
+## Start PostgreSQL, Redis and RabbitMQ if they are stopped, installing any that is missing
+## (fails loudly, with the command to run, when it cannot).
 services:
 	@deploy/local/services.sh start
 
@@ -20,8 +22,7 @@ build:
 venv: $(VENV)/.ready
 $(VENV)/.ready: tests/interop/requirements.txt tests/deploy/requirements.txt
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: installing python3-venv" >&2; \
-		{ apt-get install -y python3-venv >/dev/null || { apt-get update -q >/dev/null && apt-get install -y python3-venv >/dev/null; }; } \
-		&& $(PYTHON) -m venv $(VENV); }
+		deploy/local/services.sh install python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt -r tests/deploy/requirements.txt
 	@touch $@
 
