@@ -157,78 +157,102 @@ impl DeliveriesApi {
     }
 }
 
+/// What `ListDeliveries` filters on: each filter given, none for the others.
+struct LogFilter<'a> {
+    endpoint: Option<Uuid>,
+    event: Option<Uuid>,
+    status: Option<&'static str>,
+    event_type: Option<&'a str>,
+    /// Ids below this one: the cursor or `until`, whichever is smaller (both are exclusive).
+    before: Option<Uuid>,
+    since: Option<Uuid>,
+}
+
+impl<'a> LogFilter<'a> {
+    fn from_request(r: &'a pb::ListDeliveriesRequest) -> Result<Self> {
+        let id = |field, v: Option<&str>| v.map(|v| parse_id(field, v)).transpose();
+        let cursor = id("cursor", Some(r.cursor.as_str()).filter(|c| !c.is_empty()))?;
+        let (since, until) = time_range(r.since.as_ref(), r.until.as_ref())?;
+        let event_type = r.event_type.as_deref().filter(|t| !t.is_empty());
+        if let Some(t) = event_type {
+            // An exact type: a pattern (`invoice.*`) or a malformed name would match nothing.
+            herald_core::matching::validate_event_type(t)
+                .map_err(|e| Error::InvalidArgument(format!("event_type: {e}")))?;
+        }
+        Ok(LogFilter {
+            endpoint: id("endpoint_id", r.endpoint_id.as_deref())?,
+            event: id("event_id", r.event_id.as_deref())?,
+            status: status_from_pb(r.status)?,
+            event_type,
+            before: match (cursor, until.map(first_id_at)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            since: since.map(first_id_at),
+        })
+    }
+
+    /// A page's query, newest first, with only the filters given: each query then has a plan
+    /// made for it (the indexes it can use), not one generic plan for every combination. It
+    /// reads one row past the page ([`next_page`]).
+    fn query(&self, tenant: Uuid, limit: u32) -> sqlx::QueryBuilder<sqlx::Postgres> {
+        let mut q = sqlx::QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = "
+        ));
+        q.push_bind(tenant);
+        if let Some(endpoint) = self.endpoint {
+            q.push(" AND endpoint_id = ").push_bind(endpoint);
+        }
+        if let Some(event) = self.event {
+            q.push(" AND event_id = ").push_bind(event);
+        }
+        if let Some(status) = self.status {
+            q.push(format_args!(" AND {} = ", status_column(status)))
+                .push_bind(status);
+        }
+        if let Some(event_type) = self.event_type {
+            q.push(" AND event_type = ").push_bind(event_type);
+        }
+        if let Some(before) = self.before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        if let Some(since) = self.since {
+            q.push(" AND id >= ").push_bind(since);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        q
+    }
+}
+
+/// Cuts `rows`, read one past a page of `limit` (that row tells whether another page exists),
+/// to the page; answers the next page's cursor, the last row's id, empty on the last page (even
+/// when it is full).
+fn next_page<T>(rows: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> String {
+    if rows.len() as u32 <= limit {
+        return String::new();
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(|r| id(r).to_string()).unwrap_or_default()
+}
+
 impl DeliveriesApi {
     async fn list(
         &self,
         tenant: Uuid,
         r: pb::ListDeliveriesRequest,
     ) -> Result<pb::ListDeliveriesResponse> {
-        let endpoint = r
-            .endpoint_id
-            .as_deref()
-            .map(|v| parse_id("endpoint_id", v))
-            .transpose()?;
-        let event = r
-            .event_id
-            .as_deref()
-            .map(|v| parse_id("event_id", v))
-            .transpose()?;
-        let status = status_from_pb(r.status)?;
-        let before = if r.cursor.is_empty() {
-            None
-        } else {
-            Some(parse_id("cursor", &r.cursor)?)
-        };
         let limit = match r.page_size {
             0 => 50,
             n => n.min(500),
         };
-        let (since, until) = time_range(r.since.as_ref(), r.until.as_ref())?;
-        let (since, until) = (since.map(first_id_at), until.map(first_id_at));
-        // The cursor and `until` are both exclusive upper bounds: the smaller one wins.
-        let before = match (before, until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        // Only the filters given: each query then has a plan made for it (the indexes it can
-        // use), not one generic plan for every combination.
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = "
-        ));
-        q.push_bind(tenant);
-        if let Some(endpoint) = endpoint {
-            q.push(" AND endpoint_id = ").push_bind(endpoint);
-        }
-        if let Some(event) = event {
-            q.push(" AND event_id = ").push_bind(event);
-        }
-        if let Some(status) = status {
-            q.push(format_args!(" AND {} = ", status_column(status)))
-                .push_bind(status);
-        }
-        if let Some(event_type) = r.event_type.as_deref().filter(|t| !t.is_empty()) {
-            // An exact type: a pattern (`invoice.*`) or a malformed name would match nothing.
-            herald_core::matching::validate_event_type(event_type)
-                .map_err(|e| Error::InvalidArgument(format!("event_type: {e}")))?;
-            q.push(" AND event_type = ").push_bind(event_type);
-        }
-        if let Some(before) = before {
-            q.push(" AND id < ").push_bind(before);
-        }
-        if let Some(since) = since {
-            q.push(" AND id >= ").push_bind(since);
-        }
-        // One row past the page tells whether another page exists: the last page carries no
-        // cursor, even when it is full.
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-        let mut rows: Vec<DeliveryRow> = q.build_query_as().fetch_all(&self.pool).await?;
-        let next_cursor = if rows.len() as u32 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|d| d.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let filter = LogFilter::from_request(&r)?;
+        let mut rows: Vec<DeliveryRow> = filter
+            .query(tenant, limit)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
+        let next_cursor = next_page(&mut rows, limit, |d| d.id);
         Ok(pb::ListDeliveriesResponse {
             deliveries: rows.into_iter().map(pb::Delivery::from).collect(),
             next_cursor,
@@ -298,8 +322,7 @@ impl DeliveriesApi {
         .bind(tenant)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(pb::ListRecentActivityResponse {
             items: rows
                 .into_iter()
@@ -481,7 +504,7 @@ impl DeliveriesApi {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<(Vec<AttemptRow>, String)> {
-        // One row past the page tells whether another page exists.
+        // One row past the page: see `next_page`.
         let mut rows: Vec<AttemptRow> = sqlx::query_as(
             "SELECT id, attempt, started_at, response_status, response_body, error, latency_ms, trigger, status
              FROM attempts
@@ -496,14 +519,8 @@ impl DeliveriesApi {
         .bind(after)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
-        .await
-        ?;
-        let next = if rows.len() as u32 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|a| a.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        .await?;
+        let next = next_page(&mut rows, limit, |a| a.id);
         Ok((rows, next))
     }
 
