@@ -1,21 +1,12 @@
-//! `heraldctl`: manage tenants, keys, endpoints and event types, publish events, read the
-//! delivery log, and verify signatures, from a shell.
-//!
-//! Tables for people, `--json` for scripts. Credentials come from flags or the environment
-//! (`HERALD_ADMIN_TOKEN`, `HERALD_API_KEY`) and are never printed.
-
-mod commands;
-mod listen;
-mod output;
-mod page;
+//! The `heraldctl` binary: parse the command line, run it, turn a failure into one line on
+//! standard error and an exit code.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() {
-    let cli = commands::Cli::parse();
-    if let Err(e) = commands::run(cli).await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    let cli = heraldctl::Cli::parse();
+    if let Err(e) = heraldctl::run(cli).await {
+        std::process::exit(heraldctl::errors::report(&e));
     }
 }
