@@ -53,10 +53,11 @@ FUZZ_TEST := $(CARGO) --config 'profile.fuzz.inherits="release"' \
 	test --profile fuzz
 
 ## Long fuzz run (tests/fuzz/README.md): HERALD_FUZZ_CASES cases per strategy (default 50,000),
-## optimised build with overflow checks on; runs both suites, fails if either found a failure.
+## optimised build with overflow checks on; runs every suite, fails if any found a failure.
 fuzz:
 	@export HERALD_FUZZ_CASES=$${HERALD_FUZZ_CASES:-50000}; status=0; \
 	$(FUZZ_TEST) -p herald-core --test fuzz -- --nocapture || status=1; \
+	$(FUZZ_TEST) -p herald-outbound --test fuzz -- --nocapture || status=1; \
 	$(FUZZ_TEST) -p herald-ingest --lib fuzz -- --nocapture || status=1; \
 	exit $$status
 

@@ -1,8 +1,9 @@
 //! An endpoint's in-flight cap and its delivery state: `max_in_flight` round-trips through
 //! create, update, get and list; GetEndpoint and ListEndpoints show the throttle note a
-//! dispatcher leaves in Redis (`herald_core::throttle`), "healthy" without one, "disabled" for
-//! an endpoint that is off, and "unknown" (not an error) while Redis is unreachable. A new cap
-//! is announced on the change channel, so dispatchers' endpoint caches drop the old one.
+//! dispatcher leaves in Redis (`herald_redis::throttle_notes`), "healthy" without one,
+//! "disabled" for an endpoint that is off, and "unknown" (not an error) while Redis is
+//! unreachable. A new cap is announced on the change channel, so dispatchers' endpoint caches
+//! drop the old one.
 //!
 //! No dispatcher runs here: the notes are written straight into Redis under the installation's
 //! prefix, as a dispatcher would write them.
@@ -11,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use herald_core::throttle::{self, Note, Reason};
 use herald_proto::v1 as pb;
+use herald_redis::throttle_notes::{self, Note, Reason};
 use herald_store::CHANGES_CHANNEL;
 use herald_tests::{DATABASE_URL, Herald, Options, REDIS_URL, Tenant, authed};
 use sqlx::postgres::PgListener;
@@ -70,12 +71,12 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 
 /// Leaves a dispatcher's throttle note for endpoint `id` of this installation.
 async fn write_note(herald: &Herald, id: &str, note: &Note) {
-    let key = throttle::key(&herald.name, id.parse().unwrap());
+    let key = throttle_notes::key(&herald.name, id.parse().unwrap());
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg(serde_json::to_string(note).unwrap())
         .arg("EX")
-        .arg(throttle::NOTE_TTL_SECS)
+        .arg(throttle_notes::NOTE_TTL_SECS)
         .query_async(&mut redis().await)
         .await
         .unwrap();
@@ -250,7 +251,10 @@ async fn max_in_flight_round_trips_and_cards_show_the_dispatchers_throttle_note(
 
     // The dispatcher is back at the full cap and removed its note.
     let _: () = redis::cmd("DEL")
-        .arg(throttle::key(&herald.name, capped.id.parse().unwrap()))
+        .arg(throttle_notes::key(
+            &herald.name,
+            capped.id.parse().unwrap(),
+        ))
         .query_async(&mut redis().await)
         .await
         .unwrap();

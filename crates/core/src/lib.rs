@@ -8,12 +8,10 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod matching;
-pub mod net;
 pub mod schedule;
 pub mod secretbox;
 pub mod signing;
 pub mod stats;
-pub mod throttle;
 pub mod ttl_cache;
 pub mod wire;
 

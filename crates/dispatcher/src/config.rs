@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use herald_core::config::{Common, ConfigError, Reader};
-use herald_core::net::{Cidr, parse_networks};
 use herald_core::schedule::RetrySchedule;
+use herald_outbound::address_policy::{Cidr, parse_networks};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -41,7 +41,7 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// `HERALD_EGRESS_PROXY` (every delivery through this proxy: http, https, socks5, socks5h;
     /// default none) and `HERALD_CA_CERTS` (PEM bundle trusted besides the platform's roots).
-    pub egress: crate::http::Egress,
+    pub egress: herald_outbound::Egress,
     /// `HERALD_SHUTDOWN_GRACE`: how long in-flight deliveries may finish after SIGTERM before
     /// they are handed back to the broker, default `25s`.
     pub shutdown_grace: Duration,
@@ -106,7 +106,7 @@ impl Config {
                 }
                 n => n,
             },
-            egress: crate::http::Egress::load(r)?,
+            egress: herald_outbound::Egress::load(r)?,
             shutdown_grace: r.duration("HERALD_SHUTDOWN_GRACE", Duration::from_secs(25))?,
             publish_channels: r.parse("HERALD_PUBLISH_CHANNELS", 1)?,
             failing_after_attempts: r.parse("HERALD_FAILING_AFTER_ATTEMPTS", 5)?,

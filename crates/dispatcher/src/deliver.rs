@@ -9,24 +9,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use herald_broker::{DELAY_RUNGS_MS, Outgoing};
 use herald_core::schedule::RetrySchedule;
-use herald_core::signing::{self, SignInput};
 use herald_core::wire::{
     AbandonedRecord, AttemptRecord, DeliveryKey, DeliveryStatus, DeliveryTask, Record, Trigger,
-    body_excerpt,
 };
 use herald_store::{Endpoint, FailurePolicy, Outcome, Streak, SubscriptionIndex};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use uuid::Uuid;
 
 use crate::Dispatcher;
 use crate::gate::{Admission, ParkReason};
-
-/// Characters of the response body kept in the log.
-pub const BODY_EXCERPT_CHARS: usize = 1000;
 
 /// What must be safely in the broker before a task is acked: messages of their own (retry
 /// tasks, operational events' delivery tasks) and ledger records (sent in shared messages).
@@ -118,7 +111,7 @@ impl Dispatcher {
         }
         let check_done = task.trigger == Trigger::Scheduled
             && (redelivered || task.attempt > 1 || task.parked.is_some());
-        if check_done && self.already_done(task.delivery_id).await {
+        if check_done && self.done.is_done(task.delivery_id).await {
             tracing::debug!(delivery_id = %task.delivery_id, "delivery already succeeded, skipping");
             return Ok(Decision::Skip);
         }
@@ -169,7 +162,7 @@ impl Dispatcher {
         }
 
         let started_at = Utc::now();
-        let outcome = post_task(&self.http, &endpoint, task, started_at).await;
+        let outcome = herald_outbound::post_task(&self.http, &endpoint, task, started_at).await;
         drop(post);
         let gated = crate::gate::outcome_of(&outcome);
 
@@ -269,7 +262,7 @@ impl Dispatcher {
             started_at,
             latency_ms,
             response_status: status,
-            response_body: body_excerpt(&body, BODY_EXCERPT_CHARS),
+            response_body: herald_outbound::excerpt(&body),
             error,
             outcome,
             next_retry_at,
@@ -483,91 +476,6 @@ impl Dispatcher {
             Some(rung) => topo.delay_message(rung, task.tenant_id, body, trace),
         }
     }
-
-    fn done_key(&self, delivery_id: Uuid) -> String {
-        format!("{}:done:{delivery_id}", self.config.common.redis_prefix)
-    }
-
-    async fn already_done(&self, delivery_id: Uuid) -> bool {
-        let mut conn = self.redis.clone();
-        let r: redis::RedisResult<bool> = redis::cmd("EXISTS")
-            .arg(self.done_key(delivery_id))
-            .query_async(&mut conn)
-            .await;
-        // Without Redis we cannot tell: deliver again (at-least-once allows a duplicate).
-        r.unwrap_or(false)
-    }
-
-    pub async fn mark_done(&self, delivery_id: Uuid) {
-        self.done.mark(self.done_key(delivery_id)).await;
-    }
-}
-
-fn header(name: &str) -> Option<HeaderName> {
-    HeaderName::from_bytes(name.as_bytes()).ok()
-}
-
-/// POSTs `task` to its endpoint as an attempt started `at`: signed headers, the payload as
-/// sent by the publisher, bounded by the endpoint's timeout. Deliveries and test sends alike.
-pub async fn post_task(
-    http: &crate::http::Client,
-    endpoint: &Arc<Endpoint>,
-    task: &DeliveryTask,
-    at: DateTime<Utc>,
-) -> Result<crate::http::Response, crate::http::Failure> {
-    http.post(
-        &endpoint.url,
-        build_headers(endpoint, task, at),
-        Bytes::copy_from_slice(&task.payload),
-        Duration::from_millis(u64::from(endpoint.timeout_ms)),
-    )
-    .await
-}
-
-/// Every header of one attempt: content type, User-Agent, the tenant-prefixed event type,
-/// delivery id and attempt number, the signature headers, and the endpoint's custom headers.
-pub fn build_headers(
-    endpoint: &Arc<Endpoint>,
-    task: &DeliveryTask,
-    now: DateTime<Utc>,
-) -> HeaderMap {
-    let prefix = endpoint.header_prefix.as_str();
-    let mut h = HeaderMap::with_capacity(10 + endpoint.headers.len());
-    h.insert(
-        reqwest::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(ua) = HeaderValue::from_str(&endpoint.user_agent) {
-        h.insert(reqwest::header::USER_AGENT, ua);
-    }
-    for (k, v) in &endpoint.headers {
-        if let (Some(k), Ok(v)) = (header(k), HeaderValue::from_str(v)) {
-            h.insert(k, v);
-        }
-    }
-    let id = task.delivery_id.to_string();
-    let fixed = [
-        (format!("{prefix}Event"), task.event_type.clone()),
-        (format!("{prefix}Delivery-Id"), id.clone()),
-        (format!("{prefix}Attempt"), task.attempt.to_string()),
-    ];
-    let input = SignInput {
-        id: &id,
-        timestamp: now.timestamp(),
-        body: &task.payload,
-    };
-    let signed = signing::sign(
-        endpoint.scheme,
-        &endpoint.signing_secrets(now),
-        prefix,
-        &input,
-    );
-    for (k, v) in fixed.into_iter().chain(signed) {
-        if let (Some(k), Ok(v)) = (header(&k), HeaderValue::from_str(&v)) {
-            h.insert(k, v);
-        }
-    }
-    h
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! delivery and leak leases when a dispatcher is killed, while per-dispatcher caps need no
 //! coordination and an endpoint's total is at most `cap × dispatchers` (stated in the README).
 //!
-//! Throttled endpoints are announced through [`herald_core::throttle`] notes (see
+//! Throttled endpoints are announced through [`herald_redis::throttle_notes`] notes (see
 //! [`NoteSink`]) so `GetEndpoint` can tell a tenant why its deliveries are slow.
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use herald_core::throttle::{Note, Reason};
+use herald_redis::throttle_notes::{Note, NoteSink, Reason};
 use rand::Rng;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -136,7 +136,7 @@ fn spread_rung(lo: Duration, hi: Duration, u: f64) -> Duration {
 }
 
 /// What an attempt's result means for its endpoint's cap.
-pub fn outcome_of(result: &Result<crate::http::Response, crate::http::Failure>) -> Outcome {
+pub fn outcome_of(result: &Result<herald_outbound::Response, herald_outbound::Failure>) -> Outcome {
     match result {
         Ok(r) if r.status == 429 || r.status >= 500 => Outcome::Failed,
         Ok(_) => Outcome::Answered,
@@ -296,9 +296,6 @@ struct Table {
     endpoints: HashMap<Uuid, Lane>,
     tenants: HashMap<Uuid, TenantLane>,
 }
-
-/// Where throttle notes go (a task writing them to Redis), so the gate never waits on I/O.
-pub type NoteSink = mpsc::UnboundedSender<(Uuid, Option<Note>)>;
 
 /// The gates of one dispatcher.
 #[derive(Clone)]
@@ -687,7 +684,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn notes_announce_throttling_and_recovery() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let g = Gates::new(
             Limits {
                 endpoint_max: 2,

@@ -11,11 +11,8 @@
 mod cache;
 mod config;
 mod deliver;
-mod done;
 mod gate;
-pub mod http;
 mod metrics;
-mod notes;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +25,6 @@ use futures::FutureExt;
 use herald_broker::{
     AckPolicy, Acks, Batching, Consumer, Delivery, Publisher, QueueType, RecordBatcher, Topology,
 };
-use herald_core::net::AddressPolicy;
 use herald_core::wire::DeliveryTask;
 use herald_store::Store;
 use tokio::sync::Semaphore;
@@ -38,7 +34,6 @@ use tracing::Instrument;
 
 pub use crate::config::Config;
 use crate::deliver::Decision;
-pub use crate::deliver::{BODY_EXCERPT_CHARS, build_headers, post_task};
 
 /// Locks serialising endpoints' failure-streak writes (an endpoint always takes the same one).
 const STREAK_STRIPES: usize = 64;
@@ -65,12 +60,12 @@ pub(crate) struct Dispatcher {
     records: RecordBatcher,
     redis: redis::aio::ConnectionManager,
     /// Succeeded deliveries, marked in shared Redis pipelines.
-    done: done::DoneMarks,
+    done: herald_redis::DoneMarks,
     endpoints: cache::EndpointCache,
-    http: http::Client,
+    http: herald_outbound::Client,
     /// Per-endpoint and per-tenant in-flight caps.
     gates: gate::Gates,
-    limiter: herald_ratelimit::RateLimiter,
+    limiter: herald_redis::RateLimiter,
     /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
     /// failure streak even when the cached endpoint does not show one yet.
     recent_failures: Arc<Mutex<HashSet<uuid::Uuid>>>,
@@ -102,8 +97,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         redis::aio::ConnectionManager::new(redis::Client::open(c.redis_url.as_str())?).await?;
     let d = Dispatcher {
         endpoints: cache::EndpointCache::new(store.clone(), config.endpoint_cache_ttl),
-        http: http::Client::new(
-            AddressPolicy::new(config.allow_networks.clone()),
+        http: herald_outbound::Client::new(
+            herald_outbound::AddressPolicy::new(config.allow_networks.clone()),
             config.max_response_bytes,
             &config.egress,
             config.concurrency,
@@ -114,11 +109,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Batching::ledger(config.publish_channels, config.record_linger),
         ),
         publisher: publisher.clone(),
-        limiter: herald_ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
-        done: done::DoneMarks::start(redis.clone(), config.done_ttl.as_secs()),
+        limiter: herald_redis::RateLimiter::new(redis.clone(), &c.redis_prefix),
+        done: herald_redis::DoneMarks::start(redis.clone(), &c.redis_prefix, config.done_ttl),
         gates: gate::Gates::new(
             config.gates.clone(),
-            Some(notes::start(redis.clone(), &c.redis_prefix)),
+            Some(herald_redis::throttle_notes::start(
+                redis.clone(),
+                &c.redis_prefix,
+            )),
         ),
         redis,
         recent_failures: Arc::default(),
@@ -417,7 +415,7 @@ impl Dispatcher {
                 }
             }
             if let Some(id) = done {
-                self.mark_done(id).await;
+                self.done.mark(id).await;
             }
         }
         Settle::Ack

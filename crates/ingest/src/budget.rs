@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use herald_ratelimit::Take;
+use herald_redis::Take;
 use uuid::Uuid;
 
 use crate::Ingest;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use herald_core::config::{ApiLimits, Common, ConfigError, Reader};
-use herald_core::net::{Cidr, parse_networks};
+use herald_outbound::address_policy::{Cidr, parse_networks};
 
 /// Everything ingest needs to run.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ pub struct Config {
     /// `HERALD_PUBLISH_CHUNK_BYTES`.
     pub publish_memory: u64,
     /// Proxy and extra CA certificates for test sends (as the dispatchers').
-    pub egress: herald_dispatcher::http::Egress,
+    pub egress: herald_outbound::Egress,
 }
 
 impl Config {
@@ -128,7 +128,7 @@ impl Config {
             max_fanout_bytes: r.parse("HERALD_MAX_FANOUT_BYTES", 1 << 30)?,
             publish_chunk_bytes: r.parse("HERALD_PUBLISH_CHUNK_BYTES", 16 << 20)?,
             publish_memory: r.parse("HERALD_PUBLISH_MEMORY", 512 << 20)?,
-            egress: herald_dispatcher::http::Egress::load(r)?,
+            egress: herald_outbound::Egress::load(r)?,
         }
         .checked()
     }

@@ -1,15 +1,15 @@
 //! The delivery state an endpoint card shows: healthy, or throttled by a dispatcher and why.
 //!
 //! Dispatchers leave a note in Redis while they hold an endpoint below its in-flight cap
-//! ([`herald_core::throttle`]); no note means healthy. The state is advice for a person reading
-//! a page, so reading it never fails a call: when Redis cannot answer (or a note cannot be
-//! read) the state is "unknown". A page of endpoints costs one `MGET`.
+//! ([`herald_redis::throttle_notes`]); no note means healthy. The state is advice for a person
+//! reading a page, so reading it never fails a call: when Redis cannot answer (or a note cannot
+//! be read) the state is "unknown". A page of endpoints costs one `MGET`.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use herald_core::throttle::{self, Note};
 use herald_proto::v1 as pb;
+use herald_redis::throttle_notes::{self, Note};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
@@ -127,7 +127,7 @@ impl DeliveryStates {
         }
         let keys: Vec<String> = endpoints
             .iter()
-            .map(|e| throttle::key(&self.prefix, e.id))
+            .map(|e| throttle_notes::key(&self.prefix, e.id))
             .collect();
         let mut conn = self.redis.clone();
         let mut cmd = redis::cmd("MGET");
@@ -157,7 +157,7 @@ impl DeliveryStates {
 
 #[cfg(test)]
 mod tests {
-    use herald_core::throttle::Reason;
+    use herald_redis::throttle_notes::Reason;
 
     use super::*;
 

@@ -9,7 +9,7 @@ use herald_core::matching::validate_event_type;
 use herald_core::signing::{Scheme, Secret};
 use herald_core::wire::{
     AttemptRecord, DeliveryKey, DeliveryRef, DeliveryStatus, DeliveryTask, EventRecord,
-    LedgerBatch, Record, Trigger, VERSION, body_excerpt,
+    LedgerBatch, Record, Trigger, VERSION,
 };
 use herald_proto::v1 as pb;
 use herald_store::{EndpointChanges, EventTypeChanges, EventTypePosition, NewEndpoint};
@@ -424,14 +424,14 @@ impl Ingest {
             created_at: now,
             payload: event.payload,
         };
-        let outcome = herald_dispatcher::post_task(&self.http, &endpoint, &task, now).await;
+        let outcome = herald_outbound::post_task(&self.http, &endpoint, &task, now).await;
         let (status, body, latency, error) = match outcome {
             Ok(r) => (Some(r.status), r.body, r.latency, None),
             Err(f) => (None, Vec::new(), f.latency, Some(f.reason)),
         };
         let success = status.is_some_and(|c| (200..300).contains(&c));
         let latency_ms = latency.as_millis().min(u32::MAX as u128) as u32;
-        let excerpt = body_excerpt(&body, herald_dispatcher::BODY_EXCERPT_CHARS);
+        let excerpt = herald_outbound::excerpt(&body);
         let records = vec![
             Record::Event(EventRecord {
                 event_id: task.event_id,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use herald_proto::v1 as pb;
-use herald_ratelimit::Take;
+use herald_redis::Take;
 use herald_store::Targets;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Request, Response, Status};
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::fanout::{self, Outbound};
-use crate::idempotency::Reservation;
+use crate::idempotency::{self, Reservation};
 use crate::subscriptions::Index;
 use crate::{Ingest, validate};
 
@@ -69,7 +69,7 @@ impl Ingest {
         if rate == 0 {
             return Ok(());
         }
-        let burst = herald_ratelimit::publish_burst(rate, self.config.publish_burst);
+        let burst = herald_redis::publish_burst(rate, self.config.publish_burst);
         let taken = self
             .limiter
             .take_publish(tenant, rate, self.config.publish_burst, events);
@@ -192,9 +192,13 @@ impl Ingest {
                         fingerprint,
                         ..
                     }) if earlier.is_none() => Some(
-                        self.idempotency
-                            .reserve(tenant, key, fingerprint.as_deref().unwrap_or_default())
-                            .await,
+                        idempotency::reserve(
+                            &self.idempotency,
+                            tenant,
+                            key,
+                            fingerprint.as_deref().unwrap_or_default(),
+                        )
+                        .await,
                     ),
                     _ => None,
                 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_broker::{Publisher, QueueType, RecordBatcher, Topology};
-use herald_core::net::AddressPolicy;
+use herald_outbound::AddressPolicy;
 use herald_proto::v1::admin_server::AdminServer;
 use herald_proto::v1::endpoints_server::EndpointsServer;
 use herald_proto::v1::event_types_server::EventTypesServer;
@@ -54,11 +54,11 @@ pub(crate) struct Ingest {
     pub idempotency: idempotency::Idempotency,
     pub policy: AddressPolicy,
     /// Per-tenant publish rate (Redis token buckets shared by every ingest).
-    pub limiter: herald_ratelimit::RateLimiter,
+    pub limiter: herald_redis::RateLimiter,
     /// Endpoints' delivery states (dispatchers' throttle notes in Redis).
     pub delivery_states: delivery_state::DeliveryStates,
-    /// Outbound client for test sends (the dispatcher's: same address guard, no redirects).
-    pub http: herald_dispatcher::http::Client,
+    /// Outbound client for test sends (as the dispatchers': same address guard, no redirects).
+    pub http: herald_outbound::Client,
     /// Delivery-task bytes held by publishes in flight (`HERALD_PUBLISH_MEMORY`).
     pub publish_memory: fanout::MemoryGate,
     /// Test sends in progress per tenant (`HERALD_SEND_TEST_CONCURRENCY`).
@@ -90,7 +90,7 @@ pub async fn run(
     let redis = redis::Client::open(c.redis_url.as_str())?;
     let redis = redis::aio::ConnectionManager::new(redis).await?;
     let state = Ingest {
-        limiter: herald_ratelimit::RateLimiter::new(redis.clone(), &c.redis_prefix),
+        limiter: herald_redis::RateLimiter::new(redis.clone(), &c.redis_prefix),
         delivery_states: delivery_state::DeliveryStates::new(redis.clone(), &c.redis_prefix),
         idempotency: idempotency::Idempotency::new(
             redis,
@@ -107,7 +107,7 @@ pub async fn run(
         test_slots: budget::TestSlots::new(config.send_test_concurrency),
         policy: AddressPolicy::new(config.allow_networks.clone()),
         publish_memory: fanout::MemoryGate::new(config.publish_memory),
-        http: herald_dispatcher::http::Client::new(
+        http: herald_outbound::Client::new(
             AddressPolicy::new(config.allow_networks.clone()),
             64 * 1024,
             &config.egress,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use herald_core::matching::{parse_patterns, validate_event_type};
-use herald_core::net::AddressPolicy;
 use herald_core::schedule::RetrySchedule;
+use herald_outbound::AddressPolicy;
 
 use crate::error::{Error, Result};
 
@@ -422,7 +422,7 @@ mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_core::net::parse_networks;
+    use herald_outbound::address_policy::parse_networks;
 
     #[test]
     fn urls() {

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use herald_core::filter::{Filter, MAX_FILTER_BYTES};
 use herald_core::matching::Pattern;
-use herald_core::net::{forbidden_reason, parse_networks};
+use herald_outbound::address_policy::{forbidden_reason, parse_networks};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::select;

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use herald_ratelimit::{RateLimiter, Take};
+use herald_redis::{RateLimiter, Take};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -101,7 +101,7 @@ impl Budget {
 
     /// Most tokens the tenant's bucket holds at `rate` (the largest replay page under it).
     pub fn burst(&self, rate: u32) -> u32 {
-        herald_ratelimit::publish_burst(rate, self.burst)
+        herald_redis::publish_burst(rate, self.burst)
     }
 
     /// Takes `n` tokens (at most the burst) from the tenant's publish bucket; `Err` is how long

@@ -1,6 +1,6 @@
-//! The fuzz harness shared by herald-core's and herald-ingest's fuzz tests: corpus seeds, seed
-//! mutation (byte flips, inserts, deletes, splices of interesting tokens), and a run loop that
-//! counts cases, shrinks failures with proptest and reports them all at the end.
+//! The fuzz harness shared by herald-core's, herald-outbound's and herald-ingest's fuzz tests:
+//! corpus seeds, seed mutation (byte flips, inserts, deletes, splices of interesting tokens), and
+//! a run loop that counts cases, shrinks failures with proptest and reports them all at the end.
 
 use std::fmt::Debug;
 use std::fs;

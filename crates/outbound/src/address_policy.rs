@@ -1,4 +1,4 @@
-//! Which addresses Herald may POST to.
+//! The SSRF guard: which addresses Herald may POST to.
 //!
 //! Endpoint URLs come from customers, so a URL pointing at Herald's own network (loopback,
 //! private ranges, link-local and the cloud metadata address, CGNAT, unique-local, reserved and
@@ -6,11 +6,14 @@
 //! forms that embed such an IPv4 address) would let a customer probe the operator's
 //! infrastructure. Such addresses are refused unless the operator allows
 //! their network explicitly (`HERALD_ALLOW_NETWORKS`, e.g. `127.0.0.0/8` in tests).
+//!
+//! Ingest checks an endpoint's URL against it when the endpoint is saved; the client
+//! ([`crate::Client`]) checks every address it connects to, since DNS answers change.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::error::{Result, invalid};
+use crate::error::{Error, Result};
 
 /// A network in CIDR form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +46,7 @@ fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
 }
 
 impl FromStr for Cidr {
-    type Err = crate::Error;
+    type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
@@ -51,16 +54,17 @@ impl FromStr for Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
+        let bad = |why: &str| Error::InvalidNetwork(format!("{s:?} {why}"));
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| invalid(format!("{s:?} is not an IP network (use e.g. 10.0.0.0/8)")))?;
+            .map_err(|_| bad("is not an IP network (use e.g. 10.0.0.0/8)"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
             Some(l) => l
                 .parse::<u8>()
                 .ok()
                 .filter(|l| *l <= max)
-                .ok_or_else(|| invalid(format!("{s:?} has a bad prefix length")))?,
+                .ok_or_else(|| bad("has a bad prefix length"))?,
             None => max,
         };
         Ok(Cidr { addr, len })

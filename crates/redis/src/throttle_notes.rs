@@ -1,13 +1,23 @@
-//! What a dispatcher tells the rest of Herald about an endpoint it is holding back.
+//! Throttle notes: what a dispatcher tells the rest of Herald about an endpoint it is holding
+//! back.
 //!
 //! Dispatchers keep each endpoint's in-flight cap in memory (it shrinks on timeouts and errors
 //! and grows back on successes). So that a webhooks page can say why deliveries are slow, a
 //! dispatcher that throttles an endpoint writes this note to Redis under [`key`], with a TTL,
 //! and removes it when the endpoint is back at its full cap. `GetEndpoint` reads it; no note
 //! means the endpoint is healthy. With several dispatchers the last one to change its view wins.
+//!
+//! The dispatcher's gate sends a note whenever an endpoint's throttled state changes; the writer
+//! ([`start`]) writes it (with [`NOTE_TTL_SECS`], refreshed on every change) or deletes it on
+//! recovery, off the delivery path. Redis being away costs only the note: deliveries never wait
+//! for it, and the queue of notes is drained whatever happens, keeping the newest note per
+//! endpoint.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// How long a note outlives the last change a dispatcher made to it: a dispatcher that dies
@@ -55,6 +65,47 @@ impl Note {
 /// The Redis key of an endpoint's note.
 pub fn key(redis_prefix: &str, endpoint_id: Uuid) -> String {
     format!("{redis_prefix}:throttle:{endpoint_id}")
+}
+
+/// Where a dispatcher sends an endpoint's note (`None`: the endpoint is healthy again): a task
+/// writing them to Redis, so the gate never waits on I/O.
+pub type NoteSink = mpsc::UnboundedSender<(Uuid, Option<Note>)>;
+
+/// Starts the writer; the returned sink feeds it.
+pub fn start(redis: redis::aio::ConnectionManager, prefix: &str) -> NoteSink {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_notes(redis, prefix.to_owned(), rx));
+    tx
+}
+
+async fn write_notes(
+    mut redis: redis::aio::ConnectionManager,
+    prefix: String,
+    mut rx: mpsc::UnboundedReceiver<(Uuid, Option<Note>)>,
+) {
+    let mut batch: HashMap<Uuid, Option<Note>> = HashMap::new();
+    while let Some((id, note)) = rx.recv().await {
+        batch.insert(id, note);
+        while let Ok((id, note)) = rx.try_recv() {
+            batch.insert(id, note);
+        }
+        let mut pipe = redis::pipe();
+        for (id, note) in batch.drain() {
+            let k = key(&prefix, id);
+            match note {
+                Some(n) => {
+                    let text = serde_json::to_string(&n).expect("a note always serialises");
+                    pipe.set_ex(k, text, NOTE_TTL_SECS).ignore();
+                }
+                None => {
+                    pipe.del(k).ignore();
+                }
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut redis).await {
+            tracing::debug!(error = %e, "could not write throttle notes");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //! Per endpoint (dispatchers): refilled at the endpoint's rate with a burst of one second's
 //! worth; a delivery over the limit waits for its token, it is never failed or dropped.
 //! Per tenant (ingest and the ledger): a publish or re-send over the tenant's rate is refused
-//! with a retry delay. A crate of its own so that services share it without depending on each
-//! other.
+//! with a retry delay.
+//!
+//! Redis keys: `<prefix>:rate:<endpoint>` and `<prefix>:publish-rate:<tenant>`, hashes of the
+//! bucket's tokens and the time they were counted.
 
 use std::time::Duration;
 
