@@ -579,6 +579,12 @@ impl StatsDelta {
     }
 
     async fn write(self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        self.write_totals(tx).await?;
+        self.write_latency(tx).await
+    }
+
+    /// Per endpoint: deliveries added, and the latest status with its time.
+    async fn write_totals(&self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         let mut ids: Vec<Uuid> = self.deliveries.keys().copied().collect();
         ids.extend(
             self.latest
@@ -628,6 +634,11 @@ impl StatsDelta {
             .execute(&mut *tx)
             .await?;
         }
+        Ok(())
+    }
+
+    /// Per endpoint, hour and latency bucket: attempts and successes added.
+    async fn write_latency(self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         if !self.latency.is_empty() {
             let mut rows: Vec<_> = self.latency.into_iter().collect();
             // A stable order keeps concurrent ledgers from deadlocking on these rows.
