@@ -91,10 +91,7 @@ impl Admin {
     /// Closes the channel, then the connection.
     pub async fn close(self) {
         let _ = self.channel.close(200, ShortString::from("done")).await;
-        let _ = self
-            .connection
-            .close(200, ShortString::from("done"))
-            .await;
+        let _ = self.connection.close(200, ShortString::from("done")).await;
     }
 }
 

@@ -148,6 +148,9 @@ impl Publisher {
         let connection = connect(&self.inner.url, &self.inner.name).await?;
         let control = connection.create_channel().await?;
         self.inner.topology.declare(&control).await?;
+        // A re-declaration asked for right after this one (a consumer starting) has nothing
+        // left to do.
+        *self.inner.redeclared.lock().await = Some(Instant::now());
         let mut publishing = Vec::with_capacity(self.inner.channels);
         for _ in 0..self.inner.channels {
             let ch = connection.create_channel().await?;
@@ -166,11 +169,13 @@ impl Publisher {
     /// one finishing, take its outcome instead of declaring everything again each.
     pub async fn redeclare(&self) -> Result<()> {
         let asked = Instant::now();
+        // The session first: opening one declares (and notes it), so the lock below is never
+        // held across a reconnect.
+        let s = self.session().await?;
         let mut last = self.inner.redeclared.lock().await;
         if last.is_some_and(|done| done >= asked || done.elapsed() < REDECLARE_COVERS) {
             return Ok(());
         }
-        let s = self.session().await?;
         self.inner.topology.declare(&s.control).await?;
         *last = Some(Instant::now());
         Ok(())

@@ -210,19 +210,6 @@ impl ApiLimits {
     }
 }
 
-/// The command a service binary was started with: `parse` reads the arguments after the
-/// program name; on `Err` its message (the usage) goes to stderr and the process exits 2.
-pub fn command_from_args<C>(parse: impl FnOnce(&[String]) -> Result<C, String>) -> C {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&args) {
-        Ok(c) => c,
-        Err(usage) => {
-            eprintln!("{usage}");
-            std::process::exit(2);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -264,5 +251,15 @@ mod tests {
             let err = limits(&[(name, value)]).err().unwrap();
             assert_eq!(err.name, name);
         }
+    }
+
+    #[test]
+    fn the_connection_settings_default_to_the_local_services_and_are_overridden() {
+        let c = common(&[]).unwrap();
+        assert_eq!(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!((c.amqp_prefix.as_str(), c.redis_prefix.as_str()), ("herald", "herald"));
+        let c = common(&[("HERALD_AMQP_PREFIX", "staging"), ("HERALD_DATABASE_SCHEMA", "s1")])
+            .unwrap();
+        assert_eq!((c.amqp_prefix.as_str(), c.database_schema.as_str()), ("staging", "s1"));
     }
 }

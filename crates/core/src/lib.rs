@@ -4,6 +4,7 @@
 //! Nothing here does I/O; the services put these pieces on the wire (and keep their answers in
 //! [`ttl_cache`]).
 
+pub mod backoff;
 pub mod config;
 pub mod error;
 pub mod filter;

@@ -8,11 +8,14 @@
 //! When Postgres or the broker is unreachable mid-task, the task is held (not nacked) and the
 //! step retried with backoff, so an outage never burns through a queue's delivery limit.
 
+mod auto_disable;
 mod cache;
 mod config;
 mod deliver;
 mod gate;
 mod metrics;
+mod retry;
+mod service;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,8 +26,10 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use herald_broker::{
-    AckPolicy, Acks, Batching, Consumer, Delivery, Publisher, QueueType, RecordBatcher, Topology,
+    AckPolicy, Acks, Batching, Consumer, Consumers, Delivery, Publisher, QueueType, RecordBatcher,
+    Topology,
 };
+use herald_core::backoff::Backoff;
 use herald_core::wire::DeliveryTask;
 use herald_store::Store;
 use tokio::sync::Semaphore;
@@ -82,54 +87,76 @@ pub(crate) struct Dispatcher {
 /// Connects, then consumes the work queue until `shutdown`; in-flight deliveries get
 /// `HERALD_SHUTDOWN_GRACE` to finish, the rest go back to the broker unacked.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let c = &config.common;
-    let store = Store::from_config(c, c.database_max_connections).await?;
-    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
-    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
-    let publisher = Publisher::connect(
-        &c.amqp_url,
-        "herald-dispatcher",
-        topology,
-        config.publish_channels,
-    )
-    .await?;
-    let redis =
-        redis::aio::ConnectionManager::new(redis::Client::open(c.redis_url.as_str())?).await?;
-    let d = Dispatcher {
-        endpoints: cache::EndpointCache::new(store.clone(), config.endpoint_cache_ttl),
-        http: herald_outbound::Client::new(
-            herald_outbound::AddressPolicy::new(config.allow_networks.clone()),
-            config.max_response_bytes,
-            &config.egress,
-            config.concurrency,
-        )?,
-        store,
-        records: RecordBatcher::start(
-            publisher.clone(),
-            Batching::ledger(config.publish_channels, config.record_linger),
-        ),
-        publisher: publisher.clone(),
-        limiter: herald_redis::RateLimiter::new(redis.clone(), &c.redis_prefix),
-        done: herald_redis::DoneMarks::start(redis.clone(), &c.redis_prefix, config.done_ttl),
-        gates: gate::Gates::new(
-            config.gates.clone(),
-            Some(herald_redis::throttle_notes::start(
-                redis.clone(),
-                &c.redis_prefix,
-            )),
-        ),
-        redis,
-        recent_failures: Arc::default(),
-        streak_stripes: (0..STREAK_STRIPES)
-            .map(|_| tokio::sync::Mutex::new(()))
-            .collect(),
-        consuming: Arc::default(),
-        posts: Arc::new(Semaphore::new(config.concurrency.max(1))),
-        config: Arc::new(config),
-    };
-    let ready: herald_telemetry::ops::Readiness = {
+    let d = Dispatcher::connect(config).await?;
+    herald_telemetry::ops::serve(&d.config.metrics_addr, d.readiness(), shutdown.clone()).await?;
+    // Toggles, deletes and secret changes drop the cached endpoint at once.
+    let endpoints = d.endpoints.clone();
+    let watch = d
+        .store
+        .watch_changes(shutdown.clone(), move |c| endpoints.apply(c));
+    d.spawn_samplers(&shutdown);
+    herald_service::supervise("dispatcher consumer", &shutdown, || d.consume(&shutdown)).await;
+    let _ = watch.await;
+    d.publisher.close().await;
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}
+
+impl Dispatcher {
+    /// Connects to Postgres, the broker (declaring the topology) and Redis.
+    async fn connect(config: Config) -> anyhow::Result<Self> {
+        let c = &config.common;
+        let store = Store::from_config(c, c.database_max_connections).await?;
+        let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
+        let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+        let publisher = Publisher::connect(
+            &c.amqp_url,
+            "herald-dispatcher",
+            topology,
+            config.publish_channels,
+        )
+        .await?;
+        let redis =
+            redis::aio::ConnectionManager::new(redis::Client::open(c.redis_url.as_str())?).await?;
+        Ok(Dispatcher {
+            endpoints: cache::EndpointCache::new(store.clone(), config.endpoint_cache_ttl),
+            http: herald_outbound::Client::new(
+                herald_outbound::AddressPolicy::new(config.allow_networks.clone()),
+                config.max_response_bytes,
+                &config.egress,
+                config.concurrency,
+            )?,
+            store,
+            records: RecordBatcher::start(
+                publisher.clone(),
+                Batching::ledger(config.publish_channels, config.record_linger),
+            ),
+            publisher: publisher.clone(),
+            limiter: herald_redis::RateLimiter::new(redis.clone(), &c.redis_prefix),
+            done: herald_redis::DoneMarks::start(redis.clone(), &c.redis_prefix, config.done_ttl),
+            gates: gate::Gates::new(
+                config.gates.clone(),
+                Some(herald_redis::throttle_notes::start(
+                    redis.clone(),
+                    &c.redis_prefix,
+                )),
+            ),
+            redis,
+            recent_failures: Arc::default(),
+            streak_stripes: (0..STREAK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            consuming: Arc::default(),
+            posts: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            config: Arc::new(config),
+        })
+    }
+
+    /// Ready when the database is reachable, the publisher is up and every work queue has a
+    /// consumer; Redis is optional.
+    fn readiness(&self) -> herald_telemetry::ops::Readiness {
         use herald_telemetry::ops::Dependency;
-        let d = d.clone();
+        let d = self.clone();
         Arc::new(move || {
             let d = d.clone();
             Box::pin(async move {
@@ -151,46 +178,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 ]
             })
         })
-    };
-    herald_telemetry::ops::serve(&d.config.metrics_addr, ready, shutdown.clone()).await?;
-    // Toggles, deletes and secret changes drop the cached endpoint at once.
-    let endpoints = d.endpoints.clone();
-    let watch = d
-        .store
-        .watch_changes(shutdown.clone(), move |c| endpoints.apply(c));
-    let topo = d.publisher.topology().clone();
-    tokio::spawn(herald_broker::sample_queue_depths(
-        d.config.common.amqp_url.clone(),
-        move || {
-            let mut names = topo.work_queues();
-            names.extend(
-                herald_broker::DELAY_RUNGS_MS
-                    .iter()
-                    .map(|ms| topo.delay_queue(*ms)),
-            );
-            names
-        },
-        shutdown.clone(),
-    ));
-    tokio::spawn(gate::sample_every(d.gates.clone(), shutdown.clone()));
-    let mut backoff = Duration::from_millis(500);
-    while !shutdown.is_cancelled() {
-        match d.consume(&shutdown).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer stopped, reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
     }
-    let _ = watch.await;
-    publisher.close().await;
-    tracing::info!("dispatcher stopped");
-    Ok(())
+
+    /// The gauges sampled in the background: queue depths and the gates' state.
+    fn spawn_samplers(&self, shutdown: &CancellationToken) {
+        let topo = self.publisher.topology().clone();
+        tokio::spawn(herald_broker::sample_queue_depths(
+            self.config.common.amqp_url.clone(),
+            move || {
+                let mut names = topo.work_queues();
+                names.extend(
+                    herald_broker::DELAY_RUNGS_MS
+                        .iter()
+                        .map(|ms| topo.delay_queue(*ms)),
+                );
+                names
+            },
+            shutdown.clone(),
+        ));
+        tokio::spawn(gate::sample_every(self.gates.clone(), shutdown.clone()));
+    }
+}
+
+/// Waits between tries of a held task's step (endpoint lookup, follow-up publish).
+fn held_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
 }
 
 /// How a worked task leaves the dispatcher.
@@ -220,9 +232,21 @@ impl Dispatcher {
             prefetch = self.config.prefetch,
             "dispatcher consuming"
         );
+        let consumers =
+            Consumers::connect(&self.config.common.amqp_url, "herald-dispatcher-consumer").await?;
+        let mut opened = Vec::with_capacity(names.len());
         for queue in names {
+            match consumers.consume(&queue, self.config.prefetch).await {
+                Ok(consumer) => opened.push((consumer, queue)),
+                Err(e) => {
+                    consumers.close().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        for (consumer, queue) in opened {
             let (this, stop) = (self.clone(), session.clone());
-            queues.spawn(async move { this.consume_queue(&queue, &stop).await });
+            queues.spawn(async move { this.consume_queue(consumer, &queue, &stop).await });
         }
         let mut result = Ok(());
         while let Some(done) = queues.join_next().await {
@@ -232,19 +256,17 @@ impl Dispatcher {
                 result = result.and(Err(e));
             }
         }
+        consumers.close().await;
         result
     }
 
-    /// Consumes one work queue until `shutdown` (`Ok`) or until its connection broke (`Err`).
-    async fn consume_queue(&self, queue: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let mut consumer = Consumer::open(
-            &self.config.common.amqp_url,
-            "herald-dispatcher-consumer",
-            None,
-            queue,
-            self.config.prefetch,
-        )
-        .await?;
+    /// Consumes one work queue until `shutdown` (`Ok`) or until the connection broke (`Err`).
+    async fn consume_queue(
+        &self,
+        mut consumer: Consumer,
+        queue: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         tracing::debug!(
             queue,
             prefetch = self.config.prefetch,
@@ -356,7 +378,7 @@ impl Dispatcher {
         let span = tracing::Span::current();
         span.record("delivery_id", tracing::field::display(task.delivery_id));
         span.record("attempt", task.attempt);
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = held_backoff();
         let mut refused = 0;
         let decision = loop {
             match self.attempt(&task, delivery.redelivered, shutdown).await {
@@ -381,7 +403,7 @@ impl Dispatcher {
                     tracing::warn!(delivery_id = %task.delivery_id, error = %e, "cannot use endpoint, trying again");
                 }
             }
-            if !self.wait(&mut backoff, shutdown).await {
+            if !backoff.wait(shutdown.cancelled()).await {
                 return Settle::Requeue;
             }
         };
@@ -389,7 +411,7 @@ impl Dispatcher {
             return Settle::Requeue;
         }
         if let Decision::Publish(follow, done) = decision {
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = held_backoff();
             // Only the part not yet confirmed is published again: a retry task published twice
             // would start a second retry chain for the same delivery.
             let mut left = Pending {
@@ -409,7 +431,7 @@ impl Dispatcher {
                         tracing::warn!(error = %e, "could not declare the topology again");
                     }
                 }
-                if !self.wait(&mut backoff, shutdown).await {
+                if !backoff.wait(shutdown.cancelled()).await {
                     // Unacked: the task comes back and is attempted again (a duplicate at most).
                     return Settle::Hold;
                 }
@@ -462,15 +484,5 @@ impl Dispatcher {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(())) => Ok(()),
         }
-    }
-
-    /// Sleeps for the backoff (doubling it); false when shutting down instead.
-    async fn wait(&self, backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
-        let ok = tokio::select! {
-            _ = shutdown.cancelled() => false,
-            _ = tokio::time::sleep(*backoff) => true,
-        };
-        *backoff = (*backoff * 2).min(Duration::from_secs(10));
-        ok
     }
 }

@@ -20,6 +20,7 @@ mod idempotency;
 mod maintenance;
 mod metrics;
 mod preauth;
+mod service;
 mod subscriptions;
 mod validate;
 
@@ -72,55 +73,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let c = &config.common;
-    let migrations = Store::from_config(c, c.database_max_connections).await?;
-    migrations.migrate().await?;
-    // Every query from here on answers a call: bounded by the statement timeout.
-    let store = migrations.bounded(config.api.statement_timeout, c.database_max_connections);
-    migrations.pool().close().await;
-    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
-    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
-    let publisher = Publisher::connect(
-        &c.amqp_url,
-        "herald-ingest",
-        topology,
-        config.publish_channels,
-    )
-    .await?;
-    let redis = redis::Client::open(c.redis_url.as_str())?;
-    let redis = redis::aio::ConnectionManager::new(redis).await?;
-    let state = Ingest {
-        limiter: herald_redis::RateLimiter::new(redis.clone(), &c.redis_prefix),
-        delivery_states: delivery_state::DeliveryStates::new(redis.clone(), &c.redis_prefix),
-        idempotency: idempotency::Idempotency::new(
-            redis,
-            &c.redis_prefix,
-            config.idempotency_ttl,
-            config.idempotency_pending_ttl,
-        ),
-        subscriptions: Arc::new(subscriptions::Subscriptions::new(
-            store.clone(),
-            config.subscription_cache_ttl,
-        )),
-        keys: KeyCache::new(store.clone(), Duration::from_secs(10))
-            .with_lookup_rate(config.auth_lookup_rate),
-        test_slots: budget::TestSlots::new(config.send_test_concurrency),
-        policy: AddressPolicy::new(config.allow_networks.clone()),
-        publish_memory: fanout::MemoryGate::new(config.publish_memory),
-        http: herald_outbound::Client::new(
-            AddressPolicy::new(config.allow_networks.clone()),
-            64 * 1024,
-            &config.egress,
-            16,
-        )?,
-        store,
-        records: RecordBatcher::start(
-            publisher.clone(),
-            herald_broker::Batching::ledger(config.publish_channels, config.record_linger),
-        ),
-        publisher: publisher.clone(),
-        config: Arc::new(config),
-    };
+    let state = Ingest::connect(config).await?;
     state.keys.warm();
     // Endpoint, tenant and key changes made through other instances (or by an operator in SQL).
     let (subscriptions, keys) = (state.subscriptions.clone(), state.keys.clone());
@@ -128,15 +81,83 @@ pub async fn run(
         subscriptions.apply(c);
         keys.apply(c);
     });
+    herald_telemetry::ops::serve(
+        &state.config.metrics_addr,
+        state.readiness(),
+        shutdown.clone(),
+    )
+    .await?;
+    let publisher = state.publisher.clone();
+    state.serve_grpc(listener, &shutdown).await?;
+    let _ = watch.await;
+    publisher.close().await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
 
-    let ready: herald_telemetry::ops::Readiness = {
+impl Ingest {
+    /// Runs the migrations, then connects to Postgres (bounded by the statement timeout), the
+    /// broker (declaring the topology) and Redis.
+    async fn connect(config: Config) -> anyhow::Result<Self> {
+        let c = &config.common;
+        let migrations = Store::from_config(c, c.database_max_connections).await?;
+        migrations.migrate().await?;
+        // Every query from here on answers a call: bounded by the statement timeout.
+        let store = migrations.bounded(config.api.statement_timeout, c.database_max_connections);
+        migrations.pool().close().await;
+        let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
+        let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+        let publisher = Publisher::connect(
+            &c.amqp_url,
+            "herald-ingest",
+            topology,
+            config.publish_channels,
+        )
+        .await?;
+        let redis = redis::Client::open(c.redis_url.as_str())?;
+        let redis = redis::aio::ConnectionManager::new(redis).await?;
+        Ok(Ingest {
+            limiter: herald_redis::RateLimiter::new(redis.clone(), &c.redis_prefix),
+            delivery_states: delivery_state::DeliveryStates::new(redis.clone(), &c.redis_prefix),
+            idempotency: idempotency::Idempotency::new(
+                redis,
+                &c.redis_prefix,
+                config.idempotency_ttl,
+                config.idempotency_pending_ttl,
+            ),
+            subscriptions: Arc::new(subscriptions::Subscriptions::new(
+                store.clone(),
+                config.subscription_cache_ttl,
+            )),
+            keys: KeyCache::new(store.clone(), Duration::from_secs(10))
+                .with_lookup_rate(config.auth_lookup_rate),
+            test_slots: budget::TestSlots::new(config.send_test_concurrency),
+            policy: AddressPolicy::new(config.allow_networks.clone()),
+            publish_memory: fanout::MemoryGate::new(config.publish_memory),
+            http: herald_outbound::Client::new(
+                AddressPolicy::new(config.allow_networks.clone()),
+                64 * 1024,
+                &config.egress,
+                16,
+            )?,
+            store,
+            records: RecordBatcher::start(
+                publisher.clone(),
+                herald_broker::Batching::ledger(config.publish_channels, config.record_linger),
+            ),
+            publisher: publisher.clone(),
+            config: Arc::new(config),
+        })
+    }
+
+    /// Only the broker is required: without the database ingest answers from its caches, and
+    /// without Redis it still accepts keyless publishes.
+    fn readiness(&self) -> herald_telemetry::ops::Readiness {
         use herald_telemetry::ops::Dependency;
-        let s = state.clone();
+        let s = self.clone();
         Arc::new(move || {
             let s = s.clone();
             Box::pin(async move {
-                // Only the broker is required: without the database ingest answers from its
-                // caches, and without Redis it still accepts keyless publishes.
                 vec![
                     Dependency::optional("database", s.store.ping().await),
                     Dependency::required("broker", s.publisher.is_up()),
@@ -144,66 +165,58 @@ pub async fn run(
                 ]
             })
         })
-    };
-    herald_telemetry::ops::serve(&state.config.metrics_addr, ready, shutdown.clone()).await?;
+    }
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<EventsServer<events::EventsApi>>()
-        .await;
-    health
-        .set_serving::<EndpointsServer<endpoints::EndpointsApi>>()
-        .await;
-    health.set_serving::<AdminServer<admin::AdminApi>>().await;
-    health
-        .set_serving::<EventTypesServer<endpoints::EventTypesApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let max = state.config.max_payload_bytes * state.config.max_batch.max(1) + (1 << 20);
-    let small = state.config.api.max_message_bytes;
+    /// Serves the gRPC API (with health and reflection) on `listener` until `shutdown`;
+    /// in-flight calls finish first.
+    async fn serve_grpc(
+        self,
+        listener: TcpListener,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (health, router) = herald_service::grpc_server(&self.config.api)?;
+        health
+            .set_serving::<EventsServer<events::EventsApi>>()
+            .await;
+        health
+            .set_serving::<EndpointsServer<endpoints::EndpointsApi>>()
+            .await;
+        health.set_serving::<AdminServer<admin::AdminApi>>().await;
+        health
+            .set_serving::<EventTypesServer<endpoints::EventTypesApi>>()
+            .await;
+        let max = self.config.max_payload_bytes * self.config.max_batch.max(1) + (1 << 20);
+        let small = self.config.api.max_message_bytes;
 
-    let addr = listener.local_addr()?;
-    let admin_token: Option<std::sync::Arc<str>> =
-        state.config.admin_token.as_deref().map(Into::into);
-    tracing::info!(%addr, "ingest listening");
-    let limits = &state.config.api;
-    tonic::transport::Server::builder()
-        .trace_fn(herald_telemetry::grpc_span)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .timeout(limits.request_timeout)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .add_service(health_service.max_decoding_message_size(small))
-        .add_service(reflection.max_decoding_message_size(small))
-        .add_service(preauth::operator_first(
-            AdminServer::new(admin::AdminApi(state.clone())).max_decoding_message_size(small),
-            state.keys.clone(),
-            admin_token.clone(),
-        ))
-        .add_service(preauth::key_first(
-            EventsServer::new(events::EventsApi(state.clone())).max_decoding_message_size(max),
-            state.keys.clone(),
-            admin_token.clone(),
-        ))
-        .add_service(preauth::key_first(
-            EndpointsServer::new(endpoints::EndpointsApi(state.clone()))
-                .max_decoding_message_size(small),
-            state.keys.clone(),
-            admin_token.clone(),
-        ))
-        .add_service(preauth::key_first(
-            EventTypesServer::new(endpoints::EventTypesApi(state.clone()))
-                .max_decoding_message_size(small),
-            state.keys.clone(),
-            admin_token.clone(),
-        ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
-        .await?;
-    let _ = watch.await;
-    publisher.close().await;
-    tracing::info!("ingest stopped");
-    Ok(())
+        let addr = listener.local_addr()?;
+        let admin_token: Option<std::sync::Arc<str>> =
+            self.config.admin_token.as_deref().map(Into::into);
+        tracing::info!(%addr, "ingest listening");
+        router
+            .add_service(preauth::operator_first(
+                AdminServer::new(admin::AdminApi(self.clone())).max_decoding_message_size(small),
+                self.keys.clone(),
+                admin_token.clone(),
+            ))
+            .add_service(preauth::key_first(
+                EventsServer::new(events::EventsApi(self.clone())).max_decoding_message_size(max),
+                self.keys.clone(),
+                admin_token.clone(),
+            ))
+            .add_service(preauth::key_first(
+                EndpointsServer::new(endpoints::EndpointsApi(self.clone()))
+                    .max_decoding_message_size(small),
+                self.keys.clone(),
+                admin_token.clone(),
+            ))
+            .add_service(preauth::key_first(
+                EventTypesServer::new(endpoints::EventTypesApi(self.clone()))
+                    .max_decoding_message_size(small),
+                self.keys.clone(),
+                admin_token.clone(),
+            ))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+            .await?;
+        Ok(())
+    }
 }

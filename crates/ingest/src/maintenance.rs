@@ -7,38 +7,28 @@ use herald_store::Store;
 
 use crate::Config;
 
-/// What the binary was asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The maintenance commands of `herald-ingest` (without one, it serves).
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// No arguments: serve gRPC.
-    Serve,
-    /// `migrate`: apply database migrations.
+    /// Apply the database migrations and exit (a deploy hook runs this before the services).
     Migrate,
-    /// `secrets status`: stored secrets per key id.
-    SecretsStatus,
-    /// `secrets reencrypt`: move every stored secret to the current key.
-    SecretsReencrypt,
-    /// `secrets generate-key [ID]`: print a new key for `HERALD_SECRET_KEY`.
-    SecretsGenerateKey(String),
+    /// Rotate the key endpoint secrets are encrypted with (HERALD_SECRET_KEY).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
 }
 
-const USAGE: &str = "usage: herald-ingest [migrate | secrets status | secrets reencrypt | secrets generate-key [ID]]";
-
-impl Command {
-    /// Reads the command from the arguments after the program name.
-    pub fn parse(args: &[String]) -> Result<Self, String> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        match args.as_slice() {
-            [] => Ok(Command::Serve),
-            ["migrate"] => Ok(Command::Migrate),
-            ["secrets", "status"] => Ok(Command::SecretsStatus),
-            ["secrets", "reencrypt"] => Ok(Command::SecretsReencrypt),
-            ["secrets", "generate-key"] => Ok(Command::SecretsGenerateKey(default_key_id())),
-            ["secrets", "generate-key", id] => Ok(Command::SecretsGenerateKey((*id).to_owned())),
-            ["-h" | "--help" | "help"] => Err(USAGE.to_owned()),
-            other => Err(format!("unknown command {:?}\n{USAGE}", other.join(" "))),
-        }
-    }
+/// `herald-ingest secrets …`.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum SecretsCommand {
+    /// How many stored secrets each key id holds, and which need re-encrypting.
+    Status,
+    /// Move every stored secret to the current (first) key of HERALD_SECRET_KEY.
+    Reencrypt,
+    /// Print a new key for HERALD_SECRET_KEY (`ID:base64key`).
+    GenerateKey {
+        /// The key's id; default `k` and the UTC date and time, so ids sort by age.
+        id: Option<String>,
+    },
 }
 
 /// A key id that sorts by creation: `k` and the UTC date and time.
@@ -46,12 +36,12 @@ fn default_key_id() -> String {
     format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"))
 }
 
-/// Runs a maintenance command (not `Serve`), printing its result on stdout.
+/// Runs a maintenance command, printing its result on stdout.
 pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()> {
     let c = &config.common;
     match command {
-        Command::Serve => anyhow::bail!("serve is not a maintenance command"),
-        Command::SecretsGenerateKey(id) => {
+        Command::Secrets(SecretsCommand::GenerateKey { id }) => {
+            let id = id.unwrap_or_else(default_key_id);
             let spec = Keyring::generate_spec(&id)?;
             println!("{spec}");
             // Only a rotation has steps to follow; a first key (`make run` makes one) is
@@ -67,7 +57,7 @@ pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()
             store.migrate().await?;
             tracing::info!(schema = %c.database_schema, "migrations applied");
         }
-        Command::SecretsStatus => {
+        Command::Secrets(SecretsCommand::Status) => {
             let store = Store::from_config(c, 2).await?;
             store.migrate().await?;
             let current = c.secret_keys.current_id();
@@ -89,7 +79,7 @@ pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()
                 );
             }
         }
-        Command::SecretsReencrypt => {
+        Command::Secrets(SecretsCommand::Reencrypt) => {
             let store = Store::from_config(c, 2).await?;
             store.migrate().await?;
             let report = store.reencrypt_secrets().await?;
@@ -106,32 +96,37 @@ pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()
 
 #[cfg(test)]
 mod tests {
+    use clap::{FromArgMatches, Subcommand};
+
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Command, String> {
-        Command::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn parse(line: &str) -> Result<Command, clap::Error> {
+        let cli = clap::Command::new("herald-ingest").subcommand_required(true);
+        let matches = Command::augment_subcommands(cli).try_get_matches_from(
+            std::iter::once("herald-ingest").chain(line.split_whitespace()),
+        )?;
+        Command::from_arg_matches(&matches)
     }
 
     #[test]
-    fn commands_parse_and_unknown_ones_show_usage() {
-        assert_eq!(parse(&[]), Ok(Command::Serve));
-        assert_eq!(parse(&["migrate"]), Ok(Command::Migrate));
+    fn commands_parse_and_unknown_ones_are_refused() {
+        assert_eq!(parse("migrate").unwrap(), Command::Migrate);
         assert_eq!(
-            parse(&["secrets", "reencrypt"]),
-            Ok(Command::SecretsReencrypt)
+            parse("secrets reencrypt").unwrap(),
+            Command::Secrets(SecretsCommand::Reencrypt)
         );
         assert_eq!(
-            parse(&["secrets", "generate-key", "k2"]),
-            Ok(Command::SecretsGenerateKey("k2".into()))
+            parse("secrets generate-key k2").unwrap(),
+            Command::Secrets(SecretsCommand::GenerateKey {
+                id: Some("k2".into())
+            })
         );
-        assert!(matches!(
-            parse(&["secrets", "generate-key"]),
-            Ok(Command::SecretsGenerateKey(id)) if id.starts_with('k')
-        ));
-        let e = parse(&["secrets", "rotate"]).unwrap_err();
-        assert!(
-            e.contains("unknown command \"secrets rotate\"") && e.contains("usage:"),
-            "{e}"
+        assert_eq!(
+            parse("secrets generate-key").unwrap(),
+            Command::Secrets(SecretsCommand::GenerateKey { id: None })
         );
+        assert!(default_key_id().starts_with('k'));
+        let e = parse("secrets rotate").unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidSubcommand);
     }
 }

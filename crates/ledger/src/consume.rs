@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herald_broker::{Consumer, Delivery, Settler, Topology};
+use herald_core::backoff::Backoff;
 use herald_core::wire::LedgerBatch;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -38,35 +39,12 @@ pub async fn run(
     shutdown: &CancellationToken,
     consuming: &AtomicBool,
 ) {
-    supervise("ledger consumer", shutdown, || async {
+    herald_service::supervise("ledger consumer", shutdown, || async {
         let result = session(config, topology, pool, shutdown, consuming).await;
         consuming.store(false, Ordering::Relaxed);
         result
     })
     .await;
-}
-
-/// Runs `session` until it ends cleanly or `shutdown`, starting it again with backoff (up to
-/// 30 s, one log line per failure) when it fails.
-pub async fn supervise<F, Fut>(what: &str, shutdown: &CancellationToken, mut session: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let mut backoff = Duration::from_millis(500);
-    while !shutdown.is_cancelled() {
-        match session().await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{what} stopped, reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
 }
 
 async fn session(
@@ -341,7 +319,7 @@ async fn write_held(
     defer: bool,
     shutdown: &CancellationToken,
 ) -> Written {
-    let mut wait = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let started = std::time::Instant::now();
         match apply_with(pool, batch, held, defer).await {
@@ -353,13 +331,11 @@ async fn write_held(
             Err(e) if refused(&e) => return Written::Refused(e),
             Err(e) => {
                 metrics::counter!("herald_ledger_write_failures_total").increment(1);
-                tracing::warn!(error = %e, records = batch.len(), retry_in_ms = wait.as_millis() as u64, "ledger write failed, holding batch");
-                tokio::select! {
-                    // Unacked: the broker redelivers the batch to the next ledger.
-                    _ = shutdown.cancelled() => return Written::Stopping,
-                    _ = tokio::time::sleep(wait) => {}
+                tracing::warn!(error = %e, records = batch.len(), retry_in_ms = backoff.next_wait().as_millis() as u64, "ledger write failed, holding batch");
+                // Unacked: on shutdown the broker redelivers the batch to the next ledger.
+                if !backoff.wait(shutdown.cancelled()).await {
+                    return Written::Stopping;
                 }
-                wait = (wait * 2).min(Duration::from_secs(10));
             }
         }
     }

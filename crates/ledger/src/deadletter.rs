@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_broker::{Consumer, Delivery, Topology};
+use herald_core::backoff::Backoff;
 use herald_core::wire::{AbandonedRecord, DeliveryKey, DeliveryTask, storable};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -187,15 +188,13 @@ pub async fn session(
             next = consumer.next() => next?,
         };
         let letter = DeadLetter::from_delivery(topology, &d);
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while let Err(e) = record(pool, &letter).await {
-            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot record dead letter, holding it");
-            tokio::select! {
-                // Unacked: the broker hands it back later.
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(wait) => {}
+            tracing::warn!(error = %e, retry_in_ms = backoff.next_wait().as_millis() as u64, "cannot record dead letter, holding it");
+            // Unacked: on shutdown the broker hands it back later.
+            if !backoff.wait(shutdown.cancelled()).await {
+                return Ok(());
             }
-            wait = (wait * 2).min(Duration::from_secs(10));
         }
         metrics::counter!(
             "herald_dead_letters_total",

@@ -11,8 +11,10 @@ mod config;
 mod consume;
 mod deadletter;
 mod error;
+mod maintenance;
 mod metrics;
 mod retention;
+mod service;
 pub mod write;
 
 use std::sync::Arc;
@@ -28,75 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
 pub use crate::deadletter::ReplayReport;
-
-const USAGE: &str = "usage: herald-ledger                        serve (the default)
-       herald-ledger dead-letters replay [--queue work|ledger] [--limit N]
-                                            send dead letters back where they died, once their
-                                            cause is fixed (default: both queues, 1000)";
-
-/// What the binary was asked to do.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Command {
-    Serve,
-    ReplayDeadLetters { queue: Option<String>, limit: u32 },
-}
-
-impl Command {
-    /// Reads the arguments after the program name; `Err` is the message to print.
-    pub fn parse(args: &[String]) -> Result<Self, String> {
-        let mut it = args.iter().map(String::as_str);
-        match (it.next(), it.next()) {
-            (None, _) => Ok(Command::Serve),
-            (Some("dead-letters"), Some("replay")) => {
-                let (mut queue, mut limit) = (None, 1000);
-                while let Some(flag) = it.next() {
-                    let value = it
-                        .next()
-                        .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-                    match flag {
-                        "--queue" if matches!(value, "work" | "ledger") => {
-                            queue = Some(value.to_owned())
-                        }
-                        "--queue" => {
-                            return Err(format!(
-                                "--queue must be work or ledger, not {value:?}\n{USAGE}"
-                            ));
-                        }
-                        "--limit" => {
-                            limit = value.parse().map_err(|_| {
-                                format!("--limit must be a whole number, not {value:?}\n{USAGE}")
-                            })?
-                        }
-                        other => return Err(format!("unknown option {other:?}\n{USAGE}")),
-                    }
-                }
-                Ok(Command::ReplayDeadLetters { queue, limit })
-            }
-            _ => Err(USAGE.to_owned()),
-        }
-    }
-}
-
-/// Runs a maintenance command and returns.
-pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()> {
-    let Command::ReplayDeadLetters { queue, limit } = command else {
-        anyhow::bail!("serving is not a maintenance command");
-    };
-    let c = &config.common;
-    let store = Store::from_config(c, 2).await?;
-    store.migrate().await?;
-    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
-    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
-    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger-replay", topology, 1).await?;
-    let report = deadletter::replay(store.pool(), &publisher, queue.as_deref(), limit).await;
-    publisher.close().await;
-    let r = report?;
-    println!(
-        "replayed {} dead letters; skipped {} kept only in part (over 64 KiB) and {} that are not readable tasks",
-        r.replayed, r.truncated, r.unreadable
-    );
-    Ok(())
-}
+pub use crate::maintenance::{Command, DeadLetters, run_command};
 
 /// Runs migrations, consumes records and serves the delivery log on `listener` until
 /// `shutdown`; the batch in hand is written before it stops.
@@ -112,167 +46,144 @@ pub async fn run(
     let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
     // Publishes manual attempts (redeliver, replay).
     let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
-
-    let consuming = Arc::new(AtomicBool::new(false));
-    let ready: herald_telemetry::ops::Readiness = {
-        use herald_telemetry::ops::Dependency;
-        let (store, publisher, consuming) = (store.clone(), publisher.clone(), consuming.clone());
-        Arc::new(move || {
-            let (store, publisher, consuming) =
-                (store.clone(), publisher.clone(), consuming.clone());
-            Box::pin(async move {
-                vec![
-                    Dependency::required("database", store.ping().await),
-                    Dependency::required(
-                        "broker",
-                        publisher.is_up() && consuming.load(Ordering::Relaxed),
-                    ),
-                ]
-            })
-        })
+    let ledger = Ledger {
+        config: Arc::new(config),
+        store,
+        topology,
+        publisher,
+        consuming: Arc::new(AtomicBool::new(false)),
     };
-    herald_telemetry::ops::serve(&config.metrics_addr, ready, shutdown.clone()).await?;
-    let sampled = vec![topology.ledger_queue(), topology.dead_queue()];
-    tokio::spawn(herald_broker::sample_queue_depths(
-        c.amqp_url.clone(),
-        move || sampled.clone(),
+    herald_telemetry::ops::serve(
+        &ledger.config.metrics_addr,
+        ledger.readiness(),
         shutdown.clone(),
-    ));
-
-    tokio::spawn(retention::run(
-        store.pool().clone(),
-        config.payload_retention,
-        config.attempt_retention,
-        config.retention_interval,
-        shutdown.clone(),
-    ));
-
-    let consumer = {
-        let (config, topology, pool, shutdown, consuming) = (
-            config.clone(),
-            topology.clone(),
-            store.pool().clone(),
-            shutdown.clone(),
-            consuming.clone(),
-        );
-        tokio::spawn(
-            async move { consume::run(&config, &topology, &pool, &shutdown, &consuming).await },
-        )
-    };
-
-    let dead_letters = {
-        let (config, topology, pool, shutdown) = (
-            config.clone(),
-            topology.clone(),
-            store.pool().clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            consume::supervise("dead-letter consumer", &shutdown, || {
-                deadletter::session(&config, &topology, &pool, &shutdown)
-            })
-            .await
-        })
-    };
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DeliveriesServer<api::DeliveriesApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(herald_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let keys = KeyCache::new(store.clone(), Duration::from_secs(10))
-        .with_lookup_rate(config.auth_lookup_rate);
-    keys.warm();
-    // A key revoked through ingest stops working here as soon as its notice arrives.
-    let watch = {
-        let keys = keys.clone();
-        store.watch_changes(shutdown.clone(), move |c| keys.apply(c))
-    };
-    // The delivery log's queries, driven by tenants, are bounded by the statement timeout; the
-    // batch writer, dead letters and retention keep `store`'s pool, without the bound.
-    let api_store = store.bounded(config.api.statement_timeout, c.database_max_connections);
-    let api = api::DeliveriesApi {
-        pool: api_store.pool().clone(),
-        auth: auth::TenantKey {
-            keys,
-            admin_token: config.admin_token.as_deref().map(Into::into),
-        },
-        publisher: publisher.clone(),
-        budget: budget::Budget::new(&config)?,
-        replay_page: config.replay_page,
-    };
-    // API keys are checked from the headers, before a message is read.
-    let gate = api.auth.clone();
-    tracing::info!(addr = %listener.local_addr()?, "ledger listening");
-    let limits = &config.api;
-    let small = limits.max_message_bytes;
-    tonic::transport::Server::builder()
-        .trace_fn(herald_telemetry::grpc_span)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .timeout(limits.request_timeout)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .add_service(health_service.max_decoding_message_size(small))
-        .add_service(reflection.max_decoding_message_size(small))
-        .add_service(herald_proto::server::CredentialsFirst::new(
-            DeliveriesServer::new(api).max_decoding_message_size(small),
-            gate,
-        ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
-        .await?;
+    )
+    .await?;
+    ledger.spawn_housekeeping(&shutdown);
+    let (consumer, dead_letters) = ledger.spawn_consumers(&shutdown);
+    ledger.serve_api(listener, &shutdown).await?;
     consumer.await?;
     dead_letters.await?;
-    let _ = watch.await;
-    publisher.close().await;
+    ledger.publisher.close().await;
     tracing::info!("ledger stopped");
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Shared handles of one ledger.
+#[derive(Clone)]
+struct Ledger {
+    config: Arc<Config>,
+    store: Store,
+    topology: Topology,
+    publisher: Publisher,
+    /// The record consumer is attached (ready when it is).
+    consuming: Arc<AtomicBool>,
+}
 
-    fn parse(args: &[&str]) -> Result<Command, String> {
-        Command::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+impl Ledger {
+    /// Ready when the database is reachable, the publisher is up and records are consumed.
+    fn readiness(&self) -> herald_telemetry::ops::Readiness {
+        use herald_telemetry::ops::Dependency;
+        let l = self.clone();
+        Arc::new(move || {
+            let l = l.clone();
+            Box::pin(async move {
+                vec![
+                    Dependency::required("database", l.store.ping().await),
+                    Dependency::required(
+                        "broker",
+                        l.publisher.is_up() && l.consuming.load(Ordering::Relaxed),
+                    ),
+                ]
+            })
+        })
     }
 
-    #[test]
-    fn commands_are_read_or_refused_with_the_usage() {
-        assert_eq!(parse(&[]), Ok(Command::Serve));
-        assert_eq!(
-            parse(&["dead-letters", "replay"]),
-            Ok(Command::ReplayDeadLetters {
-                queue: None,
-                limit: 1000
+    /// Queue-depth gauges and the retention sweeps, in the background until `shutdown`.
+    fn spawn_housekeeping(&self, shutdown: &CancellationToken) {
+        let sampled = vec![self.topology.ledger_queue(), self.topology.dead_queue()];
+        tokio::spawn(herald_broker::sample_queue_depths(
+            self.config.common.amqp_url.clone(),
+            move || sampled.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(retention::run(
+            self.store.pool().clone(),
+            self.config.payload_retention,
+            self.config.attempt_retention,
+            self.config.retention_interval,
+            shutdown.clone(),
+        ));
+    }
+
+    /// The record consumer and the dead-letter consumer, each kept alive across broker
+    /// outages until `shutdown`.
+    fn spawn_consumers(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+        let (l, stop) = (self.clone(), shutdown.clone());
+        let consumer = tokio::spawn(async move {
+            let pool = l.store.pool().clone();
+            consume::run(&l.config, &l.topology, &pool, &stop, &l.consuming).await
+        });
+        let (l, stop) = (self.clone(), shutdown.clone());
+        let dead_letters = tokio::spawn(async move {
+            let pool = l.store.pool().clone();
+            herald_service::supervise("dead-letter consumer", &stop, || {
+                deadletter::session(&l.config, &l.topology, &pool, &stop)
             })
-        );
-        assert_eq!(
-            parse(&[
-                "dead-letters",
-                "replay",
-                "--limit",
-                "5",
-                "--queue",
-                "ledger"
-            ]),
-            Ok(Command::ReplayDeadLetters {
-                queue: Some("ledger".into()),
-                limit: 5
-            })
-        );
-        for bad in [
-            &["serve"][..],
-            &["dead-letters"],
-            &["dead-letters", "replay", "--limit"],
-            &["dead-letters", "replay", "--limit", "x"],
-            &["dead-letters", "replay", "--queue", "dead"],
-            &["dead-letters", "replay", "--force", "1"],
-        ] {
-            let err = parse(bad).unwrap_err();
-            assert!(err.contains("usage: herald-ledger"), "{bad:?}: {err}");
-        }
+            .await
+        });
+        (consumer, dead_letters)
+    }
+
+    /// Serves the delivery log (with health and reflection) on `listener` until `shutdown`;
+    /// in-flight calls finish first.
+    async fn serve_api(
+        &self,
+        listener: TcpListener,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (config, store, publisher) = (&self.config, &self.store, &self.publisher);
+        let c = &config.common;
+        let (health, router) = herald_service::grpc_server(&config.api)?;
+        health
+            .set_serving::<DeliveriesServer<api::DeliveriesApi>>()
+            .await;
+        let keys = KeyCache::new(store.clone(), Duration::from_secs(10))
+            .with_lookup_rate(config.auth_lookup_rate);
+        keys.warm();
+        // A key revoked through ingest stops working here as soon as its notice arrives.
+        let watch = {
+            let keys = keys.clone();
+            store.watch_changes(shutdown.clone(), move |c| keys.apply(c))
+        };
+        // The delivery log's queries, driven by tenants, are bounded by the statement timeout; the
+        // batch writer, dead letters and retention keep `store`'s pool, without the bound.
+        let api_store = store.bounded(config.api.statement_timeout, c.database_max_connections);
+        let api = api::DeliveriesApi {
+            pool: api_store.pool().clone(),
+            auth: auth::TenantKey {
+                keys,
+                admin_token: config.admin_token.as_deref().map(Into::into),
+            },
+            publisher: publisher.clone(),
+            budget: budget::Budget::new(config)?,
+            replay_page: config.replay_page,
+        };
+        // API keys are checked from the headers, before a message is read.
+        let gate = api.auth.clone();
+        tracing::info!(addr = %listener.local_addr()?, "ledger listening");
+        let small = config.api.max_message_bytes;
+        router
+            .add_service(herald_proto::server::CredentialsFirst::new(
+                DeliveriesServer::new(api).max_decoding_message_size(small),
+                gate,
+            ))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+            .await?;
+        let _ = watch.await;
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use herald_core::backoff::Backoff;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -59,7 +60,7 @@ impl Store {
             .max_connections(1)
             .connect_lazy_with((*self.pool.connect_options()).clone());
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
             loop {
                 let connect = async {
                     let mut listener = PgListener::connect_with(&pool).await?;
@@ -73,16 +74,14 @@ impl Store {
                 let mut listener = match connected {
                     Ok(l) => l,
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot listen for change notices; caches rely on their ttl meanwhile");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
+                        tracing::warn!(error = %e, retry_in_ms = backoff.next_wait().as_millis() as u64, "cannot listen for change notices; caches rely on their ttl meanwhile");
+                        if !backoff.wait(shutdown.cancelled()).await {
+                            return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue;
                     }
                 };
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 on(Change::Unknown);
                 loop {
                     let next = tokio::select! {
