@@ -1,7 +1,6 @@
 //! Exchange and queue names, and their idempotent declaration.
 
-use std::str::FromStr;
-
+pub use herald_core::config::QueueType;
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -53,28 +52,6 @@ pub fn delay_hop(ms: u64) -> (Option<u64>, u64) {
     }
 }
 
-/// Classic queues (fast, single node) or quorum queues (replicated, at-least-once
-/// dead-lettering, delivery limit): the durability promise needs quorum in production.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueueType {
-    Classic,
-    Quorum,
-}
-
-impl FromStr for QueueType {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "classic" => Ok(QueueType::Classic),
-            "quorum" => Ok(QueueType::Quorum),
-            other => Err(format!(
-                "unknown queue type {other:?} (use classic or quorum)"
-            )),
-        }
-    }
-}
-
 /// The names and shape of Herald's exchanges and queues.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -93,6 +70,11 @@ fn long(s: &str) -> AMQPValue {
 }
 
 impl Topology {
+    /// The topology the configuration names (`HERALD_AMQP_PREFIX`, `HERALD_QUEUE_TYPE`).
+    pub fn from_config(c: &herald_core::config::Common) -> Self {
+        Self::new(c.amqp_prefix.clone(), c.queue_type)
+    }
+
     pub fn new(prefix: impl Into<String>, queue_type: QueueType) -> Self {
         Self {
             prefix: prefix.into(),

@@ -94,7 +94,7 @@ pub struct Common {
     /// `HERALD_AMQP_PREFIX`: prefix of every exchange and queue name, default `herald`.
     pub amqp_prefix: String,
     /// `HERALD_QUEUE_TYPE`: `quorum` (default, durable, replicated) or `classic`.
-    pub queue_type: String,
+    pub queue_type: QueueType,
     /// `HERALD_REDIS_URL`, default `redis://127.0.0.1:6379`.
     pub redis_url: String,
     /// `HERALD_REDIS_PREFIX`: prefix of every Redis key, default `herald`.
@@ -102,6 +102,26 @@ pub struct Common {
     /// `HERALD_SECRET_KEY`: `id:base64key[,id:base64key...]`, the keys endpoint secrets are
     /// encrypted with at rest (the first seals, the others only open). Unset: stored in clear.
     pub secret_keys: Arc<Keyring>,
+}
+
+/// Classic queues (fast, single node) or quorum queues (replicated, at-least-once
+/// dead-lettering, delivery limit): the durability promise needs quorum in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(format!("{other:?} is not quorum or classic")),
+        }
+    }
 }
 
 impl Common {
@@ -115,7 +135,7 @@ impl Common {
             database_max_connections: r.parse("HERALD_DATABASE_MAX_CONNECTIONS", 10)?,
             amqp_url: r.string("HERALD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             amqp_prefix: r.string("HERALD_AMQP_PREFIX", "herald"),
-            queue_type: r.string("HERALD_QUEUE_TYPE", "quorum"),
+            queue_type: r.parse("HERALD_QUEUE_TYPE", QueueType::Quorum)?,
             redis_url: r.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
             redis_prefix: r.string("HERALD_REDIS_PREFIX", "herald"),
             secret_keys: Arc::new(match r.optional("HERALD_SECRET_KEY") {
@@ -129,12 +149,6 @@ impl Common {
                 })?,
             }),
         };
-        if !matches!(c.queue_type.as_str(), "quorum" | "classic") {
-            return Err(ConfigError {
-                name: "HERALD_QUEUE_TYPE".into(),
-                message: format!("{:?} is not quorum or classic", c.queue_type),
-            });
-        }
         Ok(c)
     }
 }
@@ -257,9 +271,22 @@ mod tests {
     fn the_connection_settings_default_to_the_local_services_and_are_overridden() {
         let c = common(&[]).unwrap();
         assert_eq!(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
-        assert_eq!((c.amqp_prefix.as_str(), c.redis_prefix.as_str()), ("herald", "herald"));
-        let c = common(&[("HERALD_AMQP_PREFIX", "staging"), ("HERALD_DATABASE_SCHEMA", "s1")])
-            .unwrap();
-        assert_eq!((c.amqp_prefix.as_str(), c.database_schema.as_str()), ("staging", "s1"));
+        assert_eq!(
+            (c.amqp_prefix.as_str(), c.redis_prefix.as_str()),
+            ("herald", "herald")
+        );
+        assert_eq!(c.queue_type, QueueType::Quorum);
+        let err = common(&[("HERALD_QUEUE_TYPE", "stream")]).err().unwrap();
+        assert_eq!(err.name, "HERALD_QUEUE_TYPE");
+        assert!(err.message.contains("quorum or classic"), "{}", err.message);
+        let c = common(&[
+            ("HERALD_AMQP_PREFIX", "staging"),
+            ("HERALD_DATABASE_SCHEMA", "s1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.amqp_prefix.as_str(), c.database_schema.as_str()),
+            ("staging", "s1")
+        );
     }
 }

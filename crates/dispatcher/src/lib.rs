@@ -26,8 +26,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use herald_broker::{
-    AckPolicy, Acks, Batching, Consumer, Consumers, Delivery, Publisher, QueueType, RecordBatcher,
-    Topology,
+    AckPolicy, Acks, Batching, Consumer, Consumers, Delivery, Publisher, RecordBatcher, Topology,
 };
 use herald_core::backoff::Backoff;
 use herald_core::wire::DeliveryTask;
@@ -107,8 +106,7 @@ impl Dispatcher {
     async fn connect(config: Config) -> anyhow::Result<Self> {
         let c = &config.common;
         let store = Store::from_config(c, c.database_max_connections).await?;
-        let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
-        let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+        let topology = Topology::from_config(c);
         let publisher = Publisher::connect(
             &c.amqp_url,
             "herald-dispatcher",

@@ -27,7 +27,7 @@ mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_broker::{Publisher, QueueType, RecordBatcher, Topology};
+use herald_broker::{Publisher, RecordBatcher, Topology};
 use herald_outbound::AddressPolicy;
 use herald_proto::v1::admin_server::AdminServer;
 use herald_proto::v1::endpoints_server::EndpointsServer;
@@ -105,8 +105,7 @@ impl Ingest {
         // Every query from here on answers a call: bounded by the statement timeout.
         let store = migrations.bounded(config.api.statement_timeout, c.database_max_connections);
         migrations.pool().close().await;
-        let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
-        let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+        let topology = Topology::from_config(c);
         let publisher = Publisher::connect(
             &c.amqp_url,
             "herald-ingest",

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use herald_broker::{Publisher, QueueType, Topology};
+use herald_broker::{Publisher, Topology};
 use herald_proto::v1::deliveries_server::DeliveriesServer;
 use herald_store::{KeyCache, Store};
 use tokio::net::TcpListener;
@@ -42,8 +42,7 @@ pub async fn run(
     let c = &config.common;
     let store = Store::from_config(c, c.database_max_connections).await?;
     store.migrate().await?;
-    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
-    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+    let topology = Topology::from_config(c);
     // Publishes manual attempts (redeliver, replay).
     let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
     let ledger = Ledger {

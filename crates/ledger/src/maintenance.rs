@@ -2,7 +2,7 @@
 //! letters back where they died once their cause is fixed. They use the same `HERALD_*`
 //! settings as the service and exit when done.
 
-use herald_broker::{Publisher, QueueType, Topology};
+use herald_broker::{Publisher, Topology};
 use herald_store::Store;
 
 use crate::Config;
@@ -37,8 +37,7 @@ pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()
     let c = &config.common;
     let store = Store::from_config(c, 2).await?;
     store.migrate().await?;
-    let queue_type: QueueType = c.queue_type.parse().map_err(anyhow::Error::msg)?;
-    let topology = Topology::new(c.amqp_prefix.clone(), queue_type);
+    let topology = Topology::from_config(c);
     let publisher = Publisher::connect(&c.amqp_url, "herald-ledger-replay", topology, 1).await?;
     let report = deadletter::replay(store.pool(), &publisher, queue.as_deref(), limit).await;
     publisher.close().await;
