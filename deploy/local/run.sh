@@ -45,10 +45,10 @@ Try it in another shell (from the repository root):
   ctl=target/debug/heraldctl
   TENANT=\$(\$ctl --get id tenant create --name acme)
   export HERALD_API_KEY=\$(\$ctl --get api_key key create --tenant "\$TENANT")
-  SECRET=\$(\$ctl --get secret endpoint create --url http://127.0.0.1:8000/hook --event-type 'invoice.*')
-  \$ctl listen --port 8000 --secret "\$SECRET" &     # a receiver that prints and verifies
+  export HERALD_WEBHOOK_SECRET=\$(\$ctl --get secret endpoint create --url http://127.0.0.1:8000/hook --event-type 'invoice.*')
+  \$ctl listen --port 8000 &     # a receiver that prints and verifies (secret from the environment)
   echo '{"invoice":"in_1","amount":4200}' | \$ctl publish --type invoice.paid
-  \$ctl deliveries list
+  sleep 1; \$ctl deliveries list   # the log trails publishing by a moment
 
 Ctrl-C stops all three services.
 MSG
