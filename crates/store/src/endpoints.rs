@@ -214,41 +214,6 @@ pub struct EndpointStats {
 /// endpoint id, total deliveries, last status, last delivery time.
 type SummaryRow = (Uuid, i64, Option<String>, Option<DateTime<Utc>>);
 
-/// What a final outcome did to an endpoint's failure streak.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Streak {
-    /// Nothing worth telling anyone.
-    Unchanged,
-    /// The endpoint reached the `failing` threshold of failed attempts (told once per streak).
-    Failing { failed_attempts: u32 },
-    /// The endpoint was disabled by this outcome.
-    Disabled { reason: String },
-    /// A success ended a streak that had been reported as failing.
-    Recovered,
-}
-
-/// The outcome [`Store::record_outcome`] folds in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A delivery succeeded.
-    Success,
-    /// An attempt failed (a retry may follow).
-    FailedAttempt,
-    /// A delivery ended `failed` after its last attempt.
-    Failed,
-}
-
-/// When a streak of failures disables or flags an endpoint.
-#[derive(Clone, Copy, Debug)]
-pub struct FailurePolicy {
-    /// Failed attempts in a row that make an endpoint `failing`; 0: never.
-    pub failing_after_attempts: u32,
-    /// Deliveries ending `failed` in a row that disable it; 0: never.
-    pub disable_after_failures: u32,
-    /// ... provided the streak spans at least this long.
-    pub disable_after_span: chrono::Duration,
-}
-
 fn to_i32(v: &[u32]) -> Vec<i32> {
     v.iter().map(|d| (*d).min(i32::MAX as u32) as i32).collect()
 }
@@ -461,21 +426,6 @@ impl Store {
         Ok(())
     }
 
-    /// Turns an endpoint off on Herald's own initiative (e.g. the receiver answered 410 Gone),
-    /// recording why. Does nothing if it is already off.
-    pub async fn disable_endpoint(&self, id: Uuid, reason: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE endpoints SET enabled = false, disabled_reason = $2, disabled_at = now(),
-                    updated_at = now()
-             WHERE id = $1 AND enabled",
-        )
-        .bind(id)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Makes `secret` the signing secret; the current one keeps signing too until `until`.
     pub async fn rotate_secret(
         &self,
@@ -548,91 +498,5 @@ impl Store {
             s.window_successes += successes.max(0) as u64;
         }
         Ok(out)
-    }
-
-    /// Folds the final outcome of one delivery (`success` or `failed`) or one failed attempt
-    /// into the endpoint's failure streak, and disables the endpoint when the policy says so.
-    /// Runs as one statement, so concurrent dispatchers never lose an update.
-    pub async fn record_outcome(
-        &self,
-        id: Uuid,
-        outcome: Outcome,
-        policy: &FailurePolicy,
-    ) -> Result<Streak> {
-        match outcome {
-            Outcome::Success => {
-                let row: Option<(bool,)> = sqlx::query_as(
-                    "UPDATE endpoints e SET consecutive_failures = 0, failing_since = NULL,
-                            failed_attempts = 0, failing_notified = false
-                     FROM (SELECT id, failing_notified AS was FROM endpoints WHERE id = $1 FOR UPDATE) old
-                     WHERE e.id = old.id
-                       AND (e.consecutive_failures <> 0 OR e.failed_attempts <> 0 OR e.failing_notified)
-                     RETURNING old.was",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(match row {
-                    Some((true,)) => Streak::Recovered,
-                    _ => Streak::Unchanged,
-                })
-            }
-            Outcome::FailedAttempt => {
-                let threshold = policy.failing_after_attempts as i32;
-                let row: Option<(bool,)> = sqlx::query_as(
-                    "UPDATE endpoints e SET failed_attempts = e.failed_attempts + 1,
-                            -- The streak's span runs from its first failed attempt.
-                            failing_since = COALESCE(e.failing_since, now()),
-                            failing_notified = e.failing_notified
-                                OR ($2 > 0 AND e.failed_attempts + 1 >= $2)
-                     FROM (SELECT id, failing_notified AS was FROM endpoints WHERE id = $1 FOR UPDATE) old
-                     WHERE e.id = old.id
-                     RETURNING NOT old.was AND e.failing_notified",
-                )
-                .bind(id)
-                .bind(threshold)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(match row {
-                    Some((true,)) => Streak::Failing {
-                        failed_attempts: policy.failing_after_attempts,
-                    },
-                    _ => Streak::Unchanged,
-                })
-            }
-            Outcome::Failed => {
-                let reason = format!(
-                    "disabled automatically: {} deliveries in a row failed",
-                    policy.disable_after_failures
-                );
-                let row: Option<(bool,)> = sqlx::query_as(
-                    "UPDATE endpoints SET
-                        consecutive_failures = consecutive_failures + 1,
-                        failing_since = COALESCE(failing_since, now()),
-                        enabled = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
-                                        AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
-                                  THEN false ELSE enabled END,
-                        disabled_reason = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
-                                        AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
-                                  THEN $4 ELSE disabled_reason END,
-                        disabled_at = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
-                                        AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
-                                  THEN now() ELSE disabled_at END,
-                        updated_at = now()
-                     WHERE id = $1
-                     RETURNING disabled_reason IS NOT DISTINCT FROM $4 AND disabled_at = now()",
-                )
-                .bind(id)
-                .bind(policy.disable_after_failures as i32)
-                .bind(policy.disable_after_span.num_milliseconds() as f64)
-                .bind(&reason)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(match row {
-                    Some((true,)) => Streak::Disabled { reason },
-                    _ => Streak::Unchanged,
-                })
-            }
-        }
     }
 }

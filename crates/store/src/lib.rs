@@ -5,6 +5,7 @@
 //! Every query is scoped by tenant where a tenant owns the row, so one tenant's key can never
 //! read or change another's data: a foreign id is indistinguishable from a missing one.
 
+mod auto_disable;
 mod changes;
 mod endpoints;
 mod error;
@@ -23,10 +24,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use changes::{CHANNEL as CHANGES_CHANNEL, Change};
-pub use endpoints::{
-    Endpoint, EndpointChanges, EndpointStats, FailurePolicy, NewEndpoint, Outcome, Streak,
-    Subscription,
-};
+pub use auto_disable::{FailurePolicy, Outcome, Streak};
+pub use endpoints::{Endpoint, EndpointChanges, EndpointStats, NewEndpoint, Subscription};
 pub use error::{Error, Result, STATEMENT_TIMEOUT_MESSAGE, timed_out, unavailable};
 pub use event_types::{EventType, EventTypeChanges, EventTypePosition};
 pub use keys::{DEFAULT_LOOKUP_RATE, KeyCache, KeyCheck, bearer, is_operator, same_secret};
