@@ -18,6 +18,7 @@ mod pipeline;
 mod publish_client;
 mod rate_limits;
 mod receivers;
+mod reflection;
 mod secrets;
 mod telemetry;
 mod validation;

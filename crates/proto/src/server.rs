@@ -8,6 +8,9 @@
 //! error instead of `UNAUTHENTICATED`. A call that passes carries what the check found (the
 //! tenant, the operator) to its handler in the request's extensions.
 //!
+//! [`reflection`] serves the API's descriptors in both reflection versions: v1, and v1alpha,
+//! the only one grpcurl before 1.9 and other older tools ask for.
+//!
 //! [`retry_later`] is how every limit with a known wait answers: `RESOURCE_EXHAUSTED` with a
 //! standard `google.rpc.RetryInfo` detail and a `retry-after-ms` header, so any gRPC client
 //! can back off by the right amount.
@@ -114,4 +117,30 @@ pub fn retry_later(message: impl Into<String>, retry_after: Duration) -> tonic::
         status.metadata_mut().insert("retry-after-ms", v);
     }
     status
+}
+
+/// The reflection services of a server, v1 and v1alpha, describing the `herald.v1` API and
+/// the other descriptor sets in `extra` (the health service's, say).
+#[allow(clippy::type_complexity)]
+pub fn reflection(
+    extra: &[&'static [u8]],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        extra.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::v1::FILE_DESCRIPTOR_SET),
+            |b, set| b.register_encoded_file_descriptor_set(set),
+        )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
