@@ -96,6 +96,20 @@ impl RetrySchedule {
         Self::new(delays)
     }
 
+    /// The server's default schedule, `HERALD_RETRY_SCHEDULE` (default `1m,5m,15m,1h,6h`):
+    /// the dispatchers retry with it, ingest shows it on endpoints that have none of their own.
+    pub fn from_config(
+        r: &crate::config::Reader<'_>,
+    ) -> std::result::Result<Self, crate::config::ConfigError> {
+        const NAME: &str = "HERALD_RETRY_SCHEDULE";
+        Self::parse(&r.string(NAME, &Self::default().to_string())).map_err(|e| {
+            crate::config::ConfigError {
+                name: NAME.into(),
+                message: e.to_string(),
+            }
+        })
+    }
+
     pub fn delays(&self) -> &[Duration] {
         &self.delays
     }
@@ -197,6 +211,23 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_default_comes_from_herald_retry_schedule() {
+        use std::collections::HashMap;
+        let read = |pairs: &[(&str, &str)]| {
+            let env: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            RetrySchedule::from_config(&crate::config::Reader::new(&env))
+        };
+        assert_eq!(read(&[]).unwrap().to_string(), "1m,5m,15m,1h,6h");
+        let set = read(&[("HERALD_RETRY_SCHEDULE", "100ms,2s")]).unwrap();
+        assert_eq!(set.as_millis(), vec![100, 2_000]);
+        let bad = read(&[("HERALD_RETRY_SCHEDULE", "soon")]).unwrap_err();
+        assert_eq!(bad.name, "HERALD_RETRY_SCHEDULE");
+    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

@@ -67,7 +67,6 @@ pub struct Config {
 
 impl Config {
     pub fn load(r: &Reader<'_>) -> Result<Self, ConfigError> {
-        let schedule = r.string("HERALD_RETRY_SCHEDULE", "1m,5m,15m,1h,6h");
         let allow = r.string("HERALD_ALLOW_NETWORKS", "");
         Ok(Self {
             common: Common::load(r)?,
@@ -83,10 +82,7 @@ impl Config {
             },
             concurrency: r.parse("HERALD_DISPATCHER_CONCURRENCY", 128)?,
             gates: gate_limits(r)?,
-            retry_schedule: RetrySchedule::parse(&schedule).map_err(|e| ConfigError {
-                name: "HERALD_RETRY_SCHEDULE".into(),
-                message: e.to_string(),
-            })?,
+            retry_schedule: RetrySchedule::from_config(r)?,
             record_linger: herald_broker::record_linger(r, Duration::from_millis(20))?,
             endpoint_cache_ttl: r.duration("HERALD_ENDPOINT_CACHE_TTL", Duration::from_secs(5))?,
             done_ttl: r.duration("HERALD_DONE_TTL", Duration::from_secs(72 * 3600))?,

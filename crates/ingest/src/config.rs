@@ -31,6 +31,10 @@ pub struct Config {
     pub subscription_cache_ttl: Duration,
     /// `HERALD_DEFAULT_TIMEOUT`: endpoint timeout when none is given, default `30s`.
     pub default_timeout: Duration,
+    /// `HERALD_RETRY_SCHEDULE`: the dispatchers' default retry delays, default
+    /// `1m,5m,15m,1h,6h`; shown on endpoints without a schedule of their own, so give ingest
+    /// the dispatchers' value.
+    pub retry_schedule: herald_core::schedule::RetrySchedule,
     /// `HERALD_REQUIRE_HTTPS`: refuse `http://` endpoint URLs, default false.
     pub require_https: bool,
     /// `HERALD_ALLOW_NETWORKS`: comma-separated CIDRs endpoints may point into even though they
@@ -105,6 +109,7 @@ impl Config {
             subscription_cache_ttl: r
                 .duration("HERALD_SUBSCRIPTION_CACHE_TTL", Duration::from_secs(2))?,
             default_timeout: r.duration("HERALD_DEFAULT_TIMEOUT", Duration::from_secs(30))?,
+            retry_schedule: herald_core::schedule::RetrySchedule::from_config(r)?,
             require_https: r.parse("HERALD_REQUIRE_HTTPS", false)?,
             allow_networks: parse_networks(&allow).map_err(|e| ConfigError {
                 name: "HERALD_ALLOW_NETWORKS".into(),

@@ -53,18 +53,22 @@ pub fn stats(s: &herald_store::EndpointStats, window_hours: u32) -> pb::Endpoint
     }
 }
 
-/// An endpoint with its statistics (`None`: none recorded yet).
+/// An endpoint with its statistics (`None`: none recorded yet); `default_retry_ms` is the
+/// server's default schedule, shown when the endpoint has none of its own.
 pub fn endpoint_with_stats(
     e: &herald_store::Endpoint,
     s: Option<&herald_store::EndpointStats>,
     window_hours: u32,
+    default_retry_ms: &[u32],
 ) -> pb::Endpoint {
-    let mut out = endpoint(e);
+    let mut out = endpoint(e, default_retry_ms);
     out.stats = Some(stats(&s.cloned().unwrap_or_default(), window_hours));
     out
 }
 
-pub fn endpoint(e: &herald_store::Endpoint) -> pb::Endpoint {
+/// An endpoint as the API shows it: the retry delays its deliveries get (its own, or
+/// `default_retry_ms`, the server's), never an empty list that means "the default".
+pub fn endpoint(e: &herald_store::Endpoint, default_retry_ms: &[u32]) -> pb::Endpoint {
     pb::Endpoint {
         id: e.id.to_string(),
         url: e.url.clone(),
@@ -73,7 +77,11 @@ pub fn endpoint(e: &herald_store::Endpoint) -> pb::Endpoint {
         enabled: e.enabled,
         signing_scheme: scheme_to_pb(e.scheme) as i32,
         timeout_ms: e.timeout_ms,
-        retry_schedule_ms: e.retry_schedule_ms.clone().unwrap_or_default(),
+        retry_schedule_ms: e
+            .retry_schedule_ms
+            .clone()
+            .unwrap_or_else(|| default_retry_ms.to_vec()),
+        retry_schedule_is_default: e.retry_schedule_ms.is_none(),
         disabled_reason: e.disabled_reason.clone().unwrap_or_default(),
         created_at: Some(ts(e.created_at)),
         updated_at: Some(ts(e.updated_at)),

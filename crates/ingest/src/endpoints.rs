@@ -83,7 +83,9 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
             .map_err(store_err)?;
         s.subscriptions.invalidate(tenant);
         tracing::info!(tenant_id = %tenant, endpoint_id = %e.id, "endpoint created");
-        let mut card = convert::endpoint_with_stats(&e, None, s.stats_window_hours());
+        let default_retry = s.config.retry_schedule.as_millis();
+        let mut card =
+            convert::endpoint_with_stats(&e, None, s.stats_window_hours(), &default_retry);
         State::fresh(e.enabled).fill(&mut card);
         Ok(Response::new(pb::CreateEndpointResponse {
             endpoint: Some(card),
@@ -383,6 +385,7 @@ impl Ingest {
     /// and delivery states (one Redis read, at the same time; never an error).
     async fn cards(&self, rows: &[herald_store::Endpoint]) -> Result<Vec<pb::Endpoint>, Status> {
         let window = self.stats_window_hours();
+        let default_retry = self.config.retry_schedule.as_millis();
         let ids: Vec<Uuid> = rows.iter().map(|e| e.id).collect();
         let (stats, states) = tokio::join!(
             self.store.endpoint_stats(&ids, window),
@@ -393,7 +396,8 @@ impl Ingest {
             .iter()
             .zip(states)
             .map(|(e, state)| {
-                let mut card = convert::endpoint_with_stats(e, stats.get(&e.id), window);
+                let mut card =
+                    convert::endpoint_with_stats(e, stats.get(&e.id), window, &default_retry);
                 state.fill(&mut card);
                 card
             })
