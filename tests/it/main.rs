@@ -1,7 +1,13 @@
 //! End-to-end tests against the real PostgreSQL, Redis and RabbitMQ on localhost.
+//!
+//! The "Webhooks" page is tested per behaviour (`test_sends`, `secret_rotation`,
+//! `endpoint_cards`, `payload_filters`, `event_types`, `tenants`, `resends`, `endpoint_rate`,
+//! `auto_disable`, `retry_after`, `retention`, `analytics`), with what they share in `page`.
 
 mod acks;
+mod analytics;
 mod at_rest;
+mod auto_disable;
 mod batching;
 mod broker_tls;
 mod budgets;
@@ -9,16 +15,26 @@ mod consume_client;
 mod dead_letters;
 mod delivery_state;
 mod egress;
+mod endpoint_cards;
+mod endpoint_rate;
+mod event_types;
 mod interop;
 mod isolation;
 mod limits;
 mod no_loss;
 mod page;
+mod payload_filters;
 mod pipeline;
 mod publish_client;
 mod rate_limits;
 mod receivers;
 mod reflection;
+mod resends;
+mod retention;
+mod retry_after;
+mod secret_rotation;
 mod secrets;
 mod telemetry;
+mod tenants;
+mod test_sends;
 mod validation;
