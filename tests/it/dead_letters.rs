@@ -8,15 +8,13 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use herald_broker::lapin::options::{
-    BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-};
-use herald_broker::lapin::types::FieldTable;
-use herald_broker::lapin::{BasicProperties, Connection, ConnectionProperties};
 use herald_proto::v1 as pb;
 use herald_tests::procs::{Processes, Role};
 use herald_tests::receiver::{Receiver, Reply};
 use herald_tests::{AMQP_URL, authed, http_get};
+use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
 where
@@ -246,7 +244,7 @@ async fn poison_messages_are_dead_lettered_counted_and_recorded() {
     let dead = ch
         .queue_declare(
             format!("{}.dead.letters", p.name).as_str().into(),
-            herald_broker::lapin::options::QueueDeclareOptions {
+            lapin::options::QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
             },
@@ -285,5 +283,9 @@ async fn poison_messages_are_dead_lettered_counted_and_recorded() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--queue must be work or ledger"));
+    let refusal = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        refusal.contains("'elsewhere'") && refusal.contains("[possible values: work, ledger]"),
+        "{refusal}"
+    );
 }
