@@ -4,18 +4,16 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use herald_broker::lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
-use herald_broker::lapin::types::{FieldTable, ShortString};
-use herald_broker::lapin::{BasicProperties, Channel, Connection};
-use herald_broker::{AckPolicy, Acks};
+use herald_broker::{AckPolicy, Acks, Consumer};
+use herald_tests::AMQP_URL;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Connection};
 
-/// An exclusive queue (gone with the connection) holding messages "0".."n-1".
-async fn queue_with(n: usize) -> (Connection, Channel, String) {
-    let (conn, ch, name) = herald_tests::exclusive_queue("acks").await;
+/// A queue holding messages "0".."n-1" (gone a minute after its last use), with the
+/// connection that filled it.
+async fn queue_with(n: usize) -> (Connection, String) {
+    let (conn, ch, name) = herald_tests::shared_queue("acks").await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
@@ -32,20 +30,12 @@ async fn queue_with(n: usize) -> (Connection, Channel, String) {
         .await
         .unwrap();
     }
-    (conn, ch, name)
+    (conn, name)
 }
 
-/// Consumes `n` deliveries on a new channel; returns the channel and (tag, body) in order.
-async fn take(conn: &Connection, queue: &str, n: usize) -> (Channel, Vec<(u64, String)>) {
-    let ch = conn.create_channel().await.unwrap();
-    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+/// Consumes `n` deliveries with Herald's consumer; returns it and (tag, body) in order.
+async fn take(queue: &str, n: usize) -> (Consumer, Vec<(u64, String)>) {
+    let mut consumer = Consumer::open(AMQP_URL, "herald-tests-acks", None, queue, 100)
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -53,39 +43,31 @@ async fn take(conn: &Connection, queue: &str, n: usize) -> (Channel, Vec<(u64, S
         let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
             .await
             .expect("delivery in time")
-            .unwrap()
             .unwrap();
-        got.push((d.delivery_tag, String::from_utf8(d.data).unwrap()));
+        got.push((d.tag, String::from_utf8(d.body.to_vec()).unwrap()));
     }
-    (ch, got)
+    (consumer, got)
 }
 
-/// Closes a consumer channel: the broker hands back what it did not see settled.
-async fn close(ch: &Channel) {
-    // lapin may report the close as already under way; the channel is closed either way.
-    let _ = ch.close(200, "test".into()).await;
-    assert!(!ch.status().connected());
-}
-
-/// `n` messages consumed on a fresh channel, each announced to a new [`Acks`].
+/// `n` messages consumed by a fresh consumer, each announced to a new [`Acks`].
 struct Consumed {
     conn: Connection,
-    ch: Channel,
+    consumer: Consumer,
     queue: String,
     got: Vec<(u64, String)>,
     acks: Acks,
 }
 
 async fn consumed(n: usize, policy: AckPolicy) -> Consumed {
-    let (conn, _publishing, queue) = queue_with(n).await;
-    let (ch, got) = take(&conn, &queue, n).await;
-    let acks = Acks::start(ch.clone(), policy);
+    let (conn, queue) = queue_with(n).await;
+    let (consumer, got) = take(&queue, n).await;
+    let acks = Acks::start(consumer.settler(), policy);
     for (tag, _) in &got {
         acks.received(*tag);
     }
     Consumed {
         conn,
-        ch,
+        consumer,
         queue,
         got,
         acks,
@@ -93,9 +75,10 @@ async fn consumed(n: usize, policy: AckPolicy) -> Consumed {
 }
 
 impl Consumed {
-    /// Closes the consumer channel; returns what went back to the queue.
+    /// Closes the consumer (the broker hands back what it did not see settled); returns what
+    /// went back to the queue.
     async fn finish(self) -> Vec<String> {
-        close(&self.ch).await;
+        self.consumer.close().await;
         let left = remaining(&self.conn, &self.queue).await;
         let _ = self.conn.close(200, "done".into()).await;
         left

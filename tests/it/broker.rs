@@ -469,17 +469,16 @@ async fn an_unroutable_message_fails_its_own_call_and_no_other() {
     assert_eq!(bodies, ["1", "2", "3"]);
 }
 
-/// Concurrent calls on one channel: only the call holding the unroutable message may fail, and
-/// its error names that message.
+/// Concurrent calls: only the call holding the unroutable message may fail, and its error
+/// names that message.
 ///
-/// Fails with lapin 4.12: a `basic.return` carries no delivery tag, and lapin hands the oldest
-/// waiting return to whichever confirm it completes next (`Acknowledgements::complete_pending`
-/// in lapin's `src/acknowledgement.rs`), walking a `multiple` ack's tags in `HashMap` order
-/// (`complete_pending_before`). So the return can land on another call's message: that call
-/// fails, and the call that held the unroutable message may be confirmed as if it had been
-/// delivered. Run with `--ignored` to see it (it takes a few rounds).
+/// A `basic.return` carries no delivery tag, and lapin 4.12 hands the oldest waiting return to
+/// whichever confirm it completes next (`Acknowledgements::complete_pending` in lapin's
+/// `src/acknowledgement.rs`), walking a `multiple` ack's tags in `HashMap` order. With two calls
+/// on one channel the return could land on the other call, and the call that held the
+/// unroutable message be confirmed as if delivered: the publisher gives each call a channel of
+/// its own until its confirms arrive (here a pool of one, so the calls take turns).
 #[tokio::test]
-#[ignore = "lapin 4.12 attributes a returned message to whichever confirm completes next"]
 async fn concurrent_calls_on_one_channel_each_learn_only_their_own_unroutable_message() {
     let (_conn, ch, q) = herald_tests::exclusive_queue("broker").await;
     let installed = Installed::new();

@@ -49,12 +49,12 @@ pub struct Batching {
 }
 
 impl Batching {
-    /// What every service uses: at most 500 records per message, as many messages awaiting
-    /// their confirm as there are publish channels (at least two), and the service's linger.
-    pub fn ledger(publish_channels: usize, linger: Duration) -> Self {
+    /// What every service uses: at most 500 records per message, two messages awaiting their
+    /// confirm at once (one fills while the other is confirmed), and the service's linger.
+    pub fn ledger(linger: Duration) -> Self {
         Self {
             max_records: 500,
-            in_flight: publish_channels.max(2),
+            in_flight: 2,
             linger,
         }
     }

@@ -1,20 +1,24 @@
 //! Confirmed publishing over a lapin connection that heals itself.
 //!
-//! A [`Publisher`] keeps one connection: a channel for declarations and a few confirm-mode
-//! channels for messages, taken in turn by concurrent calls (a channel's confirms arrive in
-//! order, so calls on different channels do not wait for each other's). When the broker goes
-//! away, the call in flight fails with [`Error::Unavailable`] and the next call reconnects; the
-//! outage is logged once when it starts and once when it ends, never per call.
+//! A [`Publisher`] keeps one connection: a channel for declarations and a pool of confirm-mode
+//! channels for messages. A call has a channel to itself from its first publish to its last
+//! confirm: a `basic.return` does not say which message it returns, and lapin hands it to
+//! whichever confirm completes next, so with two calls on one channel an unroutable message
+//! could fail the other call while its own call was confirmed (and the message lost). Channels
+//! are opened as concurrent calls need them, up to the pool's size, so a quiet publisher keeps
+//! one channel and the broker its large confirm batches. When the broker goes away, the call in
+//! flight fails with [`Error::Unavailable`] and the next call reconnects; the outage is logged
+//! once when it starts and once when it ends, never per call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -50,15 +54,30 @@ struct Session {
     connection: Connection,
     /// Declarations only, nothing on the per-message path.
     control: Channel,
-    /// Confirm-mode channels, taken in turn.
-    publishing: Vec<Channel>,
+    /// Confirm-mode channels no call holds.
+    idle: std::sync::Mutex<Vec<Channel>>,
+    /// A permit per channel a call may hold at once (the pool's size).
+    slots: Semaphore,
 }
 
 impl Session {
     fn healthy(&self) -> bool {
-        self.connection.status().connected()
-            && self.control.status().connected()
-            && self.publishing.iter().all(|c| c.status().connected())
+        self.connection.status().connected() && self.control.status().connected()
+    }
+
+    /// An idle channel that is still open, or a new one in confirm mode.
+    async fn take_channel(&self) -> Result<Channel> {
+        loop {
+            let idle = self.idle.lock().expect("idle channels").pop();
+            match idle {
+                Some(ch) if ch.status().connected() => return Ok(ch),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let ch = self.connection.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(ch)
     }
 }
 
@@ -76,13 +95,12 @@ struct Inner {
     session: Mutex<Option<Arc<Session>>>,
     /// When the last re-declaration finished (single flight, see [`Publisher::redeclare`]).
     redeclared: Mutex<Option<Instant>>,
-    next: AtomicUsize,
     down: AtomicBool,
 }
 
 impl Publisher {
     /// Connects and declares the topology; fails if the broker is unreachable at start.
-    /// Publishes go over `channels` confirm channels.
+    /// At most `channels` calls publish at once, each on a confirm channel of its own.
     pub async fn connect(
         url: &str,
         name: &str,
@@ -97,7 +115,6 @@ impl Publisher {
                 channels: channels.max(1),
                 session: Mutex::new(None),
                 redeclared: Mutex::new(None),
-                next: AtomicUsize::new(0),
                 down: AtomicBool::new(false),
             }),
         };
@@ -151,16 +168,15 @@ impl Publisher {
         // A re-declaration asked for right after this one (a consumer starting) has nothing
         // left to do.
         *self.inner.redeclared.lock().await = Some(Instant::now());
-        let mut publishing = Vec::with_capacity(self.inner.channels);
-        for _ in 0..self.inner.channels {
-            let ch = connection.create_channel().await?;
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            publishing.push(ch);
-        }
+        let first = connection.create_channel().await?;
+        first
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Session {
             connection,
             control,
-            publishing,
+            idle: std::sync::Mutex::new(vec![first]),
+            slots: Semaphore::new(self.inner.channels),
         })
     }
 
@@ -187,9 +203,17 @@ impl Publisher {
             return Ok(());
         }
         let session = self.session().await?;
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let channel = &session.publishing[i % session.publishing.len()];
-        let result = publish_on(channel, messages).await;
+        let _slot = session.slots.acquire().await.expect("never closed");
+        let result = match session.take_channel().await {
+            Ok(channel) => {
+                let result = publish_on(&channel, messages).await;
+                if channel.status().connected() {
+                    session.idle.lock().expect("idle channels").push(channel);
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e @ Error::Unavailable(_)) = &result {
             self.mark_down(e);
         }
@@ -243,12 +267,14 @@ async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
         confirms.push(confirm);
     }
     let mut first_error = None;
-    for (m, outcome) in messages.iter().zip(join_all(confirms).await) {
+    for outcome in join_all(confirms).await {
         let err = match outcome {
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => continue,
-            Ok(Confirmation::Ack(Some(_))) => Error::Unroutable {
-                exchange: m.exchange.clone(),
-                routing_key: m.routing_key.clone(),
+            // The return names the message it returns: lapin may attach it to the confirm of
+            // another message of this call.
+            Ok(Confirmation::Ack(Some(returned))) => Error::Unroutable {
+                exchange: returned.delivery.exchange.to_string(),
+                routing_key: returned.delivery.routing_key.to_string(),
             },
             Ok(Confirmation::Nack(_)) => Error::Nacked,
             Err(e) => Error::from(e),

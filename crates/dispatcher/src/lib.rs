@@ -127,7 +127,7 @@ impl Dispatcher {
             store,
             records: RecordBatcher::start(
                 publisher.clone(),
-                Batching::ledger(config.publish_channels, config.record_linger),
+                Batching::ledger(config.record_linger),
             ),
             publisher: publisher.clone(),
             limiter: herald_redis::RateLimiter::new(redis.clone(), &c.redis_prefix),

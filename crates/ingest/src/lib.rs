@@ -142,7 +142,7 @@ impl Ingest {
             store,
             records: RecordBatcher::start(
                 publisher.clone(),
-                herald_broker::Batching::ledger(config.publish_channels, config.record_linger),
+                herald_broker::Batching::ledger(config.record_linger),
             ),
             publisher: publisher.clone(),
             config: Arc::new(config),

@@ -43,8 +43,8 @@ pub async fn run(
     let store = Store::from_config(c, c.database_max_connections).await?;
     store.migrate().await?;
     let topology = Topology::from_config(c);
-    // Publishes manual attempts (redeliver, replay).
-    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 1).await?;
+    // Publishes manual attempts (redeliver, replay): up to 8 calls at once.
+    let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 8).await?;
     let ledger = Ledger {
         config: Arc::new(config),
         store,
