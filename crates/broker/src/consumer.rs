@@ -120,49 +120,18 @@ impl Settler {
     }
 }
 
-/// Consumers of several queues over one connection: a channel, and so a prefetch window, per
-/// queue. lapin runs each connection's socket on a thread of its own, so the dispatcher's
-/// seventeen work queues share one connection (one such thread, frames of every queue read
-/// and written together) instead of opening seventeen.
-pub struct Consumers {
-    connection: Connection,
-}
-
-impl Consumers {
-    /// Connects under `name` (shown in the management UI).
-    pub async fn connect(url: &str, name: &str) -> Result<Self> {
-        Ok(Self {
-            connection: connect(url, name).await?,
-        })
-    }
-
-    /// Consumes `queue` on a channel of its own with at most `prefetch` unacked deliveries.
-    pub async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer> {
-        let channel = self.connection.create_channel().await?;
-        Consumer::start(None, channel, queue, prefetch).await
-    }
-
-    /// Closes the connection: the broker hands back whatever is unacked on any channel.
-    pub async fn close(self) {
-        let _ = self
-            .connection
-            .close(200, ShortString::from("stopping"))
-            .await;
-    }
-}
-
-/// One consuming session of a queue.
+/// One consuming session of a queue, on a connection of its own: the broker writes a
+/// connection's deliveries in order on one socket, so queues sharing one would wait behind each
+/// other's backlogs.
 pub struct Consumer {
-    /// Set when the consumer has the connection to itself ([`Consumer::open`]).
-    connection: Option<Connection>,
+    connection: Connection,
     channel: Channel,
     consumer: lapin::Consumer,
 }
 
 impl Consumer {
-    /// On a connection of its own: declares the topology (unless `topology` is `None`:
-    /// declared already by this process), then consumes `queue` with at most `prefetch`
-    /// unacked deliveries.
+    /// Declares the topology (unless `topology` is `None`: declared already by this
+    /// process), then consumes `queue` with at most `prefetch` unacked deliveries.
     pub async fn open(
         url: &str,
         name: &str,
@@ -175,15 +144,6 @@ impl Consumer {
         if let Some(topology) = topology {
             topology.declare(&channel).await?;
         }
-        Self::start(Some(connection), channel, queue, prefetch).await
-    }
-
-    async fn start(
-        connection: Option<Connection>,
-        channel: Channel,
-        queue: &str,
-        prefetch: u16,
-    ) -> Result<Self> {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
@@ -235,12 +195,12 @@ impl Consumer {
             .await;
     }
 
-    /// Closes the session's channel (and its connection when it has its own): the broker
-    /// hands back whatever is unacked.
+    /// Closes the session: the broker hands back whatever is unacked.
     pub async fn close(self) {
         let _ = self.channel.close(200, ShortString::from("stopping")).await;
-        if let Some(connection) = self.connection {
-            let _ = connection.close(200, ShortString::from("stopping")).await;
-        }
+        let _ = self
+            .connection
+            .close(200, ShortString::from("stopping"))
+            .await;
     }
 }

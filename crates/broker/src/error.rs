@@ -3,9 +3,14 @@
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The broker cannot be reached or the connection broke.
+    /// The broker cannot be reached or the connection broke, as Herald saw it (a timeout, a
+    /// consumer cancelled).
     #[error("message broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker cannot be reached or the connection broke, as the AMQP client reported it
+    /// (kept as the source, for `{:#}` chains; no client type in this crate's API).
+    #[error("message broker unavailable: {0}")]
+    Amqp(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The broker refused a message (nack).
     #[error("message broker refused the message")]
     Nacked,
@@ -26,8 +31,15 @@ pub enum Error {
 /// Result alias of the broker crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Whether the broker (or the way to it) is down, as opposed to a refusal of the request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Amqp(_))
+    }
+}
+
 impl From<lapin::Error> for Error {
     fn from(e: lapin::Error) -> Self {
-        Error::Unavailable(e.to_string())
+        Error::Amqp(Box::new(e))
     }
 }

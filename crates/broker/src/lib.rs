@@ -40,7 +40,7 @@ mod topology;
 pub use acks::{AckPolicy, Acks};
 pub use admin::{Admin, QueueState, sample_queue_depths};
 pub use batcher::{Batching, MAX_RECORD_LINGER, RecordBatcher, record_linger};
-pub use consumer::{Consumer, Consumers, Death, Delivery, Settler};
+pub use consumer::{Consumer, Death, Delivery, Settler};
 pub use error::{Error, Result};
 pub use publisher::{Outgoing, Publisher};
 pub use topology::{

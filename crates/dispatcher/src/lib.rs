@@ -26,7 +26,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use herald_broker::{
-    AckPolicy, Acks, Batching, Consumer, Consumers, Delivery, Publisher, RecordBatcher, Topology,
+    AckPolicy, Acks, Batching, Consumer, Delivery, Publisher, RecordBatcher, Topology,
 };
 use herald_core::backoff::Backoff;
 use herald_core::wire::DeliveryTask;
@@ -230,17 +230,31 @@ impl Dispatcher {
             prefetch = self.config.prefetch,
             "dispatcher consuming"
         );
-        let consumers =
-            Consumers::connect(&self.config.common.amqp_url, "herald-dispatcher-consumer").await?;
+        // A connection per queue: the broker writes a connection's deliveries in order on one
+        // socket, so a shard with a backlog would stand in front of every other shard's
+        // deliveries on a shared one (the isolation tests caught exactly that).
+        let url = &self.config.common.amqp_url;
+        let prefetch = self.config.prefetch;
+        let opening = names
+            .iter()
+            .map(|q| Consumer::open(url, "herald-dispatcher-consumer", None, q, prefetch));
         let mut opened = Vec::with_capacity(names.len());
-        for queue in names {
-            match consumers.consume(&queue, self.config.prefetch).await {
+        let mut failed = None;
+        for (result, queue) in futures::future::join_all(opening)
+            .await
+            .into_iter()
+            .zip(names)
+        {
+            match result {
                 Ok(consumer) => opened.push((consumer, queue)),
-                Err(e) => {
-                    consumers.close().await;
-                    return Err(e.into());
-                }
+                Err(e) => failed = failed.or(Some(e)),
             }
+        }
+        if let Some(e) = failed {
+            for (consumer, _) in opened {
+                consumer.close().await;
+            }
+            return Err(e.into());
         }
         for (consumer, queue) in opened {
             let (this, stop) = (self.clone(), session.clone());
@@ -254,11 +268,10 @@ impl Dispatcher {
                 result = result.and(Err(e));
             }
         }
-        consumers.close().await;
         result
     }
 
-    /// Consumes one work queue until `shutdown` (`Ok`) or until the connection broke (`Err`).
+    /// Consumes one work queue until `shutdown` (`Ok`) or until its connection broke (`Err`).
     async fn consume_queue(
         &self,
         mut consumer: Consumer,
