@@ -23,8 +23,8 @@ use herald_core::secretbox::Keyring;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use changes::{CHANNEL as CHANGES_CHANNEL, Change};
 pub use auto_disable::{FailurePolicy, Outcome, Streak};
+pub use changes::{CHANNEL as CHANGES_CHANNEL, Change};
 pub use endpoints::{Endpoint, EndpointChanges, EndpointStats, NewEndpoint, Subscription};
 pub use error::{Error, Result, STATEMENT_TIMEOUT_MESSAGE, timed_out, unavailable};
 pub use event_types::{EventType, EventTypeChanges, EventTypePosition};

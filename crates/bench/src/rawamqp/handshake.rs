@@ -21,7 +21,6 @@ use super::frames::{
 /// Frames up to this size are accepted and sent; RabbitMQ's default is 128 KiB.
 pub const FRAME_MAX: u32 = 131_072;
 
-
 /// Where and as whom to connect, from an `amqp://` or `amqps://` URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -130,7 +129,8 @@ impl Opened {
             Ok(r) => r,
             Err(_) => Err(anyhow!(
                 "connecting to the broker at {}:{} timed out after {timeout:?}",
-                endpoint.host, endpoint.port
+                endpoint.host,
+                endpoint.port
             )),
         }
     }
@@ -141,7 +141,8 @@ impl Opened {
             .map_err(|e| {
                 anyhow!(
                     "connecting to the broker at {}:{}: {e}",
-                    endpoint.host, endpoint.port
+                    endpoint.host,
+                    endpoint.port
                 )
             })?;
         stream.set_nodelay(true).map_err(io)?;
@@ -270,7 +271,8 @@ impl Opened {
             None => Err(anyhow!(
                 "broker protocol error: expected method {want:?}, got a frame of type {} on \
                  channel {}",
-                f.kind, f.channel
+                f.kind,
+                f.channel
             )),
         }
     }

@@ -21,8 +21,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 mod frames;
 mod handshake;
 
-use frames::{ FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties,
-    id, put_method, put_short_str,
+use frames::{
+    FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Frame, FrameError, Properties, id,
+    put_method, put_short_str,
 };
 use handshake::{Endpoint, Opened, close_reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
