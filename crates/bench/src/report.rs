@@ -375,26 +375,49 @@ fn ratio_text(r: &Ratios) -> String {
     parts.join(", ")
 }
 
+/// (label, value) rows, in the order they are shown.
+type Rows = Vec<(String, String)>;
+
+/// Appends one (label, value) row.
+fn push(rows: &mut Rows, k: &str, v: String) {
+    rows.push((k.to_owned(), v));
+}
+
 /// The figures of a run as (label, value) rows.
 pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let mut push = |k: &str, v: String| rows.push((k.to_owned(), v));
-    let errors = if r.publish_errors.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = r
-            .publish_errors
-            .iter()
-            .map(|(code, n)| format!("{code} {n}"))
-            .collect();
-        format!(" (failed: {})", list.join(", "))
-    };
+    let mut rows: Rows = Vec::new();
+    throughput_rows(&mut rows, r, ratios);
+    push(&mut rows, "ledger-complete deliveries/s", ledger_text(r));
+    latency_rows(&mut rows, r);
+    cost_rows(&mut rows, r);
+    note_rows(&mut rows, r);
+    rows
+}
+
+/// ` (failed: CODE n, …)` after the accepted count, or nothing when no publish failed.
+fn publish_errors_text(r: &RunReport) -> String {
+    if r.publish_errors.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = r
+        .publish_errors
+        .iter()
+        .map(|(code, n)| format!("{code} {n}"))
+        .collect();
+    format!(" (failed: {})", list.join(", "))
+}
+
+/// Events accepted, accepted and delivered rates (with their ratios to the baselines), and
+/// the receiver's requests when some were answered 500.
+fn throughput_rows(rows: &mut Rows, r: &RunReport, ratios: Option<&Ratios>) {
     push(
+        rows,
         "events accepted",
         format!(
-            "{} of {}{errors}",
+            "{} of {}{}",
             thousands(r.events_accepted as f64),
-            thousands(r.events_attempted as f64)
+            thousands(r.events_attempted as f64),
+            publish_errors_text(r)
         ),
     );
     let mut accepted = format!(
@@ -408,7 +431,7 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
     if let Some(v) = ratios.and_then(|r| r.accepted_vs_rabbit_publish_raw) {
         accepted.push_str(&format!(", {v:.2}× with the minimal client"));
     }
-    push("accepted events/s", accepted);
+    push(rows, "accepted events/s", accepted);
     let mut delivered = format!(
         "{} ({} of {} deliveries in {:.1} s)",
         thousands(r.deliveries_per_sec),
@@ -419,9 +442,10 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
     if let Some(text) = ratios.map(ratio_text).filter(|t| !t.is_empty()) {
         delivered.push_str(&format!("; {text}"));
     }
-    push("deliveries received/s", delivered);
+    push(rows, "deliveries received/s", delivered);
     if r.receiver.failed_requests > 0 {
         push(
+            rows,
             "requests incl. failures",
             format!(
                 "{} ({} answered 500), {}/s",
@@ -431,9 +455,13 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
             ),
         );
     }
+}
+
+/// The ledger's rate and when it held 50, 99 and 100 % of the deliveries, or how far it got.
+fn ledger_text(r: &RunReport) -> String {
     let ledger = &r.ledger;
     let at = |t: Option<f64>| t.map_or("-".to_owned(), |t| format!("{t:.1} s"));
-    let ledger_text = match ledger.deliveries_per_sec {
+    match ledger.deliveries_per_sec {
         Some(rate) if ledger.complete => format!(
             "{}; 50 % at {}, 99 % at {}, 100 % at {}",
             thousands(rate),
@@ -449,10 +477,14 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
             thousands(r.deliveries_expected as f64),
             ledger.error.as_deref().unwrap_or("unknown")
         ),
-    };
-    push("ledger-complete deliveries/s", ledger_text);
+    }
+}
+
+/// The open-loop figures (when it ran open loop), both latencies, duplicates and signatures.
+fn latency_rows(rows: &mut Rows, r: &RunReport) {
     if let Some(o) = &r.open_loop {
         push(
+            rows,
             "open loop",
             format!(
                 "target {}/s, achieved {}/s, max in flight {}, generator lag max {} ms{}",
@@ -469,20 +501,25 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
     } else {
         "Publish call p50/p90/p99/max"
     };
-    push(call, latency_row(&r.publish_latency));
+    push(rows, call, latency_row(&r.publish_latency));
     push(
+        rows,
         "publish→receiver p50/p90/p99/max",
         latency_row(&r.end_to_end_latency),
     );
-    push("duplicates", thousands(r.receiver.duplicates as f64));
+    push(rows, "duplicates", thousands(r.receiver.duplicates as f64));
     push(
+        rows,
         "signature failures",
         format!(
             "{} of {} checked",
             r.receiver.signature_failures, r.receiver.signatures_checked
         ),
     );
-    let u = &r.usage;
+}
+
+/// CPU of each process and backing service over the window, and the machine's busy share.
+fn cpu_text(u: &Usage) -> String {
     let mut cpu: Vec<String> = u
         .processes
         .iter()
@@ -496,9 +533,20 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
     if let Some(busy) = u.machine_busy_pct {
         cpu.push(format!("machine {busy:.0} % busy"));
     }
-    push(&format!("CPU over {:.1} s", u.window_secs), cpu.join(", "));
+    cpu.join(", ")
+}
+
+/// What the run cost: CPU, CPU per delivery (when counted), peak RSS and the dispatchers' RSS.
+fn cost_rows(rows: &mut Rows, r: &RunReport) {
+    let u = &r.usage;
+    push(
+        rows,
+        &format!("CPU over {:.1} s", u.window_secs),
+        cpu_text(u),
+    );
     if let Some(c) = &r.cpu_per_delivery {
         push(
+            rows,
             "CPU per delivery",
             format!(
                 "{:.0} µs of the machine (RabbitMQ {:.0}, Herald {:.0}, the rest Postgres, Redis \
@@ -515,25 +563,30 @@ pub fn rows(r: &RunReport, ratios: Option<&Ratios>) -> Vec<(String, String)> {
         .iter()
         .map(|p| format!("{} {:.0} MB", p.role, p.peak_rss_mb))
         .collect();
-    push("peak RSS", rss.join(", "));
+    push(rows, "peak RSS", rss.join(", "));
     let d = &r.dispatcher_rss;
     push(
+        rows,
         "dispatcher RSS first → last",
         format!(
             "{:.1} → {:.1} MB (max {:.1}, {} samples)",
             d.first_mb, d.last_mb, d.max_mb, d.samples
         ),
     );
+}
+
+/// A note when the run hit `--timeout`, then the run's own notes.
+fn note_rows(rows: &mut Rows, r: &RunReport) {
     if r.timed_out {
         push(
+            rows,
             "note",
             "the run hit --timeout: figures cover only what finished".into(),
         );
     }
     for note in &r.notes {
-        push("note", note.clone());
+        push(rows, "note", note.clone());
     }
-    rows
 }
 
 /// Prints a run as an aligned table.

@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use tokio::task::JoinHandle;
 
 use crate::cli::Settings;
 use crate::db::{self, LedgerPoll};
-use crate::load::{self, LoadSpec};
+use crate::load::{self, LoadSpec, PublishOutcome};
 use crate::procs::Herald;
-use crate::receiver::{Receiver, ReceiverOptions};
+use crate::receiver::{Receiver, ReceiverOptions, ReceiverStats};
 use crate::report::{CpuCost, LedgerFigures, RunReport, percentiles};
-use crate::usage::{CpuSnapshot, RssSampler, usage_between};
+use crate::usage::{CpuSnapshot, RssSampler, RssTrend, Usage, usage_between};
 
 /// Give up waiting for deliveries when none arrived for this long.
 const STALL: Duration = Duration::from_secs(60);
@@ -45,10 +46,16 @@ pub async fn run_one(settings: &Settings, scenario: &str, spec: &LoadSpec) -> Re
         settings
     };
     let mut herald = Herald::start(settings, &spec.retry_schedule, deadline).await?;
-    let result = measure(
-        settings, scenario, spec, &herald, &receiver, start, deadline,
-    )
-    .await;
+    let run = Run {
+        settings,
+        scenario,
+        spec,
+        herald: &herald,
+        receiver: &receiver,
+        start,
+        deadline,
+    };
+    let result = measure(&run).await;
     eprintln!(
         "bench: {scenario}: stopping Herald and removing {}",
         herald.name
@@ -57,40 +64,125 @@ pub async fn run_one(settings: &Settings, scenario: &str, spec: &LoadSpec) -> Re
     result
 }
 
-async fn measure(
-    settings: &Settings,
-    scenario: &str,
-    spec: &LoadSpec,
-    herald: &Herald,
-    receiver: &Receiver,
+/// The run being measured: what it was asked for, what serves it, and its clock.
+struct Run<'a> {
+    settings: &'a Settings,
+    scenario: &'a str,
+    spec: &'a LoadSpec,
+    herald: &'a Herald,
+    receiver: &'a Receiver,
     start: Instant,
     deadline: Instant,
-) -> Result<RunReport> {
-    let target = load::setup(herald, receiver, spec).await?;
-    let mut procs = herald.pids();
-    procs.push(("bench".to_owned(), std::process::id()));
-    let cpu_begin = CpuSnapshot::take(&procs);
-    let rss = RssSampler::start(herald.dispatcher_pids(), start);
-    let expected = Arc::new(AtomicU64::new(u64::MAX));
-    let ledger_task = tokio::spawn(db::poll_ledger(
-        settings.database_url.clone(),
-        herald.name.clone(),
-        start,
-        expected.clone(),
-        deadline,
-    ));
+}
+
+/// Sets up the tenant and endpoints, publishes the load, waits for the receiver and the
+/// ledger, and reports on the run.
+async fn measure(run: &Run<'_>) -> Result<RunReport> {
+    let (scenario, spec, receiver, deadline) = (run.scenario, run.spec, run.receiver, run.deadline);
+    let target = load::setup(run.herald, receiver, spec).await?;
+    let watch = Watch::start(run);
 
     eprintln!(
         "bench: {scenario}: publishing {} events to {} endpoint(s)",
         spec.events, spec.endpoints
     );
-    let outcome = load::publish(&target, spec, start, deadline).await;
+    let outcome = load::publish(&target, spec, run.start, deadline).await;
     let deliveries_expected = if spec.accept_only {
         0
     } else {
         outcome.accepted * spec.ok_endpoints() as u64
     };
-    expected.store(deliveries_expected, Ordering::SeqCst);
+    watch.expected.store(deliveries_expected, Ordering::SeqCst);
+    let mut notes = publish_notes(spec, &outcome);
+
+    eprintln!("bench: {scenario}: waiting for {deliveries_expected} deliveries");
+    let delivered_all = wait_receiver(receiver, deliveries_expected, deadline).await;
+    if !delivered_all {
+        notes.push(format!(
+            "the receiver got {} of {deliveries_expected} deliveries before giving up",
+            receiver.delivered()
+        ));
+    }
+    eprintln!("bench: {scenario}: waiting for the ledger");
+    let (poll, usage, dispatcher_rss) = watch.finish(deadline).await;
+    Ok(build_report(
+        run,
+        Collected {
+            outcome,
+            deliveries_expected,
+            notes,
+            poll,
+            usage,
+            dispatcher_rss,
+        },
+    ))
+}
+
+/// What runs beside the load: CPU and RSS accounting, and the ledger poller (told how many
+/// deliveries to expect once publishing has ended).
+struct Watch {
+    procs: Vec<(String, u32)>,
+    cpu_begin: CpuSnapshot,
+    rss: RssSampler,
+    expected: Arc<AtomicU64>,
+    ledger_task: JoinHandle<LedgerPoll>,
+}
+
+impl Watch {
+    /// Takes the first CPU snapshot of Herald and the bench, starts sampling the dispatchers'
+    /// RSS and starts polling the ledger.
+    fn start(run: &Run<'_>) -> Self {
+        let herald = run.herald;
+        let mut procs = herald.pids();
+        procs.push(("bench".to_owned(), std::process::id()));
+        let cpu_begin = CpuSnapshot::take(&procs);
+        let rss = RssSampler::start(herald.dispatcher_pids(), run.start);
+        let expected = Arc::new(AtomicU64::new(u64::MAX));
+        let ledger_task = tokio::spawn(db::poll_ledger(
+            run.settings.database_url.clone(),
+            herald.name.clone(),
+            run.start,
+            expected.clone(),
+            run.deadline,
+        ));
+        Self {
+            procs,
+            cpu_begin,
+            rss,
+            expected,
+            ledger_task,
+        }
+    }
+
+    /// Waits for the ledger poller, then ends the CPU window and the RSS sampling.
+    async fn finish(self, deadline: Instant) -> (LedgerPoll, Usage, RssTrend) {
+        let poll = wait_ledger(self.ledger_task, deadline).await;
+        let cpu_end = CpuSnapshot::take(&self.procs);
+        let dispatcher_rss = self.rss.finish().await;
+        let usage = usage_between(&self.cpu_begin, &cpu_end);
+        (poll, usage, dispatcher_rss)
+    }
+}
+
+/// The ledger poller's result; a poll carrying the error when it failed or outlived the
+/// deadline by more than 35 s.
+async fn wait_ledger(task: JoinHandle<LedgerPoll>, deadline: Instant) -> LedgerPoll {
+    let ledger_wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(35);
+    match tokio::time::timeout(ledger_wait, task).await {
+        Ok(Ok(poll)) => poll,
+        Ok(Err(e)) => LedgerPoll {
+            error: Some(format!("ledger poller failed: {e}")),
+            ..Default::default()
+        },
+        Err(_) => LedgerPoll {
+            error: Some("ledger poller did not finish".into()),
+            ..Default::default()
+        },
+    }
+}
+
+/// Notes on publishing: an acceptance-only run, a fan-out other than the endpoints'.
+fn publish_notes(spec: &LoadSpec, outcome: &PublishOutcome) -> Vec<String> {
     let mut notes = Vec::new();
     if spec.accept_only {
         notes.push("acceptance only: no dispatcher ran, nothing was delivered".to_owned());
@@ -104,41 +196,11 @@ async fn measure(
             outcome.accepted * fanout_per_event
         ));
     }
+    notes
+}
 
-    eprintln!("bench: {scenario}: waiting for {deliveries_expected} deliveries");
-    let delivered_all = wait_receiver(receiver, deliveries_expected, deadline).await;
-    if !delivered_all {
-        notes.push(format!(
-            "the receiver got {} of {deliveries_expected} deliveries before giving up",
-            receiver.delivered()
-        ));
-    }
-    eprintln!("bench: {scenario}: waiting for the ledger");
-    let ledger_wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(35);
-    let poll = match tokio::time::timeout(ledger_wait, ledger_task).await {
-        Ok(Ok(poll)) => poll,
-        Ok(Err(e)) => LedgerPoll {
-            error: Some(format!("ledger poller failed: {e}")),
-            ..Default::default()
-        },
-        Err(_) => LedgerPoll {
-            error: Some("ledger poller did not finish".into()),
-            ..Default::default()
-        },
-    };
-    let cpu_end = CpuSnapshot::take(&procs);
-    let dispatcher_rss = rss.finish().await;
-    let usage = usage_between(&cpu_begin, &cpu_end);
-
-    let stats = receiver.stats();
-    let publish_start = outcome.started_ns as f64 / 1e9;
-    let publish_secs =
-        (outcome.finished_ns.saturating_sub(outcome.started_ns) as f64 / 1e9).max(1e-9);
-    let deliver_secs =
-        (stats.last_delivered_ns.saturating_sub(outcome.started_ns) as f64 / 1e9).max(1e-9);
-    let requests_secs = (start.elapsed().as_secs_f64() - publish_start).max(1e-9);
-    let ledger = LedgerFigures::from_poll(&poll, deliveries_expected, publish_start);
-    let timed_out = outcome.timed_out || Instant::now() >= deadline;
+/// Notes on what the receiver saw (foreign bodies, missing ids) and on a saturated open loop.
+fn receiver_notes(notes: &mut Vec<String>, stats: &ReceiverStats, outcome: &PublishOutcome) {
     if stats.unparsed_bodies > 0 {
         notes.push(format!(
             "{} deliveries carried a body the load generator did not write",
@@ -156,15 +218,47 @@ async fn measure(
     {
         notes.push("open loop hit the in-flight cap: latencies are understated".into());
     }
+}
+
+/// What a run gathered once the load was published and waited for.
+struct Collected {
+    outcome: PublishOutcome,
+    deliveries_expected: u64,
+    notes: Vec<String>,
+    poll: LedgerPoll,
+    usage: Usage,
+    dispatcher_rss: RssTrend,
+}
+
+/// Turns what the run gathered and the receiver's figures into the run's report.
+fn build_report(run: &Run<'_>, c: Collected) -> RunReport {
+    let Collected {
+        outcome,
+        deliveries_expected,
+        mut notes,
+        poll,
+        usage,
+        dispatcher_rss,
+    } = c;
+    let stats = run.receiver.stats();
+    let publish_start = outcome.started_ns as f64 / 1e9;
+    let publish_secs =
+        (outcome.finished_ns.saturating_sub(outcome.started_ns) as f64 / 1e9).max(1e-9);
+    let deliver_secs =
+        (stats.last_delivered_ns.saturating_sub(outcome.started_ns) as f64 / 1e9).max(1e-9);
+    let requests_secs = (run.start.elapsed().as_secs_f64() - publish_start).max(1e-9);
+    let ledger = LedgerFigures::from_poll(&poll, deliveries_expected, publish_start);
+    let timed_out = outcome.timed_out || Instant::now() >= run.deadline;
+    receiver_notes(&mut notes, &stats, &outcome);
     // Herald's own processes are the client side; the bench (load and receiver) is not.
     let cpu_per_delivery = CpuCost::new(&usage, stats.delivered.min(deliveries_expected), |r| {
         r != "bench"
     });
-    Ok(RunReport {
-        scenario: scenario.to_owned(),
-        spec: spec.clone(),
-        queue_type: settings.queue_type.clone(),
-        dispatchers: settings.dispatchers,
+    RunReport {
+        scenario: run.scenario.to_owned(),
+        spec: run.spec.clone(),
+        queue_type: run.settings.queue_type.clone(),
+        dispatchers: run.settings.dispatchers,
         events_attempted: outcome.attempted,
         events_accepted: outcome.accepted,
         publish_errors: outcome.errors,
@@ -178,15 +272,15 @@ async fn measure(
         receiver: stats,
         ledger,
         publish_latency: percentiles(outcome.latencies_us),
-        end_to_end_latency: percentiles(receiver.take_latencies()),
+        end_to_end_latency: percentiles(run.receiver.take_latencies()),
         open_loop: outcome.open_loop,
         cpu_per_delivery,
         usage,
         dispatcher_rss,
         timed_out,
         notes,
-        log_dir: herald.log_dir.display().to_string(),
-    })
+        log_dir: run.herald.log_dir.display().to_string(),
+    }
 }
 
 /// Waits until the receiver has `expected` distinct deliveries; false on deadline or stall.
