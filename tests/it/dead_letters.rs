@@ -11,10 +11,10 @@ use futures::StreamExt;
 use herald_proto::v1 as pb;
 use herald_tests::procs::{Processes, Role};
 use herald_tests::receiver::{Receiver, Reply};
-use herald_tests::{AMQP_URL, authed, http_get};
+use herald_tests::{authed, http_get};
+use lapin::BasicProperties;
 use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
 where
@@ -63,9 +63,7 @@ async fn poison_messages_are_dead_lettered_counted_and_recorded() {
     events.publish(authed(publish(1), &key)).await.unwrap();
 
     // No dispatcher: this test plays one that never acks the task (as if it crashed on it).
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
+    let conn = herald_tests::amqp_connection("herald-tests-dead-letters").await;
     let ch = conn.create_channel().await.unwrap();
     ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
     // The tenant's work shard.

@@ -67,20 +67,22 @@ impl Session {
         self.connection.status().connected() && self.control.status().connected()
     }
 
-    /// An idle channel that is still open, or a new one in confirm mode.
+    /// An idle channel that is still open (closed ones are dropped), or a new one.
     async fn take_channel(&self) -> Result<Channel> {
-        loop {
-            let idle = self.idle.lock().expect("idle channels").pop();
-            match idle {
-                Some(ch) if ch.status().connected() => return Ok(ch),
-                Some(_) => continue,
-                None => break,
+        while let Some(ch) = self.idle.lock().expect("idle channels").pop() {
+            if ch.status().connected() {
+                return Ok(ch);
             }
         }
-        let ch = self.connection.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(ch)
+        confirm_channel(&self.connection).await
     }
+}
+
+/// A new channel of `connection` in confirm mode.
+async fn confirm_channel(connection: &Connection) -> Result<Channel> {
+    let ch = connection.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(ch)
 }
 
 /// Publishes persistent, mandatory messages and waits for the broker's confirms.
@@ -170,10 +172,7 @@ impl Publisher {
         // A re-declaration asked for right after this one (a consumer starting) has nothing
         // left to do.
         *self.inner.redeclared.lock().await = Some(Instant::now());
-        let first = connection.create_channel().await?;
-        first
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let first = confirm_channel(&connection).await?;
         Ok(Session {
             connection,
             control,

@@ -26,6 +26,13 @@ impl Backoff {
         }
     }
 
+    /// For work held while a dependency is away (a task's step, a ledger batch, a dead
+    /// letter, the change listener): 0.2 s doubling to 10 s, short enough that held work resumes
+    /// soon after the dependency does.
+    pub const fn held() -> Self {
+        Self::new(Duration::from_millis(200), Duration::from_secs(10))
+    }
+
     /// The wait the next [`Backoff::step`] or [`Backoff::wait`] takes (for logs).
     pub fn next_wait(&self) -> Duration {
         self.next
@@ -64,6 +71,9 @@ mod tests {
         assert_eq!(waits, [200, 400, 800, 1_000, 1_000]);
         b.reset();
         assert_eq!(b.next_wait(), Duration::from_millis(200));
+        let mut held = Backoff::held();
+        let waits: Vec<u128> = (0..8).map(|_| held.step().as_millis()).collect();
+        assert_eq!(waits, [200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -198,11 +198,6 @@ impl Dispatcher {
     }
 }
 
-/// Waits between tries of a held task's step (endpoint lookup, follow-up publish).
-fn held_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
-}
-
 /// How a worked task leaves the dispatcher.
 enum Settle {
     /// Done (follow-ups confirmed): ack.
@@ -389,7 +384,7 @@ impl Dispatcher {
         let span = tracing::Span::current();
         span.record("delivery_id", tracing::field::display(task.delivery_id));
         span.record("attempt", task.attempt);
-        let mut backoff = held_backoff();
+        let mut backoff = Backoff::held();
         let mut refused = 0;
         let decision = loop {
             match self.attempt(&task, delivery.redelivered, shutdown).await {
@@ -422,7 +417,7 @@ impl Dispatcher {
             return Settle::Requeue;
         }
         if let Decision::Publish(follow, done) = decision {
-            let mut backoff = held_backoff();
+            let mut backoff = Backoff::held();
             // Only the part not yet confirmed is published again: a retry task published twice
             // would start a second retry chain for the same delivery.
             let mut left = Pending {

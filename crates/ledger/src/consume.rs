@@ -319,7 +319,7 @@ async fn write_held(
     defer: bool,
     shutdown: &CancellationToken,
 ) -> Written {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = Backoff::held();
     loop {
         let started = std::time::Instant::now();
         match apply_with(pool, batch, held, defer).await {

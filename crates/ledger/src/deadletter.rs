@@ -9,7 +9,6 @@
 //! the operator's `dead_letters` row and the `herald_dead_letters_total` metric tell.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use herald_broker::{Consumer, Delivery, Topology};
 use herald_core::backoff::Backoff;
@@ -188,7 +187,7 @@ pub async fn session(
             next = consumer.next() => next?,
         };
         let letter = DeadLetter::from_delivery(topology, &d);
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut backoff = Backoff::held();
         while let Err(e) = record(pool, &letter).await {
             tracing::warn!(error = %e, retry_in_ms = backoff.next_wait().as_millis() as u64, "cannot record dead letter, holding it");
             // Unacked: on shutdown the broker hands it back later.

@@ -7,8 +7,6 @@
 //! sent while a listener is reconnecting is lost, and the listener then says so
 //! ([`Change::Unknown`]) so its owner drops everything.
 
-use std::time::Duration;
-
 use herald_core::backoff::Backoff;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +58,7 @@ impl Store {
             .max_connections(1)
             .connect_lazy_with((*self.pool.connect_options()).clone());
         tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            let mut backoff = Backoff::held();
             loop {
                 let connect = async {
                     let mut listener = PgListener::connect_with(&pool).await?;
