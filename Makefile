@@ -7,12 +7,18 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test services build venv migrate fmt lint deploy-check bench bench-instructions bench-micro chaos fuzz
+.PHONY: run test services browser build venv migrate fmt lint deploy-check bench bench-instructions bench-micro chaos fuzz
 
 ## Start PostgreSQL, Redis and RabbitMQ if they are stopped, installing any that is missing
 ## (fails loudly, with the command to run, when it cannot).
 services:
 	@deploy/local/services.sh start
+
+## Headless Chromium and its WebDriver for the browser tests (tests/it/portal_browser.rs),
+## installed from Debian's packages when missing.
+browser:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } \
+		|| deploy/local/services.sh install chromium chromium-driver
 
 build:
 	$(CARGO) build --bins
@@ -39,8 +45,9 @@ run: services build
 	@deploy/local/run.sh
 
 ## Everything: unit tests, end-to-end tests against the real services (pipeline, webhooks
-## page, telemetry, interop, kill -9 no-loss), then the deployment checks.
-test: services venv build
+## page, telemetry, interop, kill -9 no-loss, the portal and console in headless Chromium),
+## then the deployment checks.
+test: services venv browser build
 	$(CARGO) test --workspace --no-fail-fast
 	$(VENV)/bin/python tests/deploy/validate.py
 

@@ -3,7 +3,8 @@
 # that is stopped and installing any that is missing (Debian packages through apt-get, as root or
 # through sudo). Exits non-zero, saying the exact command to run, when it cannot.
 # Usage: deploy/local/services.sh [check|start]   (default: start)
-#        deploy/local/services.sh install PACKAGE...   (what else `make` needs, e.g. python3-venv)
+#        deploy/local/services.sh install PACKAGE...   (what else `make` needs: python3-venv,
+#                                                     chromium chromium-driver)
 set -euo pipefail
 mode=${1:-start}
 
