@@ -71,7 +71,7 @@ fuzz:
 ## End-to-end benchmarks on this machine (about 20 min on 2 cores, plus the release build); writes
 ## BENCHMARKS.md.
 bench: services
-	$(CARGO) build --release --bins -p herald-ingest -p herald-dispatcher -p herald-ledger -p herald-bench
+	$(CARGO) build --release --bins -p herald-ingest -p herald-dispatcher -p herald-ledger -p herald-console -p herald-bench
 	target/release/bench all --markdown BENCHMARKS.md
 
 ## Dispatcher instructions per delivery under callgrind: repeatable to the instruction on a

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the three Herald services in the foreground against the local PostgreSQL, Redis and
-# RabbitMQ, and prints how to try them with heraldctl. Ctrl-C stops all three.
+# Runs the Herald services (ingest, ledger, dispatcher and the console) in the foreground against
+# the local PostgreSQL, Redis and RabbitMQ, opens a portal link for a demo tenant, and prints how
+# to try them with heraldctl. Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=target/debug
@@ -8,6 +9,10 @@ export HERALD_ADMIN_TOKEN=${HERALD_ADMIN_TOKEN:-herald-dev-admin-token}
 # Local receivers live on loopback; production leaves this empty.
 export HERALD_ALLOW_NETWORKS=${HERALD_ALLOW_NETWORKS:-127.0.0.0/8,::1/128}
 export HERALD_LOG=${HERALD_LOG:-info,sqlx=warn,lapin=warn}
+# The console (herald-console): its address, and the URL ingest puts in portal links.
+export HERALD_CONSOLE_ADDR=${HERALD_CONSOLE_ADDR:-127.0.0.1:8080}
+export HERALD_CONSOLE_URL=${HERALD_CONSOLE_URL:-http://$HERALD_CONSOLE_ADDR}
+export HERALD_CONSOLE_PUBLIC_URL=${HERALD_CONSOLE_PUBLIC_URL:-$HERALD_CONSOLE_URL}
 
 # Endpoint secrets are encrypted at rest: a development key, made once and kept in .herald/
 # (git-ignored). Production sets HERALD_SECRET_KEY from its secret store.
@@ -18,6 +23,14 @@ if [ -z "${HERALD_SECRET_KEY:-}" ]; then
   fi
   HERALD_SECRET_KEY=$(cat .herald/dev-secret-key)
   export HERALD_SECRET_KEY
+fi
+# The console's CSRF key, kept in .herald/ too so forms stay valid across restarts.
+if [ -z "${HERALD_CONSOLE_SECRET:-}" ]; then
+  if [ ! -s .herald/dev-console-secret ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 > .herald/dev-console-secret)
+  fi
+  HERALD_CONSOLE_SECRET=$(cat .herald/dev-console-secret)
+  export HERALD_CONSOLE_SECRET
 fi
 
 "$bin/herald-ingest" migrate
@@ -35,10 +48,35 @@ trap stop INT TERM HUP
 setsid "$bin/herald-ingest" & pids+=($!)
 setsid "$bin/herald-ledger" & pids+=($!)
 setsid "$bin/herald-dispatcher" & pids+=($!)
-sleep 1
+# The console has a metrics port of its own (the services' defaults are 9601-9603).
+HERALD_METRICS_ADDR=${HERALD_CONSOLE_METRICS_ADDR:-127.0.0.1:9604} setsid "$bin/herald-console" & pids+=($!)
+# Ingest answers once it has bound its port (at most 30 s).
+for _ in $(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/50051) 2>/dev/null && break; sleep 0.5; done
+
+# A demo tenant (its id kept in .herald/demo-tenant) and a fresh single-use portal link for it.
+ctl=("$bin/heraldctl")
+demo_tenant() {
+  local id
+  id=$(cat .herald/demo-tenant 2>/dev/null || true)
+  if [ -n "$id" ] && "${ctl[@]}" tenant get "$id" >/dev/null 2>&1; then echo "$id"; return; fi
+  id=$("${ctl[@]}" --get id tenant create --name "Demo tenant") || return 1
+  echo "$id" > .herald/demo-tenant
+  echo "$id"
+}
+tenant=""
+portal=""
+if tenant=$(demo_tenant 2>/dev/null); then
+  portal=$("${ctl[@]}" --get url portal link --tenant "$tenant" --ttl 43200 --name "Demo webhooks" 2>/dev/null || true)
+fi
 cat <<MSG
 
 Herald is running: ingest on 127.0.0.1:50051, ledger (delivery log) on 127.0.0.1:50052.
+
+Console:  $HERALD_CONSOLE_URL/console/   (operator token: \$HERALD_ADMIN_TOKEN = $HERALD_ADMIN_TOKEN)
+Portal of the demo tenant${tenant:+ $tenant} (single use, opens within 10 minutes):
+  ${portal:-not available: run  $bin/heraldctl portal link --tenant <tenant id>}
+A new link:  HERALD_ADMIN_TOKEN=$HERALD_ADMIN_TOKEN $bin/heraldctl portal link --tenant ${tenant:-<tenant id>}
+
 Try it in another shell (from the repository root):
 
   export HERALD_ADMIN_TOKEN=$HERALD_ADMIN_TOKEN
@@ -50,6 +88,6 @@ Try it in another shell (from the repository root):
   echo '{"invoice":"in_1","amount":4200}' | \$ctl publish --type invoice.paid
   sleep 1; \$ctl deliveries list   # the log trails publishing by a moment
 
-Ctrl-C stops all three services.
+Ctrl-C stops all four services.
 MSG
 wait

@@ -55,7 +55,12 @@ SECRET_NAMES = {
 }
 SERVICES = ("ingest", "dispatcher", "ledger")
 GRPC_PORTS = {"ingest": 50051, "ledger": 50052}
-METRICS_PORTS = {"ingest": 9601, "ledger": 9602, "dispatcher": 9603}
+METRICS_PORTS = {"ingest": 9601, "ledger": 9602, "dispatcher": 9603, "console": 9604}
+# herald-console: the tenant portal and operator pages over HTTP, a gRPC client of ingest and
+# the ledger that holds no database, broker or Redis credentials.
+CONSOLE_HTTP_PORT = 8080
+CONNECTION_NAMES = {"HERALD_DATABASE_URL", "HERALD_AMQP_URL", "HERALD_REDIS_URL", "HERALD_ADMIN_TOKEN",
+                    "HERALD_SECRET_KEY"}
 # API groups whose kinds are CRDs: the schema validator does not know them.
 CRD_GROUPS = {"keda.sh", "monitoring.coreos.com"}
 
@@ -213,11 +218,11 @@ def check_dockerfile() -> None:
     expect(stages[-1:] == ["debian:bookworm-slim"], f"runtime stage is {stages[-1:]}, want debian:bookworm-slim")
     expect("cargo build --release --locked --bins" in text, "no `cargo build --release --locked --bins`")
     expect(re.search(r"^USER\s+10001", text, re.M), "runtime does not switch to uid 10001")
-    for binary in ("herald-ingest", "herald-dispatcher", "herald-ledger", "heraldctl"):
+    for binary in ("herald-ingest", "herald-dispatcher", "herald-ledger", "herald-console", "heraldctl"):
         expect(f"target/release/{binary}" in text, f"{binary} is not copied into the image")
     expect("/usr/local/bin" in text, "binaries do not go to /usr/local/bin")
     exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.M) for p in line.split()}
-    want = {50051, 50052, 9601, 9602, 9603}
+    want = {50051, 50052, CONSOLE_HTTP_PORT, 9601, 9602, 9603, 9604}
     expect(want <= exposed, f"EXPOSE lacks {sorted(want - exposed)}")
     expect("ca-certificates" in text, "runtime image lacks ca-certificates (HTTPS endpoints)")
 
@@ -268,7 +273,7 @@ def compose_checks(run: Runner) -> None:
 
     def expected_services() -> None:
         want = {"postgres", "redis", "rabbitmq", "migrate", "ingest", "dispatcher", "ledger",
-                "receiver", "otel-collector", "prometheus"}
+                "console", "receiver", "otel-collector", "prometheus"}
         missing = sorted(want - services.keys())
         expect(not missing, f"missing services: {', '.join(missing)}")
         images = {name: services[name].get("image", "") for name in ("postgres", "redis", "rabbitmq")}
@@ -279,7 +284,7 @@ def compose_checks(run: Runner) -> None:
                "otel-collector does not run otel/opentelemetry-collector")
 
     def one_image() -> None:
-        for name in (*herald, "receiver"):
+        for name in (*herald, "console", "receiver"):
             build = services[name].get("build") or {}
             expect(build.get("context") == "..", f"{name}: build context is {build.get('context')!r}, want '..'")
             expect(build.get("dockerfile") == "deploy/Dockerfile", f"{name}: dockerfile is {build.get('dockerfile')!r}")
@@ -289,7 +294,8 @@ def compose_checks(run: Runner) -> None:
             expect((context / build["dockerfile"]).is_file(), f"{name}: build refers to a missing Dockerfile")
 
     def ports() -> None:
-        want = {"ingest": 50051, "ledger": 50052, "rabbitmq": 15672, "prometheus": 9090}
+        want = {"ingest": 50051, "ledger": 50052, "console": CONSOLE_HTTP_PORT, "rabbitmq": 15672,
+                "prometheus": 9090}
         for name, port in want.items():
             expect(port in published_ports(services[name]), f"{name} does not publish port {port}")
         expect(not published_ports(services["dispatcher"]),
@@ -375,6 +381,34 @@ def compose_checks(run: Runner) -> None:
     run.check("compose: dispatcher stop grace exceeds HERALD_SHUTDOWN_GRACE", graceful_stop)
     run.check("compose: sample receiver", receiver)
 
+    def console() -> None:
+        svc = services["console"]
+        command = svc.get("command")
+        expect(command == ["herald-console"], f"console runs {command}")
+        env = compose_env(svc)
+        expect(env.get("HERALD_CONSOLE_ADDR") == f"0.0.0.0:{CONSOLE_HTTP_PORT}",
+               f"console: HERALD_CONSOLE_ADDR is {env.get('HERALD_CONSOLE_ADDR')!r}")
+        expect(env.get("HERALD_METRICS_ADDR") == f"0.0.0.0:{METRICS_PORTS['console']}",
+               f"console: HERALD_METRICS_ADDR is {env.get('HERALD_METRICS_ADDR')!r}")
+        expect(env.get("HERALD_CONSOLE_INGEST_URL") == "http://ingest:50051", "console does not call ingest:50051")
+        expect(env.get("HERALD_CONSOLE_LEDGER_URL") == "http://ledger:50052", "console does not call ledger:50052")
+        leaked = sorted(CONNECTION_NAMES & set(env))
+        expect(not leaked, f"console gets credentials it does not use: {', '.join(leaked)}")
+        public = str(env.get("HERALD_CONSOLE_PUBLIC_URL") or "")
+        expect(f":{CONSOLE_HTTP_PORT}" in public,
+               f"console: HERALD_CONSOLE_PUBLIC_URL {public!r} is not the published port")
+        ingest_url = str(compose_env(services["ingest"]).get("HERALD_CONSOLE_URL") or "")
+        expect(ingest_url == public, f"ingest's HERALD_CONSOLE_URL {ingest_url!r} differs from the console's "
+                                     f"public URL {public!r} (portal links would open elsewhere)")
+        health = dict(part.split("=", 1) for part in str(env.get("HERALD_CONSOLE_HEALTH_URLS", "")).split(",") if "=" in part)
+        for name in SERVICES:
+            expect(health.get(name) == f"http://{name}:{METRICS_PORTS[name]}/readyz",
+                   f"console: health URL of {name} is {health.get(name)!r}")
+        deps = svc.get("depends_on") or {}
+        expect({"ingest", "ledger"} <= set(deps), "console does not start after ingest and the ledger")
+
+    run.check("compose: console wiring (ports, ingest and ledger URLs, no credentials)", console)
+
     def otel_config() -> None:
         mounts = [v for v in services["otel-collector"].get("volumes") or [] if "otel-collector.yaml" in str(v)]
         expect(mounts, "otel-collector does not mount deploy/otel-collector.yaml")
@@ -446,9 +480,10 @@ def is_hook(doc: dict[str, Any]) -> bool:
     return "helm.sh/hook" in (doc.get("metadata", {}).get("annotations") or {})
 
 
-def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def deployments_of(docs: list[dict[str, Any]], console: bool) -> dict[str, dict[str, Any]]:
     found = {component(d): d for d in kinds(docs, "Deployment")}
-    expect(set(found) == set(SERVICES), f"Deployments for {sorted(found)}, want {list(SERVICES)}")
+    want = [*SERVICES, "console"] if console else list(SERVICES)
+    expect(set(found) == set(want), f"Deployments for {sorted(found)}, want {want}")
     return found
 
 
@@ -464,6 +499,10 @@ def chart_checks(run: Runner, label: str, values: dict[str, Any] | None, expect_
                  lint_it: bool = True) -> None:
     tag = f"helm[{label}]"
     docs: list[dict[str, Any]] = []
+    want_console = ((values or {}).get("console") or {}).get("enabled", True)
+
+    def deployments(d: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return deployments_of(d, want_console)
 
     if lint_it:
         def do_lint() -> None:
@@ -567,6 +606,8 @@ def chart_checks(run: Runner, label: str, values: dict[str, Any] | None, expect_
                 base64.b64decode(data[key], validate=True)
             want_secret = chart_secrets[0]["metadata"]["name"]
         for name, deploy in deployments(docs).items():
+            if name == "console":
+                continue  # no shared settings or credentials: see console_wiring
             refs = container(deploy).get("envFrom") or []
             cms = [r["configMapRef"]["name"] for r in refs if "configMapRef" in r]
             secrets = [r["secretRef"]["name"] for r in refs if "secretRef" in r]
@@ -635,6 +676,47 @@ def chart_checks(run: Runner, label: str, values: dict[str, Any] | None, expect_
             expect(matches(sel, pods[name]), f"{name} PodDisruptionBudget selects no {name} pod")
 
     run.check(f"{tag}: a PodDisruptionBudget per service", pdbs)
+
+    def console_wiring() -> None:
+        cm = configmaps[0].get("data") or {}
+        if not want_console:
+            expect("HERALD_CONSOLE_URL" not in cm, "console disabled, yet ingest gets HERALD_CONSOLE_URL")
+            expect(not [s for s in kinds(docs, "Service") if component(s) == "console"], "console Service rendered")
+            return
+        deploy = deployments(docs)["console"]
+        c = container(deploy)
+        expect(not c.get("envFrom"), "console loads the shared ConfigMap/Secret (connection URLs it does not use)")
+        env = {e["name"]: e for e in c.get("env", [])}
+        value = lambda n: (env.get(n) or {}).get("value")
+        ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+        expect(ports.get("http") == CONSOLE_HTTP_PORT, f"console: http port {ports.get('http')}")
+        expect(value("HERALD_CONSOLE_ADDR") == f"0.0.0.0:{CONSOLE_HTTP_PORT}", "console: HERALD_CONSOLE_ADDR")
+        svcs = {component(s): s for s in kinds(docs, "Service")}
+        for name, port in GRPC_PORTS.items():
+            want = f"http://{svcs[name]['metadata']['name']}:{port}"
+            got = value(f"HERALD_CONSOLE_{name.upper()}_URL")
+            expect(got == want, f"console: HERALD_CONSOLE_{name.upper()}_URL is {got!r}, want {want!r}")
+        health = dict(p.split("=", 1) for p in str(value("HERALD_CONSOLE_HEALTH_URLS") or "").split(",") if "=" in p)
+        for name in SERVICES:
+            want = f"http://{svcs[name]['metadata']['name']}:{METRICS_PORTS[name]}/readyz"
+            expect(health.get(name) == want, f"console: health URL of {name} is {health.get(name)!r}, want {want!r}")
+        public = value("HERALD_CONSOLE_PUBLIC_URL")
+        expect(public and cm.get("HERALD_CONSOLE_URL") == public,
+               f"ingest's HERALD_CONSOLE_URL {cm.get('HERALD_CONSOLE_URL')!r} differs from the console's public URL {public!r}")
+        ref = ((env.get("HERALD_CONSOLE_SECRET") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        secret = secret_name or (chart_secrets[0]["metadata"]["name"] if chart_secrets else None)
+        expect(ref.get("name") == secret and ref.get("key") == "HERALD_CONSOLE_SECRET",
+               f"console: HERALD_CONSOLE_SECRET is not read from Secret {secret}")
+        svc = svcs.get("console")
+        expect(svc, "no Service for the console")
+        labels = deploy["spec"]["template"]["metadata"]["labels"]
+        expect(matches(svc["spec"].get("selector") or {}, labels), "console Service selects no console pod")
+        sports = {p["name"]: p for p in svc["spec"]["ports"]}
+        expect(sports.get("http", {}).get("port") == CONSOLE_HTTP_PORT, "console Service: no http port")
+        expect(sports.get("metrics", {}).get("port") == METRICS_PORTS["console"], "console Service: no metrics port")
+
+    run.check(f"{tag}: console {'wired to ingest, the ledger and its Secret key' if want_console else 'absent'}",
+              console_wiring)
 
     def migrate_hook() -> None:
         jobs = kinds(docs, "Job")
@@ -799,7 +881,8 @@ def main() -> int:
     chart_checks(run, "production", production, {
         "ingest_hpa": True, "dispatcher_hpa": False, "scaled_object": True, "service_monitor": True,
     })
-    fixed = {"ingest": {"autoscaling": {"enabled": False}}, "dispatcher": {"autoscaling": {"enabled": False}}}
+    fixed = {"ingest": {"autoscaling": {"enabled": False}}, "dispatcher": {"autoscaling": {"enabled": False}},
+             "console": {"enabled": False}}
     chart_checks(run, "no-autoscaling", fixed, {
         "ingest_hpa": False, "dispatcher_hpa": False, "scaled_object": False, "service_monitor": False,
     }, lint_it=False)
