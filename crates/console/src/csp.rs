@@ -1,0 +1,136 @@
+//! Security headers of every response.
+//!
+//! The pages carry no script at all, so the Content-Security-Policy allows none; styles come
+//! only from the console's own stylesheets (no inline `style`, charts use presentation
+//! attributes and classes), forms post only to the console. Who may frame a page is decided
+//! per response: a handler (or the portal's session layer) attaches [`FrameAncestors`] with the
+//! tenant's allowed origins; without it a page cannot be framed at all.
+
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+
+/// Origins allowed to embed this response in a frame (the tenant's `portal_allowed_origins`).
+#[derive(Clone, Debug, Default)]
+pub struct FrameAncestors(pub Vec<String>);
+
+/// An origin as it may appear in a CSP source list: `scheme://host[:port]` and nothing that
+/// could end the directive or add another source. Anything else is left out (ingest already
+/// validates them; this keeps a bad row from widening the policy).
+fn is_plain_origin(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    })
+}
+
+/// The Content-Security-Policy for a page that `ancestors` may frame.
+pub fn policy(ancestors: &[String]) -> String {
+    let allowed: Vec<&str> = ancestors
+        .iter()
+        .map(String::as_str)
+        .filter(|o| is_plain_origin(o))
+        .collect();
+    let frame = if allowed.is_empty() {
+        "'none'".to_owned()
+    } else {
+        allowed.join(" ")
+    };
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+         base-uri 'none'; frame-ancestors {frame}"
+    )
+}
+
+/// Adds the security headers to `response` (the layer around every route).
+pub async fn secure(mut response: Response) -> Response {
+    let ancestors = response
+        .extensions()
+        .get::<FrameAncestors>()
+        .map(|f| f.0.clone())
+        .unwrap_or_default();
+    let csp = policy(&ancestors);
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if ancestors.is_empty() {
+        // For browsers without frame-ancestors.
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_origins_nothing_may_frame_and_nothing_runs() {
+        let p = policy(&[]);
+        assert!(p.contains("default-src 'none'"), "{p}");
+        assert!(p.contains("style-src 'self'"), "{p}");
+        assert!(p.contains("form-action 'self'"), "{p}");
+        assert!(p.contains("base-uri 'none'"), "{p}");
+        assert!(p.ends_with("frame-ancestors 'none'"), "{p}");
+        assert!(!p.contains("script-src"), "{p}");
+        assert!(!p.contains("unsafe"), "{p}");
+    }
+
+    #[test]
+    fn allowed_origins_are_listed_and_anything_that_could_widen_the_policy_dropped() {
+        let p = policy(&[
+            "https://app.acme.example".into(),
+            "http://localhost:3000".into(),
+            "https://x.example; script-src *".into(),
+            "*".into(),
+            "data:".into(),
+        ]);
+        assert!(
+            p.ends_with("frame-ancestors https://app.acme.example http://localhost:3000"),
+            "{p}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_response_gets_the_security_headers() {
+        let r = secure(Response::new(axum::body::Body::empty())).await;
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .ends_with("frame-ancestors 'none'")
+        );
+        let mut framed = Response::new(axum::body::Body::empty());
+        framed
+            .extensions_mut()
+            .insert(FrameAncestors(vec!["https://app.example".into()]));
+        let r = secure(framed).await;
+        assert!(r.headers().get("x-frame-options").is_none());
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .ends_with("frame-ancestors https://app.example")
+        );
+    }
+}
