@@ -75,7 +75,7 @@ fn chart(
     let mid = (TOP + BOTTOM) / 2.0;
     html! {
         svg class="chart" data-testid=(testid) role="img" aria-label=(title)
-            viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) preserveAspectRatio="none"
+            viewBox=(format!("0 0 {WIDTH} {HEIGHT}"))
             xmlns="http://www.w3.org/2000/svg" {
             title { (title) }
             line class="grid" x1=(LEFT) y1=(TOP) x2=(RIGHT) y2=(TOP) stroke-width="1" {}
@@ -120,7 +120,7 @@ pub fn latency(testid: &str, title: &str, points: &[StatsPoint]) -> Markup {
         .iter()
         .map(|p| p.p95_latency_ms.max(p.p50_latency_ms))
         .max();
-    let max = f64::from(max.unwrap_or(0).max(1));
+    let max = f64::from(max.unwrap_or(0).max(10));
     let series = |f: fn(&StatsPoint) -> u32| {
         points
             .iter()

@@ -52,6 +52,7 @@ pub fn code(status: u32) -> String {
 pub fn duration_ms(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms} ms"),
+        1_000..60_000 if ms.is_multiple_of(1000) => format!("{} s", ms / 1000),
         1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
         60_000..3_600_000 => format!("{} m", ms / 60_000),
         _ => format!("{} h", ms / 3_600_000),

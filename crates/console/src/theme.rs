@@ -58,8 +58,8 @@ impl Theme {
         let accent = self.accent.as_deref().unwrap_or(DEFAULT_ACCENT);
         let mut css = format!(":root {{\n  --accent: {accent};\n}}\n");
         match self.dark {
-            Some(true) => css.push_str(":root {\n  color-scheme: dark;\n  --bg: var(--dark-bg);\n  --fg: var(--dark-fg);\n  --muted: var(--dark-muted);\n  --card: var(--dark-card);\n  --line: var(--dark-line);\n}\n"),
-            Some(false) => css.push_str(":root {\n  color-scheme: light;\n  --bg: var(--light-bg);\n  --fg: var(--light-fg);\n  --muted: var(--light-muted);\n  --card: var(--light-card);\n  --line: var(--light-line);\n}\n"),
+            Some(true) => css.push_str(":root {\n  color-scheme: dark;\n  --bg: var(--dark-bg);\n  --fg: var(--dark-fg);\n  --muted: var(--dark-muted);\n  --card: var(--dark-card);\n  --line: var(--dark-line);\n  --ok: #4ac26b;\n  --bad: #ff7b72;\n  --warn: #d29922;\n  --wait: #a3aab8;\n}\n"),
+            Some(false) => css.push_str(":root {\n  color-scheme: light;\n  --bg: var(--light-bg);\n  --fg: var(--light-fg);\n  --muted: var(--light-muted);\n  --card: var(--light-card);\n  --line: var(--light-line);\n  --ok: #1a7f37;\n  --bad: #c62828;\n  --warn: #9a6700;\n  --wait: #5b6270;\n}\n"),
             None => {}
         }
         css

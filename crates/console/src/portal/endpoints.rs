@@ -94,7 +94,7 @@ fn state_line(e: &pb::Endpoint) -> Markup {
 
 /// Success rate, p50/p95, last status, totals.
 fn stats(e: &pb::Endpoint) -> Markup {
-    let s = e.stats.clone().unwrap_or_default();
+    let s = e.stats.unwrap_or_default();
     html! {
         dl class="stats" {
             div { dt { "Last status" } dd { (format::badge(s.last_status)) } }
