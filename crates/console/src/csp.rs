@@ -4,14 +4,38 @@
 //! only from the console's own stylesheets (no inline `style`, charts use presentation
 //! attributes and classes), forms post only to the console. Who may frame a page is decided
 //! per response: a handler (or the portal's session layer) attaches [`FrameAncestors`] with the
-//! tenant's allowed origins; without it a page cannot be framed at all.
+//! tenant's allowed origins; without it a page cannot be framed at all. A page that carries
+//! neither data nor a control (a refused link, "no session") may be framed by anyone, so that
+//! inside a platform's iframe it still tells the person what happened (a framed page without
+//! anything to click or read cannot be abused by clickjacking).
 
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
-/// Origins allowed to embed this response in a frame (the tenant's `portal_allowed_origins`).
+/// Who may embed this response in a frame.
 #[derive(Clone, Debug, Default)]
-pub struct FrameAncestors(pub Vec<String>);
+pub struct FrameAncestors {
+    /// The tenant's `portal_allowed_origins`.
+    pub origins: Vec<String>,
+    /// Any site (only pages with no data and no controls).
+    pub anyone: bool,
+}
+
+impl FrameAncestors {
+    pub fn origins(origins: Vec<String>) -> Self {
+        Self {
+            origins,
+            anyone: false,
+        }
+    }
+
+    pub fn anyone() -> Self {
+        Self {
+            origins: Vec::new(),
+            anyone: true,
+        }
+    }
+}
 
 /// An origin as it may appear in a CSP source list: `scheme://host[:port]` and nothing that
 /// could end the directive or add another source. Anything else is left out (ingest already
@@ -28,13 +52,16 @@ fn is_plain_origin(origin: &str) -> bool {
 }
 
 /// The Content-Security-Policy for a page that `ancestors` may frame.
-pub fn policy(ancestors: &[String]) -> String {
+pub fn policy(ancestors: &FrameAncestors) -> String {
     let allowed: Vec<&str> = ancestors
+        .origins
         .iter()
         .map(String::as_str)
         .filter(|o| is_plain_origin(o))
         .collect();
-    let frame = if allowed.is_empty() {
+    let frame = if ancestors.anyone {
+        "*".to_owned()
+    } else if allowed.is_empty() {
         "'none'".to_owned()
     } else {
         allowed.join(" ")
@@ -50,7 +77,7 @@ pub async fn secure(mut response: Response) -> Response {
     let ancestors = response
         .extensions()
         .get::<FrameAncestors>()
-        .map(|f| f.0.clone())
+        .cloned()
         .unwrap_or_default();
     let csp = policy(&ancestors);
     let h = response.headers_mut();
@@ -68,7 +95,7 @@ pub async fn secure(mut response: Response) -> Response {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if ancestors.is_empty() {
+    if ancestors.origins.is_empty() && !ancestors.anyone {
         // For browsers without frame-ancestors.
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
@@ -81,7 +108,7 @@ mod tests {
 
     #[test]
     fn without_origins_nothing_may_frame_and_nothing_runs() {
-        let p = policy(&[]);
+        let p = policy(&FrameAncestors::default());
         assert!(p.contains("default-src 'none'"), "{p}");
         assert!(p.contains("style-src 'self'"), "{p}");
         assert!(p.contains("form-action 'self'"), "{p}");
@@ -93,17 +120,24 @@ mod tests {
 
     #[test]
     fn allowed_origins_are_listed_and_anything_that_could_widen_the_policy_dropped() {
-        let p = policy(&[
+        let p = policy(&FrameAncestors::origins(vec![
             "https://app.acme.example".into(),
             "http://localhost:3000".into(),
             "https://x.example; script-src *".into(),
             "*".into(),
             "data:".into(),
-        ]);
+        ]));
         assert!(
             p.ends_with("frame-ancestors https://app.acme.example http://localhost:3000"),
             "{p}"
         );
+    }
+
+    #[test]
+    fn a_page_without_data_may_be_framed_by_anyone_and_still_runs_nothing() {
+        let p = policy(&FrameAncestors::anyone());
+        assert!(p.ends_with("frame-ancestors *"), "{p}");
+        assert!(p.starts_with("default-src 'none'"), "{p}");
     }
 
     #[tokio::test]
@@ -123,7 +157,7 @@ mod tests {
         let mut framed = Response::new(axum::body::Body::empty());
         framed
             .extensions_mut()
-            .insert(FrameAncestors(vec!["https://app.example".into()]));
+            .insert(FrameAncestors::origins(vec!["https://app.example".into()]));
         let r = secure(framed).await;
         assert!(r.headers().get("x-frame-options").is_none());
         assert!(

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
+use crate::csp::FrameAncestors;
 use crate::csrf::Refusal;
 use crate::layout;
 
@@ -50,7 +51,7 @@ impl PageError {
             },
             PageError::Csrf(Refusal::Origin) => (StatusCode::FORBIDDEN, "Form refused", "The form was sent from another site. Nothing was changed.".into()),
             PageError::Csrf(Refusal::Token) => (StatusCode::FORBIDDEN, "Form refused", "The form is stale or was not sent from this page. Reload the page and try again; nothing was changed.".into()),
-            PageError::NoSession => (StatusCode::UNAUTHORIZED, "Session expired", "There is no open session. Open the page again from where you came: a portal link works once and for a short time.".into()),
+            PageError::NoSession => (StatusCode::UNAUTHORIZED, "Session expired", "There is no open session. Open the page again from where you came: a portal link works once and for a short time. If this page is shown inside another site, your browser may be blocking its cookies: open the link in a tab of its own.".into()),
             PageError::LoggedOut => (StatusCode::UNAUTHORIZED, "Logged out", "Log in again.".into()),
             PageError::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is nothing here.".into()),
             PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Not accepted", m.clone()),
@@ -73,7 +74,12 @@ impl IntoResponse for PageError {
                 p data-testid="error-message" { (text) }
             }
         };
-        (status, layout::bare(heading, body)).into_response()
+        let mut response = (status, layout::bare(heading, body)).into_response();
+        if matches!(self, PageError::NoSession) {
+            // Nothing to read or click: it may say so inside any frame.
+            response.extensions_mut().insert(FrameAncestors::anyone());
+        }
+        response
     }
 }
 

@@ -16,7 +16,7 @@
 //! Content-Security-Policy ([`csp`]).
 //!
 //! Layout: `config`, `service` (start-up), `grpc`, `error` (status → page), `csrf`, `csp`,
-//! `cookies`, `theme`, `charts`, `layout`, `form`, `format`; `portal/*` and `operator/*` one
+//! `cookies`, `theme`, `charts`, `layout`, `form`, `format`, `metrics`; `portal/*` and `operator/*` one
 //! module per page group.
 
 pub mod charts;
@@ -29,6 +29,7 @@ mod form;
 mod format;
 pub mod grpc;
 mod layout;
+mod metrics;
 mod operator;
 mod portal;
 mod service;
@@ -85,6 +86,7 @@ pub fn router(state: Console) -> Router {
         .merge(portal::routes(&state))
         .merge(operator::routes())
         .fallback(|| async { error::PageError::NotFound })
+        .layer(axum::middleware::from_fn(metrics::measure))
         .layer(axum::middleware::map_response(csp::secure))
         .with_state(state)
 }

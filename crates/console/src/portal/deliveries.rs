@@ -233,7 +233,7 @@ pub async fn page(
         @if r.payload_available {
             pre data-testid="payload" { (format::pretty_json(&r.payload)) }
         } @else {
-            p class="muted" data-testid="payload-missing" { "The payload is no longer kept (payload retention)." }
+            p class="muted" data-testid="payload-missing" { "The payload is not available (payloads are kept for a limited time)." }
         }
         h2 { "Attempts" }
         (attempts(&r.attempts))

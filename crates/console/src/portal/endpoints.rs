@@ -8,7 +8,10 @@ use herald_proto::v1 as pb;
 use maud::{Markup, html};
 
 use super::session::PortalForm;
-use super::{DELIVERIES_READ, DELIVERIES_RESEND, ENDPOINTS_WRITE, SECRETS_READ, Session, csrf};
+use super::{
+    DELIVERIES_READ, DELIVERIES_RESEND, ENDPOINTS_READ, ENDPOINTS_WRITE, SECRETS_READ, Session,
+    csrf,
+};
 use crate::error::{PageError, PageResult};
 use crate::form::{Fields, query};
 use crate::{Console, charts, format};
@@ -20,16 +23,19 @@ pub async fn overview(
     RawQuery(q): RawQuery,
 ) -> PageResult {
     let q = Fields::from_query(q.as_deref());
-    let list = pb::ListEndpointsRequest {
-        page_size: 100,
-        cursor: q.get("cursor").unwrap_or_default().to_owned(),
+    let list = if session.can(ENDPOINTS_READ) {
+        let req = pb::ListEndpointsRequest {
+            page_size: 100,
+            cursor: q.get("cursor").unwrap_or_default().to_owned(),
+        };
+        let mut client = state.clients.endpoints();
+        client
+            .list_endpoints(session.call(req)?)
+            .await?
+            .into_inner()
+    } else {
+        pb::ListEndpointsResponse::default()
     };
-    let list = state
-        .clients
-        .endpoints()
-        .list_endpoints(session.call(list)?)
-        .await?
-        .into_inner();
     let activity = if session.can(DELIVERIES_READ) {
         let req = session.call(pb::ListRecentActivityRequest { limit: 10 })?;
         let items = state.clients.deliveries().list_recent_activity(req).await;
@@ -47,7 +53,9 @@ pub async fn overview(
                 a class="button" href="/portal/endpoints/new" id="add-endpoint" data-testid="add-endpoint" { "Add endpoint" }
             }
         }
-        @if list.endpoints.is_empty() {
+        @if !session.can(ENDPOINTS_READ) {
+            p class="muted" { "This session may not see the endpoints." }
+        } @else if list.endpoints.is_empty() {
             p class="muted" data-testid="no-endpoints" { "No endpoints yet." }
         }
         div class="cards" {

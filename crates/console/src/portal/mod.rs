@@ -20,6 +20,7 @@ use crate::Console;
 use crate::layout::{self, Chrome};
 pub use session::Session;
 
+pub const ENDPOINTS_READ: &str = "endpoints:read";
 pub const ENDPOINTS_WRITE: &str = "endpoints:write";
 pub const SECRETS_READ: &str = "secrets:read";
 pub const EVENT_TYPES_READ: &str = "event_types:read";

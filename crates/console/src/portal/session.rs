@@ -148,7 +148,9 @@ pub async fn frame(State(state): State<Console>, req: Request, next: Next) -> Re
     if let Some(origins) = origins
         && response.extensions().get::<FrameAncestors>().is_none()
     {
-        response.extensions_mut().insert(FrameAncestors(origins));
+        response
+            .extensions_mut()
+            .insert(FrameAncestors::origins(origins));
     }
     response
 }
@@ -217,7 +219,7 @@ pub async fn open(
     }
     response
         .extensions_mut()
-        .insert(FrameAncestors(view.origins));
+        .insert(FrameAncestors::origins(view.origins));
     Ok(response)
 }
 
