@@ -34,7 +34,7 @@ fn session_cookie(origins: &[&str]) -> String {
     let view = View {
         tenant_id: "t1".into(),
         tenant_name: "Acme".into(),
-        scopes: vec!["endpoints:write".into()],
+        scopes: vec!["endpoints:read".into(), "endpoints:write".into()],
         expires_at: chrono::Utc::now().timestamp() + 3600,
         theme: Theme {
             accent: Some("#112233".into()),
