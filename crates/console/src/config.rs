@@ -136,6 +136,25 @@ mod tests {
     }
 
     #[test]
+    fn an_https_public_url_is_what_makes_cookies_secure() {
+        let c = load(&[("HERALD_CONSOLE_PUBLIC_URL", "https://hooks.acme.example/")]).unwrap();
+        assert!(c.https());
+        assert_eq!(c.origin(), "https://hooks.acme.example");
+        assert_eq!(c.base(), "https://hooks.acme.example");
+        let cookie = crate::cookies::set(
+            crate::cookies::Area::Portal,
+            c.https(),
+            crate::cookies::PORTAL,
+            "hs_x",
+            60,
+        );
+        assert!(
+            cookie.ends_with("; Secure; SameSite=None; Partitioned"),
+            "{cookie}"
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let e = load(&[("HERALD_CONSOLE_PUBLIC_URL", "ftp://x")]).unwrap_err();
         assert_eq!(e.name, "HERALD_CONSOLE_PUBLIC_URL");
