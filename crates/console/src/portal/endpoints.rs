@@ -546,3 +546,99 @@ pub async fn delete(
     state.clients.endpoints().delete_endpoint(req).await?;
     Ok(Redirect::to("/portal/?deleted=1").into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portal::session::View;
+    use crate::theme::Theme;
+
+    fn session(scopes: &[&str]) -> Session {
+        Session {
+            token: "hs_x".into(),
+            csrf: "c".into(),
+            view: View {
+                tenant_id: "t".into(),
+                tenant_name: "T".into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                expires_at: i64::MAX,
+                theme: Theme::default(),
+                origins: Vec::new(),
+            },
+        }
+    }
+
+    fn endpoint() -> pb::Endpoint {
+        pb::Endpoint {
+            id: "e1".into(),
+            url: "https://x.example/<hook>".into(),
+            description: "<script>d</script>".into(),
+            event_types: vec!["order.*".into()],
+            enabled: true,
+            delivery_state: "healthy".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_card_shows_the_endpoint_as_text_and_the_controls_the_scopes_allow() {
+        let html = card(
+            &session(&["endpoints:read", "endpoints:write", "deliveries:resend"]),
+            &endpoint(),
+        )
+        .into_string();
+        assert!(
+            html.contains("data-testid=\"endpoint-card\" data-endpoint-id=\"e1\""),
+            "{html}"
+        );
+        assert!(html.contains("https://x.example/&lt;hook&gt;"), "{html}");
+        assert!(html.contains("&lt;script&gt;d&lt;/script&gt;"), "{html}");
+        assert!(!html.contains("<script>"), "{html}");
+        for control in [
+            "data-testid=\"toggle\"",
+            "data-testid=\"send-test\"",
+            "data-testid=\"delete\"",
+            "data-testid=\"edit\"",
+        ] {
+            assert!(html.contains(control), "{control} missing: {html}");
+        }
+        assert!(html.contains(">Turn off<"), "{html}");
+
+        let read_only = card(
+            &session(&["endpoints:read", "deliveries:read"]),
+            &endpoint(),
+        )
+        .into_string();
+        for control in ["toggle", "send-test", "delete", "edit", "name=\"csrf\""] {
+            assert!(
+                !read_only.contains(control),
+                "{control} shown read-only: {read_only}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_state_says_why_an_endpoint_is_off_or_slow() {
+        let mut e = endpoint();
+        e.enabled = false;
+        e.disabled_reason = "410 Gone".into();
+        e.delivery_state = "disabled".into();
+        let html = state_line(&e).into_string();
+        assert!(html.contains(">auto-disabled: 410 Gone<"), "{html}");
+
+        e.disabled_reason.clear();
+        assert!(state_line(&e).into_string().contains(">off<"));
+
+        let mut e = endpoint();
+        e.delivery_state = "throttled: timeouts".into();
+        e.in_flight_cap = 2;
+        e.consecutive_failures = 3;
+        let html = state_line(&e).into_string();
+        assert!(html.contains("class=\"state throttled\""), "{html}");
+        assert!(
+            html.contains("throttled: timeouts (2 at once since"),
+            "{html}"
+        );
+        assert!(html.contains("3 failed in a row"), "{html}");
+    }
+}
