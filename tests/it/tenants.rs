@@ -35,6 +35,7 @@ async fn tenant_can_require_https() {
             pb::CreateApiKeyRequest {
                 tenant_id: admin_tenant.id.clone(),
                 name: "k".into(),
+                ..Default::default()
             },
             herald_tests::ADMIN_TOKEN,
         ))

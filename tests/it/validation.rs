@@ -423,6 +423,7 @@ async fn credentials_are_checked_and_tenants_are_isolated() {
             pb::CreateApiKeyRequest {
                 tenant_id: a.id.clone(),
                 name: "tmp".into(),
+                ..Default::default()
             },
             ADMIN_TOKEN,
         ))

@@ -1,11 +1,52 @@
 //! The Admin service: tenants and API keys, for the operator.
 
+use chrono::{Duration, Utc};
 use herald_proto::v1 as pb;
 use herald_store::TenantChanges;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::error::parse_id;
-use crate::{Ingest, convert, validate};
+use crate::{Ingest, convert, credentials, validate};
+
+/// A page size: default 50, at most 500.
+fn page_size(requested: u32) -> u32 {
+    match requested {
+        0 => 50,
+        n => n.min(500),
+    }
+}
+
+/// The id a page starts after (empty: the first page).
+fn cursor(c: &str) -> Result<Option<Uuid>, crate::Error> {
+    if c.is_empty() {
+        return Ok(None);
+    }
+    parse_id("cursor", c).map(Some)
+}
+
+/// Cuts a page fetched with one row too many, and gives the next cursor (empty: the last page).
+fn page<T>(mut rows: Vec<T>, size: u32, id: impl Fn(&T) -> Uuid) -> (Vec<T>, String) {
+    if rows.len() > size as usize {
+        rows.truncate(size as usize);
+        let next = rows.last().map(|r| id(r).to_string()).unwrap_or_default();
+        (rows, next)
+    } else {
+        (rows, String::new())
+    }
+}
+
+fn api_key(k: herald_store::ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.to_string(),
+        tenant_id: k.tenant_id.to_string(),
+        name: k.name,
+        scopes: k.scopes,
+        created_at: Some(convert::ts(k.created_at)),
+        expires_at: k.expires_at.map(convert::ts),
+        revoked_at: k.revoked_at.map(convert::ts),
+    }
+}
 
 pub struct AdminApi(pub Ingest);
 
@@ -35,6 +76,7 @@ impl pb::admin_server::Admin for AdminApi {
             require_https: r.require_https,
             reject_unknown_event_types: r.reject_unknown_event_types,
             publish_rate_limit: r.publish_rate_limit.map(Some),
+            portal_allowed_origins: Some(credentials::allowed_origins(&r.portal_allowed_origins)?),
         };
         let t = self
             .0
@@ -96,6 +138,10 @@ impl pb::admin_server::Admin for AdminApi {
                 (true, None) => Some(None),
                 (false, rate) => rate.map(Some),
             },
+            portal_allowed_origins: r
+                .portal_allowed_origins
+                .map(|l| credentials::allowed_origins(&l.values))
+                .transpose()?,
         };
         let t = self
             .0
@@ -120,18 +166,79 @@ impl pb::admin_server::Admin for AdminApi {
         } else {
             validate::name("name", &r.name)?
         };
+        let scopes = credentials::scopes("scopes", &r.scopes)?;
+        let expires_at = match r.ttl_seconds {
+            None | Some(0) => None,
+            Some(s) => Some(Utc::now() + Duration::seconds(i64::from(s))),
+        };
         let key = self
             .0
             .store
-            .create_api_key(tenant_id, &name)
+            .create_api_key(tenant_id, &name, scopes, expires_at)
             .await
             .map_err(crate::Error::from)?;
-        tracing::info!(%tenant_id, key_id = %key.id, "api key created");
+        tracing::info!(%tenant_id, key_id = %key.id, scopes = ?key.scopes.names(), "api key created");
         Ok(Response::new(pb::CreateApiKeyResponse {
             key_id: key.id.to_string(),
             tenant_id: key.tenant_id.to_string(),
             api_key: key.secret,
+            scopes: key.scopes.names(),
+            expires_at: key.expires_at.map(convert::ts),
         }))
+    }
+
+    async fn list_tenants(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.0.admin(&req).await?;
+        let r = req.into_inner();
+        let size = page_size(r.page_size);
+        let rows = self
+            .0
+            .store
+            .list_tenants(cursor(&r.cursor)?, size + 1)
+            .await
+            .map_err(crate::Error::from)?;
+        let (rows, next_cursor) = page(rows, size, |t| t.id);
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: rows.iter().map(convert::tenant).collect(),
+            next_cursor,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        self.0.admin(&req).await?;
+        let r = req.into_inner();
+        let tenant_id = parse_id("tenant_id", &r.tenant_id)?;
+        let size = page_size(r.page_size);
+        let rows = self
+            .0
+            .store
+            .list_api_keys(tenant_id, r.include_revoked, cursor(&r.cursor)?, size + 1)
+            .await
+            .map_err(crate::Error::from)?;
+        let (rows, next_cursor) = page(rows, size, |k| k.id);
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: rows.into_iter().map(api_key).collect(),
+            next_cursor,
+        }))
+    }
+
+    async fn list_troubled_tenants(
+        &self,
+        req: Request<pb::ListTroubledTenantsRequest>,
+    ) -> Result<Response<pb::ListTroubledTenantsResponse>, Status> {
+        self.0.admin(&req).await?;
+        let limit = match req.get_ref().limit {
+            0 => 20,
+            n => n.min(100),
+        };
+        let tenants = crate::troubled::list(&self.0, limit).await?;
+        Ok(Response::new(pb::ListTroubledTenantsResponse { tenants }))
     }
 
     async fn revoke_api_key(

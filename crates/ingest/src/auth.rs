@@ -1,11 +1,16 @@
-//! Who is calling: the operator (Admin) or a tenant (everything else).
+//! Who is calling: the operator (Admin) or a tenant's credential (everything else), and what
+//! that credential may do.
 //!
 //! Both checks run from the call's headers before its message is read ([`crate::preauth`]).
 //! Neither costs a database query for a token already known (valid or invalid), and tokens
 //! never seen are looked up within a budget (`HERALD_AUTH_LOOKUP_RATE`, see
 //! [`herald_store::KeyCache`]): a flood of junk tokens leaves the pool to real tenants.
+//!
+//! A tenant's credential is an API key or a portal session ([`Principal`]); each handler asks
+//! for the one [`Scope`] its call needs ([`Ingest::tenant`]), so a narrow key or a read-only
+//! session is refused with `PERMISSION_DENIED` naming the scope it lacks.
 
-use herald_store::{KeyCache, KeyCheck};
+use herald_store::{KeyCache, KeyCheck, Principal, Scope};
 use tonic::Request;
 use uuid::Uuid;
 
@@ -15,31 +20,38 @@ use crate::error::{Error, Result};
 /// What a caller whose token could not be checked is told (see [`KeyCheck::Unchecked`]).
 const UNCHECKED: &str = "too many calls with unknown credentials reached this server: the API key could not be checked now, retry shortly";
 
-fn authorization<T>(req: &Request<T>) -> Option<&str> {
+pub(crate) fn authorization<T>(req: &Request<T>) -> Option<&str> {
     req.metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
 }
 
-/// The tenant of the API key in an `authorization` header, or why the call is refused. The
-/// operator token is recognised without a lookup and refused (`PERMISSION_DENIED`), as a
+/// The principal of the credential in an `authorization` header, or why the call is refused.
+/// The operator token is recognised without a lookup and refused (`PERMISSION_DENIED`), as a
 /// tenant key is on the Admin service.
 pub(crate) async fn tenant_key(
     keys: &KeyCache,
     authorization: Option<&str>,
     admin_token: Option<&str>,
-) -> Result<Uuid> {
+) -> Result<Principal> {
     if herald_store::is_operator(authorization, admin_token) {
         return Err(Error::PermissionDenied(
-            "tenant API key required: the operator token serves only the Admin service",
+            "tenant API key required: the operator token serves only the Admin service".into(),
         ));
     }
+    principal(keys, authorization).await
+}
+
+/// The principal of a tenant's credential, without regard to the operator token.
+pub(crate) async fn principal(keys: &KeyCache, authorization: Option<&str>) -> Result<Principal> {
     match keys.check(authorization).await? {
-        KeyCheck::Tenant(t) => Ok(t),
+        KeyCheck::Tenant(p) => Ok(p),
         KeyCheck::Missing => Err(Error::Unauthenticated(
             "missing API key: send \"authorization: Bearer <key>\"",
         )),
-        KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
+        KeyCheck::Invalid => Err(Error::Unauthenticated(
+            "invalid, expired or revoked API key",
+        )),
         KeyCheck::Unchecked => Err(Error::Unavailable(UNCHECKED.into())),
     }
 }
@@ -54,7 +66,7 @@ pub(crate) async fn operator(
 ) -> Result<()> {
     let Some(expected) = admin_token else {
         return Err(Error::PermissionDenied(
-            "the Admin service is disabled: set HERALD_ADMIN_TOKEN",
+            "the Admin service is disabled: set HERALD_ADMIN_TOKEN".into(),
         ));
     };
     let Some(given) = herald_store::bearer(authorization) else {
@@ -67,7 +79,7 @@ pub(crate) async fn operator(
     }
     match keys.check(authorization).await? {
         KeyCheck::Tenant(_) => Err(Error::PermissionDenied(
-            "operator token required: a tenant API key cannot use the Admin service",
+            "operator token required: a tenant API key cannot use the Admin service".into(),
         )),
         KeyCheck::Missing | KeyCheck::Invalid | KeyCheck::Unchecked => {
             Err(Error::Unauthenticated("invalid operator token"))
@@ -76,11 +88,11 @@ pub(crate) async fn operator(
 }
 
 impl Ingest {
-    /// The tenant of the calling API key: the one [`crate::preauth`] already found, else
-    /// checked here.
-    pub async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid> {
-        if let Some(crate::preauth::Authenticated(t)) = req.extensions().get() {
-            return Ok(*t);
+    /// The principal of the calling credential: the one [`crate::preauth`] already found,
+    /// else checked here.
+    pub async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
+        if let Some(crate::preauth::Authenticated(p)) = req.extensions().get() {
+            return Ok(*p);
         }
         tenant_key(
             &self.keys,
@@ -88,6 +100,11 @@ impl Ingest {
             self.config.admin_token.as_deref(),
         )
         .await
+    }
+
+    /// The tenant of the calling credential, if it has `scope`.
+    pub async fn tenant<T>(&self, req: &Request<T>, scope: Scope) -> Result<Uuid> {
+        Ok(self.principal(req).await?.require(scope)?.tenant)
     }
 
     /// Checks the operator token, unless [`crate::preauth`] already did.

@@ -92,6 +92,10 @@ pub struct Config {
     pub publish_memory: u64,
     /// Proxy and extra CA certificates for test sends (as the dispatchers').
     pub egress: herald_outbound::Egress,
+    /// `HERALD_CONSOLE_URL`: public URL of herald-console (e.g. `https://webhooks.example.com`),
+    /// from which `CreatePortalSession` builds the link it returns; default empty (the link's
+    /// `url` is then empty and only its token is returned).
+    pub console_url: String,
 }
 
 impl Config {
@@ -135,6 +139,10 @@ impl Config {
             publish_chunk_bytes: r.parse("HERALD_PUBLISH_CHUNK_BYTES", 16 << 20)?,
             publish_memory: r.parse("HERALD_PUBLISH_MEMORY", 512 << 20)?,
             egress: herald_outbound::Egress::load(r)?,
+            console_url: r
+                .string("HERALD_CONSOLE_URL", "")
+                .trim_end_matches('/')
+                .to_owned(),
         }
         .checked()
     }
@@ -147,6 +155,15 @@ impl Config {
                 message,
             })
         };
+        if !(self.console_url.is_empty()
+            || self.console_url.starts_with("https://")
+            || self.console_url.starts_with("http://"))
+        {
+            return fail(
+                "HERALD_CONSOLE_URL",
+                "must be an http:// or https:// URL (or empty)".into(),
+            );
+        }
         if self.filter_step_budget == 0 {
             return fail("HERALD_FILTER_STEP_BUDGET", "must be at least 1".into());
         }

@@ -110,6 +110,7 @@ pub fn tenant(t: &herald_store::Tenant) -> pb::Tenant {
         require_https: t.require_https,
         reject_unknown_event_types: t.reject_unknown_event_types,
         publish_rate_limit: t.publish_rate_limit.map(|r| r.max(0) as u32),
+        portal_allowed_origins: t.portal_allowed_origins.clone(),
     }
 }
 

@@ -129,6 +129,26 @@ impl DeliveryStates {
             .iter()
             .map(|e| throttle_notes::key(&self.prefix, e.id))
             .collect();
+        self.mget(keys).await
+    }
+
+    /// Which of the enabled endpoints `ids` a dispatcher throttles now, in order (a note that
+    /// cannot be read counts as throttled); `None` when Redis did not answer in time. One
+    /// `MGET` per 1,000 endpoints.
+    pub async fn throttled(&self, ids: &[Uuid]) -> Option<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let keys = chunk
+                .iter()
+                .map(|id| throttle_notes::key(&self.prefix, *id))
+                .collect();
+            out.extend(self.mget(keys).await?.into_iter().map(|n| n.is_some()));
+        }
+        Some(out)
+    }
+
+    /// The values of `keys`, in order; `None` when Redis did not answer in time.
+    async fn mget(&self, keys: Vec<String>) -> Option<Vec<Option<String>>> {
         let mut conn = self.redis.clone();
         let mut cmd = redis::cmd("MGET");
         cmd.arg(&keys);

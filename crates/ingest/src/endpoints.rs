@@ -12,7 +12,7 @@ use herald_core::wire::{
     LedgerBatch, Record, Trigger, VERSION,
 };
 use herald_proto::v1 as pb;
-use herald_store::{EndpointChanges, EventTypeChanges, EventTypePosition, NewEndpoint};
+use herald_store::{EndpointChanges, EventTypeChanges, EventTypePosition, NewEndpoint, Scope};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         req: Request<pb::CreateEndpointRequest>,
     ) -> Result<Response<pb::CreateEndpointResponse>, Status> {
         let s = &self.0;
-        let tenant = s.tenant(&req).await?;
+        let tenant = s.tenant(&req, Scope::EndpointsWrite).await?;
         let r = req.into_inner();
         let tenant_row = s.store.get_tenant(tenant).await.map_err(store_err)?;
         let scheme = scheme_from_pb(r.signing_scheme)?;
@@ -97,7 +97,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         &self,
         req: Request<pb::GetEndpointRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self.0.tenant(&req, Scope::EndpointsRead).await?;
         let id = parse_id("id", &req.get_ref().id)?;
         let e = self
             .0
@@ -113,7 +113,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         &self,
         req: Request<pb::ListEndpointsRequest>,
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self.0.tenant(&req, Scope::EndpointsRead).await?;
         let r = req.get_ref();
         let after = if r.cursor.is_empty() {
             None
@@ -146,7 +146,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         req: Request<pb::UpdateEndpointRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
         let s = &self.0;
-        let tenant = s.tenant(&req).await?;
+        let tenant = s.tenant(&req, Scope::EndpointsWrite).await?;
         let r = req.into_inner();
         let id = parse_id("id", &r.id)?;
         let current = s.store.get_endpoint(tenant, id).await.map_err(store_err)?;
@@ -228,7 +228,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         &self,
         req: Request<pb::DeleteEndpointRequest>,
     ) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self.0.tenant(&req, Scope::EndpointsWrite).await?;
         let id = parse_id("id", &req.get_ref().id)?;
         self.0
             .store
@@ -244,7 +244,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         &self,
         req: Request<pb::GetEndpointSecretRequest>,
     ) -> Result<Response<pb::GetEndpointSecretResponse>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self.0.tenant(&req, Scope::SecretsRead).await?;
         let id = parse_id("id", &req.get_ref().id)?;
         let e = self
             .0
@@ -262,7 +262,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         req: Request<pb::RotateSecretRequest>,
     ) -> Result<Response<pb::RotateSecretResponse>, Status> {
         let s = &self.0;
-        let tenant = s.tenant(&req).await?;
+        let tenant = s.tenant(&req, Scope::EndpointsWrite).await?;
         let r = req.into_inner();
         let id = parse_id("endpoint_id", &r.endpoint_id)?;
         let grace = r.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
@@ -315,7 +315,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         req: Request<pb::SendTestRequest>,
     ) -> Result<Response<pb::SendTestResponse>, Status> {
         let s = &self.0;
-        let tenant = s.tenant(&req).await?;
+        let tenant = s.tenant(&req, Scope::DeliveriesResend).await?;
         let r = req.into_inner();
         let id = parse_id("endpoint_id", &r.endpoint_id)?;
         let event_type = r.event_type.as_deref().unwrap_or(TEST_EVENT_TYPE);
@@ -344,7 +344,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         &self,
         req: Request<pb::TestFilterRequest>,
     ) -> Result<Response<pb::TestFilterResponse>, Status> {
-        self.0.tenant(&req).await?;
+        self.0.tenant(&req, Scope::EndpointsRead).await?;
         let r = req.into_inner();
         let max = self.0.config.max_payload_bytes;
         if r.payload.len() > max {
@@ -495,7 +495,7 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         &self,
         req: Request<pb::CreateEventTypeRequest>,
     ) -> Result<Response<pb::EventType>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self.0.tenant(&req, Scope::EventTypesWrite).await?;
         let r = req.into_inner();
         validate_event_type(&r.name).map_err(|e| Error::InvalidArgument(format!("name: {e}")))?;
         let description = validate::description(&r.description)?;
@@ -520,7 +520,7 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         &self,
         req: Request<pb::UpdateEventTypeRequest>,
     ) -> Result<Response<pb::EventType>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self.0.tenant(&req, Scope::EventTypesWrite).await?;
         let r = req.into_inner();
         validate_event_type(&r.name).map_err(|e| Error::InvalidArgument(format!("name: {e}")))?;
         let changes = EventTypeChanges {
@@ -546,7 +546,7 @@ impl pb::event_types_server::EventTypes for EventTypesApi {
         &self,
         req: Request<pb::ListEventTypesRequest>,
     ) -> Result<Response<pb::ListEventTypesResponse>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self.0.tenant(&req, Scope::EventTypesRead).await?;
         let r = req.get_ref();
         if let Some(g) = &r.group {
             validate::no_nul("group", g)?;

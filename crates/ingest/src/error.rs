@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{0}")]
-    PermissionDenied(&'static str),
+    PermissionDenied(std::borrow::Cow<'static, str>),
     #[error("{0}")]
     ResourceExhausted(String),
     /// Over a rate: RESOURCE_EXHAUSTED with a standard `google.rpc.RetryInfo` detail and a
@@ -70,6 +70,12 @@ impl From<Error> for Status {
             return herald_proto::server::retry_later(e.to_string(), *retry_after);
         }
         Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<herald_store::MissingScope> for Error {
+    fn from(e: herald_store::MissingScope) -> Self {
+        Error::PermissionDenied(e.to_string().into())
     }
 }
 

@@ -435,7 +435,10 @@ impl pb::events_server::Events for EventsApi {
         req: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let started = std::time::Instant::now();
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self
+            .0
+            .tenant(&req, herald_store::Scope::EventsPublish)
+            .await?;
         let event = to_event(req.get_ref(), self.0.config.max_payload_bytes)?;
         self.0.check_publish_rate(tenant, 1).await?;
         let results = self.0.publish_all(tenant, vec![Ok(event)]).await;
@@ -448,7 +451,10 @@ impl pb::events_server::Events for EventsApi {
         &self,
         req: Request<pb::PublishBatchRequest>,
     ) -> Result<Response<pb::PublishBatchResponse>, Status> {
-        let tenant = self.0.tenant(&req).await?;
+        let tenant = self
+            .0
+            .tenant(&req, herald_store::Scope::EventsPublish)
+            .await?;
         let events = &req.get_ref().events;
         let max_batch = self.0.config.max_batch;
         if events.is_empty() {

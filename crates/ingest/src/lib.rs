@@ -11,6 +11,7 @@ mod auth;
 mod budget;
 mod config;
 mod convert;
+mod credentials;
 mod delivery_state;
 mod endpoints;
 mod error;
@@ -19,9 +20,11 @@ mod fanout;
 mod idempotency;
 mod maintenance;
 mod metrics;
+mod portal;
 mod preauth;
 mod service;
 mod subscriptions;
+mod troubled;
 mod validate;
 
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use herald_proto::v1::admin_server::AdminServer;
 use herald_proto::v1::endpoints_server::EndpointsServer;
 use herald_proto::v1::event_types_server::EventTypesServer;
 use herald_proto::v1::events_server::EventsServer;
+use herald_proto::v1::portal_server::PortalServer;
 use herald_store::{KeyCache, Store};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -182,6 +186,9 @@ impl Ingest {
             .await;
         health.set_serving::<AdminServer<admin::AdminApi>>().await;
         health
+            .set_serving::<PortalServer<portal::PortalApi>>()
+            .await;
+        health
             .set_serving::<EventTypesServer<endpoints::EventTypesApi>>()
             .await;
         let max = self.config.max_payload_bytes * self.config.max_batch.max(1) + (1 << 20);
@@ -194,6 +201,11 @@ impl Ingest {
         router
             .add_service(preauth::operator_first(
                 AdminServer::new(admin::AdminApi(self.clone())).max_decoding_message_size(small),
+                self.keys.clone(),
+                admin_token.clone(),
+            ))
+            .add_service(preauth::portal_first(
+                PortalServer::new(portal::PortalApi(self.clone())).max_decoding_message_size(small),
                 self.keys.clone(),
                 admin_token.clone(),
             ))

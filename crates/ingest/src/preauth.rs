@@ -1,5 +1,7 @@
 //! Credentials are checked before a call's message is read: the API key of a tenant's call
-//! (`Events`, `Endpoints`, `EventTypes`), the operator token of an `Admin` call.
+//! (`Events`, `Endpoints`, `EventTypes`), the operator token of an `Admin` call, and for
+//! `Portal` calls whichever of the operator token, a tenant's credential or a link token the
+//! call carries ([`PortalCaller`]; each handler then takes only its own kind).
 //!
 //! `PublishBatch` needs a large decoding limit (`HERALD_MAX_PAYLOAD_BYTES` × `HERALD_MAX_BATCH`)
 //! and tonic reads and decodes the whole message before a handler runs: checked only in the
@@ -17,9 +19,22 @@ use herald_store::KeyCache;
 use tonic::Status;
 use tonic::codegen::BoxFuture;
 
-/// The tenant whose key [`TenantKey`] accepted, in the request's extensions.
+/// The credential [`TenantKey`] accepted, in the request's extensions.
 #[derive(Clone, Copy, Debug)]
-pub struct Authenticated(pub uuid::Uuid);
+pub struct Authenticated(pub herald_store::Principal);
+
+/// Who calls the Portal service.
+#[derive(Clone, Debug)]
+pub enum PortalCaller {
+    Operator,
+    /// A tenant's API key or portal session.
+    Tenant(herald_store::Principal),
+    /// A portal link's token (`hl_…`), not looked up yet: only `RedeemPortalLink` takes it.
+    Link(String),
+}
+
+/// The prefix of portal link tokens.
+pub const LINK_PREFIX: &str = "hl_";
 
 /// The call carried the operator token ([`OperatorToken`] accepted it).
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +89,45 @@ impl Gate for OperatorToken {
             .map_err(Status::from)
         })
     }
+}
+
+/// Admits Portal calls: see [`PortalCaller`].
+#[derive(Clone)]
+pub struct PortalGate {
+    keys: KeyCache,
+    admin_token: Option<Arc<str>>,
+}
+
+impl Gate for PortalGate {
+    type Pass = PortalCaller;
+
+    fn admit(&self, authorization: Option<String>) -> BoxFuture<PortalCaller, Status> {
+        let gate = self.clone();
+        Box::pin(async move {
+            let auth = authorization.as_deref();
+            if herald_store::is_operator(auth, gate.admin_token.as_deref()) {
+                return Ok(PortalCaller::Operator);
+            }
+            match herald_store::bearer(auth) {
+                Some(token) if token.starts_with(LINK_PREFIX) => {
+                    Ok(PortalCaller::Link(token.to_owned()))
+                }
+                _ => crate::auth::principal(&gate.keys, auth)
+                    .await
+                    .map(PortalCaller::Tenant)
+                    .map_err(Status::from),
+            }
+        })
+    }
+}
+
+/// Wraps the Portal service: see [`PortalCaller`].
+pub fn portal_first<S>(
+    inner: S,
+    keys: KeyCache,
+    admin_token: Option<Arc<str>>,
+) -> CredentialsFirst<S, PortalGate> {
+    CredentialsFirst::new(inner, PortalGate { keys, admin_token })
 }
 
 /// A tenant service whose calls must carry a tenant's API key.

@@ -4,20 +4,22 @@
 //! costs no database query when its token is known (valid or not) or when the budget of
 //! lookups of unknown tokens is spent (`HERALD_AUTH_LOOKUP_RATE`, see
 //! [`herald_store::KeyCache`]).
+//!
+//! The credential may be an API key or a portal session; each call asks it for the scope it
+//! needs (`deliveries:read`, `deliveries:resend`), refused with `PERMISSION_DENIED` naming it.
 
 use std::sync::Arc;
 
 use herald_proto::server::Gate;
-use herald_store::{KeyCache, KeyCheck};
+use herald_store::{KeyCache, KeyCheck, Principal};
 use tonic::Status;
 use tonic::codegen::BoxFuture;
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-/// The tenant whose key [`TenantKey`] accepted, in the request's extensions.
+/// The credential [`TenantKey`] accepted, in the request's extensions.
 #[derive(Clone, Copy, Debug)]
-pub struct Authenticated(pub Uuid);
+pub struct Authenticated(pub Principal);
 
 /// Admits calls carrying a tenant's API key.
 #[derive(Clone)]
@@ -28,8 +30,9 @@ pub struct TenantKey {
 }
 
 impl TenantKey {
-    /// The tenant of the API key in an `authorization` header, or why the call is refused.
-    pub async fn tenant(&self, authorization: Option<&str>) -> Result<Uuid> {
+    /// The principal of the credential in an `authorization` header, or why the call is
+    /// refused.
+    pub async fn principal(&self, authorization: Option<&str>) -> Result<Principal> {
         if herald_store::is_operator(authorization, self.admin_token.as_deref()) {
             return Err(Error::PermissionDenied(
                 "tenant API key required: the operator token serves only the Admin service",
@@ -40,7 +43,9 @@ impl TenantKey {
             KeyCheck::Missing => Err(Error::Unauthenticated(
                 "missing API key: send \"authorization: Bearer <key>\"",
             )),
-            KeyCheck::Invalid => Err(Error::Unauthenticated("invalid or revoked API key")),
+            KeyCheck::Invalid => Err(Error::Unauthenticated(
+                "invalid, expired or revoked API key",
+            )),
             KeyCheck::Unchecked => Err(Error::Unavailable(
                 "too many calls with unknown credentials reached this server: the API key could not be checked now, retry shortly",
             )),
@@ -54,7 +59,7 @@ impl Gate for TenantKey {
     fn admit(&self, authorization: Option<String>) -> BoxFuture<Authenticated, Status> {
         let gate = self.clone();
         Box::pin(async move {
-            gate.tenant(authorization.as_deref())
+            gate.principal(authorization.as_deref())
                 .await
                 .map(Authenticated)
                 .map_err(Status::from)

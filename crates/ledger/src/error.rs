@@ -19,6 +19,9 @@ pub enum Error {
     Unauthenticated(&'static str),
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// The credential lacks the scope a call needs (PERMISSION_DENIED naming it).
+    #[error("{0}")]
+    MissingScope(#[from] herald_store::MissingScope),
     #[error("{0}")]
     ResourceExhausted(String),
     /// Over the tenant's publish rate: RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`.
@@ -54,7 +57,7 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::PermissionDenied(_) | Error::MissingScope(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) | Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::Broker { .. } => Code::Unavailable,
             Error::Database(_) | Error::Store(_) => Code::Internal,

@@ -13,14 +13,20 @@
 //! tenants never wait behind junk, and [`KeyCache::warm`] makes every live key known at start,
 //! so a restart does not put them behind it either. Counted in
 //! `herald_auth_unknown_keys_total{outcome}` (`rejected_cached`, `looked_up`, `limited`).
+//!
+//! A credential (API key or portal session) answers with its [`Principal`]: tenant, scopes and
+//! expiry. An entry never outlives its credential: past `expires_at` the cached answer is
+//! dropped and the token is `Invalid`, whatever the cache TTL.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use herald_core::ttl_cache::TtlCache;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::scopes::{CredentialKind, Principal, Scopes};
 use crate::{Result, Store, hash_api_key};
 
 /// How long a token found invalid is answered from memory.
@@ -35,7 +41,8 @@ const KEYS_MAX: usize = 100_000;
 /// Outcome of presenting credentials.
 #[derive(Debug, PartialEq, Eq)]
 pub enum KeyCheck {
-    Tenant(Uuid),
+    /// A live credential: whose, what it may do, until when.
+    Tenant(Principal),
     Missing,
     Invalid,
     /// Not looked up: too many unknown tokens reached this process lately. A real key that is
@@ -43,13 +50,14 @@ pub enum KeyCheck {
     Unchecked,
 }
 
-/// Maps API keys to tenants, remembering answers for a short while.
+/// Maps API keys (and portal sessions) to their principals, remembering answers for a short
+/// while.
 #[derive(Clone)]
 pub struct KeyCache {
     store: Store,
-    /// Valid keys' tenants by key hash; an invalidated entry stays known, to be confirmed
+    /// Valid keys' principals by key hash; an invalidated entry stays known, to be confirmed
     /// before use. A lookup that raced with a revocation is not kept ([`TtlCache`]).
-    entries: Arc<TtlCache<Vec<u8>, Uuid>>,
+    entries: Arc<TtlCache<Vec<u8>, Principal>>,
     /// Hashes of tokens found invalid.
     rejected: Arc<TtlCache<Vec<u8>, ()>>,
     /// Budget of lookups of tokens never seen here.
@@ -92,7 +100,7 @@ impl Bucket {
 
 /// What memory says of a key hash.
 enum Known {
-    Valid(Uuid),
+    Valid(Principal),
     /// Valid once, to be confirmed.
     Stale,
     Rejected,
@@ -159,18 +167,21 @@ impl KeyCache {
     pub fn warm(&self) {
         let cache = self.clone();
         tokio::spawn(async move {
-            let rows: Result<Vec<(Vec<u8>, Uuid)>, sqlx::Error> = sqlx::query_as(
-                "SELECT key_hash, tenant_id FROM api_keys WHERE revoked_at IS NULL
-                 ORDER BY created_at DESC LIMIT $1",
-            )
-            .bind(KEYS_MAX as i64)
-            .fetch_all(cache.store.pool())
-            .await;
+            let sql = format!(
+                "SELECT key_hash, {PRINCIPAL_COLUMNS} FROM api_keys
+                 WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+                 ORDER BY created_at DESC LIMIT $1"
+            );
+            let rows: Result<Vec<KeyRow>, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(KEYS_MAX as i64)
+                .fetch_all(cache.store.pool())
+                .await;
             match rows {
                 Ok(rows) => {
                     let known = rows.len();
-                    for (hash, tenant) in rows {
-                        cache.entries.insert_expired(hash, tenant);
+                    for (hash, tenant, id, scopes, expires_at, kind) in rows {
+                        let p = principal((tenant, id, scopes, expires_at, kind));
+                        cache.entries.insert_expired(hash, p);
                     }
                     tracing::debug!(keys = known, "api keys known");
                 }
@@ -188,7 +199,11 @@ impl KeyCache {
         };
         let hash = hash_api_key(key);
         match self.known(&hash) {
-            Known::Valid(tenant) => return Ok(KeyCheck::Tenant(tenant)),
+            Known::Valid(p) if p.expired(Utc::now()) => {
+                self.forget(hash);
+                return Ok(KeyCheck::Invalid);
+            }
+            Known::Valid(p) => return Ok(KeyCheck::Tenant(p)),
             Known::Rejected => {
                 unknown_key("rejected_cached");
                 return Ok(KeyCheck::Invalid);
@@ -204,28 +219,41 @@ impl KeyCache {
         // remember (the next call looks again).
         let ticket = self.entries.ticket();
         match self.store.authenticate(&hash).await? {
-            Some(tenant) => {
-                self.entries.insert(hash, tenant, ticket);
-                Ok(KeyCheck::Tenant(tenant))
+            Some(p) => {
+                self.entries.insert(hash, p, ticket);
+                Ok(KeyCheck::Tenant(p))
             }
             None => {
-                // A key valid once and not now was revoked: forget it (only then, so that
-                // junk tokens do not void other keys' lookups in flight).
-                if self.entries.with(&hash, |_, _| ()).is_some() {
-                    self.entries.remove(&hash);
-                }
-                // When full, the expired go first, then everything (forgetting costs only
-                // lookups, which the lookup budget bounds).
-                self.rejected.insert(hash, (), self.rejected.ticket());
+                self.forget(hash);
                 Ok(KeyCheck::Invalid)
             }
         }
     }
 
+    /// Remembers a token as invalid (revoked, expired or unknown).
+    fn forget(&self, hash: Vec<u8>) {
+        // A key valid once and not now was revoked or expired: forget it (only then, so that
+        // junk tokens do not void other keys' lookups in flight).
+        if self.entries.with(&hash, |_, _| ()).is_some() {
+            self.entries.remove(&hash);
+        }
+        // When full, the expired go first, then everything (forgetting costs only lookups,
+        // which the lookup budget bounds).
+        self.rejected.insert(hash, (), self.rejected.ticket());
+    }
+
+    /// Takes one lookup from the budget of tokens never seen here (for other single-use
+    /// tokens checked against the database, like portal links); false when it is spent.
+    pub fn take_lookup(&self) -> bool {
+        let taken = self.lookups.lock().expect("key lookup budget lock").take();
+        unknown_key(if taken { "looked_up" } else { "limited" });
+        taken
+    }
+
     fn known(&self, hash: &[u8]) -> Known {
         let ttl = self.entries.ttl();
-        let valid = self.entries.with(hash, |tenant, age| match age {
-            Some(age) if age < ttl => Known::Valid(*tenant),
+        let valid = self.entries.with(hash, |p, age| match age {
+            Some(age) if age < ttl => Known::Valid(*p),
             _ => Known::Stale,
         });
         match valid {
@@ -245,10 +273,37 @@ impl KeyCache {
     /// up again outside the budget of unknown tokens), only their answers are forgotten.
     pub fn apply(&self, change: crate::Change) {
         match change {
-            crate::Change::Tenant(t) => self.entries.expire_where(|_, tenant| *tenant == t),
+            crate::Change::Tenant(t) => self.entries.expire_where(|_, p| p.tenant == t),
             crate::Change::Unknown => self.clear(),
             crate::Change::Endpoint { .. } => {}
         }
+    }
+}
+
+/// A key's hash and the columns of [`PRINCIPAL_COLUMNS`].
+type KeyRow = (
+    Vec<u8>,
+    Uuid,
+    Uuid,
+    Vec<String>,
+    Option<DateTime<Utc>>,
+    String,
+);
+
+/// The columns of [`PRINCIPAL_COLUMNS`].
+pub(crate) type PrincipalRow = (Uuid, Uuid, Vec<String>, Option<DateTime<Utc>>, String);
+
+/// Columns [`principal`] reads, in its order.
+pub(crate) const PRINCIPAL_COLUMNS: &str = "tenant_id, id, scopes, expires_at, kind";
+
+/// A principal from the row of [`PRINCIPAL_COLUMNS`].
+pub(crate) fn principal((tenant, id, scopes, expires_at, kind): PrincipalRow) -> Principal {
+    Principal {
+        tenant,
+        key_id: id,
+        scopes: Scopes::from_stored(&scopes),
+        expires_at,
+        kind: CredentialKind::from_stored(&kind),
     }
 }
 

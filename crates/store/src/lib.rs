@@ -11,9 +11,12 @@ mod endpoints;
 mod error;
 mod event_types;
 mod keys;
+mod portal;
+mod scopes;
 mod secrets;
 mod subscriptions;
 mod tenants;
+mod troubled;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +32,12 @@ pub use endpoints::{Endpoint, EndpointChanges, EndpointStats, NewEndpoint, Subsc
 pub use error::{Error, Result, STATEMENT_TIMEOUT_MESSAGE, timed_out, unavailable};
 pub use event_types::{EventType, EventTypeChanges, EventTypePosition};
 pub use keys::{DEFAULT_LOOKUP_RATE, KeyCache, KeyCheck, bearer, is_operator, same_secret};
+pub use portal::{NewPortalLink, PortalLink, PortalSession};
+pub use scopes::{CredentialKind, MissingScope, Principal, Scope, Scopes};
 pub use secrets::{ReencryptReport, SecretKeyCount};
 pub use subscriptions::{SubscriptionIndex, Targets};
-pub use tenants::{ApiKey, Tenant, TenantChanges, hash_api_key};
+pub use tenants::{ApiKey, NewApiKey, Tenant, TenantChanges, hash_api_key, new_secret};
+pub use troubled::EndpointHealth;
 
 /// Migrations embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

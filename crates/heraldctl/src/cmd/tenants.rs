@@ -1,4 +1,5 @@
-//! `heraldctl tenant`: tenants and their delivery settings, with the operator token.
+//! `heraldctl tenant`: tenants and their delivery settings, with the operator token; the
+//! tenants in trouble (failing, throttled or auto-disabled endpoints).
 
 use clap::{Args, Subcommand};
 use herald_proto::v1 as pb;
@@ -7,6 +8,7 @@ use crate::context::Ctx;
 use crate::views;
 
 const COLUMNS: &[&str] = &["id", "name", "header_prefix", "user_agent"];
+const LIST_COLUMNS: &[&str] = &["id", "name", "created_at"];
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCmd {
@@ -20,6 +22,24 @@ pub enum TenantCmd {
         /// Events per second the tenant may publish (0: unlimited; unset: the server default)
         #[arg(long, value_name = "N")]
         publish_rate_limit: Option<u32>,
+        /// An origin allowed to embed the portal, https://host[:port] (repeat; at most 16)
+        #[arg(long = "portal-origin", value_name = "ORIGIN")]
+        portal_origins: Vec<String>,
+    },
+    /// List tenants, newest first
+    List {
+        /// Most tenants to show (at most 500)
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after this tenant id (the previous page's next_cursor)
+        #[arg(long, default_value = "")]
+        cursor: String,
+    },
+    /// The tenants with the most failing, throttled or auto-disabled endpoints, worst first
+    Troubled {
+        /// Most tenants to show (at most 100)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
     /// Show one tenant
     Get {
@@ -41,6 +61,12 @@ pub enum TenantCmd {
         /// Return the publish rate limit to the server default
         #[arg(long)]
         default_publish_rate_limit: bool,
+        /// Replace the origins allowed to embed the portal (repeat; see --no-portal-origins)
+        #[arg(long = "portal-origin", value_name = "ORIGIN")]
+        portal_origins: Vec<String>,
+        /// Allow no origin to embed the portal
+        #[arg(long, conflicts_with = "portal_origins")]
+        no_portal_origins: bool,
     },
 }
 
@@ -69,6 +95,7 @@ impl TenantCmd {
                 name,
                 settings: s,
                 publish_rate_limit,
+                portal_origins,
             } => {
                 let req = pb::CreateTenantRequest {
                     name,
@@ -77,8 +104,39 @@ impl TenantCmd {
                     require_https: s.require_https,
                     reject_unknown_event_types: s.reject_unknown_event_types,
                     publish_rate_limit,
+                    portal_allowed_origins: portal_origins,
                 };
                 c.create_tenant(ctx.admin_call(req)?).await?
+            }
+            TenantCmd::List { limit, cursor } => {
+                let req = pb::ListTenantsRequest {
+                    page_size: limit,
+                    cursor,
+                };
+                let r = c.list_tenants(ctx.admin_call(req)?).await?.into_inner();
+                let rows = r.tenants.iter().map(views::tenant).collect();
+                return ctx
+                    .out
+                    .page("tenants", rows, LIST_COLUMNS, &r.next_cursor, "--cursor");
+            }
+            TenantCmd::Troubled { limit } => {
+                let req = pb::ListTroubledTenantsRequest { limit };
+                let r = c
+                    .list_troubled_tenants(ctx.admin_call(req)?)
+                    .await?
+                    .into_inner();
+                let rows: Vec<_> = r.tenants.iter().map(views::troubled_tenant).collect();
+                return ctx.out.rows(
+                    &rows,
+                    &[
+                        "tenant_id",
+                        "name",
+                        "failing",
+                        "throttled",
+                        "auto_disabled",
+                        "endpoints",
+                    ],
+                );
             }
             TenantCmd::Get { id } => {
                 c.get_tenant(ctx.admin_call(pb::GetTenantRequest { id })?)
@@ -90,6 +148,8 @@ impl TenantCmd {
                 settings: s,
                 publish_rate_limit,
                 default_publish_rate_limit,
+                portal_origins,
+                no_portal_origins,
             } => {
                 let req = pb::UpdateTenantRequest {
                     id,
@@ -100,6 +160,10 @@ impl TenantCmd {
                     reject_unknown_event_types: s.reject_unknown_event_types,
                     publish_rate_limit,
                     default_publish_rate_limit,
+                    portal_allowed_origins: (no_portal_origins || !portal_origins.is_empty())
+                        .then_some(pb::StringList {
+                            values: portal_origins,
+                        }),
                 };
                 c.update_tenant(ctx.admin_call(req)?).await?
             }
