@@ -319,6 +319,26 @@ mod tests {
     }
 
     #[test]
+    fn the_log_filters_become_the_ledger_request() {
+        let q = Fields::from_query(Some(
+            "status=failed&event_type=order.created&endpoint_id=e1&since=2026-12-01T10%3A00&until=&cursor=c1",
+        ));
+        let r = filters(&q).unwrap();
+        assert_eq!(r.status, pb::DeliveryStatus::Failed as i32);
+        assert_eq!(r.event_type.as_deref(), Some("order.created"));
+        assert_eq!(r.endpoint_id.as_deref(), Some("e1"));
+        assert_eq!(r.since.unwrap().seconds, 1_796_119_200);
+        assert!(r.until.is_none());
+        assert_eq!(r.cursor, "c1");
+        assert_eq!(r.page_size, 50);
+        let any = filters(&Fields::from_query(Some("status="))).unwrap();
+        assert_eq!(any.status, 0);
+        assert!(any.endpoint_id.is_none() && any.event_type.is_none());
+        let bad = filters(&Fields::from_query(Some("since=yesterday"))).unwrap_err();
+        assert!(bad.to_string().contains("yesterday"), "{bad}");
+    }
+
+    #[test]
     fn log_rows_escape_receiver_text_and_cut_long_bodies() {
         let d = pb::Delivery {
             id: "d1".into(),
