@@ -77,10 +77,84 @@ pub fn parse_local_time(text: &str) -> Result<Timestamp, String> {
         .ok_or_else(|| format!("{text:?} is not a time like 2026-01-31T14:00 (UTC)"))
 }
 
-/// `payload` pretty-printed when it is JSON, else as it is (lossy UTF-8).
+/// `payload` pretty-printed when it is JSON (keys in the publisher's order, strings as sent),
+/// else as it is (lossy UTF-8).
 pub fn pretty_json(payload: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned())
+    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+        return String::from_utf8_lossy(payload).into_owned();
+    }
+    let text = String::from_utf8_lossy(payload);
+    let mut out = String::with_capacity(text.len() * 2);
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    };
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // An empty object or array stays on one line.
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}' | ']')) {
+                    out.push(chars.next().unwrap_or_default());
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_indented_in_the_publishers_key_order() {
+        let shown = pretty_json(br#"{"z":1,"a":{"s":"x, {y}: \"q\"","e":[],"n":[1, 2]},"o":{}}"#);
+        assert_eq!(
+            shown,
+            "{\n  \"z\": 1,\n  \"a\": {\n    \"s\": \"x, {y}: \\\"q\\\"\",\n    \"e\": [],\n    \"n\": [\n      1,\n      2\n    ]\n  },\n  \"o\": {}\n}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(v["a"]["s"], "x, {y}: \"q\"");
+    }
+
+    #[test]
+    fn anything_else_is_shown_as_it_is() {
+        assert_eq!(pretty_json(b"not json {"), "not json {");
+        assert_eq!(pretty_json(b""), "");
+    }
 }

@@ -37,7 +37,7 @@ pub fn page(chrome: &Chrome<'_>, title: &str, content: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (title) " · " (chrome.brand) }
                 link rel="stylesheet" href=(CSS_PATH);
                 @if chrome.theme_css { link rel="stylesheet" href="/portal/theme.css"; }

@@ -207,6 +207,7 @@ pub async fn page(
         .await?
         .into_inner();
     let d = r.delivery.unwrap_or_default();
+    let endpoint_url = endpoint_url(&state, &session, &d.endpoint_id).await;
     let content = html! {
         p { a href="/portal/deliveries" { "← Delivery log" } }
         h1 { "Delivery " code { (d.id) } }
@@ -216,7 +217,13 @@ pub async fn page(
         dl class="stats" data-testid="delivery" {
             div { dt { "Status" } dd { (format::badge(d.status)) @if d.test { " test" } } }
             div { dt { "Event type" } dd { code { (d.event_type) } } }
-            div { dt { "Endpoint" } dd { a href=(format!("/portal/endpoints/{}", d.endpoint_id)) { "open" } } }
+            div { dt { "Endpoint" } dd class="url" {
+                @match endpoint_url {
+                    Some(url) => a href=(format!("/portal/endpoints/{}", d.endpoint_id)) data-testid="delivery-endpoint" { (url) },
+                    None if !session.can(super::ENDPOINTS_READ) => code { (d.endpoint_id) },
+                    None => span class="muted" { "(deleted)" },
+                }
+            } }
             div { dt { "Created" } dd { (format::time(d.created_at.as_ref())) } }
             div { dt { "Last attempt" } dd { (format::time(d.last_attempt_at.as_ref())) } }
             div { dt { "Next retry" } dd { (format::time(d.next_retry_at.as_ref())) } }
@@ -242,6 +249,18 @@ pub async fn page(
         }
     };
     Ok(super::page(&session, "/portal/deliveries", "Delivery", content).into_response())
+}
+
+/// The URL of the delivery's endpoint; `None` when it was deleted (or may not be read).
+async fn endpoint_url(state: &Console, session: &Session, id: &str) -> Option<String> {
+    if !session.can(super::ENDPOINTS_READ) {
+        return None;
+    }
+    let req = session
+        .call(pb::GetEndpointRequest { id: id.to_owned() })
+        .ok()?;
+    let e = state.clients.endpoints().get_endpoint(req).await.ok()?;
+    Some(e.into_inner().url)
 }
 
 /// Every attempt: trigger, time, outcome, code, latency, response excerpt, error.
