@@ -2,7 +2,9 @@
 //!
 //! The "Webhooks" page is tested per behaviour (`test_sends`, `secret_rotation`,
 //! `endpoint_cards`, `payload_filters`, `event_types`, `tenants`, `resends`, `endpoint_rate`,
-//! `auto_disable`, `retry_after`, `retention`, `analytics`), with what they share in `page`.
+//! `auto_disable`, `retry_after`, `retention`, `analytics`), with what they share in `page`; its
+//! face, the portal and the operator console, in headless Chromium (`portal_browser`,
+//! `console_browser`).
 
 mod acks;
 mod analytics;
@@ -12,6 +14,7 @@ mod batching;
 mod broker;
 mod broker_tls;
 mod budgets;
+mod console_browser;
 mod dead_letters;
 mod delivery_state;
 mod egress;
@@ -25,6 +28,7 @@ mod no_loss;
 mod page;
 mod payload_filters;
 mod pipeline;
+mod portal_browser;
 mod rate_limits;
 mod receivers;
 mod reflection;

@@ -2,6 +2,8 @@
 //! Redis and RabbitMQ, isolated per test by a unique name used as Postgres schema, queue
 //! prefix and Redis key prefix, and removed again when the test ends (even when it panics).
 
+pub mod browser;
+pub mod console;
 pub mod egress;
 pub mod procs;
 pub mod receiver;
@@ -37,6 +39,9 @@ pub struct Options {
     pub dispatchers: usize,
     /// Extra `HERALD_*` settings.
     pub env: Vec<(String, String)>,
+    /// Also start `herald-console` (a process) against this installation; ingest gets its URL
+    /// as `HERALD_CONSOLE_URL`.
+    pub console: bool,
 }
 
 impl Default for Options {
@@ -45,6 +50,7 @@ impl Default for Options {
             retry_schedule: "200ms,400ms,800ms".into(),
             dispatchers: 1,
             env: Vec::new(),
+            console: false,
         }
     }
 }
@@ -56,6 +62,8 @@ pub struct Herald {
     pub ingest_addr: SocketAddr,
     pub ledger_addr: SocketAddr,
     pub pool: sqlx::PgPool,
+    /// The console, when `Options::console` asked for one.
+    pub console: Option<console::Console>,
     services: Vec<(CancellationToken, JoinHandle<()>)>,
     dispatchers: Vec<(CancellationToken, JoinHandle<()>)>,
     processes: Vec<Child>,
@@ -126,6 +134,10 @@ impl Herald {
         env.insert("HERALD_AMQP_PREFIX".into(), name.clone());
         env.insert("HERALD_REDIS_PREFIX".into(), name.clone());
         env.insert("HERALD_RETRY_SCHEDULE".into(), opts.retry_schedule.clone());
+        let console_addr = opts.console.then(free_addr);
+        if let Some(addr) = console_addr {
+            env.insert("HERALD_CONSOLE_URL".into(), console::public_url(addr));
+        }
         for (k, v) in &opts.env {
             env.insert(k.clone(), v.clone());
         }
@@ -163,6 +175,7 @@ impl Herald {
             ingest_addr,
             ledger_addr,
             pool,
+            console: None,
             services,
             dispatchers: Vec::new(),
             processes: Vec::new(),
@@ -182,7 +195,20 @@ impl Herald {
         for _ in 0..opts.dispatchers {
             herald.start_dispatcher();
         }
+        if let Some(addr) = console_addr {
+            let mut console =
+                console::Console::spawn(&herald.env, addr, herald.ingest_addr, herald.ledger_addr);
+            console.wait_ready().await;
+            herald.console = Some(console);
+        }
         herald
+    }
+
+    /// The console `Options::console` started.
+    pub fn console(&self) -> &console::Console {
+        self.console
+            .as_ref()
+            .expect("started without Options::console")
     }
 
     async fn wait_ready(&self) {
@@ -327,6 +353,7 @@ impl Herald {
                 pb::CreateApiKeyRequest {
                     tenant_id: t.id.clone(),
                     name: "test".into(),
+                    ..Default::default()
                 },
                 ADMIN_TOKEN,
             ))
@@ -510,6 +537,7 @@ impl Herald {
     }
 
     async fn shutdown(&mut self) {
+        self.console = None;
         for c in &mut self.processes {
             let _ = c.kill();
             let _ = c.wait();

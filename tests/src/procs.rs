@@ -228,6 +228,7 @@ impl Processes {
                 herald_proto::v1::CreateApiKeyRequest {
                     tenant_id: tenant.id,
                     name: "test".into(),
+                    ..Default::default()
                 },
                 ADMIN_TOKEN,
             ))

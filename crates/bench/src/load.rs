@@ -154,6 +154,7 @@ pub async fn create_tenant(herald: &Herald, name: &str) -> Result<Tenant> {
             pb::CreateApiKeyRequest {
                 tenant_id: tenant.id.clone(),
                 name: name.into(),
+                ..Default::default()
             },
             &admin_auth,
         ))
