@@ -137,6 +137,10 @@ pub enum ScenarioName {
     /// own phases, see `noisy_tenant.rs`).
     #[value(name = "noisy-tenant")]
     NoisyTenant,
+    /// The portal's delivery-log page (herald-console) over a tenant with 1,000,000
+    /// deliveries generated into PostgreSQL: p50/p95/p99 of its fetches (see `portal_log.rs`).
+    #[value(name = "portal-log")]
+    PortalLog,
 }
 
 impl ScenarioName {
@@ -165,6 +169,7 @@ impl ScenarioName {
             ScenarioName::BatchAccept => "batch-accept",
             ScenarioName::NoisyNeighbour => "noisy-neighbour",
             ScenarioName::NoisyTenant => "noisy-tenant",
+            ScenarioName::PortalLog => "portal-log",
         }
     }
 }

@@ -3,9 +3,9 @@
 //! gRPC API, a receiver that times and checks every delivery, and baselines of what the same
 //! hardware does without Herald.
 //!
-//! `bench all --markdown BENCHMARKS.md` runs every standard scenario (the last two,
-//! noisy-neighbour and noisy-tenant, measure tenant isolation); `bench scenario <name>` one of
-//! them;
+//! `bench all --markdown BENCHMARKS.md` runs every standard scenario (noisy-neighbour and
+//! noisy-tenant measure tenant isolation, portal-log the portal's delivery log over a million
+//! deliveries); `bench scenario <name>` one of them;
 //! `bench run --endpoints … --events …` any load; `bench baselines` only those.
 
 mod baseline;
@@ -20,6 +20,7 @@ mod noisy_tenant;
 mod noisy_tenant_attacks;
 mod noisy_tenant_calls;
 mod noisy_tenant_report;
+mod portal_log;
 mod procs;
 mod rawamqp;
 mod receiver;

@@ -184,6 +184,9 @@ pub fn render(output: &BenchOutput, settings: &Settings) -> String {
     if let Some(entry) = &output.noisy_tenant {
         noisy_tenant_report::markdown(&mut md, entry);
     }
+    if let Some(entry) = &output.portal_log {
+        crate::portal_log::markdown(&mut md, entry);
+    }
     md
 }
 

@@ -174,6 +174,43 @@ impl Herald {
     }
 
     fn spawn(&mut self, role: &str, binary: &str) -> Result<()> {
+        self.spawn_with(role, binary, &[])
+    }
+
+    /// Starts `herald-console` against this installation on a free port and waits until it
+    /// listens; returns its address.
+    pub async fn start_console(&mut self, deadline: Instant) -> Result<SocketAddr> {
+        let bin = self.settings.bin_dir.join("herald-console");
+        if !bin.is_file() {
+            bail!(
+                "{} is missing: build it with `cargo build --release --bins` (or pass --bin-dir)",
+                bin.display()
+            );
+        }
+        let addr = free_addr()?;
+        let env = [
+            ("HERALD_CONSOLE_ADDR", addr.to_string()),
+            ("HERALD_CONSOLE_PUBLIC_URL", format!("http://{addr}")),
+            ("HERALD_CONSOLE_INGEST_URL", format!("http://{}", self.ingest_addr)),
+            ("HERALD_CONSOLE_LEDGER_URL", format!("http://{}", self.ledger_addr)),
+            ("HERALD_CONSOLE_SECRET", format!("bench-{}", unique_name())),
+        ];
+        self.spawn_with("console", "herald-console", &env)?;
+        let until = deadline.min(Instant::now() + Duration::from_secs(30));
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            self.check_alive()?;
+            if Instant::now() >= until {
+                bail!(
+                    "herald-console did not listen in time; see {}",
+                    self.log_dir.join("console.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(addr)
+    }
+
+    fn spawn_with(&mut self, role: &str, binary: &str, extra: &[(&str, String)]) -> Result<()> {
         let bin = self.settings.bin_dir.join(binary);
         let log_path = self.log_dir.join(format!("{role}.log"));
         let log = std::fs::File::create(&log_path)
@@ -184,6 +221,7 @@ impl Herald {
         let child = Command::new(&bin)
             .env("HERALD_METRICS_ADDR", &metrics_addr)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))

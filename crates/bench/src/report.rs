@@ -310,6 +310,9 @@ pub struct BenchOutput {
     /// The noisy-tenant run, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noisy_tenant: Option<NoisyTenantEntry>,
+    /// The portal-log run, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal_log: Option<crate::portal_log::PortalLogEntry>,
 }
 
 pub fn write_json(path: &Path, output: &BenchOutput) -> Result<()> {

@@ -4,10 +4,11 @@
 //! minutes on two cores: most closed-loop scenarios produce about 60,000 deliveries,
 //! hundred-endpoints 500,000 (about a minute at the top rate), the open loops run 60–70 s.
 //! noisy-neighbour then runs twice (1 and 2 dispatchers), at least three minutes each and at
-//! most `--timeout`; noisy-tenant last, six phases of 20 s with their set-up and the waits
-//! between them (about five minutes when Herald refuses what it should). `--scale` shrinks or
-//! grows all of them at once; each run (each noisy-tenant phase) is still bounded by
-//! `--timeout`.
+//! most `--timeout`; noisy-tenant, six phases of 20 s with their set-up and the waits between
+//! them (about five minutes when Herald refuses what it should); portal-log last, a million
+//! deliveries generated into PostgreSQL (about a minute) and 800 fetches of the portal's
+//! delivery log. `--scale` shrinks or grows all of them at once; each run (each noisy-tenant
+//! phase) is still bounded by `--timeout`.
 
 use std::path::Path;
 
@@ -19,6 +20,7 @@ use crate::noisy::{self, Plan};
 use crate::noisy_report::NoisyReport;
 use crate::noisy_tenant;
 use crate::noisy_tenant_report::NoisyTenantReport;
+use crate::portal_log;
 use crate::report::{self, BenchOutput, RunEntry, RunReport};
 use crate::{baseline, markdown, run};
 
@@ -77,7 +79,9 @@ pub fn spec(name: ScenarioName, scale: f64) -> Option<LoadSpec> {
             accept_only: true,
             ..base
         },
-        ScenarioName::NoisyNeighbour | ScenarioName::NoisyTenant => return None,
+        ScenarioName::NoisyNeighbour | ScenarioName::NoisyTenant | ScenarioName::PortalLog => {
+            return None;
+        }
     })
 }
 
@@ -86,6 +90,7 @@ struct Plans {
     runs: Vec<(String, LoadSpec)>,
     noisy: Option<Plan>,
     noisy_tenant: Option<noisy_tenant::Plan>,
+    portal_log: Option<portal_log::Plan>,
     baselines: bool,
 }
 
@@ -111,6 +116,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 runs,
                 noisy: Some(Plan::new(settings.scale, None)),
                 noisy_tenant: Some(noisy_tenant::Plan::new(settings.scale)),
+                portal_log: Some(portal_log::Plan::new(settings.scale)),
                 baselines: true,
             };
             (plans, markdown)
@@ -126,6 +132,7 @@ impl Plans {
             runs,
             noisy: None,
             noisy_tenant: None,
+            portal_log: None,
             baselines,
         }
     }
@@ -146,6 +153,13 @@ impl Plans {
                     "--events does not apply to noisy-tenant (its phases are timed: use --scale)"
                 );
                 plans.noisy_tenant = Some(noisy_tenant::Plan::new(settings.scale));
+            }
+            (ScenarioName::PortalLog, None) => {
+                ensure!(
+                    events.is_none(),
+                    "--events does not apply to portal-log (a million deliveries: use --scale)"
+                );
+                plans.portal_log = Some(portal_log::Plan::new(settings.scale));
             }
             (_, None) => plans.noisy = Some(Plan::new(settings.scale, events)),
         }
@@ -191,6 +205,10 @@ async fn run_many(
         Some(plan) => Some(noisy_tenant::run(settings, plan).await),
         None => None,
     };
+    let portal_log = match &plans.portal_log {
+        Some(plan) => Some(portal_log::run(settings, plan).await),
+        None => None,
+    };
     let output = BenchOutput {
         command,
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -199,6 +217,7 @@ async fn run_many(
         runs: entries,
         noisy_neighbour,
         noisy_tenant,
+        portal_log,
     };
     if let Some(path) = &settings.json_out {
         report::write_json(path, &output)?;
@@ -217,7 +236,8 @@ async fn run_many(
             failed.len(),
             output.runs.len()
                 + output.noisy_neighbour.len()
-                + usize::from(output.noisy_tenant.is_some()),
+                + usize::from(output.noisy_tenant.is_some())
+                + usize::from(output.portal_log.is_some()),
             failed.join("\n  ")
         );
     }
@@ -238,9 +258,14 @@ fn failures(output: &BenchOutput) -> Vec<String> {
         let shortfalls = e.report.as_ref().map(NoisyTenantReport::shortfalls);
         (e.name(), e.error.clone(), shortfalls)
     });
+    let portal = output.portal_log.iter().map(|e| {
+        let shortfalls = e.report.as_ref().map(portal_log::PortalLogReport::shortfalls);
+        (e.name(), e.error.clone(), shortfalls)
+    });
     loads
         .chain(noisy)
         .chain(tenant)
+        .chain(portal)
         .filter_map(|(name, error, shortfalls)| {
             let why = match error {
                 Some(e) => vec![e],
