@@ -44,5 +44,5 @@ pub use consumer::{Consumer, Death, Delivery, Settler};
 pub use error::{Error, Result};
 pub use publisher::{Outgoing, Publisher};
 pub use topology::{
-    DELAY_RUNGS_MS, QueueType, Topology, WORK_KEY, WORK_SHARDS, delay_hop, shard_of,
+    DELAY_RUNGS_MS, QueueKind, QueueType, Topology, WORK_KEY, WORK_SHARDS, delay_hop, shard_of,
 };

@@ -52,6 +52,31 @@ pub fn delay_hop(ms: u64) -> (Option<u64>, u64) {
     }
 }
 
+/// What a queue of the topology is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Delivery tasks dispatchers consume (the shards and the legacy queue).
+    Work,
+    /// A rung of the delay ladder.
+    Delay,
+    /// Record batches the ledger consumes.
+    Ledger,
+    /// Messages the broker gave up on, which the ledger records.
+    DeadLetter,
+}
+
+impl QueueKind {
+    /// The kind's name in the API: `work`, `delay`, `ledger`, `dead_letter`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueKind::Work => "work",
+            QueueKind::Delay => "delay",
+            QueueKind::Ledger => "ledger",
+            QueueKind::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// The names and shape of Herald's exchanges and queues.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -120,6 +145,32 @@ impl Topology {
         queues.extend((0..WORK_SHARDS).map(|s| self.again_queue(s)));
         queues.push(self.work_queue());
         queues
+    }
+
+    /// Every queue of this installation with what it is for: the work queues, the delay
+    /// ladder, the ledger's queue and the dead-letter queue (what an operator watches).
+    pub fn every_queue(&self) -> Vec<(String, QueueKind)> {
+        let mut queues: Vec<(String, QueueKind)> = self
+            .work_queues()
+            .into_iter()
+            .map(|q| (q, QueueKind::Work))
+            .collect();
+        queues.extend(
+            DELAY_RUNGS_MS
+                .iter()
+                .map(|ms| (self.delay_queue(*ms), QueueKind::Delay)),
+        );
+        queues.push((self.ledger_queue(), QueueKind::Ledger));
+        queues.push((self.dead_queue(), QueueKind::DeadLetter));
+        queues
+    }
+
+    /// A queue's name without this installation's prefix (`deliveries.work.3`).
+    pub fn unprefixed<'a>(&self, queue: &'a str) -> &'a str {
+        queue
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(queue)
     }
 
     /// True for every queue of [`Self::work_queues`].
@@ -438,5 +489,23 @@ mod tests {
     #[test]
     fn rungs_ascend() {
         assert!(DELAY_RUNGS_MS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn every_queue_is_listed_once_with_its_kind() {
+        let t = Topology::new("h", QueueType::Quorum);
+        let all = t.every_queue();
+        let count = |k: QueueKind| all.iter().filter(|(_, kind)| *kind == k).count();
+        assert_eq!(count(QueueKind::Work), 2 * WORK_SHARDS + 1);
+        assert_eq!(count(QueueKind::Delay), DELAY_RUNGS_MS.len());
+        assert_eq!(count(QueueKind::Ledger), 1);
+        assert_eq!(count(QueueKind::DeadLetter), 1);
+        let mut names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert_eq!(t.unprefixed(&t.shard_queue(3)), "deliveries.work.3");
+        assert_eq!(t.unprefixed(&t.dead_queue()), "dead.letters");
+        assert_eq!(t.unprefixed("hx.other"), "hx.other");
     }
 }

@@ -3,7 +3,10 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cmd::{deliveries, endpoints, event_types, keys, listen, publish, tenants, verify};
+use crate::cmd::{
+    dead_letters, deliveries, endpoints, event_types, keys, listen, portal, publish, queues,
+    tenants, verify,
+};
 use crate::context::Ctx;
 
 #[derive(Parser, Debug)]
@@ -38,7 +41,7 @@ pub struct Connection {
         value_name = "URL"
     )]
     pub ingest: String,
-    /// The ledger's gRPC address (the delivery log)
+    /// The ledger's gRPC address (the delivery log, dead letters, queues)
     #[arg(
         long,
         env = "HERALD_LEDGER_URL",
@@ -57,7 +60,7 @@ pub struct Connection {
         value_name = "KEY"
     )]
     pub api_key: Option<String>,
-    /// Operator token, for `tenant` and `key`
+    /// Operator token, for `tenant`, `key`, `dead-letters` and `queues`
     #[arg(
         long,
         env = "HERALD_ADMIN_TOKEN",
@@ -83,11 +86,15 @@ pub struct OutputArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Tenants (operator token)
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "tenants")]
     Tenant(tenants::TenantCmd),
     /// API keys (operator token)
-    #[command(subcommand)]
+    #[command(subcommand, visible_alias = "keys")]
     Key(keys::KeyCmd),
+    /// Portal links that open a tenant's webhooks page (operator token, or an API key with
+    /// portal:create)
+    #[command(subcommand)]
+    Portal(portal::PortalCmd),
     /// Endpoints: create, inspect, test, rotate secrets (API key)
     #[command(subcommand)]
     Endpoint(endpoints::EndpointCmd),
@@ -96,9 +103,14 @@ pub enum Command {
     EventType(event_types::EventTypeCmd),
     /// Publish an event; the payload comes from --file or standard input (API key)
     Publish(publish::PublishArgs),
-    /// The delivery log: list, show, redeliver, replay (API key)
+    /// The delivery log: list, show, redeliver, replay, hourly stats (API key)
     #[command(subcommand)]
     Deliveries(deliveries::DeliveriesCmd),
+    /// Dead letters: list, show, send back (operator token)
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(dead_letters::DeadLettersCmd),
+    /// Messages and consumers of every queue (operator token)
+    Queues(queues::QueuesArgs),
     /// Run a local webhook receiver that prints each delivery and checks its signature
     Listen(listen::ListenArgs),
     /// Verify a delivery's signature as a receiver would; exits 1 when it does not verify
@@ -110,10 +122,13 @@ impl Command {
         match self {
             Command::Tenant(cmd) => cmd.run(ctx).await,
             Command::Key(cmd) => cmd.run(ctx).await,
+            Command::Portal(cmd) => cmd.run(ctx).await,
             Command::Endpoint(cmd) => cmd.run(ctx).await,
             Command::EventType(cmd) => cmd.run(ctx).await,
             Command::Publish(args) => args.run(ctx).await,
             Command::Deliveries(cmd) => cmd.run(ctx).await,
+            Command::DeadLetters(cmd) => cmd.run(ctx).await,
+            Command::Queues(args) => args.run(ctx).await,
             Command::Listen(args) => args.run().await,
             Command::Verify(args) => args.run(ctx),
         }
@@ -240,6 +255,49 @@ mod tests {
                 "2026-11-23T08:00:00Z",
             ],
             &["listen", "--port", "9000", "--scheme", "hex"],
+            &["deliveries", "stats", "ep_1", "--hours", "168"],
+            &["dead-letters", "list", "--tenant", "t_1", "--limit", "5"],
+            &["dead-letters", "replay", "dl_1", "dl_2"],
+            &["queues", "--kind", "delay", "--non-empty"],
+            &[
+                "portal",
+                "link",
+                "--tenant",
+                "t_1",
+                "--ttl",
+                "600",
+                "--read-only",
+            ],
+            &[
+                "portal",
+                "link",
+                "--scope",
+                "deliveries:read",
+                "--accent",
+                "#112233",
+                "--mode",
+                "dark",
+            ],
+            &[
+                "keys",
+                "create",
+                "--tenant",
+                "t_1",
+                "--scope",
+                "events:publish",
+                "--ttl",
+                "60",
+            ],
+            &["keys", "list", "--tenant", "t_1", "--all"],
+            &["tenants", "list"],
+            &["tenants", "troubled", "--limit", "5"],
+            &[
+                "tenant",
+                "update",
+                "t_1",
+                "--portal-origin",
+                "https://app.example.com",
+            ],
         ];
         for line in lines {
             if let Err(e) = parse(line) {

@@ -20,6 +20,8 @@ pub type EndpointsClient = pb::endpoints_client::EndpointsClient<Channel>;
 pub type EventTypesClient = pb::event_types_client::EventTypesClient<Channel>;
 pub type EventsClient = pb::events_client::EventsClient<Channel>;
 pub type DeliveriesClient = pb::deliveries_client::DeliveriesClient<Channel>;
+pub type OperationsClient = pb::operations_client::OperationsClient<Channel>;
+pub type PortalClient = pb::portal_client::PortalClient<Channel>;
 
 /// A credential a call needs, with the two ways to give it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +88,36 @@ impl Ctx {
         self.token(Credential::ApiKey)?;
         let channel = connect("ledger", &self.connection.ledger).await?;
         Ok(DeliveriesClient::new(channel))
+    }
+
+    /// The ledger's Operations service (dead letters, queue depths), with the operator token.
+    pub async fn operations(&self) -> anyhow::Result<OperationsClient> {
+        self.token(Credential::AdminToken)?;
+        let channel = connect("ledger", &self.connection.ledger).await?;
+        Ok(OperationsClient::new(channel))
+    }
+
+    /// The Portal service, with the operator token when one is given, else the API key (which
+    /// needs the scope `portal:create`).
+    pub async fn portal(&self) -> anyhow::Result<PortalClient> {
+        Ok(PortalClient::new(
+            self.ingest(self.operator_or_key()).await?,
+        ))
+    }
+
+    /// The operator token when one is given, else the API key.
+    fn operator_or_key(&self) -> Credential {
+        match self.connection.admin_token.as_deref() {
+            Some(t) if !t.is_empty() => Credential::AdminToken,
+            _ => Credential::ApiKey,
+        }
+    }
+
+    /// `msg` as a call authenticated with the operator token when one is given, else with the
+    /// tenant's API key.
+    pub fn operator_or_key_call<T>(&self, msg: T) -> anyhow::Result<Request<T>> {
+        let which = self.operator_or_key();
+        authed(msg, self.token(which)?, which)
     }
 
     async fn ingest(&self, needs: Credential) -> anyhow::Result<Channel> {

@@ -40,7 +40,21 @@ pub fn status(v: i32) -> &'static str {
 
 pub fn tenant(t: &pb::Tenant) -> Value {
     json!({"id": t.id, "name": t.name, "header_prefix": t.header_prefix, "user_agent": t.user_agent,
-        "created_at": time(&t.created_at)})
+        "created_at": time(&t.created_at),
+        "portal_allowed_origins": t.portal_allowed_origins.join(" ")})
+}
+
+/// An API key (never its secret); `*` in scopes is every scope.
+pub fn api_key(k: &pb::ApiKey) -> Value {
+    json!({"id": k.id, "tenant_id": k.tenant_id, "name": k.name, "scopes": k.scopes.join(" "),
+        "created_at": time(&k.created_at), "expires_at": time(&k.expires_at),
+        "revoked_at": time(&k.revoked_at)})
+}
+
+pub fn troubled_tenant(t: &pb::TroubledTenant) -> Value {
+    json!({"tenant_id": t.tenant_id, "name": t.tenant_name, "failing": t.failing_endpoints,
+        "throttled": t.throttled_endpoints, "auto_disabled": t.auto_disabled_endpoints,
+        "endpoints": t.total_endpoints})
 }
 
 /// An endpoint with its settings, its delivery state and the ledger's statistics, those also
@@ -142,6 +156,33 @@ pub fn activity(i: &pb::ActivityItem) -> Value {
         "status": status(i.status), "response_status": http_status(i.response_status),
         "attempt_count": i.attempt_count, "at": time(&i.at), "test": i.test,
     })
+}
+
+/// A dead letter; its body as text (invalid UTF-8 replaced), empty in a list.
+pub fn dead_letter(d: &pb::DeadLetter) -> Value {
+    json!({
+        "id": d.id, "queue": d.queue, "reason": d.reason, "tenant_id": d.tenant_id,
+        "delivery_id": d.delivery_id, "endpoint_id": d.endpoint_id, "event_id": d.event_id,
+        "error": d.error, "headers": d.headers, "body": String::from_utf8_lossy(&d.body),
+        "body_bytes": d.body_bytes, "dead_lettered_at": time(&d.dead_lettered_at),
+        "replayed_at": time(&d.replayed_at),
+    })
+}
+
+/// One hour of an endpoint's series; rate and latencies null in an hour without attempts.
+pub fn stats_point(p: &pb::StatsPoint) -> Value {
+    let measured = p.attempts > 0;
+    json!({
+        "hour": time(&p.hour), "attempts": p.attempts, "successes": p.successes,
+        "success_rate": measured
+            .then(|| format!("{:.1}%", p.successes as f64 * 100.0 / p.attempts as f64)),
+        "p50_latency_ms": measured.then_some(p.p50_latency_ms),
+        "p95_latency_ms": measured.then_some(p.p95_latency_ms),
+    })
+}
+
+pub fn queue_depth(q: &pb::QueueDepth) -> Value {
+    json!({"name": q.name, "kind": q.kind, "messages": q.messages, "consumers": q.consumers})
 }
 
 #[cfg(test)]

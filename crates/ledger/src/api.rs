@@ -12,6 +12,7 @@ use crate::error::{Error, Result, parse_id};
 use crate::retention::first_id_at;
 
 mod replay;
+mod series;
 
 /// Most deliveries one ReplayEndpoint call queues.
 pub const MAX_REPLAY: u32 = 10_000;
@@ -51,7 +52,7 @@ fn time_range(
     Ok((since, until))
 }
 
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub(crate) fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
@@ -143,17 +144,20 @@ const DELIVERY_COLUMNS: &str =
     response_body, last_error, latency_ms, created_at, last_attempt_at, next_retry_at, test";
 
 impl DeliveriesApi {
-    /// The calling tenant: the one [`crate::auth`] found before the message was read, else
-    /// checked here.
-    async fn tenant<T>(&self, req: &Request<T>) -> Result<Uuid> {
-        if let Some(crate::auth::Authenticated(t)) = req.extensions().get() {
-            return Ok(*t);
-        }
-        let auth = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        self.auth.tenant(auth).await
+    /// The calling tenant, if its credential has `scope`: the credential [`crate::auth`]
+    /// found before the message was read, else checked here.
+    async fn tenant<T>(&self, req: &Request<T>, scope: herald_store::Scope) -> Result<Uuid> {
+        let principal = match req.extensions().get() {
+            Some(crate::auth::Authenticated(p)) => *p,
+            None => {
+                let auth = req
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
+                self.auth.principal(auth).await?
+            }
+        };
+        Ok(principal.require(scope)?.tenant)
     }
 }
 
@@ -228,7 +232,7 @@ impl<'a> LogFilter<'a> {
 /// Cuts `rows`, read one past a page of `limit` (that row tells whether another page exists),
 /// to the page; answers the next page's cursor, the last row's id, empty on the last page (even
 /// when it is full).
-fn next_page<T>(rows: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> String {
+pub(crate) fn next_page<T>(rows: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> String {
     if rows.len() as u32 <= limit {
         return String::new();
     }
@@ -282,8 +286,17 @@ impl DeliveriesApi {
             .await?
             .ok_or(Error::NotFound("delivery"))?;
         let (attempts, next_attempts_cursor) = self.attempts_page(tenant, id, after, limit).await?;
+        // Gone once payload retention removed the event.
+        let payload: Option<String> =
+            sqlx::query_scalar("SELECT payload FROM events WHERE id = $1 AND tenant_id = $2")
+                .bind(delivery.event_id)
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(pb::GetDeliveryResponse {
             delivery: Some(delivery.into()),
+            payload_available: payload.is_some(),
+            payload: payload.map(String::into_bytes).unwrap_or_default(),
             next_attempts_cursor,
             attempts: attempts
                 .into_iter()
@@ -416,7 +429,9 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         &self,
         req: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
+        let tenant = self
+            .tenant(&req, herald_store::Scope::DeliveriesRead)
+            .await?;
         Ok(Response::new(self.list(tenant, req.into_inner()).await?))
     }
 
@@ -424,7 +439,9 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         &self,
         req: Request<pb::GetDeliveryRequest>,
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
+        let tenant = self
+            .tenant(&req, herald_store::Scope::DeliveriesRead)
+            .await?;
         Ok(Response::new(self.get(tenant, req.into_inner()).await?))
     }
 
@@ -432,7 +449,9 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         &self,
         req: Request<pb::ListRecentActivityRequest>,
     ) -> Result<Response<pb::ListRecentActivityResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
+        let tenant = self
+            .tenant(&req, herald_store::Scope::DeliveriesRead)
+            .await?;
         Ok(Response::new(
             self.recent_activity(tenant, req.into_inner()).await?,
         ))
@@ -442,7 +461,9 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         &self,
         req: Request<pb::RedeliverRequest>,
     ) -> Result<Response<pb::RedeliverResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
+        let tenant = self
+            .tenant(&req, herald_store::Scope::DeliveriesResend)
+            .await?;
         Ok(Response::new(self.resend(tenant, req.into_inner()).await?))
     }
 
@@ -450,9 +471,23 @@ impl pb::deliveries_server::Deliveries for DeliveriesApi {
         &self,
         req: Request<pb::ReplayEndpointRequest>,
     ) -> Result<Response<pb::ReplayEndpointResponse>, Status> {
-        let tenant = self.tenant(&req).await?;
+        let tenant = self
+            .tenant(&req, herald_store::Scope::DeliveriesResend)
+            .await?;
         Ok(Response::new(
             self.replay_call(tenant, req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_endpoint_stats_series(
+        &self,
+        req: Request<pb::GetEndpointStatsSeriesRequest>,
+    ) -> Result<Response<pb::GetEndpointStatsSeriesResponse>, Status> {
+        let tenant = self
+            .tenant(&req, herald_store::Scope::DeliveriesRead)
+            .await?;
+        Ok(Response::new(
+            self.stats_series(tenant, req.into_inner()).await?,
         ))
     }
 }
@@ -489,9 +524,23 @@ struct ReplayRow {
 /// attempt must still get a number of its own.
 const REPLAY_SELECT: &str = "SELECT d.id, d.event_id, d.tenant_id, d.endpoint_id, d.event_type,
         GREATEST(d.attempt_count,
-                 (SELECT max(a.attempt) FROM attempts a WHERE a.delivery_id = d.id)) AS attempt_count,
+                 (SELECT max(a.attempt) FROM attempts a
+                  WHERE a.delivery_id = d.id
+                    AND a.id >= ledger_id_at(d.created_at - interval '1 hour'))) AS attempt_count,
         d.created_at, e.payload
      FROM deliveries d LEFT JOIN events e ON e.id = d.event_id";
+
+/// The smallest id an attempt of `delivery` can have: attempts come after their delivery
+/// (an hour of margin for clocks that disagree), so reading them skips the ledger's older
+/// partitions.
+fn attempts_from(delivery: Uuid) -> Uuid {
+    let created = delivery
+        .get_timestamp()
+        .map(|ts| ts.to_unix())
+        .and_then(|(s, n)| DateTime::<Utc>::from_timestamp(s as i64, n))
+        .unwrap_or_default();
+    first_id_at(created - chrono::Duration::hours(1))
+}
 
 impl DeliveriesApi {
     /// One page of a delivery's attempts, oldest first, after the attempt `after` (a cursor
@@ -508,7 +557,7 @@ impl DeliveriesApi {
         let mut rows: Vec<AttemptRow> = sqlx::query_as(
             "SELECT id, attempt, started_at, response_status, response_body, error, latency_ms, trigger, status
              FROM attempts
-             WHERE delivery_id = $1 AND tenant_id = $2
+             WHERE delivery_id = $1 AND tenant_id = $2 AND id >= $5
                AND ($3::uuid IS NULL OR (started_at, attempt, id) >
                    (SELECT started_at, attempt, id FROM attempts
                     WHERE id = $3 AND delivery_id = $1 AND tenant_id = $2))
@@ -518,6 +567,7 @@ impl DeliveriesApi {
         .bind(tenant)
         .bind(after)
         .bind(i64::from(limit) + 1)
+        .bind(attempts_from(delivery))
         .fetch_all(&self.pool)
         .await?;
         let next = next_page(&mut rows, limit, |a| a.id);

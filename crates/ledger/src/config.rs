@@ -29,8 +29,9 @@ pub struct Config {
     pub attempt_retention: Duration,
     /// `HERALD_RETENTION_INTERVAL`: how often the retention sweep runs, default `1h`.
     pub retention_interval: Duration,
-    /// `HERALD_ADMIN_TOKEN` (optional): the operator token, recognised on the delivery log API
-    /// only to refuse it with `PERMISSION_DENIED` (a tenant API key is required there).
+    /// `HERALD_ADMIN_TOKEN` (optional): the operator token of the Operations service (dead
+    /// letters, queue depths; disabled without it); refused with `PERMISSION_DENIED` on the
+    /// delivery log API, where a tenant API key is required.
     pub admin_token: Option<String>,
     /// `HERALD_PUBLISH_RATE_LIMIT`, as ingest reads it: re-sends (`Redeliver`,
     /// `ReplayEndpoint`) take one token per delivery from the tenant's publish bucket (a Redis

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::write::{Batch, apply};
 
 /// Most body bytes kept per dead letter.
@@ -225,40 +226,68 @@ pub struct ReplayReport {
     pub unreadable: u64,
 }
 
-/// Sends dead letters not yet replayed back where they died (`queue`: `work`, `ledger`, or
-/// both when `None`), oldest first, at most `limit`; each is marked replayed once the broker
-/// confirmed it. For use once the cause is fixed (an endpoint key restored, a ledger bug
-/// mended): a letter that fails again is dead-lettered and recorded again. A crash between the
-/// confirm and the mark sends one letter twice, which the dispatcher's done marks and the
-/// ledger's idempotent writes absorb.
+/// Which dead letters [`replay`] sends back; either way only those not replayed yet, of the
+/// queues a letter can be sent back to (`work`, `ledger`).
+#[derive(Clone, Copy, Debug)]
+pub enum Selection<'a> {
+    /// Of one queue (`work`, `ledger`) or both, oldest first, at most `limit`
+    /// (`herald-ledger dead-letters replay`).
+    Oldest { queue: Option<&'a str>, limit: u32 },
+    /// These ones (`ReplayDeadLetters`).
+    Ids(&'a [Uuid]),
+}
+
+/// A dead letter with what sending it back needs.
+#[derive(sqlx::FromRow)]
+struct Replayable {
+    id: Uuid,
+    queue: String,
+    body: Vec<u8>,
+    body_bytes: i32,
+    delivery_id: Option<Uuid>,
+    tenant_id: Option<Uuid>,
+}
+
+const REPLAYABLE: &str = "SELECT id, queue, body, body_bytes, delivery_id, tenant_id
+     FROM dead_letters WHERE replayed_at IS NULL AND queue IN ('work', 'ledger')";
+
+async fn replayable(pool: &PgPool, selection: Selection<'_>) -> Result<Vec<Replayable>, Error> {
+    let rows = match selection {
+        Selection::Oldest { queue, limit } => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{REPLAYABLE} AND ($1::text IS NULL OR queue = $1) ORDER BY id LIMIT $2"
+            )))
+            .bind(queue)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        }
+        Selection::Ids(ids) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{REPLAYABLE} AND id = ANY($1) ORDER BY id"
+            )))
+            .bind(ids)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows)
+}
+
+/// Sends the dead letters of `selection` back where they died, oldest first; each is marked
+/// replayed once the broker confirmed it. For use once the cause is fixed (an endpoint key
+/// restored, a ledger bug mended): a letter that fails again is dead-lettered and recorded
+/// again. A crash between the confirm and the mark sends one letter twice, which the
+/// dispatcher's done marks and the ledger's idempotent writes absorb. The one path of both
+/// `herald-ledger dead-letters replay` and the Operations service's `ReplayDeadLetters`.
 pub async fn replay(
     pool: &PgPool,
     publisher: &herald_broker::Publisher,
-    queue: Option<&str>,
-    limit: u32,
-) -> anyhow::Result<ReplayReport> {
-    #[derive(sqlx::FromRow)]
-    struct Letter {
-        id: Uuid,
-        queue: String,
-        body: Vec<u8>,
-        body_bytes: i32,
-        delivery_id: Option<Uuid>,
-        tenant_id: Option<Uuid>,
-    }
-    let rows: Vec<Letter> = sqlx::query_as(
-        "SELECT id, queue, body, body_bytes, delivery_id, tenant_id FROM dead_letters
-         WHERE replayed_at IS NULL AND queue IN ('work', 'ledger')
-           AND ($1::text IS NULL OR queue = $1)
-         ORDER BY id LIMIT $2",
-    )
-    .bind(queue)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
+    selection: Selection<'_>,
+) -> Result<ReplayReport, Error> {
     let topology = publisher.topology();
     let mut report = ReplayReport::default();
-    for l in rows {
+    for l in replayable(pool, selection).await? {
         if usize::try_from(l.body_bytes).ok() != Some(l.body.len()) {
             report.truncated += 1;
             continue;
@@ -276,7 +305,16 @@ pub async fn replay(
         } else {
             topology.ledger_message(l.body, Vec::new())
         };
-        publisher.publish(&[message]).await?;
+        publisher
+            .publish(&[message])
+            .await
+            .map_err(|source| Error::Broker {
+                message: format!(
+                    "the message broker is unavailable: {} dead letters were sent back before it failed, retry for the rest",
+                    report.replayed
+                ),
+                source,
+            })?;
         sqlx::query("UPDATE dead_letters SET replayed_at = now() WHERE id = $1")
             .bind(l.id)
             .execute(pool)

@@ -1,8 +1,9 @@
 //! Herald ledger: the durable record of every event, delivery and attempt.
 //!
 //! It consumes record batches from the ledger queue, writes them to Postgres in one
-//! transaction per batch (idempotently, see [`write`]), and serves the delivery log over gRPC.
-//! Records are acked only after their transaction committed.
+//! transaction per batch (idempotently, see [`write`]), and serves the delivery log over gRPC
+//! (`Deliveries`, per tenant) with the operator's `Operations` service (dead letters, queue
+//! depths; [`operations`]). Records are acked only after their transaction committed.
 
 mod api;
 mod auth;
@@ -13,6 +14,7 @@ mod deadletter;
 mod error;
 mod maintenance;
 mod metrics;
+mod operations;
 mod retention;
 mod service;
 pub mod write;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use herald_broker::{Publisher, Topology};
 use herald_proto::v1::deliveries_server::DeliveriesServer;
+use herald_proto::v1::operations_server::OperationsServer;
 use herald_store::{KeyCache, Store};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -150,6 +153,9 @@ impl Ledger {
         health
             .set_serving::<DeliveriesServer<api::DeliveriesApi>>()
             .await;
+        health
+            .set_serving::<OperationsServer<operations::OperationsApi>>()
+            .await;
         let keys = KeyCache::new(store.clone(), Duration::from_secs(10))
             .with_lookup_rate(config.auth_lookup_rate);
         keys.warm();
@@ -171,8 +177,10 @@ impl Ledger {
             budget: budget::Budget::new(config)?,
             replay_page: config.replay_page,
         };
-        // API keys are checked from the headers, before a message is read.
+        let ops = self.operations_api(api_store.pool().clone(), api.auth.keys.clone());
+        // API keys and the operator token are checked from the headers, before a message is read.
         let gate = api.auth.clone();
+        let ops_gate = ops.gate.clone();
         tracing::info!(addr = %listener.local_addr()?, "ledger listening");
         let small = config.api.max_message_bytes;
         router
@@ -180,9 +188,28 @@ impl Ledger {
                 DeliveriesServer::new(api).max_decoding_message_size(small),
                 gate,
             ))
+            .add_service(herald_proto::server::CredentialsFirst::new(
+                OperationsServer::new(ops).max_decoding_message_size(small),
+                ops_gate,
+            ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
             .await?;
         let _ = watch.await;
         Ok(())
+    }
+
+    /// The Operations service (dead letters, queue depths) on the API's pool.
+    fn operations_api(&self, pool: sqlx::PgPool, keys: KeyCache) -> operations::OperationsApi {
+        operations::OperationsApi {
+            pool,
+            publisher: self.publisher.clone(),
+            topology: self.topology.clone(),
+            amqp_url: self.config.common.amqp_url.clone(),
+            admin: Arc::default(),
+            gate: operations::gate::OperatorToken {
+                keys,
+                admin_token: self.config.admin_token.as_deref().map(Into::into),
+            },
+        }
     }
 }

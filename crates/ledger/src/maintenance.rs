@@ -39,7 +39,11 @@ pub async fn run_command(command: Command, config: &Config) -> anyhow::Result<()
     store.migrate().await?;
     let topology = Topology::from_config(c);
     let publisher = Publisher::connect(&c.amqp_url, "herald-ledger-replay", topology, 1).await?;
-    let report = deadletter::replay(store.pool(), &publisher, queue.as_deref(), limit).await;
+    let selection = deadletter::Selection::Oldest {
+        queue: queue.as_deref(),
+        limit,
+    };
+    let report = deadletter::replay(store.pool(), &publisher, selection).await;
     publisher.close().await;
     let r = report?;
     println!(

@@ -1,5 +1,6 @@
 //! `heraldctl deliveries`: the delivery log on the ledger (list, one delivery with its
-//! attempts, recent activity) and re-sends (redeliver one, replay an endpoint's).
+//! attempts, recent activity, an endpoint's hourly statistics) and re-sends (redeliver one,
+//! replay an endpoint's).
 //!
 //! The log is written by the ledger from the broker in batches, so it trails publishing by a
 //! moment: an empty first page says so on standard error rather than leaving a bare header.
@@ -61,6 +62,15 @@ const ACTIVITY_COLUMNS: &[&str] = &[
     "delivery_id",
 ];
 
+const STATS_COLUMNS: &[&str] = &[
+    "hour",
+    "attempts",
+    "successes",
+    "success_rate",
+    "p50_latency_ms",
+    "p95_latency_ms",
+];
+
 /// Said under an empty first page.
 pub const EMPTY_HINT: &str = "no deliveries yet: the delivery log trails publishing by a \
     moment, so an event published just now shows within a second or two";
@@ -93,6 +103,14 @@ pub enum DeliveriesCmd {
     },
     /// Re-send an endpoint's deliveries (default: the failed ones), every page of them
     Replay(ReplayArgs),
+    /// An endpoint's attempts hour by hour, oldest first: success rate, p50/p95 latency
+    Stats {
+        /// Endpoint id
+        endpoint: String,
+        /// Whole hours before the current one (1 to 720)
+        #[arg(long, default_value_t = 24, value_name = "N")]
+        hours: u32,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +176,7 @@ impl DeliveriesCmd {
             DeliveriesCmd::Activity { limit } => activity(ctx, limit).await,
             DeliveriesCmd::Redeliver { id } => redeliver(ctx, id).await,
             DeliveriesCmd::Replay(args) => args.run(ctx).await,
+            DeliveriesCmd::Stats { endpoint, hours } => stats(ctx, endpoint, hours).await,
         }
     }
 }
@@ -206,6 +225,14 @@ async fn activity(ctx: &Ctx, limit: u32) -> anyhow::Result<()> {
     let r = c.list_recent_activity(req).await?.into_inner();
     let rows: Vec<Value> = r.items.iter().map(views::activity).collect();
     ctx.out.rows(&rows, ACTIVITY_COLUMNS)
+}
+
+async fn stats(ctx: &Ctx, endpoint_id: String, hours: u32) -> anyhow::Result<()> {
+    let mut c = ctx.deliveries().await?;
+    let req = ctx.tenant_call(pb::GetEndpointStatsSeriesRequest { endpoint_id, hours })?;
+    let r = c.get_endpoint_stats_series(req).await?.into_inner();
+    let rows: Vec<Value> = r.points.iter().map(views::stats_point).collect();
+    ctx.out.rows(&rows, STATS_COLUMNS)
 }
 
 async fn redeliver(ctx: &Ctx, id: String) -> anyhow::Result<()> {
@@ -275,5 +302,7 @@ mod tests {
         assert!(ATTEMPT_COLUMNS.iter().all(|f| a.get(*f).is_some()));
         let i = views::activity(&pb::ActivityItem::default());
         assert!(ACTIVITY_COLUMNS.iter().all(|f| i.get(*f).is_some()));
+        let p = views::stats_point(&pb::StatsPoint::default());
+        assert!(STATS_COLUMNS.iter().all(|f| p.get(*f).is_some()));
     }
 }
