@@ -23,10 +23,14 @@ async fn operator_signs_in_manages_tenants_and_keys_and_opens_a_portal() {
     // Nothing without signing in; a wrong token is refused.
     browser.goto(&console.at("/console/tenants")).await;
     browser.testid("login-form").await;
-    browser.fill("[data-testid=\"login-form\"]", "token", "not-the-token").await;
+    browser
+        .fill("[data-testid=\"login-form\"]", "token", "not-the-token")
+        .await;
     browser.click("#login").await;
     browser.testid("login-error").await;
-    browser.fill("[data-testid=\"login-form\"]", "token", ADMIN_TOKEN).await;
+    browser
+        .fill("[data-testid=\"login-form\"]", "token", ADMIN_TOKEN)
+        .await;
     browser.click("#login").await;
     assert_eq!(browser.path().await, "/console/");
     browser.testid("health").await;
@@ -36,7 +40,13 @@ async fn operator_signs_in_manages_tenants_and_keys_and_opens_a_portal() {
 
     // A tenant made through the form; its name is text.
     browser.goto(&console.at("/console/tenants")).await;
-    browser.fill("[data-testid=\"create-tenant\"]", "name", "Acme <i>Corp</i>").await;
+    browser
+        .fill(
+            "[data-testid=\"create-tenant\"]",
+            "name",
+            "Acme <i>Corp</i>",
+        )
+        .await;
     browser.click("#create-tenant").await;
     assert_eq!(browser.testid_text("tenant-name").await, "Acme <i>Corp</i>");
     let tenant_id = browser
@@ -47,7 +57,12 @@ async fn operator_signs_in_manages_tenants_and_keys_and_opens_a_portal() {
     let tenant = herald
         .admin()
         .await
-        .get_tenant(authed(pb::GetTenantRequest { id: tenant_id.clone() }, ADMIN_TOKEN))
+        .get_tenant(authed(
+            pb::GetTenantRequest {
+                id: tenant_id.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect("the tenant exists")
         .into_inner();
@@ -84,9 +99,13 @@ async fn operator_signs_in_manages_tenants_and_keys_and_opens_a_portal() {
     assert!(refused.message().contains("endpoints:write"), "{refused:?}");
 
     // Revoked from the page: the key stops working.
-    browser.goto(&console.at(&format!("/console/tenants/{tenant_id}"))).await;
+    browser
+        .goto(&console.at(&format!("/console/tenants/{tenant_id}")))
+        .await;
     assert_eq!(browser.all("[data-testid=\"key-row\"]").await.len(), 1);
-    browser.click("[data-testid=\"key-row\"] [data-testid=\"revoke\"]").await;
+    browser
+        .click("[data-testid=\"key-row\"] [data-testid=\"revoke\"]")
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = herald
@@ -97,7 +116,10 @@ async fn operator_signs_in_manages_tenants_and_keys_and_opens_a_portal() {
         if r.as_ref().is_err_and(|s| s.code() == Code::Unauthenticated) {
             break;
         }
-        assert!(Instant::now() < deadline, "the revoked key still works: {r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the revoked key still works: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -113,7 +135,10 @@ async fn operator_signs_in_manages_tenants_and_keys_and_opens_a_portal() {
         .await
         .unwrap()
         .expect("href");
-    assert!(url.starts_with(&console.at("/portal/open?token=hl_")), "{url}");
+    assert!(
+        url.starts_with(&console.at("/portal/open?token=hl_")),
+        "{url}"
+    );
     browser.goto(&url).await;
     assert_eq!(browser.path().await, "/portal/");
     assert_eq!(browser.testid_text("brand").await, "Acme webhooks");

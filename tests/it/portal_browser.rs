@@ -70,7 +70,10 @@ async fn wait_row(browser: &Browser, url: &str, testid: &str, id: &str) {
 /// sends none).
 async fn assert_inert(browser: &Browser) {
     assert!(browser.all("script").await.is_empty(), "a script element");
-    assert!(browser.all("main b, pre b").await.is_empty(), "receiver markup rendered");
+    assert!(
+        browser.all("main b, pre b").await.is_empty(),
+        "receiver markup rendered"
+    );
     assert_ne!(browser.client.title().await.unwrap(), "owned");
 }
 
@@ -102,7 +105,8 @@ async fn portal_flow_matches_what_the_receiver_got() {
         .expect("event type");
     let link = portal_link(&herald, &t.id, None).await;
     assert!(
-        link.url.starts_with(&herald.console().at("/portal/open?token=hl_")),
+        link.url
+            .starts_with(&herald.console().at("/portal/open?token=hl_")),
         "{}",
         link.url
     );
@@ -116,13 +120,19 @@ async fn portal_flow_matches_what_the_receiver_got() {
     // Test send: the result box shows what the receiver answered, as text.
     browser.click("[data-testid=\"send-test\"]").await;
     let result = browser.testid("test-result").await;
-    assert_eq!(result.attr("data-success").await.unwrap().as_deref(), Some("true"));
+    assert_eq!(
+        result.attr("data-success").await.unwrap().as_deref(),
+        Some("true")
+    );
     assert_eq!(browser.testid_text("test-status").await, "200");
     assert_eq!(browser.testid_text("response-body").await, SCRIPT_BODY);
     assert_inert(&browser).await;
     browser.screenshot("portal-test-send").await;
     let test = rx.next(Duration::from_secs(5)).await;
-    assert_eq!(test.header("webhook-event").as_deref(), Some("webhook.test"));
+    assert_eq!(
+        test.header("webhook-event").as_deref(),
+        Some("webhook.test")
+    );
     let shown = browser
         .find("[data-testid=\"test-result\"] a[href^=\"/portal/deliveries/\"]")
         .await
@@ -140,15 +150,42 @@ async fn portal_flow_matches_what_the_receiver_got() {
     let payload = br#"{"order":"o_1","items":[{"sku":"<b>x</b>","qty":2}],"total":1250}"#;
     let event = herald.publish(&t, "order.created", payload).await;
     let got = rx.next(Duration::from_secs(10)).await;
-    assert_eq!(&got.body[..], payload, "the receiver got the payload as published");
-    let delivery = herald.wait_deliveries(&t, &event.event_id, 1).await.remove(0);
-    assert_eq!(got.header("webhook-id").as_deref(), Some(delivery.id.as_str()));
+    assert_eq!(
+        &got.body[..],
+        payload,
+        "the receiver got the payload as published"
+    );
+    let delivery = herald
+        .wait_deliveries(&t, &event.event_id, 1)
+        .await
+        .remove(0);
+    assert_eq!(
+        got.header("webhook-id").as_deref(),
+        Some(delivery.id.as_str())
+    );
     let console = herald.console();
-    wait_row(&browser, &console.at("/portal/"), "activity-row", &delivery.id).await;
+    wait_row(
+        &browser,
+        &console.at("/portal/"),
+        "activity-row",
+        &delivery.id,
+    )
+    .await;
     browser.full_screenshot("portal-overview").await;
-    wait_row(&browser, &console.at("/portal/deliveries"), "delivery-row", &delivery.id).await;
-    let row = format!("[data-testid=\"delivery-row\"][data-delivery-id=\"{}\"]", delivery.id);
-    let code = browser.find(&format!("{row} [data-testid=\"delivery-code\"]")).await;
+    wait_row(
+        &browser,
+        &console.at("/portal/deliveries"),
+        "delivery-row",
+        &delivery.id,
+    )
+    .await;
+    let row = format!(
+        "[data-testid=\"delivery-row\"][data-delivery-id=\"{}\"]",
+        delivery.id
+    );
+    let code = browser
+        .find(&format!("{row} [data-testid=\"delivery-code\"]"))
+        .await;
     assert_eq!(code.text().await.unwrap(), "200");
     browser.screenshot("portal-delivery-log").await;
     browser.click(&format!("{row} a")).await;
@@ -167,15 +204,26 @@ async fn portal_flow_matches_what_the_receiver_got() {
     // Off: the card says so, the API agrees, and nothing more is delivered.
     browser.goto(&console.at("/portal/")).await;
     let card = format!("[data-testid=\"endpoint-card\"][data-endpoint-id=\"{id}\"]");
-    browser.click(&format!("{card} [data-testid=\"toggle\"]")).await;
-    let toggle = browser.find(&format!("{card} [data-testid=\"toggle\"]")).await;
+    browser
+        .click(&format!("{card} [data-testid=\"toggle\"]"))
+        .await;
+    let toggle = browser
+        .find(&format!("{card} [data-testid=\"toggle\"]"))
+        .await;
     assert_eq!(toggle.text().await.unwrap(), "Turn on");
-    assert_eq!(toggle.attr("aria-pressed").await.unwrap().as_deref(), Some("false"));
-    let state = browser.find(&format!("{card} [data-testid=\"delivery-state\"]")).await;
+    assert_eq!(
+        toggle.attr("aria-pressed").await.unwrap().as_deref(),
+        Some("false")
+    );
+    let state = browser
+        .find(&format!("{card} [data-testid=\"delivery-state\"]"))
+        .await;
     assert!(state.text().await.unwrap().to_lowercase().contains("off"));
     let ep = crate::page::get_endpoint(&herald, &t, &id).await;
     assert!(!ep.enabled);
-    herald.publish(&t, "order.created", b"{\"order\":\"o_2\"}").await;
+    herald
+        .publish(&t, "order.created", b"{\"order\":\"o_2\"}")
+        .await;
     assert!(
         rx.drain_for(Duration::from_millis(1500)).await.is_empty(),
         "a disabled endpoint received a delivery"
@@ -190,8 +238,12 @@ async fn add_endpoint(browser: &Browser, rx: &Receiver) -> String {
     browser.click("[data-testid=\"add-endpoint\"]").await;
     let form = "[data-testid=\"endpoint-form\"]";
     browser.fill(form, "url", &rx.url("/hooks/orders")).await;
-    browser.fill(form, "description", "Orders <i>hook</i>").await;
-    browser.check(form, "event_types", "order.created", true).await;
+    browser
+        .fill(form, "description", "Orders <i>hook</i>")
+        .await;
+    browser
+        .check(form, "event_types", "order.created", true)
+        .await;
     browser.fill(form, "timeout_seconds", "5").await;
     browser.fill(form, "headers", "X-Team: fulfilment").await;
     browser.full_screenshot("portal-endpoint-form").await;
@@ -200,8 +252,14 @@ async fn add_endpoint(browser: &Browser, rx: &Receiver) -> String {
     let Some(id) = path.strip_prefix("/portal/endpoints/").map(str::to_owned) else {
         panic!("saving led to {path}: {}", browser.text().await);
     };
-    assert_eq!(browser.testid_text("endpoint-url").await, rx.url("/hooks/orders"));
-    assert!(browser.text().await.contains("Orders <i>hook</i>"), "description as text");
+    assert_eq!(
+        browser.testid_text("endpoint-url").await,
+        rx.url("/hooks/orders")
+    );
+    assert!(
+        browser.text().await.contains("Orders <i>hook</i>"),
+        "description as text"
+    );
     id
 }
 
@@ -215,7 +273,10 @@ async fn check_delivery_page(browser: &Browser, got: &Received, attempts: usize)
     for a in browser.all("[data-testid=\"attempt-code\"]").await {
         assert_eq!(a.text().await.unwrap(), "200");
     }
-    for b in browser.all("[data-testid=\"attempt\"] [data-testid=\"response-body\"]").await {
+    for b in browser
+        .all("[data-testid=\"attempt\"] [data-testid=\"response-body\"]")
+        .await
+    {
         assert_eq!(b.text().await.unwrap(), SCRIPT_BODY);
     }
     assert_inert(browser).await;
@@ -232,14 +293,27 @@ async fn wait_attempts(browser: &Browser, n: usize) {
 }
 
 /// Tenant A with an endpoint and one delivery; returns (tenant, endpoint id, delivery id).
-async fn tenant_with_history(herald: &Herald, rx: &mut Receiver, marker: &str) -> (Tenant, String, String) {
+async fn tenant_with_history(
+    herald: &Herald,
+    rx: &mut Receiver,
+    marker: &str,
+) -> (Tenant, String, String) {
     let t = herald.tenant().await;
     let (ep, _) = herald
         .create_endpoint(&t, endpoint(rx.url(&format!("/{marker}")), &["*"]))
         .await;
-    let event = herald.publish(&t, "order.created", format!("{{\"m\":\"{marker}\"}}").as_bytes()).await;
+    let event = herald
+        .publish(
+            &t,
+            "order.created",
+            format!("{{\"m\":\"{marker}\"}}").as_bytes(),
+        )
+        .await;
     rx.next(Duration::from_secs(10)).await;
-    let d = herald.wait_deliveries(&t, &event.event_id, 1).await.remove(0);
+    let d = herald
+        .wait_deliveries(&t, &event.event_id, 1)
+        .await
+        .remove(0);
     (t, ep.id, d.id)
 }
 
@@ -253,7 +327,9 @@ async fn a_second_tenants_session_sees_nothing_of_the_first() {
     let console = herald.console();
 
     let browser = Browser::start().await;
-    browser.goto(&portal_link(&herald, &b.id, None).await.url).await;
+    browser
+        .goto(&portal_link(&herald, &b.id, None).await.url)
+        .await;
     browser.testid("no-endpoints").await;
     browser.testid("no-activity").await;
     for path in [
@@ -263,8 +339,17 @@ async fn a_second_tenants_session_sees_nothing_of_the_first() {
     ] {
         browser.goto(&console.at(&path)).await;
         let text = browser.text().await;
-        assert!(!text.contains(marker) && !text.contains(&delivery_id), "{path}: {text}");
-        assert!(browser.all("[data-testid=\"delivery-row\"]").await.is_empty(), "{path}");
+        assert!(
+            !text.contains(marker) && !text.contains(&delivery_id),
+            "{path}: {text}"
+        );
+        assert!(
+            browser
+                .all("[data-testid=\"delivery-row\"]")
+                .await
+                .is_empty(),
+            "{path}"
+        );
     }
     // By id: the same "not found" as for an id that never existed.
     for path in [
@@ -293,9 +378,18 @@ async fn expired_used_and_unknown_links_get_a_clear_page_and_no_data() {
         let browser = b;
         browser.testid("error").await;
         let text = browser.text().await;
-        assert!(text.contains("This link cannot be opened"), "{what}: {text}");
-        assert!(!text.contains("test tenant"), "{what} shows tenant data: {text}");
-        assert!(browser.cookie("herald_portal").await.is_none(), "{what} set a session");
+        assert!(
+            text.contains("This link cannot be opened"),
+            "{what}: {text}"
+        );
+        assert!(
+            !text.contains("test tenant"),
+            "{what} shows tenant data: {text}"
+        );
+        assert!(
+            browser.cookie("herald_portal").await.is_none(),
+            "{what} set a session"
+        );
     };
 
     // Used: the second opening of a link, even by its first user, is refused.
@@ -316,9 +410,13 @@ async fn expired_used_and_unknown_links_get_a_clear_page_and_no_data() {
     refused("an expired link").await;
 
     // Unknown, and not a link at all.
-    browser.goto(&console.at("/portal/open?token=hl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
+    browser
+        .goto(&console.at("/portal/open?token=hl_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+        .await;
     refused("an unknown link").await;
-    browser.goto(&console.at("/portal/open?token=%3Cscript%3E")).await;
+    browser
+        .goto(&console.at("/portal/open?token=%3Cscript%3E"))
+        .await;
     refused("a token that is no link").await;
     assert_inert(&browser).await;
     browser.screenshot("portal-link-refused").await;
@@ -332,15 +430,27 @@ async fn expired_used_and_unknown_links_get_a_clear_page_and_no_data() {
     assert!(cookies.iter().any(|c| c.name() == "herald_portal"));
     browser.click("#logout").await;
     browser.testid("logged-out").await;
-    assert!(browser.cookie("herald_portal").await.is_none(), "logout keeps the cookie");
+    assert!(
+        browser.cookie("herald_portal").await.is_none(),
+        "logout keeps the cookie"
+    );
     for c in cookies {
-        browser.client.add_cookie(c).await.expect("put a cookie back");
+        browser
+            .client
+            .add_cookie(c)
+            .await
+            .expect("put a cookie back");
     }
     browser.goto(&console.at("/portal/deliveries")).await;
     browser.testid("error").await;
     let text = browser.text().await;
     assert!(text.contains("Session expired"), "{text}");
-    assert!(browser.all("[data-testid=\"delivery-log\"]").await.is_empty());
+    assert!(
+        browser
+            .all("[data-testid=\"delivery-log\"]")
+            .await
+            .is_empty()
+    );
     browser.close().await;
     herald.stop().await;
 }

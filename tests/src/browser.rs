@@ -50,10 +50,8 @@ impl Browser {
     /// Starts `chromedriver` and opens a headless Chromium session on it.
     pub async fn start() -> Browser {
         let addr = free_addr();
-        let profile = std::env::temp_dir().join(format!(
-            "herald-chromium-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let profile =
+            std::env::temp_dir().join(format!("herald-chromium-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&profile).expect("chromium profile directory");
         let driver = Command::new(program("HERALD_CHROMEDRIVER", "chromedriver"))
             .arg(format!("--port={}", addr.port()))
@@ -105,7 +103,12 @@ impl Browser {
 
     /// The path of the current page (`/portal/endpoints/…`).
     pub async fn path(&self) -> String {
-        self.client.current_url().await.expect("current url").path().to_owned()
+        self.client
+            .current_url()
+            .await
+            .expect("current url")
+            .path()
+            .to_owned()
     }
 
     /// The rendered text of the whole page (what a reader sees, markup excluded).
@@ -138,7 +141,10 @@ impl Browser {
 
     /// Every element matching a CSS selector now (none is fine).
     pub async fn all(&self, css: &str) -> Vec<Element> {
-        self.client.find_all(Locator::Css(css)).await.expect("find_all")
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find_all")
     }
 
     /// The element with `data-testid="<id>"`, waited for.
@@ -153,7 +159,10 @@ impl Browser {
 
     /// Whether an element with `data-testid="<id>"` is on the page now.
     pub async fn has_testid(&self, id: &str) -> bool {
-        !self.all(&format!("[data-testid=\"{id}\"]")).await.is_empty()
+        !self
+            .all(&format!("[data-testid=\"{id}\"]"))
+            .await
+            .is_empty()
     }
 
     /// Types `value` into the form control named `name` (inside `scope`, a CSS selector),
@@ -219,7 +228,10 @@ impl Browser {
 
     /// Removes every cookie of the current site (a fresh visitor).
     pub async fn forget_cookies(&self) {
-        self.client.delete_all_cookies().await.expect("delete cookies");
+        self.client
+            .delete_all_cookies()
+            .await
+            .expect("delete cookies");
     }
 
     /// The value of cookie `name` on the current site, if set.
@@ -234,7 +246,13 @@ impl Browser {
     /// The page's text for a failure message (without waiting, at most 2,000 characters).
     async fn page_text(&self) -> String {
         match self.client.find(Locator::Css("body")).await {
-            Ok(body) => body.text().await.unwrap_or_default().chars().take(2000).collect(),
+            Ok(body) => body
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(2000)
+                .collect(),
             Err(_) => "<no body>".into(),
         }
     }
@@ -253,10 +271,16 @@ impl Browser {
 }
 
 /// Connects to the driver at `addr` once it listens (at most 20 s).
-async fn connect(addr: std::net::SocketAddr, caps: serde_json::Map<String, serde_json::Value>) -> Client {
+async fn connect(
+    addr: std::net::SocketAddr,
+    caps: serde_json::Map<String, serde_json::Value>,
+) -> Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen on {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ClientBuilder::rustls()

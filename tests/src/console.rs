@@ -48,7 +48,10 @@ impl Console {
             .env("HERALD_CONSOLE_LEDGER_URL", format!("http://{ledger}"))
             .env("HERALD_CONSOLE_SECRET", CONSOLE_SECRET)
             .env("HERALD_METRICS_ADDR", "off")
-            .env("HERALD_LOG", env.get("HERALD_LOG").map_or("warn", String::as_str))
+            .env(
+                "HERALD_LOG",
+                env.get("HERALD_LOG").map_or("warn", String::as_str),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
