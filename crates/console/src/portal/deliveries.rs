@@ -353,6 +353,25 @@ mod tests {
         let any = filters(&Fields::from_query(Some("status="))).unwrap();
         assert_eq!(any.status, 0);
         assert!(any.endpoint_id.is_none() && any.event_type.is_none());
+        // The form shows the filters it was sent with.
+        let endpoints = [pb::Endpoint {
+            id: "e1".into(),
+            url: "https://x.example/h".into(),
+            ..Default::default()
+        }];
+        let form = filter_form(&q, &endpoints).into_string();
+        assert!(
+            form.contains("<option value=\"failed\" selected>failed</option>"),
+            "{form}"
+        );
+        assert!(
+            form.contains("<option value=\"e1\" selected>https://x.example/h</option>"),
+            "{form}"
+        );
+        assert!(
+            form.contains("id=\"since\" name=\"since\" value=\"2026-12-01T10:00\""),
+            "{form}"
+        );
         let bad = filters(&Fields::from_query(Some("since=yesterday"))).unwrap_err();
         assert!(bad.to_string().contains("yesterday"), "{bad}");
     }
