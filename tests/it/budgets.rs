@@ -1096,7 +1096,7 @@ mod credentials {
             );
             let on_ledger = raw_call(ledger.clone(), LOG, body.clone(), junk).await;
             assert_eq!(on_ledger.code(), Code::Unauthenticated, "{on_ledger:?}");
-            assert_eq!(on_ledger.message(), "invalid or revoked API key");
+            assert_eq!(on_ledger.message(), "invalid, expired or revoked API key");
             let operator_on_ledger = raw_call(ledger.clone(), LOG, body.clone(), ADMIN_TOKEN).await;
             assert_eq!(
                 operator_on_ledger.code(),
