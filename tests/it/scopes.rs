@@ -333,7 +333,10 @@ async fn keys_and_tenants_are_listed_a_page_at_a_time_without_secrets() {
     assert_eq!(p1.tenants[0].id, other.id, "newest first");
     let p2 = page(1, p1.next_cursor.clone()).await;
     assert_eq!(p2.tenants[0].id, t.id);
-    assert!(p2.next_cursor.is_empty(), "the last page has no next cursor");
+    assert!(
+        p2.next_cursor.is_empty(),
+        "the last page has no next cursor"
+    );
     herald.stop().await;
 }
 
