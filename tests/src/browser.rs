@@ -210,16 +210,26 @@ impl Browser {
         path
     }
 
-    /// Saves a PNG of the whole page, as tall as its content, then restores the window.
+    /// Saves a PNG of the whole page from its top, as tall as its content (at most 4,000 px),
+    /// then restores the window.
     pub async fn full_screenshot(&self, name: &str) -> PathBuf {
-        let height = self
+        // The page's height plus the window's own (outer minus inner) height.
+        let dims = self
             .client
-            .execute("return document.documentElement.scrollHeight", vec![])
+            .execute(
+                "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); \
+                 return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight];",
+                vec![],
+            )
             .await
-            .ok()
-            .and_then(|v| v.as_u64())
-            .unwrap_or(u64::from(WINDOW.1))
-            .clamp(u64::from(WINDOW.1), 4000) as u32;
+            .ok();
+        let px = |i: usize| {
+            dims.as_ref()
+                .and_then(|d| d.get(i))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let height = (px(0) + px(1)).clamp(u64::from(WINDOW.1), 4000) as u32;
         let _ = self.client.set_window_size(WINDOW.0, height).await;
         let path = self.screenshot(name).await;
         let _ = self.client.set_window_size(WINDOW.0, WINDOW.1).await;
