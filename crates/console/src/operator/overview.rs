@@ -32,7 +32,7 @@ async fn health(state: &Console) -> Vec<Health> {
                         let up = r.status().is_success();
                         (up, r.text().await.unwrap_or_default().trim().to_owned())
                     }
-                    Err(e) => (false, format!("unreachable: {}", e.without_url())),
+                    Err(e) => (false, format!("unreachable: {}", root_cause(&e))),
                 };
                 Health {
                     name: name.clone(),
@@ -42,6 +42,15 @@ async fn health(state: &Console) -> Vec<Health> {
             }),
     )
     .await
+}
+
+/// The innermost cause of `e` ("connection refused" rather than "error sending request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn health_table(list: &[Health]) -> Markup {
@@ -61,17 +70,38 @@ fn health_table(list: &[Health]) -> Markup {
     }
 }
 
+fn queue_rows(queues: &[&pb::QueueDepth]) -> Markup {
+    html! {
+        @for q in queues {
+            tr data-testid="queue-row" { td { code { (q.name) } } td { (q.kind) } td { (q.messages) } td { (q.consumers) } }
+        }
+    }
+}
+
+/// Work, ledger and dead-letter queues one by one; the delay ladder summed, its rungs behind a
+/// disclosure (a plain `<details>`, no script).
 fn queues_table(r: &pb::GetQueueDepthsResponse) -> Markup {
+    let (delay, other): (Vec<&pb::QueueDepth>, Vec<&pb::QueueDepth>) =
+        r.queues.iter().partition(|q| q.kind == "delay");
+    let waiting: u64 = delay.iter().map(|q| q.messages).sum();
+    let head = html! { thead { tr { th { "Queue" } th { "Kind" } th { "Messages" } th { "Consumers" } } } };
     html! {
         p class="muted" { "Sampled " (format::time(r.sampled_at.as_ref())) }
         div class="table-wrap" {
             table data-testid="queues" {
-                thead { tr { th { "Queue" } th { "Kind" } th { "Messages" } th { "Consumers" } } }
+                (head)
                 tbody {
-                    @for q in &r.queues {
-                        tr data-testid="queue-row" { td { code { (q.name) } } td { (q.kind) } td { (q.messages) } td { (q.consumers) } }
+                    (queue_rows(&other))
+                    @if !delay.is_empty() {
+                        tr data-testid="delay-ladder" { td { "delay ladder (" (delay.len()) " rungs)" } td { "delay" } td { (waiting) } td { "—" } }
                     }
                 }
+            }
+        }
+        @if !delay.is_empty() {
+            details {
+                summary { "Every rung of the delay ladder" }
+                div class="table-wrap" { table data-testid="delay-rungs" { (head) tbody { (queue_rows(&delay)) } } }
             }
         }
     }
@@ -127,4 +157,44 @@ pub async fn page(State(state): State<Console>, op: Operator) -> PageResult {
         @match &queues { Ok(r) => (queues_table(r.get_ref())), Err(e) => (failed("The queue depths", e)) }
     };
     Ok(super::page(&op, "/console/", "Overview", content).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(name: &str, kind: &str, messages: u64) -> pb::QueueDepth {
+        pb::QueueDepth {
+            name: name.into(),
+            kind: kind.into(),
+            messages,
+            consumers: 1,
+        }
+    }
+
+    #[test]
+    fn the_delay_ladder_is_summed_and_its_rungs_listed_apart() {
+        let r = pb::GetQueueDepthsResponse {
+            queues: vec![
+                queue("deliveries.work.0", "work", 7),
+                queue("deliveries.wait.100", "delay", 3),
+                queue("deliveries.wait.200", "delay", 4),
+                queue("dead.letters", "dead_letter", 1),
+            ],
+            sampled_at: None,
+        };
+        let html = queues_table(&r).into_string();
+        let (main, rungs) = html.split_once("<details>").unwrap();
+        assert_eq!(
+            main.matches("data-testid=\"queue-row\"").count(),
+            2,
+            "{main}"
+        );
+        assert!(
+            main.contains("delay ladder (2 rungs)</td><td>delay</td><td>7</td>"),
+            "{main}"
+        );
+        assert!(rungs.contains("deliveries.wait.100") && rungs.contains("deliveries.wait.200"));
+        assert!(!main.contains("deliveries.wait.100"), "{main}");
+    }
 }

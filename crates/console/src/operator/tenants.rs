@@ -177,7 +177,7 @@ fn keys_table(op: &Operator, tenant: &str, keys: &[pb::ApiKey]) -> Markup {
 fn scope_boxes(prefix: &str) -> Markup {
     html! {
         @for s in SCOPES {
-            span { input type="checkbox" id=(format!("{prefix}-{s}")) name="scopes" value=(s); label class="inline" for=(format!("{prefix}-{s}")) { code { (s) } } }
+            span class="choice" { input type="checkbox" id=(format!("{prefix}-{s}")) name="scopes" value=(s); label class="inline" for=(format!("{prefix}-{s}")) { code { (s) } } }
         }
     }
 }
