@@ -190,14 +190,40 @@ impl Browser {
         field.select_by_value(value).await.expect("select option");
     }
 
-    /// Clicks the element matching `css` (a button submits its form; a link is followed) and
-    /// waits for the next page when that navigates.
+    /// Clicks the element matching `css` (a link, or a button that submits its form) and waits
+    /// until the next page has replaced this one and loaded.
     pub async fn click(&self, css: &str) {
+        let old = self.find("html").await;
         self.find(css)
             .await
             .click()
             .await
             .unwrap_or_else(|e| panic!("click {css:?}: {e}"));
+        let deadline = Instant::now() + WAIT;
+        // The old document's root goes stale once the new page is in.
+        while old.tag_name().await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css:?} did not lead to another page: {}",
+                self.page_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while self
+            .client
+            .execute("return document.readyState", vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .as_deref()
+            != Some("complete")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the page after {css:?} did not load"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Saves a PNG of the viewport as `target/screenshots/<name>.png`; returns the path.
