@@ -238,17 +238,21 @@ async fn get_delivery_pages_the_attempts_of_a_delivery_resent_many_times() {
             r.attempts.len() == 1
         })
         .await;
-    // 600 manual attempts more, as many Redeliver calls would leave.
+    // 600 manual attempts more, as many Redeliver calls would leave (ids UUIDv7 made at the
+    // attempt, as the dispatcher makes them: the ledger reads a delivery's attempts from the
+    // partitions of its lifetime).
+    let ids: Vec<uuid::Uuid> = (0..600).map(|_| uuid::Uuid::now_v7()).collect();
     sqlx::query(
         "INSERT INTO attempts (id, delivery_id, tenant_id, endpoint_id, attempt, trigger, status,
              started_at, latency_ms, response_status, response_body)
-         SELECT gen_random_uuid(), $1, $2, $3, 1 + n, 'manual', 'success',
+         SELECT $4[n], $1, $2, $3, 1 + n, 'manual', 'success',
              now() + n * interval '1 ms', 5, 200, 'ok'
          FROM generate_series(1, 600) AS n",
     )
     .bind(uuid::Uuid::parse_str(&d.id).unwrap())
     .bind(uuid::Uuid::parse_str(&t.id).unwrap())
     .bind(uuid::Uuid::parse_str(&d.endpoint_id).unwrap())
+    .bind(&ids)
     .execute(&herald.pool)
     .await
     .unwrap();

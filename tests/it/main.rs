@@ -27,6 +27,7 @@ mod limits;
 mod no_loss;
 mod operations;
 mod page;
+mod partitions;
 mod payload_filters;
 mod pipeline;
 mod portal_browser;

@@ -29,6 +29,9 @@ pub struct Config {
     pub attempt_retention: Duration,
     /// `HERALD_RETENTION_INTERVAL`: how often the retention sweep runs, default `1h`.
     pub retention_interval: Duration,
+    /// `HERALD_LEDGER_PARTITIONS_AHEAD`: days of partitions of the ledger's tables made ahead
+    /// of today, default 7 (at start and on every retention sweep).
+    pub partitions_ahead: u32,
     /// `HERALD_ADMIN_TOKEN` (optional): the operator token of the Operations service (dead
     /// letters, queue depths; disabled without it); refused with `PERMISSION_DENIED` on the
     /// delivery log API, where a tenant API key is required.
@@ -74,6 +77,7 @@ impl Config {
                 .duration("HERALD_ATTEMPT_RETENTION", Duration::from_secs(90 * 86_400))?,
             retention_interval: r
                 .duration("HERALD_RETENTION_INTERVAL", Duration::from_secs(3600))?,
+            partitions_ahead: r.parse("HERALD_LEDGER_PARTITIONS_AHEAD", 7)?,
             admin_token: r.optional("HERALD_ADMIN_TOKEN"),
             publish_rate_limit: r.parse("HERALD_PUBLISH_RATE_LIMIT", 0)?,
             publish_burst: r.duration("HERALD_PUBLISH_BURST", Duration::from_secs(1))?,

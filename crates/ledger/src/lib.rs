@@ -15,6 +15,7 @@ mod error;
 mod maintenance;
 mod metrics;
 mod operations;
+mod partitions;
 mod retention;
 mod service;
 pub mod write;
@@ -45,6 +46,7 @@ pub async fn run(
     let c = &config.common;
     let store = Store::from_config(c, c.database_max_connections).await?;
     store.migrate().await?;
+    partitions::ensure(store.pool(), chrono::Utc::now(), config.partitions_ahead).await?;
     let topology = Topology::from_config(c);
     // Publishes manual attempts (redeliver, replay): up to 8 calls at once.
     let publisher = Publisher::connect(&c.amqp_url, "herald-ledger", topology.clone(), 8).await?;
@@ -111,9 +113,12 @@ impl Ledger {
         ));
         tokio::spawn(retention::run(
             self.store.pool().clone(),
-            self.config.payload_retention,
-            self.config.attempt_retention,
-            self.config.retention_interval,
+            retention::Settings {
+                payloads: self.config.payload_retention,
+                attempts: self.config.attempt_retention,
+                interval: self.config.retention_interval,
+                partitions_ahead: self.config.partitions_ahead,
+            },
             shutdown.clone(),
         ));
     }

@@ -2,9 +2,12 @@
 //!
 //! Every `HERALD_RETENTION_INTERVAL` the ledger removes events older than
 //! `HERALD_PAYLOAD_RETENTION` and deliveries, attempts and hourly statistics older than
-//! `HERALD_ATTEMPT_RETENTION`. Ids are UUIDv7, so "older than" is a primary-key range: each
-//! pass deletes in chunks of [`CHUNK`] rows along the primary key, short transactions that never
-//! hold many locks, and stops at the first error (the next pass goes on where it left off).
+//! `HERALD_ATTEMPT_RETENTION`. Ids are UUIDv7, so "older than" is a primary-key range, and the
+//! big tables are partitioned by it ([`partitions`]): a day whose rows are all past retention is
+//! dropped as a whole partition; the rest past it (the day that straddles the limit, or a
+//! ledger's partition from before partitioning) is deleted in chunks of [`CHUNK`] rows along the
+//! primary key, short transactions that never hold many locks. A pass stops at the first error
+//! (the next pass goes on where it left off).
 //! A delivery whose event was removed keeps its history but can no longer be re-sent.
 
 use std::time::Duration;
@@ -13,6 +16,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::partitions;
 
 /// Rows deleted per statement.
 pub const CHUNK: i64 = 10_000;
@@ -28,21 +33,30 @@ pub fn first_id_at(t: DateTime<Utc>) -> Uuid {
     Uuid::from_bytes(b)
 }
 
+/// What the sweep keeps, and how often it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Events (with their payloads) older than this are removed.
+    pub payloads: Duration,
+    /// Deliveries, attempts, dead letters and hourly statistics older than this are removed.
+    pub attempts: Duration,
+    pub interval: Duration,
+    /// Days of partitions made ahead on every pass ([`partitions::ensure`]).
+    pub partitions_ahead: u32,
+}
+
 /// Runs the sweep every `interval` until `shutdown`.
-pub async fn run(
-    pool: PgPool,
-    payloads: Duration,
-    attempts: Duration,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+pub async fn run(pool: PgPool, settings: Settings, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(settings.interval.max(Duration::from_millis(100)));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match sweep(&pool, payloads, attempts).await {
+        if let Err(e) = partitions::ensure(&pool, Utc::now(), settings.partitions_ahead).await {
+            tracing::warn!(error = %e, "ledger partitions not made ahead; the next sweep tries again");
+        }
+        match sweep(&pool, settings.payloads, settings.attempts).await {
             Ok(removed) if removed > 0 => {
                 metrics::counter!("herald_ledger_retention_removed_total").increment(removed);
                 tracing::info!(removed, "retention sweep removed old rows");
@@ -53,13 +67,22 @@ pub async fn run(
     }
 }
 
-/// One pass; returns the rows removed.
+/// One pass; returns the rows removed. Partitions wholly past retention are dropped (their
+/// rows counted from the statistics); what is left past it, in the partition that straddles
+/// the limit, is deleted in chunks.
 pub async fn sweep(pool: &PgPool, payloads: Duration, attempts: Duration) -> sqlx::Result<u64> {
     let now = Utc::now();
     let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     let events_before = first_id_at(ago(payloads));
     let history_before = first_id_at(ago(attempts));
     let mut removed = 0;
+    for (table, before) in [
+        ("events", events_before),
+        ("attempts", history_before),
+        ("deliveries", history_before),
+    ] {
+        removed += partitions::drop_before(pool, table, before).await?;
+    }
     for (table, before) in [
         ("events", events_before),
         ("attempts", history_before),

@@ -372,14 +372,15 @@ async fn upsert_attempted(
              latency_ms = EXCLUDED.latency_ms,
              last_attempt_at = EXCLUDED.last_attempt_at,
              next_retry_at = EXCLUDED.next_retry_at,
-             updated_at = now()
+             updated_at = now(),
+             revision = d.revision + 1
          -- A later attempt wins; the same attempt again (a task executed twice) only
          -- while the delivery is not final; a success always.
          WHERE EXCLUDED.attempt_count > d.attempt_count
             OR (EXCLUDED.attempt_count = d.attempt_count
                 AND d.status NOT IN ('success', 'failed'))
             OR (EXCLUDED.status = 'success' AND d.status <> 'success')
-         RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
+         RETURNING id, endpoint_id, tenant_id, test, created_at, (revision = 0) AS inserted",
     ),
     rows.iter().map(|r| &r.delivery),
 )
@@ -451,9 +452,9 @@ async fn abandon(
          ON CONFLICT (id) DO UPDATE SET status = 'failed', last_error = EXCLUDED.last_error,
              next_retry_at = NULL,
              attempt_count = GREATEST(d.attempt_count, EXCLUDED.attempt_count),
-             updated_at = now()
+             updated_at = now(), revision = d.revision + 1
          WHERE d.status <> 'success'
-         RETURNING id, endpoint_id, tenant_id, test, created_at, (xmax = 0) AS inserted",
+         RETURNING id, endpoint_id, tenant_id, test, created_at, (revision = 0) AS inserted",
         ),
         rows.iter().map(|r| &r.delivery),
     )
