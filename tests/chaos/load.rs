@@ -58,6 +58,9 @@ pub struct Published {
     pub unavailable: usize,
     /// Calls that failed at the transport (ingest down), then retried.
     pub transport: usize,
+    /// Longest time from a refused call to the next accepted one: the window a publisher
+    /// could not publish in.
+    pub longest_outage: Duration,
 }
 
 /// Publishes `n` events, each with its own idempotency key, retrying every failure until the
@@ -73,6 +76,7 @@ pub async fn publish_all(
     let start = Instant::now();
     let mut out = Published::default();
     let mut client = pb::events_client::EventsClient::new(Processes::channel(addr).await);
+    let mut refused_since: Option<Instant> = None;
     for i in 0..n {
         let ik = format!("{prefix}-{i}");
         loop {
@@ -94,6 +98,9 @@ pub async fn publish_all(
             match r {
                 Ok(r) => {
                     out.accepted.insert(ik.clone(), r.into_inner().event_id);
+                    if let Some(since) = refused_since.take() {
+                        out.longest_outage = out.longest_outage.max(since.elapsed());
+                    }
                     break;
                 }
                 Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("retry") => {
@@ -101,6 +108,7 @@ pub async fn publish_all(
                 }
                 Err(_) => out.transport += 1,
             }
+            refused_since.get_or_insert_with(Instant::now);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !pace.is_zero() {

@@ -92,6 +92,19 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
     }
 }
 
+/// The broker's own limit: one hop with the minimal client (see `scale_out.rs`).
+pub async fn broker_limit(settings: &Settings, payload_bytes: usize) -> BaselineFigure {
+    let window = Duration::from_secs(settings.baseline_secs.max(1));
+    let limit = Duration::from_secs(settings.timeout.max(30));
+    let payload = PayloadMaker::new(payload_bytes).make(0, 0);
+    let quorum = settings.queue_type == "quorum";
+    figure(
+        limit,
+        rabbit_raw(&settings.amqp_url, quorum, &payload, window, true),
+    )
+    .await
+}
+
 /// (completed, seconds) → figure, bounded by `limit`.
 ///
 /// The CPU cost is charged from the first to the last moment of the baseline (setup included,

@@ -73,6 +73,10 @@ pub struct Settings {
     /// Dispatcher processes.
     #[arg(long, global = true, default_value_t = 1)]
     pub dispatchers: usize,
+    /// Ingest processes, each on its own port; the load's connections are spread over them
+    /// (as a gRPC client balancing over the addresses behind one name would).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub ingests: usize,
     /// Longest one run (or one baseline, or one phase of noisy-tenant) may take, in seconds;
     /// it is then cut short and reported as timed out.
     #[arg(long, global = true, default_value_t = 600)]
@@ -141,6 +145,10 @@ pub enum ScenarioName {
     /// deliveries generated into PostgreSQL: p50/p95/p99 of its fetches (see `portal_log.rs`).
     #[value(name = "portal-log")]
     PortalLog,
+    /// hundred-endpoints with 1, 2 and 4 dispatchers, then 4 dispatchers and 2 ingests:
+    /// deliveries/s and CPU per delivery for each (see `scale_out.rs`).
+    #[value(name = "scale-out")]
+    ScaleOut,
 }
 
 impl ScenarioName {
@@ -170,6 +178,7 @@ impl ScenarioName {
             ScenarioName::NoisyNeighbour => "noisy-neighbour",
             ScenarioName::NoisyTenant => "noisy-tenant",
             ScenarioName::PortalLog => "portal-log",
+            ScenarioName::ScaleOut => "scale-out",
         }
     }
 }

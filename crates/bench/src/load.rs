@@ -220,11 +220,14 @@ pub async fn create_endpoint(
     Uuid::parse_str(&id).with_context(|| format!("endpoint id {id:?}"))
 }
 
-/// Publishing for `tenant`, over its channel and [`CONNECTIONS`]` - 1` more.
+/// Publishing for `tenant`, over its channel and [`CONNECTIONS`]` - 1` more, spread over the
+/// ingests in turn.
 pub async fn target(herald: &Herald, tenant: &Tenant) -> Result<Target> {
     let mut clients = vec![EventsClient::new(tenant.channel.clone())];
-    for _ in 1..CONNECTIONS {
-        clients.push(EventsClient::new(grpc::connect(herald.ingest_addr).await?));
+    let ingests = herald.ingest_addrs();
+    for i in 1..CONNECTIONS {
+        let addr = ingests[i % ingests.len()];
+        clients.push(EventsClient::new(grpc::connect(addr).await?));
     }
     Ok(Target {
         clients,

@@ -26,6 +26,7 @@ mod rawamqp;
 mod receiver;
 mod report;
 mod run;
+mod scale_out;
 mod scenarios;
 mod usage;
 

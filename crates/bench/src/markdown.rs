@@ -187,6 +187,9 @@ pub fn render(output: &BenchOutput, settings: &Settings) -> String {
     if let Some(entry) = &output.portal_log {
         crate::portal_log::markdown(&mut md, entry);
     }
+    if let Some(table) = crate::scale_out::markdown(output) {
+        md.push_str(&table);
+    }
     md
 }
 

@@ -39,6 +39,8 @@ pub struct Herald {
     pub name: String,
     pub admin_token: String,
     pub ingest_addr: SocketAddr,
+    /// The other ingests (`--ingests`), each on a port of its own.
+    pub more_ingest_addrs: Vec<SocketAddr>,
     pub ledger_addr: SocketAddr,
     /// Where each process's output goes (`<role>.log`).
     pub log_dir: PathBuf,
@@ -148,6 +150,7 @@ impl Herald {
             name,
             admin_token,
             ingest_addr,
+            more_ingest_addrs: Vec::new(),
             ledger_addr,
             log_dir,
             settings: settings.clone(),
@@ -166,11 +169,24 @@ impl Herald {
     async fn boot(&mut self, dispatchers: usize, deadline: Instant) -> Result<()> {
         self.spawn("ingest", "herald-ingest")?;
         self.wait_ingest(deadline).await?;
+        for i in 1..self.settings.ingests.max(1) {
+            let addr = free_addr()?;
+            let env = [("HERALD_INGEST_ADDR", addr.to_string())];
+            self.spawn_with(&format!("ingest-{i}"), "herald-ingest", &env)?;
+            self.more_ingest_addrs.push(addr);
+        }
         self.spawn("ledger", "herald-ledger")?;
         for i in 0..dispatchers {
             self.spawn(&format!("dispatcher-{i}"), "herald-dispatcher")?;
         }
         self.wait_consumers(dispatchers, deadline).await
+    }
+
+    /// Every ingest's address, the first one first.
+    pub fn ingest_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.ingest_addr)
+            .chain(self.more_ingest_addrs.iter().copied())
+            .collect()
     }
 
     fn spawn(&mut self, role: &str, binary: &str) -> Result<()> {
@@ -191,8 +207,14 @@ impl Herald {
         let env = [
             ("HERALD_CONSOLE_ADDR", addr.to_string()),
             ("HERALD_CONSOLE_PUBLIC_URL", format!("http://{addr}")),
-            ("HERALD_CONSOLE_INGEST_URL", format!("http://{}", self.ingest_addr)),
-            ("HERALD_CONSOLE_LEDGER_URL", format!("http://{}", self.ledger_addr)),
+            (
+                "HERALD_CONSOLE_INGEST_URL",
+                format!("http://{}", self.ingest_addr),
+            ),
+            (
+                "HERALD_CONSOLE_LEDGER_URL",
+                format!("http://{}", self.ledger_addr),
+            ),
             ("HERALD_CONSOLE_SECRET", format!("bench-{}", unique_name())),
         ];
         self.spawn_with("console", "herald-console", &env)?;

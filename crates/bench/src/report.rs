@@ -96,6 +96,7 @@ pub struct RunReport {
     pub spec: LoadSpec,
     pub queue_type: String,
     pub dispatchers: usize,
+    pub ingests: usize,
     pub events_attempted: u64,
     pub events_accepted: u64,
     pub publish_errors: BTreeMap<String, u64>,
@@ -313,6 +314,9 @@ pub struct BenchOutput {
     /// The portal-log run, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub portal_log: Option<crate::portal_log::PortalLogEntry>,
+    /// The broker's one-hop limit measured with the scale-out runs (which are in `runs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_out_broker: Option<BaselineFigure>,
 }
 
 pub fn write_json(path: &Path, output: &BenchOutput) -> Result<()> {

@@ -259,6 +259,7 @@ fn build_report(run: &Run<'_>, c: Collected) -> RunReport {
         spec: run.spec.clone(),
         queue_type: run.settings.queue_type.clone(),
         dispatchers: run.settings.dispatchers,
+        ingests: run.settings.ingests.max(1),
         events_attempted: outcome.attempted,
         events_accepted: outcome.accepted,
         publish_errors: outcome.errors,

@@ -79,7 +79,10 @@ pub fn spec(name: ScenarioName, scale: f64) -> Option<LoadSpec> {
             accept_only: true,
             ..base
         },
-        ScenarioName::NoisyNeighbour | ScenarioName::NoisyTenant | ScenarioName::PortalLog => {
+        ScenarioName::NoisyNeighbour
+        | ScenarioName::NoisyTenant
+        | ScenarioName::PortalLog
+        | ScenarioName::ScaleOut => {
             return None;
         }
     })
@@ -91,6 +94,7 @@ struct Plans {
     noisy: Option<Plan>,
     noisy_tenant: Option<noisy_tenant::Plan>,
     portal_log: Option<portal_log::Plan>,
+    scale_out: bool,
     baselines: bool,
 }
 
@@ -117,6 +121,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 noisy: Some(Plan::new(settings.scale, None)),
                 noisy_tenant: Some(noisy_tenant::Plan::new(settings.scale)),
                 portal_log: Some(portal_log::Plan::new(settings.scale)),
+                scale_out: true,
                 baselines: true,
             };
             (plans, markdown)
@@ -133,6 +138,7 @@ impl Plans {
             noisy: None,
             noisy_tenant: None,
             portal_log: None,
+            scale_out: false,
             baselines,
         }
     }
@@ -160,6 +166,13 @@ impl Plans {
                     "--events does not apply to portal-log (a million deliveries: use --scale)"
                 );
                 plans.portal_log = Some(portal_log::Plan::new(settings.scale));
+            }
+            (ScenarioName::ScaleOut, None) => {
+                ensure!(
+                    events.is_none(),
+                    "--events does not apply to scale-out (hundred-endpoints' count: use --scale)"
+                );
+                plans.scale_out = true;
             }
             (_, None) => plans.noisy = Some(Plan::new(settings.scale, events)),
         }
@@ -209,6 +222,13 @@ async fn run_many(
         Some(plan) => Some(portal_log::run(settings, plan).await),
         None => None,
     };
+    let scale_out_broker = if plans.scale_out {
+        let (runs, broker) = crate::scale_out::run(settings, BASELINE_PAYLOAD_BYTES).await;
+        entries.extend(runs);
+        Some(broker)
+    } else {
+        None
+    };
     let output = BenchOutput {
         command,
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -218,6 +238,7 @@ async fn run_many(
         noisy_neighbour,
         noisy_tenant,
         portal_log,
+        scale_out_broker,
     };
     if let Some(path) = &settings.json_out {
         report::write_json(path, &output)?;
@@ -259,7 +280,10 @@ fn failures(output: &BenchOutput) -> Vec<String> {
         (e.name(), e.error.clone(), shortfalls)
     });
     let portal = output.portal_log.iter().map(|e| {
-        let shortfalls = e.report.as_ref().map(portal_log::PortalLogReport::shortfalls);
+        let shortfalls = e
+            .report
+            .as_ref()
+            .map(portal_log::PortalLogReport::shortfalls);
         (e.name(), e.error.clone(), shortfalls)
     });
     loads

@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -40,15 +40,52 @@ pub struct Outgoing {
 /// one ran do not declare the whole topology again each.
 const REDECLARE_COVERS: Duration = Duration::from_secs(1);
 
-/// Opens a connection named after the service (visible in the management UI).
+/// Where the next connection starts trying the broker's nodes: one past the node the last
+/// connection of this process used, so a process whose node went away tries the others first.
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+/// The addresses of `HERALD_AMQP_URL`: one broker, or a cluster's nodes separated by commas.
+fn nodes(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Opens a connection named after the service (visible in the management UI) to the first of
+/// the broker's nodes that accepts it, trying each once (10 s in all, at least 2 s a node):
+/// with a cluster behind `HERALD_AMQP_URL`, losing a node costs a reconnect, not an outage.
 pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, props)).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(Error::Unavailable(
-            "connecting to the broker timed out".into(),
-        )),
+    let nodes = nodes(url);
+    if nodes.is_empty() {
+        return Err(Error::Unavailable("HERALD_AMQP_URL names no broker".into()));
     }
+    let per_node = (Duration::from_secs(10) / nodes.len() as u32).max(Duration::from_secs(2));
+    let start = NEXT_NODE.load(Ordering::Relaxed);
+    let mut last = None;
+    for i in 0..nodes.len() {
+        let index = (start + i) % nodes.len();
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        match tokio::time::timeout(per_node, Connection::connect(nodes[index], props)).await {
+            Ok(Ok(connection)) => {
+                NEXT_NODE.store(index + 1, Ordering::Relaxed);
+                return Ok(connection);
+            }
+            Ok(Err(e)) => last = Some(Error::from(e)),
+            Err(_) => {
+                last = Some(Error::Unavailable(
+                    "connecting to the broker timed out".into(),
+                ))
+            }
+        }
+        if nodes.len() > 1 {
+            tracing::debug!(
+                node = index,
+                "broker node refused the connection, trying the next"
+            );
+        }
+    }
+    Err(last.expect("at least one node was tried"))
 }
 
 /// What a [`Publisher`] holds between calls.
@@ -302,4 +339,44 @@ async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<()> {
         first_error.get_or_insert(err);
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_names_each_node_once_in_order() {
+        assert_eq!(
+            nodes(" amqp://a:5672/%2f, amqp://b:5672/%2f,,amqp://c:5672/%2f "),
+            [
+                "amqp://a:5672/%2f",
+                "amqp://b:5672/%2f",
+                "amqp://c:5672/%2f"
+            ]
+        );
+        assert_eq!(nodes("amqp://one/%2f"), ["amqp://one/%2f"]);
+        assert!(nodes(" , ").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dead_node_is_skipped_for_a_live_one() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = dead.local_addr().expect("addr").port();
+        drop(dead);
+        let url = format!(
+            "amqp://guest:guest@127.0.0.1:{port}/%2f,amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
+        NEXT_NODE.store(0, Ordering::Relaxed);
+        let c = connect(&url, "herald-broker-test")
+            .await
+            .expect("second node");
+        assert!(c.status().connected());
+        assert_eq!(
+            NEXT_NODE.load(Ordering::Relaxed),
+            2,
+            "the next try starts past it"
+        );
+        let _ = c.close(200, "bye".into()).await;
+    }
 }

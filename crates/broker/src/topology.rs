@@ -84,6 +84,10 @@ pub struct Topology {
     pub queue_type: QueueType,
     /// Deliveries of one message after which a quorum queue dead-letters it.
     pub delivery_limit: u32,
+    /// Replicas of each quorum queue (`x-quorum-initial-group-size`); 0: the broker's default
+    /// (every node of the cluster). Only a new queue takes it: the broker keeps an existing
+    /// queue's membership (grow or shrink it with `rabbitmq-queues`).
+    pub quorum_replicas: u32,
 }
 
 fn short(s: &str) -> ShortString {
@@ -97,7 +101,10 @@ fn long(s: &str) -> AMQPValue {
 impl Topology {
     /// The topology the configuration names (`HERALD_AMQP_PREFIX`, `HERALD_QUEUE_TYPE`).
     pub fn from_config(c: &herald_core::config::Common) -> Self {
-        Self::new(c.amqp_prefix.clone(), c.queue_type)
+        Self {
+            quorum_replicas: c.quorum_replicas,
+            ..Self::new(c.amqp_prefix.clone(), c.queue_type)
+        }
     }
 
     pub fn new(prefix: impl Into<String>, queue_type: QueueType) -> Self {
@@ -105,6 +112,7 @@ impl Topology {
             prefix: prefix.into(),
             queue_type,
             delivery_limit: 20,
+            quorum_replicas: 0,
         }
     }
 
@@ -271,6 +279,12 @@ impl Topology {
         let mut args = FieldTable::default();
         if self.queue_type == QueueType::Quorum {
             args.insert(short("x-queue-type"), long("quorum"));
+            if self.quorum_replicas > 0 {
+                args.insert(
+                    short("x-quorum-initial-group-size"),
+                    AMQPValue::LongLongInt(i64::from(self.quorum_replicas)),
+                );
+            }
         }
         args
     }
@@ -295,7 +309,16 @@ impl Topology {
         ch.queue_declare(short(name), opts, args)
             .await
             .map(|_| ())
-            .map_err(|e| Error::Topology(format!("declaring queue {name}: {e}")))
+            .map_err(|e| {
+                let e = e.to_string();
+                if e.contains("x-quorum-initial-group-size") {
+                    Error::Topology(format!(
+                        "queue {name} exists with another replica count: HERALD_QUORUM_REPLICAS applies only to queues not declared yet (unset it, or change an existing queue's replicas with rabbitmq-queues grow / shrink): {e}"
+                    ))
+                } else {
+                    Error::Topology(format!("declaring queue {name}: {e}"))
+                }
+            })
     }
 
     async fn exchange(&self, ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {

@@ -89,12 +89,17 @@ pub struct Common {
     pub database_schema: String,
     /// `HERALD_DATABASE_MAX_CONNECTIONS`, default 10.
     pub database_max_connections: u32,
-    /// `HERALD_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// `HERALD_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`: one broker, or the
+    /// nodes of a cluster separated by commas (each connection tries them in turn, starting
+    /// with the one after the node it last used).
     pub amqp_url: String,
     /// `HERALD_AMQP_PREFIX`: prefix of every exchange and queue name, default `herald`.
     pub amqp_prefix: String,
     /// `HERALD_QUEUE_TYPE`: `quorum` (default, durable, replicated) or `classic`.
     pub queue_type: QueueType,
+    /// `HERALD_QUORUM_REPLICAS`: replicas of each quorum queue Herald declares
+    /// (`x-quorum-initial-group-size`); 0 (default): the broker's default, every cluster node.
+    pub quorum_replicas: u32,
     /// `HERALD_REDIS_URL`, default `redis://127.0.0.1:6379`.
     pub redis_url: String,
     /// `HERALD_REDIS_PREFIX`: prefix of every Redis key, default `herald`.
@@ -136,6 +141,7 @@ impl Common {
             amqp_url: r.string("HERALD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             amqp_prefix: r.string("HERALD_AMQP_PREFIX", "herald"),
             queue_type: r.parse("HERALD_QUEUE_TYPE", QueueType::Quorum)?,
+            quorum_replicas: r.parse("HERALD_QUORUM_REPLICAS", 0)?,
             redis_url: r.string("HERALD_REDIS_URL", "redis://127.0.0.1:6379"),
             redis_prefix: r.string("HERALD_REDIS_PREFIX", "herald"),
             secret_keys: Arc::new(match r.optional("HERALD_SECRET_KEY") {
