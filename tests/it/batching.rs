@@ -431,7 +431,10 @@ async fn a_pending_delivery_that_succeeds_is_updated_in_place() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (updated, hot) = loop {
         let (updated, hot): (i64, i64) = sqlx::query_as(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'deliveries'",
+            // Summed over the partitions of `deliveries` (the parent has no rows of its own).
+            "SELECT coalesce(sum(n_tup_upd), 0)::bigint, coalesce(sum(n_tup_hot_upd), 0)::bigint
+             FROM pg_stat_user_tables s JOIN pg_inherits i ON i.inhrelid = s.relid
+             WHERE s.schemaname = $1 AND i.inhparent = format('%I.deliveries', $1::text)::regclass",
         )
         .bind(&h.name)
         .fetch_one(&h.pool)

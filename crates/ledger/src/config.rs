@@ -94,6 +94,12 @@ impl Config {
                 message: "must be between 1 and HERALD_LEDGER_PREFETCH".into(),
             });
         }
+        if !(1..=366).contains(&c.partitions_ahead) {
+            return Err(ConfigError {
+                name: "HERALD_LEDGER_PARTITIONS_AHEAD".into(),
+                message: "must be between 1 and 366 (days)".into(),
+            });
+        }
         c.check_replay()?;
         Ok(c)
     }
