@@ -356,14 +356,20 @@ impl Pages {
             .send()
             .await
             .context("opening the portal link")?;
-        let cookie = response
+        // Every cookie of the portal's (the session and what its pages show), as a browser
+        // would send them back.
+        let cookies: Vec<&str> = response
             .headers()
             .get_all(reqwest::header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("herald_portal="))
-            .and_then(|v| v.split(';').next())
-            .map(str::to_owned);
+            .filter(|v| v.starts_with("herald_portal"))
+            .filter_map(|v| v.split(';').next())
+            .collect();
+        let cookie = cookies
+            .iter()
+            .any(|c| c.starts_with("herald_portal="))
+            .then(|| cookies.join("; "));
         let Some(cookie) = cookie else {
             bail!(
                 "the portal link answered {} without a herald_portal cookie",

@@ -125,6 +125,13 @@ pub async fn run(
     .await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %state.config.public_url, "console listening");
+    // TCP_NODELAY on every connection: a page written in pieces must not wait for the
+    // browser's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on a connection");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

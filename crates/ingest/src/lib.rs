@@ -39,7 +39,6 @@ use herald_proto::v1::events_server::EventsServer;
 use herald_proto::v1::portal_server::PortalServer;
 use herald_store::{KeyCache, Store};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
@@ -226,7 +225,10 @@ impl Ingest {
                 self.keys.clone(),
                 admin_token.clone(),
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+            .serve_with_incoming_shutdown(
+                herald_service::grpc_incoming(listener),
+                shutdown.cancelled(),
+            )
             .await?;
         Ok(())
     }

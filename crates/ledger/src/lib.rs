@@ -29,7 +29,6 @@ use herald_proto::v1::deliveries_server::DeliveriesServer;
 use herald_proto::v1::operations_server::OperationsServer;
 use herald_store::{KeyCache, Store};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
@@ -197,7 +196,10 @@ impl Ledger {
                 OperationsServer::new(ops).max_decoding_message_size(small),
                 ops_gate,
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+            .serve_with_incoming_shutdown(
+                herald_service::grpc_incoming(listener),
+                shutdown.cancelled(),
+            )
             .await?;
         let _ = watch.await;
         Ok(())

@@ -3,7 +3,7 @@
 
 use herald_core::config::ApiLimits;
 use tonic::transport::Server;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::server::HealthReporter;
 
 /// Binds the API's listening address, with an error that names it.
@@ -11,6 +11,14 @@ pub async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// The connections `listener` accepts, each with `TCP_NODELAY`. tonic sets it only on
+/// listeners it binds itself; without it a response written in several pieces (HTTP/2
+/// headers, data, trailers) waits on Nagle's algorithm for the client's delayed ACK: about
+/// 40 ms added to a call on Linux.
+pub fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// A server with `limits` applied (concurrent streams, request timeout, HTTP/2 keep-alive), a

@@ -17,7 +17,7 @@ mod supervise;
 use std::future::Future;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-pub use grpc::{listen, server as grpc_server};
+pub use grpc::{incoming as grpc_incoming, listen, server as grpc_server};
 use herald_core::config::{ConfigError, Env, Reader};
 pub use supervise::supervise;
 pub use tokio_util::sync::CancellationToken;
