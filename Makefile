@@ -68,7 +68,8 @@ fuzz:
 	$(FUZZ_TEST) -p herald-ingest --lib fuzz -- --nocapture || status=1; \
 	exit $$status
 
-## End-to-end benchmarks on this machine (about 20 min on 2 cores, plus the release build); writes
+## End-to-end benchmarks on this machine (about an hour on 2 cores, half of it ledger-growth's
+## 50,000,000 attempt rows, which need ~30 GB of disk; plus the release build); writes
 ## BENCHMARKS.md.
 bench: services
 	$(CARGO) build --release --bins -p herald-ingest -p herald-dispatcher -p herald-ledger -p herald-console -p herald-bench

@@ -149,6 +149,10 @@ pub enum ScenarioName {
     /// deliveries/s and CPU per delivery for each (see `scale_out.rs`).
     #[value(name = "scale-out")]
     ScaleOut,
+    /// The ledger's queries and retention over 50,000,000 attempt rows generated into
+    /// PostgreSQL, on the layout before partitioning and after it (see `ledger_growth.rs`).
+    #[value(name = "ledger-growth")]
+    LedgerGrowth,
 }
 
 impl ScenarioName {
@@ -179,6 +183,7 @@ impl ScenarioName {
             ScenarioName::NoisyTenant => "noisy-tenant",
             ScenarioName::PortalLog => "portal-log",
             ScenarioName::ScaleOut => "scale-out",
+            ScenarioName::LedgerGrowth => "ledger-growth",
         }
     }
 }

@@ -12,6 +12,7 @@ mod baseline;
 mod cli;
 mod db;
 mod grpc;
+mod ledger_growth;
 mod load;
 mod markdown;
 mod noisy;

@@ -190,6 +190,9 @@ pub fn render(output: &BenchOutput, settings: &Settings) -> String {
     if let Some(table) = crate::scale_out::markdown(output) {
         md.push_str(&table);
     }
+    if let Some(entry) = &output.ledger_growth {
+        crate::ledger_growth::markdown(&mut md, entry);
+    }
     md
 }
 

@@ -317,6 +317,9 @@ pub struct BenchOutput {
     /// The broker's one-hop limit measured with the scale-out runs (which are in `runs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale_out_broker: Option<BaselineFigure>,
+    /// The ledger-growth run, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_growth: Option<crate::ledger_growth::LedgerGrowthEntry>,
 }
 
 pub fn write_json(path: &Path, output: &BenchOutput) -> Result<()> {

@@ -15,6 +15,7 @@ use std::path::Path;
 use anyhow::{Result, bail, ensure};
 
 use crate::cli::{Cli, Command, ScenarioName, Settings};
+use crate::ledger_growth;
 use crate::load::LoadSpec;
 use crate::noisy::{self, Plan};
 use crate::noisy_report::NoisyReport;
@@ -82,7 +83,8 @@ pub fn spec(name: ScenarioName, scale: f64) -> Option<LoadSpec> {
         ScenarioName::NoisyNeighbour
         | ScenarioName::NoisyTenant
         | ScenarioName::PortalLog
-        | ScenarioName::ScaleOut => {
+        | ScenarioName::ScaleOut
+        | ScenarioName::LedgerGrowth => {
             return None;
         }
     })
@@ -95,6 +97,7 @@ struct Plans {
     noisy_tenant: Option<noisy_tenant::Plan>,
     portal_log: Option<portal_log::Plan>,
     scale_out: bool,
+    ledger_growth: Option<ledger_growth::Plan>,
     baselines: bool,
 }
 
@@ -122,6 +125,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 noisy_tenant: Some(noisy_tenant::Plan::new(settings.scale)),
                 portal_log: Some(portal_log::Plan::new(settings.scale)),
                 scale_out: true,
+                ledger_growth: Some(ledger_growth::Plan::new(settings.scale)),
                 baselines: true,
             };
             (plans, markdown)
@@ -139,6 +143,7 @@ impl Plans {
             noisy_tenant: None,
             portal_log: None,
             scale_out: false,
+            ledger_growth: None,
             baselines,
         }
     }
@@ -173,6 +178,13 @@ impl Plans {
                     "--events does not apply to scale-out (hundred-endpoints' count: use --scale)"
                 );
                 plans.scale_out = true;
+            }
+            (ScenarioName::LedgerGrowth, None) => {
+                ensure!(
+                    events.is_none(),
+                    "--events does not apply to ledger-growth (50,000,000 attempt rows: use --scale)"
+                );
+                plans.ledger_growth = Some(ledger_growth::Plan::new(settings.scale));
             }
             (_, None) => plans.noisy = Some(Plan::new(settings.scale, events)),
         }
@@ -229,6 +241,10 @@ async fn run_many(
     } else {
         None
     };
+    let ledger_growth = match &plans.ledger_growth {
+        Some(plan) => Some(ledger_growth::run(settings, plan).await),
+        None => None,
+    };
     let output = BenchOutput {
         command,
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -239,6 +255,7 @@ async fn run_many(
         noisy_tenant,
         portal_log,
         scale_out_broker,
+        ledger_growth,
     };
     if let Some(path) = &settings.json_out {
         report::write_json(path, &output)?;
@@ -258,7 +275,8 @@ async fn run_many(
             output.runs.len()
                 + output.noisy_neighbour.len()
                 + usize::from(output.noisy_tenant.is_some())
-                + usize::from(output.portal_log.is_some()),
+                + usize::from(output.portal_log.is_some())
+                + usize::from(output.ledger_growth.is_some()),
             failed.join("\n  ")
         );
     }
@@ -286,10 +304,15 @@ fn failures(output: &BenchOutput) -> Vec<String> {
             .map(portal_log::PortalLogReport::shortfalls);
         (e.name(), e.error.clone(), shortfalls)
     });
+    let growth = output
+        .ledger_growth
+        .iter()
+        .map(|e| (e.name(), e.error.clone(), None));
     loads
         .chain(noisy)
         .chain(tenant)
         .chain(portal)
+        .chain(growth)
         .filter_map(|(name, error, shortfalls)| {
             let why = match error {
                 Some(e) => vec![e],
