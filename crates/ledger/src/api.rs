@@ -27,6 +27,8 @@ pub struct DeliveriesApi {
     pub budget: crate::budget::Budget,
     /// Deliveries a replay reads and publishes at a time (`HERALD_REPLAY_PAGE`).
     pub replay_page: u32,
+    /// Deliveries per second one replay sends at most (`HERALD_REPLAY_RATE`; 0: unpaced).
+    pub replay_rate: u32,
 }
 
 fn from_ts(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>> {

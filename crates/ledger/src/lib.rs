@@ -180,6 +180,7 @@ impl Ledger {
             publisher: publisher.clone(),
             budget: budget::Budget::new(config)?,
             replay_page: config.replay_page,
+            replay_rate: config.replay_rate,
         };
         let ops = self.operations_api(api_store.pool().clone(), api.auth.keys.clone());
         // API keys and the operator token are checked from the headers, before a message is read.

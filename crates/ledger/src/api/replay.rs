@@ -8,9 +8,16 @@
 //! cursor it answers (`last_delivery_id`) is always the last delivery gone through, so a call
 //! cut short (the limit, the rate, a lost lease, the broker) is continued exactly.
 //!
+//! A replay is paced at `HERALD_REPLAY_RATE` deliveries a second (pages of at most that many,
+//! each sent once the ones before have had their share of time), whatever the tenant's publish
+//! rate: re-sending a backlog as fast as the broker takes it would take the machine from every
+//! other tenant for as long as it runs.
+//!
 //! Under a rate, a page is at most the tenant's burst. When the bucket runs dry before anything
 //! was gone through, the call is refused with `RetryInfo` (nothing queued); when it runs dry
 //! later, the call ends there, `truncated`, and the next call continues after its cursor.
+
+use std::time::{Duration, Instant};
 
 use herald_broker::Outgoing;
 use herald_proto::v1 as pb;
@@ -44,10 +51,15 @@ impl DeliveriesApi {
         mut r: Replay,
         lease: &mut Lease,
     ) -> Result<pb::ReplayEndpointResponse> {
-        let page = match r.rate {
+        let mut page = match r.rate {
             0 => self.replay_page,
             rate => self.replay_page.min(self.budget.burst(rate)),
         };
+        if self.replay_rate > 0 {
+            page = page.min(self.replay_rate);
+        }
+        let started = Instant::now();
+        let mut sent: u64 = 0;
         let mut out = pb::ReplayEndpointResponse::default();
         let mut remaining = r.limit;
         while remaining > 0 {
@@ -80,6 +92,7 @@ impl DeliveriesApi {
                     break;
                 }
             }
+            sent += sendable.len() as u64;
             self.publish_page(sendable, &mut out).await?;
             out.skipped += purged.len() as u32;
             out.last_delivery_id = last.0.to_string();
@@ -90,6 +103,9 @@ impl DeliveriesApi {
                 break;
             }
             out.truncated = remaining == 0;
+            if !out.truncated {
+                tokio::time::sleep(pace(started.elapsed(), sent, self.replay_rate)).await;
+            }
             if !out.truncated && !lease.renew().await {
                 tracing::warn!(tenant_id = %r.tenant, "replay lease lost, replay stopped");
                 out.truncated = true;
@@ -156,5 +172,32 @@ impl DeliveriesApi {
             resume = chunk_ids.last().map(Uuid::to_string).unwrap_or(resume);
         }
         Ok(())
+    }
+}
+
+/// How long to wait before the next page so that `sent` deliveries took at least their share
+/// of time at `rate` a second (0: no wait).
+fn pace(elapsed: Duration, sent: u64, rate: u32) -> Duration {
+    if rate == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(sent as f64 / f64::from(rate)).saturating_sub(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_wait_for_their_share_of_the_rate() {
+        let ms = Duration::from_millis;
+        assert_eq!(pace(ms(100), 500, 1000), ms(400));
+        assert_eq!(
+            pace(ms(700), 500, 1000),
+            Duration::ZERO,
+            "already slower than the rate"
+        );
+        assert_eq!(pace(ms(0), 1500, 1000), ms(1500));
+        assert_eq!(pace(ms(0), 1_000_000, 0), Duration::ZERO, "0: unpaced");
     }
 }
