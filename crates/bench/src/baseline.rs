@@ -55,11 +55,7 @@ pub async fn run_all(settings: &Settings, payload_bytes: usize) -> Baselines {
     )
     .await;
     eprintln!("bench: baseline: RabbitMQ one hop, minimal client");
-    let rabbit_one_hop_raw = figure(
-        limit,
-        rabbit_raw(&settings.amqp_url, quorum, &payload, window, true),
-    )
-    .await;
+    let rabbit_one_hop_raw = broker_limit(settings, payload_bytes).await;
     eprintln!("bench: baseline: RabbitMQ two hops");
     let rabbit_two_hops = figure(
         limit,

@@ -355,13 +355,8 @@ fn queries_of(layout: Layout) -> Vec<(&'static str, Params, &'static str)> {
 /// The smallest UUIDv7 of the millisecond an hour before the one `id` was made in (the
 /// ledger's `attempts_from`).
 fn hour_before(id: Uuid) -> Uuid {
-    let ms = id
-        .get_timestamp()
-        .map(|t| {
-            let (s, n) = t.to_unix();
-            s * 1000 + u64::from(n / 1_000_000)
-        })
-        .unwrap_or(0)
+    let ms = herald_core::wire::uuid_time(id)
+        .map_or(0, |t| t.timestamp_millis().max(0) as u64)
         .saturating_sub(3_600_000);
     uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid()
 }

@@ -168,11 +168,13 @@ impl Herald {
 
     async fn boot(&mut self, dispatchers: usize, deadline: Instant) -> Result<()> {
         self.spawn("ingest", "herald-ingest")?;
-        self.wait_ingest(deadline).await?;
+        self.wait_ingest(self.ingest_addr, "ingest", deadline)
+            .await?;
         for i in 1..self.settings.ingests.max(1) {
-            let addr = free_addr()?;
+            let (addr, role) = (free_addr()?, format!("ingest-{i}"));
             let env = [("HERALD_INGEST_ADDR", addr.to_string())];
-            self.spawn_with(&format!("ingest-{i}"), "herald-ingest", &env)?;
+            self.spawn_with(&role, "herald-ingest", &env)?;
+            self.wait_ingest(addr, &role, deadline).await?;
             self.more_ingest_addrs.push(addr);
         }
         self.spawn("ledger", "herald-ledger")?;
@@ -275,12 +277,13 @@ impl Herald {
         Ok(())
     }
 
-    async fn wait_ingest(&mut self, deadline: Instant) -> Result<()> {
+    /// Waits until the ingest `role` answers on `addr`.
+    async fn wait_ingest(&mut self, addr: SocketAddr, role: &str, deadline: Instant) -> Result<()> {
         let until = deadline.min(Instant::now() + Duration::from_secs(90));
         let auth = grpc::bearer(&self.admin_token)?;
         loop {
             self.check_alive()?;
-            if let Ok(channel) = grpc::connect(self.ingest_addr).await {
+            if let Ok(channel) = grpc::connect(addr).await {
                 let mut admin = pb::admin_client::AdminClient::new(channel);
                 let probe = pb::GetTenantRequest {
                     id: uuid::Uuid::nil().to_string(),
@@ -293,8 +296,8 @@ impl Herald {
             }
             if Instant::now() >= until {
                 bail!(
-                    "herald-ingest did not answer in time; see {}",
-                    self.log_dir.join("ingest.log").display()
+                    "herald-ingest ({role}) did not answer in time; see {}",
+                    self.log_dir.join(format!("{role}.log")).display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

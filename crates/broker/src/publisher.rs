@@ -78,7 +78,7 @@ pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection> {
                 ))
             }
         }
-        if nodes.len() > 1 {
+        if i + 1 < nodes.len() {
             tracing::debug!(
                 node = index,
                 "broker node refused the connection, trying the next"

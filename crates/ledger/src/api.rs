@@ -536,11 +536,7 @@ const REPLAY_SELECT: &str = "SELECT d.id, d.event_id, d.tenant_id, d.endpoint_id
 /// (an hour of margin for clocks that disagree), so reading them skips the ledger's older
 /// partitions.
 fn attempts_from(delivery: Uuid) -> Uuid {
-    let created = delivery
-        .get_timestamp()
-        .map(|ts| ts.to_unix())
-        .and_then(|(s, n)| DateTime::<Utc>::from_timestamp(s as i64, n))
-        .unwrap_or_default();
+    let created = herald_core::wire::uuid_time(delivery).unwrap_or_default();
     first_id_at(created - chrono::Duration::hours(1))
 }
 

@@ -38,6 +38,8 @@ const EXISTS: &str = "42P07";
 /// SQLSTATE of "updated partition constraint for default partition would be violated": rows
 /// of that day are in the default partition already.
 const IN_DEFAULT: &str = "23514";
+/// SQLSTATE of "relation does not exist": another ledger dropped it first.
+const UNDEFINED_TABLE: &str = "42P01";
 /// SQLSTATE of `lock_timeout` expiring.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -147,8 +149,7 @@ pub async fn drop_before(pool: &PgPool, table: &str, before: Uuid) -> sqlx::Resu
         );
         match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await {
             Ok(_) => {}
-            // Another ledger dropped it meanwhile.
-            Err(e) if sqlstate(&e).as_deref() == Some("42P01") => continue,
+            Err(e) if sqlstate(&e).as_deref() == Some(UNDEFINED_TABLE) => continue,
             Err(e) if sqlstate(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
                 tracing::info!(partition = %p.name, "partition past retention busy, dropped on a later pass");
                 continue;

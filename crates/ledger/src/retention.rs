@@ -80,15 +80,11 @@ pub async fn sweep(pool: &PgPool, payloads: Duration, attempts: Duration) -> sql
         ("events", events_before),
         ("attempts", history_before),
         ("deliveries", history_before),
-    ] {
-        removed += partitions::drop_before(pool, table, before).await?;
-    }
-    for (table, before) in [
-        ("events", events_before),
-        ("attempts", history_before),
-        ("deliveries", history_before),
         ("dead_letters", history_before),
     ] {
+        if partitions::TABLES.iter().any(|(t, _)| *t == table) {
+            removed += partitions::drop_before(pool, table, before).await?;
+        }
         removed += delete_before(pool, table, before).await?;
     }
     removed += sqlx::query("DELETE FROM endpoint_latency WHERE hour < $1")

@@ -103,10 +103,11 @@ impl DeliveriesApi {
                 break;
             }
             out.truncated = remaining == 0;
-            if !out.truncated {
-                tokio::time::sleep(pace(started.elapsed(), sent, self.replay_rate)).await;
+            if out.truncated {
+                break;
             }
-            if !out.truncated && !lease.renew().await {
+            tokio::time::sleep(pace(started.elapsed(), sent, self.replay_rate)).await;
+            if !lease.renew().await {
                 tracing::warn!(tenant_id = %r.tenant, "replay lease lost, replay stopped");
                 out.truncated = true;
                 break;
