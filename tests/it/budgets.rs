@@ -1,13 +1,15 @@
 //! Budgets on what a tenant's calls cost ingest: a payload filter's evaluation steps (a
 //! pathological filter is stopped by its budget, off the async workers, so other tenants' calls
-//! stay fast; a stored one that runs out misses only its own endpoint) and a publish call's
-//! fan-out (refused whole past `HERALD_MAX_FANOUT_BYTES`, handed off in chunks below it).
+//! stay fast; a stored one that runs out misses only its own endpoint), a tenant's share of
+//! filter CPU (`HERALD_TENANT_PAYLOAD_CPU_MS`: past it, refused with a retry delay, while other
+//! tenants and its unfiltered publishes go on) and a publish call's fan-out (refused whole
+//! past `HERALD_MAX_FANOUT_BYTES`, handed off in chunks below it).
 
 use std::time::{Duration, Instant};
 
 use herald_proto::v1 as pb;
 use herald_tests::receiver::Receiver;
-use herald_tests::{Herald, Options, Tenant, authed};
+use herald_tests::{Herald, Options, Tenant, authed, retry_delay};
 use tonic::Code;
 
 /// The default `HERALD_MAX_PAYLOAD_BYTES`.
@@ -56,6 +58,8 @@ async fn test_filter(
 async fn a_pathological_filter_runs_out_of_budget_and_others_stay_fast() {
     let herald = Herald::start(Options {
         dispatchers: 0,
+        // The step budget alone (the share has a test of its own).
+        env: vec![("HERALD_TENANT_PAYLOAD_CPU_MS".into(), "0".into())],
         ..Default::default()
     })
     .await;
@@ -114,7 +118,12 @@ async fn filters_are_evaluated_off_the_async_workers() {
     // (this test's runtime has a single one, shared by the whole installation).
     let herald = Herald::start(Options {
         dispatchers: 0,
-        env: vec![("HERALD_FILTER_STEP_BUDGET".into(), "30000000".into())],
+        env: vec![
+            ("HERALD_FILTER_STEP_BUDGET".into(), "30000000".into()),
+            // All four at once, each as long as it takes: what is measured is the workers.
+            ("HERALD_PAYLOAD_THREADS".into(), "4".into()),
+            ("HERALD_TENANT_PAYLOAD_CPU_MS".into(), "0".into()),
+        ],
         ..Default::default()
     })
     .await;
@@ -174,18 +183,107 @@ async fn beside_heavy_calls(
         listed += 1;
     }
     let mut took = Vec::new();
+    let mut ran = 0;
     for call in heavy_calls {
         let (result, elapsed) = call.await.unwrap();
         let status = result.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status.message().contains("ran out of its budget"),
-            "{}",
-            status.message()
-        );
+        // Stopped by the step budget, or refused by the tenant's share of filter CPU (or its
+        // places on the filter threads) once earlier ones used it.
+        match status.code() {
+            Code::InvalidArgument => {
+                assert!(
+                    status.message().contains("ran out of its budget"),
+                    "{}",
+                    status.message()
+                );
+                ran += 1;
+            }
+            Code::ResourceExhausted => assert!(
+                status.message().contains("HERALD_TENANT_PAYLOAD_CPU_MS")
+                    || status.message().contains("HERALD_PAYLOAD_THREADS"),
+                "{}",
+                status.message()
+            ),
+            _ => panic!("{status:?}"),
+        }
         took.push(elapsed);
     }
+    assert!(ran >= 1, "no heavy call ran");
     (took, slowest)
+}
+
+/// A `TestFilter` call that runs out of its step budget (its CPU is charged to the tenant) or
+/// is refused by the tenant's share: true when it ran.
+async fn heavy_call_ran(herald: &Herald, tenant: &Tenant, payload: &[u8]) -> bool {
+    let status = test_filter(herald, tenant, &pathological_filter(), payload.to_vec())
+        .await
+        .unwrap_err();
+    match status.code() {
+        Code::InvalidArgument => true,
+        Code::ResourceExhausted => {
+            assert!(
+                status
+                    .message()
+                    .contains("used its share of this ingest's CPU (100 ms per second, HERALD_TENANT_PAYLOAD_CPU_MS); retry after"),
+                "{}",
+                status.message()
+            );
+            let hint = retry_delay(&status);
+            assert!(
+                hint > Duration::ZERO && hint <= Duration::from_secs(60),
+                "{hint:?}"
+            );
+            false
+        }
+        _ => panic!("{status:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_filters_get_a_share_of_the_cpu_and_no_more() {
+    let herald = Herald::start(Options {
+        dispatchers: 0,
+        env: vec![("HERALD_TENANT_PAYLOAD_CPU_MS".into(), "100".into())],
+        ..Default::default()
+    })
+    .await;
+    let (greedy, other) = (herald.tenant().await, herald.tenant().await);
+    let under = array_payload(MAX_PAYLOAD, "");
+    // Each call runs 1,000,000 steps (milliseconds of CPU, more in a debug build): calling in
+    // a loop, the greedy tenant is soon past 100 ms a second and refused.
+    let (mut ran, mut refused) = (0, 0);
+    let started = Instant::now();
+    while refused < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{ran} heavy calls ran and none was refused"
+        );
+        if heavy_call_ran(&herald, &greedy, &under).await {
+            ran += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(ran >= 1);
+    // Another tenant's filters have a share of their own.
+    assert!(heavy_call_ran(&herald, &other, &under).await);
+    // The greedy tenant still publishes what needs no filter and is small (a fraction of a
+    // millisecond to validate: neither charged nor refused).
+    herald
+        .create_endpoint(
+            &greedy,
+            pb::CreateEndpointRequest {
+                url: "http://127.0.0.1:9/plain".into(),
+                event_types: vec!["plain.*".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+    let published = herald
+        .publish(&greedy, "plain.event", br#"{"small":true}"#)
+        .await;
+    assert_eq!(published.deliveries, 1);
+    herald.stop().await;
 }
 
 #[tokio::test]
@@ -246,6 +344,53 @@ fn event(n: usize, payload_bytes: usize) -> pb::PublishRequest {
     }
 }
 
+#[tokio::test]
+async fn validating_large_payloads_takes_from_the_same_share() {
+    let herald = Herald::start(Options {
+        dispatchers: 0,
+        env: vec![("HERALD_TENANT_PAYLOAD_CPU_MS".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    let (greedy, other) = (herald.tenant().await, herald.tenant().await);
+    let mut events = herald.events().await;
+    // 8 payloads of 200 KB: 1.6 MB to validate per call, above what runs inline.
+    let batch = pb::PublishBatchRequest {
+        events: (0..8)
+            .map(|n| pb::PublishRequest {
+                idempotency_key: None,
+                ..event(n, 200_000)
+            })
+            .collect(),
+    };
+    let started = Instant::now();
+    let status = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never refused at 1 ms of CPU a second"
+        );
+        match events
+            .publish_batch(authed(batch.clone(), &greedy.api_key))
+            .await
+        {
+            Ok(_) => continue,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("HERALD_TENANT_PAYLOAD_CPU_MS"),
+        "{}",
+        status.message()
+    );
+    assert!(retry_delay(&status) > Duration::ZERO);
+    events
+        .publish_batch(authed(batch, &other.api_key))
+        .await
+        .expect("another tenant has a share of its own");
+    herald.stop().await;
+}
+
 /// Waits until `table` holds `n` rows, failing if it ever holds more.
 async fn wait_rows(herald: &Herald, table: &str, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -303,6 +448,27 @@ async fn a_batch_over_the_fanout_limit_is_refused_whole() {
         status
             .message()
             .contains("HERALD_MAX_FANOUT_BYTES allows 20000 per call"),
+        "{}",
+        status.message()
+    );
+
+    // Refused before any payload is parsed: a batch of non-JSON payloads bound to be refused
+    // gets the fan-out refusal, not an answer per event about its payload.
+    let junk = pb::PublishBatchRequest {
+        events: (0..5)
+            .map(|n| pb::PublishRequest {
+                payload: vec![b'x'; 2048],
+                ..event(n, 1024)
+            })
+            .collect(),
+    };
+    let status = events
+        .publish_batch(authed(junk, &tenant.api_key))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("fans out to 15 deliveries"),
         "{}",
         status.message()
     );
@@ -390,7 +556,6 @@ mod resends {
     use herald_tests::receiver::{Receiver, Reply};
     use herald_tests::{ADMIN_TOKEN, Herald, Options, REDIS_URL, Tenant, authed};
     use tonic::Code;
-    use tonic_types::StatusExt;
 
     /// The `RetryInfo` delay of a refusal, checked against its `retry-after-ms` header.
     fn retry_hint(status: &tonic::Status) -> Duration {
@@ -404,17 +569,7 @@ mod resends {
             "{}",
             status.message()
         );
-        let hint = status
-            .get_details_retry_info()
-            .and_then(|r| r.retry_delay)
-            .expect("RetryInfo detail");
-        let header: u64 = status
-            .metadata()
-            .get("retry-after-ms")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .expect("retry-after-ms header");
-        assert_eq!(header, hint.as_millis() as u64);
+        let hint = herald_tests::retry_delay(status);
         assert!(
             hint > Duration::ZERO && hint <= Duration::from_secs(1),
             "{hint:?}"

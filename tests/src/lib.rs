@@ -92,6 +92,25 @@ fn unique_name() -> String {
     format!("t{:012x}", n & 0xffff_ffff_ffff)
 }
 
+/// The retry delay of a `RESOURCE_EXHAUSTED` refusal: its `google.rpc.RetryInfo` detail,
+/// checked against its `retry-after-ms` header.
+pub fn retry_delay(status: &tonic::Status) -> Duration {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let hint = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo detail");
+    let header: u64 = status
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after-ms header");
+    assert_eq!(header, hint.as_millis() as u64);
+    hint
+}
+
 /// Directory of the workspace's built binaries (for tests that kill real processes).
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("HERALD_BIN_DIR") {

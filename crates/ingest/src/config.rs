@@ -78,6 +78,15 @@ pub struct Config {
     /// string compared); each filter gets at least an equal share, `TestFilter` all of it.
     /// Default 1,000,000 (a few ms of CPU), at least 1.
     pub filter_step_budget: u64,
+    /// `HERALD_PAYLOAD_THREADS`: threads that validate large payloads and evaluate long filter
+    /// work (at a lower priority than the threads serving calls); also how many such calls of
+    /// one tenant run or wait at once. Default half the cores, at least 1.
+    pub payload_threads: usize,
+    /// `HERALD_TENANT_PAYLOAD_CPU_MS`: milliseconds of CPU per second one tenant's payload work
+    /// (validating large payloads, evaluating filters) may use on this instance (one second's
+    /// worth saved up at most); past it the tenant's calls with such work get
+    /// RESOURCE_EXHAUSTED with a retry delay. Default 250; 0: not limited.
+    pub tenant_payload_cpu: Duration,
     /// `HERALD_MAX_FANOUT_BYTES`: most delivery-task bytes one Publish or PublishBatch call may
     /// create, each delivery counted as its payload plus 1 KiB; default 1 GiB.
     pub max_fanout_bytes: u64,
@@ -135,6 +144,10 @@ impl Config {
                 "HERALD_FILTER_STEP_BUDGET",
                 herald_core::filter::DEFAULT_STEP_BUDGET,
             )?,
+            payload_threads: at_least_one(r, "HERALD_PAYLOAD_THREADS", default_payload_threads())?,
+            tenant_payload_cpu: Duration::from_millis(
+                r.parse("HERALD_TENANT_PAYLOAD_CPU_MS", 250)?,
+            ),
             max_fanout_bytes: r.parse("HERALD_MAX_FANOUT_BYTES", 1 << 30)?,
             publish_chunk_bytes: r.parse("HERALD_PUBLISH_CHUNK_BYTES", 16 << 20)?,
             publish_memory: r.parse("HERALD_PUBLISH_MEMORY", 512 << 20)?,
@@ -188,6 +201,11 @@ impl Config {
         }
         Ok(self)
     }
+}
+
+/// Half the cores, at least one: payload work never takes the whole machine from serving calls.
+fn default_payload_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// A count that must be at least 1.

@@ -344,7 +344,7 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         &self,
         req: Request<pb::TestFilterRequest>,
     ) -> Result<Response<pb::TestFilterResponse>, Status> {
-        self.0.tenant(&req, Scope::EndpointsRead).await?;
+        let tenant = self.0.tenant(&req, Scope::EndpointsRead).await?;
         let r = req.into_inner();
         let max = self.0.config.max_payload_bytes;
         if r.payload.len() > max {
@@ -362,12 +362,16 @@ impl pb::endpoints_server::Endpoints for EndpointsApi {
         let steps = self.0.config.filter_step_budget;
         let work =
             (r.payload.len() as u64).saturating_add(filter.cost_hint(r.payload.len()).min(steps));
-        let explanation = crate::fanout::off_the_workers(work, move || {
-            let payload: serde_json::Value = serde_json::from_slice(&r.payload)
-                .map_err(|e| Error::InvalidArgument(format!("payload is not valid JSON: {e}")))?;
-            Ok::<_, Error>(filter.explain_within(&payload, &mut Budget::new(steps))?)
-        })
-        .await?;
+        let ticket = self.0.payload_work.admit(tenant, work).await?;
+        let explanation = ticket
+            .run(move || {
+                let payload: serde_json::Value =
+                    serde_json::from_slice(&r.payload).map_err(|e| {
+                        Error::InvalidArgument(format!("payload is not valid JSON: {e}"))
+                    })?;
+                Ok::<_, Error>(filter.explain_within(&payload, &mut Budget::new(steps))?)
+            })
+            .await?;
         Ok(Response::new(pb::TestFilterResponse {
             matches: explanation.is_none(),
             explanation: explanation.unwrap_or_default(),

@@ -2,8 +2,8 @@
 //!
 //! A call reserves its events' idempotency keys, matches the events against the tenant's
 //! subscriptions (filters within their step budget), and then either refuses itself whole
-//! (over a fan-out or memory limit of [`crate::fanout`]: the keys are released, nothing was
-//! written) or hands every delivery task and event record to the broker before it answers.
+//! (over a fan-out or memory limit of [`crate::fanout`], or the tenant's share of filter CPU of
+//! [`crate::payload_work`]: the keys are released, nothing was written) or hands every delivery task and event record to the broker before it answers.
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::fanout::{self, Outbound};
 use crate::idempotency::{self, Reservation};
+use crate::payload_work::Ticket;
 use crate::subscriptions::Index;
 use crate::{Ingest, validate};
 
@@ -44,6 +45,37 @@ impl Slot {
 }
 
 /// The answers of a call in which no event is left to publish.
+/// The filter work of a call's pending events (see `SubscriptionIndex::filter_work`).
+fn filter_work(index: &Index, slots: &[Slot], steps: u64) -> u64 {
+    slots
+        .iter()
+        .filter_map(Slot::pending)
+        .map(|e| index.filter_work(&e.event_type, e.payload.len(), steps))
+        .fold(0, u64::saturating_add)
+}
+
+/// Where each pending event goes, its filters within `HERALD_FILTER_STEP_BUDGET`, run where
+/// `ticket` says (see [`crate::payload_work`]).
+async fn match_filters(
+    ticket: Ticket,
+    index: Arc<Index>,
+    slots: Vec<Slot>,
+    steps: u64,
+) -> (Vec<Slot>, Vec<Option<Targets>>) {
+    ticket
+        .run(move || {
+            let targets = slots
+                .iter()
+                .map(|s| {
+                    s.pending()
+                        .map(|e| index.targets_within(&e.event_type, &e.payload, steps))
+                })
+                .collect();
+            (slots, targets)
+        })
+        .await
+}
+
 fn finished(slots: Vec<Slot>) -> Vec<Result<pb::PublishResponse>> {
     slots
         .into_iter()
@@ -128,7 +160,19 @@ impl Ingest {
         if index.reject_unknown {
             self.refuse_unknown_types(tenant, &index, &mut slots).await;
         }
-        let (slots, targets) = self.match_filters(index, slots).await;
+        let steps = self.config.filter_step_budget;
+        let ticket = match self
+            .payload_work
+            .admit(tenant, filter_work(&index, &slots, steps))
+            .await
+        {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                self.release_all(tenant, &slots).await;
+                return Err(e);
+            }
+        };
+        let (slots, targets) = match_filters(ticket, index, slots, steps).await;
         let mut outbound = Vec::new();
         let mut accepted: Vec<Option<(Uuid, u32)>> = Vec::with_capacity(slots.len());
         for (slot, targets) in slots.iter().zip(targets) {
@@ -267,32 +311,6 @@ impl Ingest {
         }
     }
 
-    /// Where each pending event goes, its filters within `HERALD_FILTER_STEP_BUDGET`; on the
-    /// blocking pool when the call's filter work can be long (see [`fanout::off_the_workers`]).
-    async fn match_filters(
-        &self,
-        index: Arc<Index>,
-        slots: Vec<Slot>,
-    ) -> (Vec<Slot>, Vec<Option<Targets>>) {
-        let steps = self.config.filter_step_budget;
-        let work = slots
-            .iter()
-            .filter_map(Slot::pending)
-            .map(|e| index.filter_work(&e.event_type, e.payload.len(), steps))
-            .fold(0, u64::saturating_add);
-        fanout::off_the_workers(work, move || {
-            let targets = slots
-                .iter()
-                .map(|s| {
-                    s.pending()
-                        .map(|e| index.targets_within(&e.event_type, &e.payload, steps))
-                })
-                .collect();
-            (slots, targets)
-        })
-        .await
-    }
-
     /// Refuses a call whose fan-out is over `HERALD_MAX_FANOUT_BYTES`; else holds the bytes
     /// its largest chunk needs under `HERALD_PUBLISH_MEMORY` until dropped.
     async fn admit(&self, events: &[Outbound<'_>]) -> Result<OwnedSemaphorePermit> {
@@ -418,6 +436,35 @@ fn clone_broker_err(e: &herald_broker::Error) -> Error {
     Error::Unavailable("event not accepted: the message broker is unavailable, retry later".into())
 }
 
+impl Ingest {
+    /// Validates a call's events, on the payload threads when their payloads are large
+    /// ([`crate::payload_work`]); first refuses a call over `HERALD_MAX_FANOUT_BYTES` through
+    /// its endpoints without filters alone, before parsing anything.
+    async fn validate(
+        &self,
+        tenant: Uuid,
+        events: Vec<pb::PublishRequest>,
+    ) -> Result<Vec<Result<validate::Event>>> {
+        // Without the index (database down, nothing cached) the check after matching decides.
+        if let Ok(index) = self.subscriptions.index(tenant).await {
+            fanout::check_reach(&index, &events, self.config.max_fanout_bytes)?;
+        }
+        let bytes = events
+            .iter()
+            .map(|e| e.payload.len() as u64)
+            .fold(0, u64::saturating_add);
+        let max = self.config.max_payload_bytes;
+        if bytes <= crate::payload_work::INLINE_WORK {
+            // A fraction of a millisecond: neither charged nor refused.
+            return Ok(events.iter().map(|e| to_event(e, max)).collect());
+        }
+        let ticket = self.payload_work.admit(tenant, bytes).await?;
+        Ok(ticket
+            .run(move || events.iter().map(|e| to_event(e, max)).collect())
+            .await)
+    }
+}
+
 fn to_event(r: &pb::PublishRequest, max: usize) -> Result<validate::Event> {
     validate::event(
         &r.event_type,
@@ -439,7 +486,12 @@ impl pb::events_server::Events for EventsApi {
             .0
             .tenant(&req, herald_store::Scope::EventsPublish)
             .await?;
-        let event = to_event(req.get_ref(), self.0.config.max_payload_bytes)?;
+        let event = self
+            .0
+            .validate(tenant, vec![req.into_inner()])
+            .await?
+            .pop()
+            .expect("one event in, one out")?;
         self.0.check_publish_rate(tenant, 1).await?;
         let results = self.0.publish_all(tenant, vec![Ok(event)]).await;
         metrics::histogram!("herald_publish_seconds").record(started.elapsed().as_secs_f64());
@@ -455,7 +507,7 @@ impl pb::events_server::Events for EventsApi {
             .0
             .tenant(&req, herald_store::Scope::EventsPublish)
             .await?;
-        let events = &req.get_ref().events;
+        let events = req.into_inner().events;
         let max_batch = self.0.config.max_batch;
         if events.is_empty() {
             return Err(Error::InvalidArgument("events is empty".into()).into());
@@ -467,8 +519,7 @@ impl pb::events_server::Events for EventsApi {
             ))
             .into());
         }
-        let max = self.0.config.max_payload_bytes;
-        let input: Vec<_> = events.iter().map(|e| to_event(e, max)).collect();
+        let input = self.0.validate(tenant, events).await?;
         let valid = input.iter().filter(|e| e.is_ok()).count() as u32;
         self.0.check_publish_rate(tenant, valid).await?;
         let started = std::time::Instant::now();

@@ -1,10 +1,8 @@
 //! What one publish call may cost in CPU and memory, and its hand-off to the broker in chunks.
 //!
 //! - **Filters.** The payload filters an event reaches take at most `HERALD_FILTER_STEP_BUDGET`
-//!   steps together (see `herald_store::SubscriptionIndex::targets_within`). A call whose
-//!   filter work can be long ([`INLINE_WORK`], estimated before parsing anything) is matched on
-//!   the blocking pool ([`off_the_workers`]): the async workers keep serving every other call,
-//!   while small publishes stay inline and pay no thread hop.
+//!   steps together (see `herald_store::SubscriptionIndex::targets_within`); where they run
+//!   and a tenant's share of the CPU they take: [`crate::payload_work`].
 //! - **Fan-out.** A call's delivery tasks weigh events × endpoints × payload bytes (1,000
 //!   events of 256 KiB to 1,000 endpoints: 256 GB). A call is refused past
 //!   `HERALD_MAX_FANOUT_BYTES`; below it its tasks are built and handed off in chunks of at most
@@ -26,17 +24,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald_broker::{Outgoing, Topology};
 use herald_core::wire::{DeliveryTask, EventRecord, Record};
+use herald_proto::v1 as pb;
+use herald_store::SubscriptionIndex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::Ingest;
 use crate::error::{Error, Result};
 use crate::validate;
-
-/// Filter work (payload bytes parsed plus estimated steps, see
-/// `herald_store::SubscriptionIndex::filter_work`) above which a call is matched on the
-/// blocking pool. Below it the worst case is a fraction of a millisecond.
-pub const INLINE_WORK: u64 = 128 * 1024;
 
 /// What a delivery task is counted as beside its payload: its metadata line, routing key and
 /// trace headers take less.
@@ -48,20 +43,6 @@ pub const MEMORY_WAIT: Duration = Duration::from_secs(1);
 
 /// Ledger records per broker message are capped by size so one message stays small.
 const LEDGER_MESSAGE_BYTES: usize = 512 * 1024;
-
-/// Runs `job` on the blocking pool when `work` is above [`INLINE_WORK`], else right here.
-pub async fn off_the_workers<T: Send + 'static>(
-    work: u64,
-    job: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    if work <= INLINE_WORK {
-        return job();
-    }
-    match tokio::task::spawn_blocking(job).await {
-        Ok(out) => out,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
 
 /// Bytes a delivery task of a `payload_bytes` payload is counted as.
 pub fn task_bytes(payload_bytes: usize) -> u64 {
@@ -110,14 +91,38 @@ impl MemoryGate {
     }
 }
 
+/// Refuses, before anything is parsed or reserved, a call that its endpoints without a filter
+/// alone take past `HERALD_MAX_FANOUT_BYTES`: [`check_fanout`] after matching would refuse it
+/// anyway, and parsing first would let a tenant make ingest validate any number of payloads of
+/// calls bound to be refused.
+pub fn check_reach(
+    index: &SubscriptionIndex,
+    events: &[pb::PublishRequest],
+    max: u64,
+) -> Result<()> {
+    let (mut deliveries, mut bytes, mut maybe_more) = (0u64, 0u64, false);
+    for e in events {
+        let (sure, filtered) = index.reach(&e.event_type);
+        deliveries += sure as u64;
+        bytes = bytes.saturating_add((sure as u64).saturating_mul(task_bytes(e.payload.len())));
+        maybe_more |= filtered > 0;
+    }
+    let at_least = if maybe_more { "at least " } else { "" };
+    fanout_limit(deliveries, bytes, max, at_least)
+}
+
 /// Refuses a call whose tasks would weigh more than `HERALD_MAX_FANOUT_BYTES`.
 pub fn check_fanout(deliveries: u64, bytes: u64, max: u64) -> Result<()> {
+    fanout_limit(deliveries, bytes, max, "")
+}
+
+fn fanout_limit(deliveries: u64, bytes: u64, max: u64, at_least: &str) -> Result<()> {
     if bytes <= max {
         return Ok(());
     }
     metrics::counter!("herald_publish_fanout_refused_total").increment(1);
     Err(Error::ResourceExhausted(format!(
-        "this call fans out to {deliveries} deliveries weighing {bytes} bytes (each its payload plus {TASK_OVERHEAD_BYTES} bytes); HERALD_MAX_FANOUT_BYTES allows {max} per call: send fewer events per call, or smaller payloads"
+        "this call fans out to {at_least}{deliveries} deliveries weighing {at_least}{bytes} bytes (each its payload plus {TASK_OVERHEAD_BYTES} bytes); HERALD_MAX_FANOUT_BYTES allows {max} per call: send fewer events per call, or smaller payloads"
     )))
 }
 

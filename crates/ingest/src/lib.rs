@@ -20,6 +20,7 @@ mod fanout;
 mod idempotency;
 mod maintenance;
 mod metrics;
+mod payload_work;
 mod portal;
 mod preauth;
 mod service;
@@ -67,6 +68,8 @@ pub(crate) struct Ingest {
     pub publish_memory: fanout::MemoryGate,
     /// Test sends in progress per tenant (`HERALD_SEND_TEST_CONCURRENCY`).
     pub test_slots: budget::TestSlots,
+    /// Threads for long filter work and each tenant's share of filter CPU.
+    pub payload_work: payload_work::PayloadWork,
 }
 
 /// Connects to Postgres, Redis and RabbitMQ, runs migrations, declares the topology and serves
@@ -134,6 +137,10 @@ impl Ingest {
             keys: KeyCache::new(store.clone(), Duration::from_secs(10))
                 .with_lookup_rate(config.auth_lookup_rate),
             test_slots: budget::TestSlots::new(config.send_test_concurrency),
+            payload_work: payload_work::PayloadWork::start(
+                config.payload_threads,
+                config.tenant_payload_cpu,
+            )?,
             policy: AddressPolicy::new(config.allow_networks.clone()),
             publish_memory: fanout::MemoryGate::new(config.publish_memory),
             http: herald_outbound::Client::new(

@@ -150,6 +150,17 @@ impl SubscriptionIndex {
         (payload_bytes as u64).saturating_add(evaluation.min(steps))
     }
 
+    /// Endpoints an event of this type reaches whatever its payload (no filter), and those
+    /// with a filter that may not take it.
+    pub fn reach(&self, event_type: &str) -> (usize, usize) {
+        let matching = self.matcher.matching(event_type);
+        let filtered = matching
+            .iter()
+            .filter(|i| self.endpoints[***i].1.is_some())
+            .count();
+        (matching.len() - filtered, filtered)
+    }
+
     /// Whether the tenant accepts events of this type.
     pub fn accepts(&self, event_type: &str) -> bool {
         !self.reject_unknown || self.known.contains(event_type)
