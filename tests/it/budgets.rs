@@ -391,6 +391,58 @@ async fn validating_large_payloads_takes_from_the_same_share() {
     herald.stop().await;
 }
 
+#[tokio::test]
+async fn a_tenant_over_its_share_of_bytes_is_refused_before_its_message_is_read() {
+    let herald = Herald::start(Options {
+        dispatchers: 0,
+        env: vec![("HERALD_TENANT_INGRESS_BYTES".into(), "1000000".into())],
+        ..Default::default()
+    })
+    .await;
+    let (greedy, other) = (herald.tenant().await, herald.tenant().await);
+    let mut events = herald.events().await;
+    // 12 events of 200 KB: 2.4 MB, 1.4 MB past the second's worth saved up.
+    let big = pb::PublishBatchRequest {
+        events: (0..12)
+            .map(|n| pb::PublishRequest {
+                idempotency_key: None,
+                ..event(n, 200_000)
+            })
+            .collect(),
+    };
+    events
+        .publish_batch(authed(big.clone(), &greedy.api_key))
+        .await
+        .expect("admitted: nothing owed yet");
+    // Now even a small call is refused, from its headers.
+    let status = events
+        .publish(authed(event(99, 100), &greedy.api_key))
+        .await
+        .unwrap_err();
+    let hint = retry_delay(&status);
+    assert!(
+        status.message().contains(
+            "this tenant sent this ingest more than its share of bytes (1000000 bytes per second, HERALD_TENANT_INGRESS_BYTES)"
+        ),
+        "{}",
+        status.message()
+    );
+    assert!(
+        hint > Duration::from_millis(500) && hint <= Duration::from_millis(1500),
+        "{hint:?}"
+    );
+    events
+        .publish_batch(authed(big, &other.api_key))
+        .await
+        .expect("another tenant has a share of its own");
+    tokio::time::sleep(hint).await;
+    events
+        .publish(authed(event(99, 100), &greedy.api_key))
+        .await
+        .expect("accepted after the hinted delay");
+    herald.stop().await;
+}
+
 /// Waits until `table` holds `n` rows, failing if it ever holds more.
 async fn wait_rows(herald: &Herald, table: &str, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);

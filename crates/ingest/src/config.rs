@@ -87,6 +87,10 @@ pub struct Config {
     /// worth saved up at most); past it the tenant's calls with such work get
     /// RESOURCE_EXHAUSTED with a retry delay. Default 250; 0: not limited.
     pub tenant_payload_cpu: Duration,
+    /// `HERALD_TENANT_INGRESS_BYTES`: bytes of call messages one tenant may send this instance
+    /// a second (one second's worth saved up); past it the tenant's calls are refused from
+    /// their headers with RESOURCE_EXHAUSTED and a retry delay. Default 64 MiB; 0: not limited.
+    pub tenant_ingress_bytes: u64,
     /// `HERALD_MAX_FANOUT_BYTES`: most delivery-task bytes one Publish or PublishBatch call may
     /// create, each delivery counted as its payload plus 1 KiB; default 1 GiB.
     pub max_fanout_bytes: u64,
@@ -148,6 +152,7 @@ impl Config {
             tenant_payload_cpu: Duration::from_millis(
                 r.parse("HERALD_TENANT_PAYLOAD_CPU_MS", 250)?,
             ),
+            tenant_ingress_bytes: r.parse("HERALD_TENANT_INGRESS_BYTES", 64 << 20)?,
             max_fanout_bytes: r.parse("HERALD_MAX_FANOUT_BYTES", 1 << 30)?,
             publish_chunk_bytes: r.parse("HERALD_PUBLISH_CHUNK_BYTES", 16 << 20)?,
             publish_memory: r.parse("HERALD_PUBLISH_MEMORY", 512 << 20)?,

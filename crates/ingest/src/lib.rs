@@ -18,12 +18,14 @@ mod error;
 mod events;
 mod fanout;
 mod idempotency;
+mod ingress;
 mod maintenance;
 mod metrics;
 mod payload_work;
 mod portal;
 mod preauth;
 mod service;
+mod shares;
 mod subscriptions;
 mod troubled;
 mod validate;
@@ -203,6 +205,7 @@ impl Ingest {
         let addr = listener.local_addr()?;
         let admin_token: Option<std::sync::Arc<str>> =
             self.config.admin_token.as_deref().map(Into::into);
+        let ingress = ingress::Ingress::new(self.config.tenant_ingress_bytes);
         tracing::info!(%addr, "ingest listening");
         router
             .add_service(preauth::operator_first(
@@ -219,18 +222,21 @@ impl Ingest {
                 EventsServer::new(events::EventsApi(self.clone())).max_decoding_message_size(max),
                 self.keys.clone(),
                 admin_token.clone(),
+                ingress.clone(),
             ))
             .add_service(preauth::key_first(
                 EndpointsServer::new(endpoints::EndpointsApi(self.clone()))
                     .max_decoding_message_size(small),
                 self.keys.clone(),
                 admin_token.clone(),
+                ingress.clone(),
             ))
             .add_service(preauth::key_first(
                 EventTypesServer::new(endpoints::EventTypesApi(self.clone()))
                     .max_decoding_message_size(small),
                 self.keys.clone(),
                 admin_token.clone(),
+                ingress.clone(),
             ))
             .serve_with_incoming_shutdown(
                 herald_service::grpc_incoming(listener),

@@ -39,12 +39,16 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::shares::Shares;
+
+/// Tenants whose places are remembered before those with none taken are forgotten.
+const TENANTS_KEPT: usize = 1024;
 
 /// Work (payload bytes parsed plus estimated filter steps, see
 /// `herald_store::SubscriptionIndex::filter_work`) above which it runs on the payload threads.
@@ -57,26 +61,17 @@ pub const PAYLOAD_NICE: i32 = 10;
 /// How long a call waits for one of its tenant's places on the payload threads.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(1);
 
-/// Tenants remembered before the idle ones (no debt, nothing running) are forgotten.
-const TENANTS_KEPT: usize = 1024;
-
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The payload threads and each tenant's share of them; cheap to clone.
 #[derive(Clone)]
 pub struct PayloadWork {
     jobs: crossbeam_channel::Sender<Job>,
-    shares: Arc<Mutex<HashMap<Uuid, Share>>>,
-    /// CPU a tenant may use per second; zero: not limited.
-    cpu_per_second: Duration,
+    /// CPU seconds per second, per tenant.
+    cpu: Arc<Shares>,
+    /// Each busy tenant's places on the threads.
+    places: Arc<Mutex<HashMap<Uuid, Arc<Semaphore>>>>,
     per_tenant: usize,
-}
-
-/// One tenant's account: CPU credit (negative: debt) and its places on the threads.
-struct Share {
-    credit_ns: i64,
-    at: Instant,
-    places: Arc<Semaphore>,
 }
 
 /// Leave to run one call's payload work: inline, or on the threads holding a place.
@@ -106,8 +101,8 @@ impl PayloadWork {
         }
         Ok(Self {
             jobs,
-            shares: Arc::default(),
-            cpu_per_second,
+            cpu: Arc::new(Shares::new(cpu_per_second.as_secs_f64())),
+            places: Arc::default(),
             per_tenant: threads,
         })
     }
@@ -123,10 +118,11 @@ impl PayloadWork {
         if work == 0 {
             return Ok(ticket(None));
         }
-        let places = self.check(tenant)?;
+        self.check(tenant)?;
         if work <= INLINE_WORK {
             return Ok(ticket(None));
         }
+        let places = self.places(tenant);
         let place = match tokio::time::timeout(QUEUE_WAIT, places.acquire_owned()).await {
             Ok(Ok(place)) => place,
             Ok(Err(_closed)) => return Err(Error::Internal("payload places closed".into())),
@@ -147,66 +143,32 @@ impl PayloadWork {
         Ok(ticket(Some(place)))
     }
 
-    /// The tenant's places, or a refusal while it is in debt.
-    fn check(&self, tenant: Uuid) -> Result<Arc<Semaphore>> {
-        let mut shares = self.shares.lock().expect("payload shares lock");
-        if shares.len() >= TENANTS_KEPT {
-            let full = self.burst_ns();
-            shares.retain(|_, s| {
-                s.refill(self.cpu_per_second, full);
-                s.credit_ns < full || s.places.available_permits() < self.per_tenant
-            });
-        }
-        let share = shares.entry(tenant).or_insert_with(|| Share {
-            credit_ns: self.burst_ns(),
-            at: Instant::now(),
-            places: Arc::new(Semaphore::new(self.per_tenant)),
-        });
-        share.refill(self.cpu_per_second, self.burst_ns());
-        if self.cpu_per_second.is_zero() || share.credit_ns >= 0 {
-            return Ok(share.places.clone());
-        }
-        let per_ns = self.cpu_per_second.as_nanos() as f64 / 1e9;
-        let retry_after = Duration::from_nanos((-share.credit_ns as f64 / per_ns) as u64)
-            .max(Duration::from_millis(1));
+    /// A refusal while `tenant` is in debt.
+    fn check(&self, tenant: Uuid) -> Result<()> {
+        let Some(retry_after) = self.cpu.owed(tenant) else {
+            return Ok(());
+        };
         metrics::counter!("herald_payload_refused_total", "limit" => "cpu").increment(1);
         Err(Error::RateLimited {
             message: format!(
                 "this tenant's payload work (validating payloads, evaluating filters) used its share of this ingest's CPU ({} ms per second, HERALD_TENANT_PAYLOAD_CPU_MS); retry after {} ms",
-                self.cpu_per_second.as_millis(),
+                (self.cpu.rate() * 1e3).round(),
                 retry_after.as_millis()
             ),
             retry_after,
         })
     }
 
-    /// Takes `used` from the tenant's credit.
-    fn charge(&self, tenant: Uuid, used: Duration) {
-        if self.cpu_per_second.is_zero() {
-            return;
+    /// The tenant's places on the threads (forgetting those of tenants with none taken).
+    fn places(&self, tenant: Uuid) -> Arc<Semaphore> {
+        let mut places = self.places.lock().expect("payload places lock");
+        if places.len() >= TENANTS_KEPT {
+            places.retain(|_, p| p.available_permits() < self.per_tenant);
         }
-        let mut shares = self.shares.lock().expect("payload shares lock");
-        if let Some(share) = shares.get_mut(&tenant) {
-            share.refill(self.cpu_per_second, self.burst_ns());
-            share.credit_ns = share
-                .credit_ns
-                .saturating_sub(i64::try_from(used.as_nanos()).unwrap_or(i64::MAX));
-        }
-    }
-
-    /// Credit saved up at most: one second's share.
-    fn burst_ns(&self) -> i64 {
-        i64::try_from(self.cpu_per_second.as_nanos()).unwrap_or(i64::MAX)
-    }
-}
-
-impl Share {
-    /// Adds the credit earned since the last refill, up to `full`.
-    fn refill(&mut self, per_second: Duration, full: i64) {
-        let now = Instant::now();
-        let earned = per_second.as_nanos() as f64 * now.duration_since(self.at).as_secs_f64();
-        self.credit_ns = (self.credit_ns as f64 + earned).min(full as f64) as i64;
-        self.at = now;
+        places
+            .entry(tenant)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+            .clone()
     }
 }
 
@@ -242,7 +204,7 @@ impl Ticket {
     fn settle(&self, used: Duration, place: &'static str) {
         metrics::histogram!("herald_payload_job_cpu_seconds", "where" => place)
             .record(used.as_secs_f64());
-        self.pool.charge(self.tenant, used);
+        self.pool.cpu.charge(self.tenant, used.as_secs_f64());
     }
 }
 
@@ -265,6 +227,8 @@ fn lower_priority() {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn spin(for_cpu: Duration) {

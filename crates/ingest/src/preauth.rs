@@ -10,14 +10,18 @@
 //! `UNAUTHENTICATED`. Behind [`key_first`] and [`operator_first`] a call without valid
 //! credentials is answered from its headers alone ([`herald_proto::server::CredentialsFirst`]),
 //! and an accepted call carries what was found to the handler ([`Authenticated`],
-//! [`Operator`]), which then does not check a second time.
+//! [`Operator`]), which then does not check a second time. A tenant's call is also refused
+//! there while the tenant is over its share of bytes received ([`Ingress`]).
 
 use std::sync::Arc;
 
 use herald_proto::server::{CredentialsFirst, Gate};
 use herald_store::KeyCache;
 use tonic::Status;
+use tonic::body::Body;
 use tonic::codegen::BoxFuture;
+
+use crate::ingress::Ingress;
 
 /// The credential [`TenantKey`] accepted, in the request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -40,12 +44,14 @@ pub const LINK_PREFIX: &str = "hl_";
 #[derive(Clone, Copy, Debug)]
 pub struct Operator;
 
-/// Admits calls carrying a tenant's API key.
+/// Admits calls carrying a tenant's API key, while the tenant is within its share of bytes
+/// ([`Ingress`]), and counts the bytes its message carries.
 #[derive(Clone)]
 pub struct TenantKey {
     keys: KeyCache,
     /// The operator token, to refuse it with `PERMISSION_DENIED` rather than as a bad key.
     admin_token: Option<Arc<str>>,
+    ingress: Ingress,
 }
 
 impl Gate for TenantKey {
@@ -54,15 +60,19 @@ impl Gate for TenantKey {
     fn admit(&self, authorization: Option<String>) -> BoxFuture<Authenticated, Status> {
         let gate = self.clone();
         Box::pin(async move {
-            crate::auth::tenant_key(
+            let principal = crate::auth::tenant_key(
                 &gate.keys,
                 authorization.as_deref(),
                 gate.admin_token.as_deref(),
             )
-            .await
-            .map(Authenticated)
-            .map_err(Status::from)
+            .await?;
+            gate.ingress.check(principal.tenant)?;
+            Ok(Authenticated(principal))
         })
+    }
+
+    fn meter(&self, pass: &Authenticated, body: Body) -> Body {
+        self.ingress.meter(pass.0.tenant, body)
     }
 }
 
@@ -133,9 +143,22 @@ pub fn portal_first<S>(
 /// A tenant service whose calls must carry a tenant's API key.
 pub type KeyFirst<S> = CredentialsFirst<S, TenantKey>;
 
-/// Wraps a tenant service: its calls must carry a tenant's API key.
-pub fn key_first<S>(inner: S, keys: KeyCache, admin_token: Option<Arc<str>>) -> KeyFirst<S> {
-    CredentialsFirst::new(inner, TenantKey { keys, admin_token })
+/// Wraps a tenant service: its calls must carry a tenant's API key, and its tenant must be
+/// within its share of `ingress`.
+pub fn key_first<S>(
+    inner: S,
+    keys: KeyCache,
+    admin_token: Option<Arc<str>>,
+    ingress: Ingress,
+) -> KeyFirst<S> {
+    CredentialsFirst::new(
+        inner,
+        TenantKey {
+            keys,
+            admin_token,
+            ingress,
+        },
+    )
 }
 
 /// Wraps the Admin service: its calls must carry the operator token.

@@ -29,6 +29,12 @@ pub trait Gate: Clone + Send + Sync + 'static {
 
     /// Admits the call, or says why not (the status the caller gets).
     fn admit(&self, authorization: Option<String>) -> BoxFuture<Self::Pass, tonic::Status>;
+
+    /// The body an admitted call's message is read from: `body` itself, or a wrapper that
+    /// counts what the caller sends.
+    fn meter(&self, _pass: &Self::Pass, body: Body) -> Body {
+        body
+    }
 }
 
 /// A gRPC service whose calls are admitted by a [`Gate`] before their message is read.
@@ -62,7 +68,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         // The clone is the one made ready by `poll_ready`'s caller next time; this one was.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -72,9 +78,12 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let admitted = self.gate.admit(authorization);
+        let gate = self.gate.clone();
         Box::pin(async move {
             match admitted.await {
                 Ok(pass) => {
+                    let (parts, body) = req.into_parts();
+                    let mut req = http::Request::from_parts(parts, gate.meter(&pass, body));
                     req.extensions_mut().insert(pass);
                     inner.call(req).await.map(too_large_is_exhausted)
                 }
