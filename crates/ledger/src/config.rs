@@ -54,11 +54,11 @@ pub struct Config {
     /// `HERALD_REPLAY_PAGE`: deliveries (with their payloads) a replay reads and publishes at a
     /// time, default 500 (1–10,000): a replay holds at most this many payloads.
     pub replay_page: u32,
-    /// `HERALD_REPLAY_RATE`: deliveries per second one replay sends at most, default 1,000
-    /// (0: as fast as the broker takes them). With one replay per tenant at a time
-    /// (`HERALD_REPLAY_CONCURRENCY`), a tenant's replays re-send at most this many a second
-    /// even when no publish rate is set for it, so a replay does not take the machine from
-    /// other tenants; 10,000 deliveries (the most one call replays) take 10 s.
+    /// `HERALD_REPLAY_RATE`: deliveries per second one replay sends at most, default 250
+    /// (0: as fast as the broker takes them), spread evenly over each second. With one replay
+    /// per tenant at a time (`HERALD_REPLAY_CONCURRENCY`), a tenant's replays re-send at most
+    /// this many a second even when no publish rate is set for it, so a replay does not take
+    /// the machine from other tenants; 10,000 deliveries (the most one call replays) take 40 s.
     pub replay_rate: u32,
     /// `HERALD_AUTH_LOOKUP_RATE`: database lookups per second of API keys this process has not
     /// seen yet, default 200; past it such calls get `UNAVAILABLE` without a query. 0: no limit.
@@ -90,7 +90,7 @@ impl Config {
             replay_concurrency: r.parse("HERALD_REPLAY_CONCURRENCY", 1)?,
             replay_lease_ttl: r.duration("HERALD_REPLAY_LEASE_TTL", Duration::from_secs(30))?,
             replay_page: r.parse("HERALD_REPLAY_PAGE", 500)?,
-            replay_rate: r.parse("HERALD_REPLAY_RATE", 1000)?,
+            replay_rate: r.parse("HERALD_REPLAY_RATE", 250)?,
             auth_lookup_rate: r
                 .parse("HERALD_AUTH_LOOKUP_RATE", herald_store::DEFAULT_LOOKUP_RATE)?,
             api: ApiLimits::load(r)?,

@@ -9,9 +9,11 @@
 //! cut short (the limit, the rate, a lost lease, the broker) is continued exactly.
 //!
 //! A replay is paced at `HERALD_REPLAY_RATE` deliveries a second (pages of at most that many,
-//! each sent once the ones before have had their share of time), whatever the tenant's publish
-//! rate: re-sending a backlog as fast as the broker takes it would take the machine from every
-//! other tenant for as long as it runs.
+//! published in slices of a twentieth of a second's worth, each sent once the ones before have
+//! had their share of time), whatever the tenant's publish rate: re-sending a backlog as fast
+//! as the broker takes it would take the machine from every other tenant for as long as it
+//! runs, and a page sent at once lands on the dispatchers as a burst that other tenants'
+//! deliveries queue behind.
 //!
 //! Under a rate, a page is at most the tenant's burst. When the bucket runs dry before anything
 //! was gone through, the call is refused with `RetryInfo` (nothing queued); when it runs dry
@@ -58,8 +60,11 @@ impl DeliveriesApi {
         if self.replay_rate > 0 {
             page = page.min(self.replay_rate);
         }
-        let started = Instant::now();
-        let mut sent: u64 = 0;
+        let mut pacer = Pacer {
+            started: Instant::now(),
+            sent: 0,
+            rate: self.replay_rate,
+        };
         let mut out = pb::ReplayEndpointResponse::default();
         let mut remaining = r.limit;
         while remaining > 0 {
@@ -92,8 +97,7 @@ impl DeliveriesApi {
                     break;
                 }
             }
-            sent += sendable.len() as u64;
-            self.publish_page(sendable, &mut out).await?;
+            self.publish_page(sendable, &mut out, &mut pacer).await?;
             out.skipped += purged.len() as u32;
             out.last_delivery_id = last.0.to_string();
             out.last_created_at = Some(ts(last.1));
@@ -106,7 +110,7 @@ impl DeliveriesApi {
             if out.truncated {
                 break;
             }
-            tokio::time::sleep(pace(started.elapsed(), sent, self.replay_rate)).await;
+            pacer.wait().await;
             if !lease.renew().await {
                 tracing::warn!(tenant_id = %r.tenant, "replay lease lost, replay stopped");
                 out.truncated = true;
@@ -137,12 +141,13 @@ impl DeliveriesApi {
         .await?)
     }
 
-    /// Publishes a page's manual attempts (confirmed), counting them in `out`. When the broker
-    /// fails partway, the error says where to go on from.
+    /// Publishes a page's manual attempts (confirmed) in slices `pacer` spaces out, counting
+    /// them in `out`. When the broker fails partway, the error says where to go on from.
     async fn publish_page(
         &self,
         rows: Vec<ReplayRow>,
         out: &mut pb::ReplayEndpointResponse,
+        pacer: &mut Pacer,
     ) -> Result<()> {
         let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
         let messages = rows
@@ -152,10 +157,10 @@ impl DeliveriesApi {
         // Where a retry goes on from: the last delivery queued (the pages before, or the
         // chunks of this page before the failure).
         let mut resume = out.last_delivery_id.clone();
-        for (chunk, chunk_ids) in messages
-            .chunks(PUBLISH_CHUNK)
-            .zip(ids.chunks(PUBLISH_CHUNK))
-        {
+        let slice = pacer.slice();
+        for (chunk, chunk_ids) in messages.chunks(slice).zip(ids.chunks(slice)) {
+            pacer.wait().await;
+            pacer.sent += chunk.len() as u64;
             if let Err(source) = self.publisher.publish(chunk).await {
                 let resume = match resume.as_str() {
                     "" => "retry".to_owned(),
@@ -176,8 +181,31 @@ impl DeliveriesApi {
     }
 }
 
-/// How long to wait before the next page so that `sent` deliveries took at least their share
-/// of time at `rate` a second (0: no wait).
+/// Spaces a replay's publishes out at `rate` deliveries a second (0: not paced).
+struct Pacer {
+    started: Instant,
+    sent: u64,
+    rate: u32,
+}
+
+impl Pacer {
+    /// Deliveries published at once: a twentieth of a second's worth (at most
+    /// [`PUBLISH_CHUNK`], at least one).
+    fn slice(&self) -> usize {
+        match self.rate {
+            0 => PUBLISH_CHUNK,
+            rate => (rate as usize / 20).clamp(1, PUBLISH_CHUNK),
+        }
+    }
+
+    /// Waits until what was sent has had its share of time.
+    async fn wait(&self) {
+        tokio::time::sleep(pace(self.started.elapsed(), self.sent, self.rate)).await;
+    }
+}
+
+/// How long to wait so that `sent` deliveries took at least their share of time at `rate` a
+/// second (0: no wait).
 fn pace(elapsed: Duration, sent: u64, rate: u32) -> Duration {
     if rate == 0 {
         return Duration::ZERO;
@@ -200,5 +228,22 @@ mod tests {
         );
         assert_eq!(pace(ms(0), 1500, 1000), ms(1500));
         assert_eq!(pace(ms(0), 1_000_000, 0), Duration::ZERO, "0: unpaced");
+    }
+
+    #[test]
+    fn a_page_goes_out_in_slices_of_a_twentieth_of_a_second() {
+        let pacer = |rate| Pacer {
+            started: Instant::now(),
+            sent: 0,
+            rate,
+        };
+        assert_eq!(pacer(250).slice(), 12);
+        assert_eq!(pacer(10).slice(), 1);
+        assert_eq!(pacer(1_000_000).slice(), PUBLISH_CHUNK);
+        assert_eq!(
+            pacer(0).slice(),
+            PUBLISH_CHUNK,
+            "unpaced: as large as a publish goes"
+        );
     }
 }
