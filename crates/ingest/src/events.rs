@@ -2,8 +2,9 @@
 //!
 //! A call reserves its events' idempotency keys, matches the events against the tenant's
 //! subscriptions (filters within their step budget), and then either refuses itself whole
-//! (over a fan-out or memory limit of [`crate::fanout`], or the tenant's share of filter CPU of
-//! [`crate::payload_work`]: the keys are released, nothing was written) or hands every delivery task and event record to the broker before it answers.
+//! (over a fan-out or memory limit of [`crate::fanout`], or the tenant's share of payload CPU
+//! of [`crate::payload_work`]: the keys are released, nothing was written) or hands every
+//! delivery task and event record to the broker before it answers.
 
 use std::sync::Arc;
 
@@ -44,7 +45,6 @@ impl Slot {
     }
 }
 
-/// The answers of a call in which no event is left to publish.
 /// The filter work of a call's pending events (see `SubscriptionIndex::filter_work`).
 fn filter_work(index: &Index, slots: &[Slot], steps: u64) -> u64 {
     slots
@@ -76,6 +76,7 @@ async fn match_filters(
         .await
 }
 
+/// The answers of a call in which no event is left to publish.
 fn finished(slots: Vec<Slot>) -> Vec<Result<pb::PublishResponse>> {
     slots
         .into_iter()
@@ -454,11 +455,13 @@ impl Ingest {
             .map(|e| e.payload.len() as u64)
             .fold(0, u64::saturating_add);
         let max = self.config.max_payload_bytes;
-        if bytes <= crate::payload_work::INLINE_WORK {
-            // A fraction of a millisecond: neither charged nor refused.
-            return Ok(events.iter().map(|e| to_event(e, max)).collect());
-        }
-        let ticket = self.payload_work.admit(tenant, bytes).await?;
+        // A small call takes a fraction of a millisecond: no work to charge or refuse.
+        let work = if bytes <= crate::payload_work::INLINE_WORK {
+            0
+        } else {
+            bytes
+        };
+        let ticket = self.payload_work.admit(tenant, work).await?;
         Ok(ticket
             .run(move || events.iter().map(|e| to_event(e, max)).collect())
             .await)

@@ -18,8 +18,8 @@
 //!   its thread (the thread's CPU clock: time spent waiting for a core is not counted) and
 //!   taken after it ran; while a tenant is in debt, its calls with such work get
 //!   `RESOURCE_EXHAUSTED` with `RetryInfo` (when the debt is paid) having written nothing.
-//!   Inline filter work is measured and charged the same way; small calls without filters
-//!   are neither charged nor refused.
+//!   Inline filter work is measured and charged the same way; a call with no such work
+//!   (small, no filter reached) is neither measured, charged nor refused.
 //! - **Queue.** A tenant has at most `HERALD_PAYLOAD_THREADS` jobs on the threads at once,
 //!   running or waiting; another of its calls waits up to [`QUEUE_WAIT`] for one to finish,
 //!   else it is refused like a tenant in debt. So another tenant's job waits behind at most
@@ -79,6 +79,8 @@ pub struct Ticket {
     pool: PayloadWork,
     tenant: Uuid,
     place: Option<OwnedSemaphorePermit>,
+    /// Whether the work is measured and charged (not when there is none to speak of).
+    charged: bool,
 }
 
 impl PayloadWork {
@@ -110,17 +112,18 @@ impl PayloadWork {
     /// Leave for `tenant` to run work of `work` (0: nothing to do, nothing charged), or
     /// `RESOURCE_EXHAUSTED` with a retry delay when the tenant used its share or its places.
     pub async fn admit(&self, tenant: Uuid, work: u64) -> Result<Ticket> {
-        let ticket = |place| Ticket {
+        let ticket = |place, charged| Ticket {
             pool: self.clone(),
             tenant,
             place,
+            charged,
         };
         if work == 0 {
-            return Ok(ticket(None));
+            return Ok(ticket(None, false));
         }
         self.check(tenant)?;
         if work <= INLINE_WORK {
-            return Ok(ticket(None));
+            return Ok(ticket(None, true));
         }
         let places = self.places(tenant);
         let place = match tokio::time::timeout(QUEUE_WAIT, places.acquire_owned()).await {
@@ -140,7 +143,7 @@ impl PayloadWork {
         };
         // It may have run into debt while this call waited.
         self.check(tenant)?;
-        Ok(ticket(Some(place)))
+        Ok(ticket(Some(place), true))
     }
 
     /// A refusal while `tenant` is in debt.
@@ -174,8 +177,11 @@ impl PayloadWork {
 
 impl Ticket {
     /// Runs `job` (inline, or on the payload threads when the ticket holds a place), then
-    /// charges the CPU it took to the tenant.
+    /// charges the CPU it took to the tenant (unless there was no work to charge).
     pub async fn run<T: Send + 'static>(mut self, job: impl FnOnce() -> T + Send + 'static) -> T {
+        if !self.charged {
+            return job();
+        }
         let Some(place) = self.place.take() else {
             let started = thread_cpu();
             let out = job();
@@ -267,6 +273,10 @@ mod tests {
         pool.admit(a, 0)
             .await
             .expect("no filter work is never refused");
+        let c = Uuid::now_v7();
+        let free = pool.admit(c, 0).await.expect("nothing to refuse");
+        free.run(|| spin(Duration::from_millis(60))).await;
+        pool.admit(c, 1).await.expect("work of 0 is not charged");
     }
 
     #[tokio::test]

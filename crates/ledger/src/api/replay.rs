@@ -107,11 +107,7 @@ impl DeliveriesApi {
                 break;
             }
             out.truncated = remaining == 0;
-            if out.truncated {
-                break;
-            }
-            pacer.wait().await;
-            if !lease.renew().await {
+            if !out.truncated && !lease.renew().await {
                 tracing::warn!(tenant_id = %r.tenant, "replay lease lost, replay stopped");
                 out.truncated = true;
                 break;
