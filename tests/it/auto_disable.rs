@@ -150,3 +150,46 @@ async fn failing_endpoints_are_reported_and_disabled_then_recover() {
     assert!(get_endpoint(&herald, &t, &ep2.id).await.enabled);
     herald.stop().await;
 }
+
+/// A burst of failures is folded into a few streak writes, and none is lost on the way: 60
+/// deliveries failing for good at once leave a streak of exactly 60.
+#[tokio::test]
+async fn a_burst_of_failures_is_counted_exactly() {
+    const N: usize = 60;
+    let herald = Herald::start(Options {
+        retry_schedule: "".into(),
+        env: vec![
+            ("HERALD_FAILING_AFTER_ATTEMPTS".into(), "0".into()),
+            ("HERALD_DISABLE_AFTER_FAILURES".into(), "0".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let down = Receiver::start(|_, _| Reply::status(500)).await;
+    let t = herald.tenant().await;
+    let (ep, _) = herald
+        .create_endpoint(&t, endpoint(down.url("/down"), &["*"]))
+        .await;
+    let payloads: Vec<Vec<u8>> = (0..N)
+        .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+        .collect();
+    let published = futures::future::join_all(
+        payloads
+            .iter()
+            .map(|p| herald.publish(&t, "order.created", p)),
+    )
+    .await;
+    for p in &published {
+        only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
+    }
+    let e = wait_endpoint(&herald, &t, &ep.id, Duration::from_secs(5), |e| {
+        e.consecutive_failures as usize >= N
+    })
+    .await;
+    assert_eq!(e.consecutive_failures as usize, N, "{e:?}");
+    // Nothing more arrives later (a write counted twice would show now).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let e = get_endpoint(&herald, &t, &ep.id).await;
+    assert_eq!(e.consecutive_failures as usize, N, "{e:?}");
+    herald.stop().await;
+}

@@ -5,16 +5,16 @@
 //!
 //! The streak itself lives in Postgres (`herald_store`'s `auto_disable`: thresholds, one
 //! statement per change, each change reported once). A database error here is logged and
-//! skipped: a delivery never waits on this bookkeeping, and never fails because of it. Every
-//! write of an endpoint's streak updates one row: concurrent ones would queue on its row lock
-//! holding pool connections, and a failing endpoint's hundreds of attempts a second would
-//! starve every other endpoint's lookups, so they go one at a time per endpoint (striped).
+//! skipped: a delivery never fails because of it. Every write of an endpoint's streak updates
+//! one row, so a failing endpoint's outcomes are folded and written a few times a second
+//! ([`crate::streak_writes`]) rather than one by one.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use herald_core::wire::{DeliveryStatus, Record};
 use herald_store::{Endpoint, FailurePolicy, Outcome, Streak, SubscriptionIndex};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::Dispatcher;
@@ -42,15 +42,24 @@ impl Dispatcher {
     }
 
     /// Folds an attempt's outcome (see [`crate::retry::Verdict::streak`]) into the endpoint's
-    /// failure streak; returns the operational events it causes.
+    /// failure streak; returns the operational events it causes. The outcome joins the
+    /// endpoint's tally ([`crate::streak_writes`]); when this task opened the tally it writes
+    /// it, at most [`crate::streak_writes::WRITE_EVERY`] after the endpoint's last write.
     pub(crate) async fn track_streak(
         &self,
         endpoint: &Arc<Endpoint>,
         outcome: DeliveryStatus,
     ) -> FollowUps {
         let mut out = FollowUps::default();
-        let steps = self.streak_steps(endpoint, outcome);
-        if steps.is_empty() {
+        let Some(at) = self
+            .streak_step(endpoint, outcome)
+            .and_then(|step| self.streaks.add(endpoint.id, step, Instant::now()))
+        else {
+            return out;
+        };
+        tokio::time::sleep_until(at).await;
+        let tally = self.streaks.take(endpoint.id, Instant::now());
+        if tally.is_empty() {
             return out;
         }
         let policy = FailurePolicy {
@@ -59,35 +68,35 @@ impl Dispatcher {
             disable_after_span: chrono::Duration::from_std(self.config.disable_after_span)
                 .unwrap_or(chrono::Duration::MAX),
         };
-        let stripe = endpoint.id.as_u128() as usize % self.streak_stripes.len();
-        let _one_at_a_time = self.streak_stripes[stripe].lock().await;
-        for step in steps {
-            match self.store.record_outcome(endpoint.id, step, &policy).await {
-                Ok(streak) => out.extend(self.announce(endpoint, streak).await),
-                Err(e) => {
-                    tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not update the endpoint's failure streak");
+        match self.store.record_tally(endpoint.id, tally, &policy).await {
+            Ok(changes) => {
+                for streak in changes {
+                    out.extend(self.announce(endpoint, streak).await);
                 }
+            }
+            Err(e) => {
+                tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not update the endpoint's failure streak");
             }
         }
         out
     }
 
-    /// The streak writes an outcome needs: none for a success to an endpoint with no streak
+    /// The streak outcome an attempt adds: none for a success to an endpoint with no streak
     /// (neither stored nor seen failing here lately), which is nearly every delivery.
-    fn streak_steps(&self, endpoint: &Endpoint, outcome: DeliveryStatus) -> Vec<Outcome> {
+    fn streak_step(&self, endpoint: &Endpoint, outcome: DeliveryStatus) -> Option<Outcome> {
         let mut recent = self.recent_failures.lock().expect("recent failures lock");
         if outcome == DeliveryStatus::Success {
             let seen = recent.remove(&endpoint.id);
             if seen || endpoint.failed_attempts > 0 || endpoint.consecutive_failures > 0 {
-                return vec![Outcome::Success];
+                return Some(Outcome::Success);
             }
-            return Vec::new();
+            return None;
         }
         recent.insert(endpoint.id);
-        match outcome {
-            DeliveryStatus::Failed => vec![Outcome::FailedAttempt, Outcome::Failed],
-            _ => vec![Outcome::FailedAttempt],
-        }
+        Some(match outcome {
+            DeliveryStatus::Failed => Outcome::Failed,
+            _ => Outcome::FailedAttempt,
+        })
     }
 
     /// The operational event a change of the streak calls for, if any.

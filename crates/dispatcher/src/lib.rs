@@ -16,6 +16,7 @@ mod gate;
 mod metrics;
 mod retry;
 mod service;
+mod streak_writes;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,9 +39,6 @@ use tracing::Instrument;
 
 pub use crate::config::Config;
 use crate::deliver::Decision;
-
-/// Locks serialising endpoints' failure-streak writes (an endpoint always takes the same one).
-const STREAK_STRIPES: usize = 64;
 
 /// Tries of an endpoint lookup failing for another reason than a database outage before the
 /// task is handed back to the broker.
@@ -73,8 +71,8 @@ pub(crate) struct Dispatcher {
     /// Endpoints this dispatcher saw fail recently: a success to them resets the stored
     /// failure streak even when the cached endpoint does not show one yet.
     recent_failures: Arc<Mutex<HashSet<uuid::Uuid>>>,
-    /// Streak writes of one endpoint go one at a time (striped by endpoint id).
-    streak_stripes: Arc<[tokio::sync::Mutex<()>]>,
+    /// Endpoints' failure-streak outcomes, written a few times a second each.
+    streaks: streak_writes::StreakBook,
     /// POSTs in flight at once (`HERALD_DISPATCHER_CONCURRENCY`). Tasks held (at most the
     /// prefetch) outnumber them: most of a task's time goes to waiting for its follow-up
     /// confirms, which needs no connection to the receiver.
@@ -141,9 +139,7 @@ impl Dispatcher {
             ),
             redis,
             recent_failures: Arc::default(),
-            streak_stripes: (0..STREAK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            streaks: streak_writes::StreakBook::default(),
             consuming: Arc::default(),
             posts: Arc::new(Semaphore::new(config.concurrency.max(1))),
             config: Arc::new(config),

@@ -9,6 +9,10 @@
 //! 410 Gone disables its endpoint at once. Each change is one statement, so concurrent
 //! dispatchers never lose an update, and only the statement that really changed the endpoint
 //! reports it: an event is announced once however many dispatchers saw the failure.
+//!
+//! A dispatcher folds the outcomes it saw for an endpoint into a [`Tally`] and writes it in at
+//! most three statements: a failing endpoint's hundreds of attempts a second are then a few
+//! writes a second instead of one row update (and one commit) each.
 
 use uuid::Uuid;
 
@@ -27,15 +31,53 @@ pub enum Streak {
     Recovered,
 }
 
-/// The outcome [`Store::record_outcome`] folds in.
+/// An outcome a [`Tally`] folds in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A delivery succeeded.
     Success,
     /// An attempt failed (a retry may follow).
     FailedAttempt,
-    /// A delivery ended `failed` after its last attempt.
+    /// A delivery ended `failed` after its last attempt (itself a failed attempt too).
     Failed,
+}
+
+/// Outcomes of one endpoint in the order they happened, folded: what a streak needs of them is
+/// whether a success reset it, and the failures since the last success.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// A delivery succeeded (the failures before it no longer count).
+    pub reset: bool,
+    /// Failed attempts since the last success.
+    pub failed_attempts: u32,
+    /// Deliveries ended `failed` since the last success.
+    pub failed_deliveries: u32,
+}
+
+impl Tally {
+    /// Folds in the next outcome.
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => {
+                *self = Tally {
+                    reset: true,
+                    ..Tally::default()
+                }
+            }
+            Outcome::FailedAttempt => {
+                self.failed_attempts = self.failed_attempts.saturating_add(1);
+            }
+            Outcome::Failed => {
+                self.failed_attempts = self.failed_attempts.saturating_add(1);
+                self.failed_deliveries = self.failed_deliveries.saturating_add(1);
+            }
+        }
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        *self == Tally::default()
+    }
 }
 
 /// When a streak of failures disables or flags an endpoint.
@@ -65,20 +107,34 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Folds the final outcome of one delivery (`success` or `failed`) or one failed attempt
-    /// into the endpoint's failure streak, and disables the endpoint when the policy says so.
-    /// Runs as one statement, so concurrent dispatchers never lose an update.
-    pub async fn record_outcome(
+    /// Folds `tally` into the endpoint's failure streak (the reset first, then the failures
+    /// after it), and disables the endpoint when the policy says so. Each part is one
+    /// statement, so concurrent dispatchers never lose an update; what changed is returned in
+    /// order (nothing for parts that changed nothing worth telling).
+    pub async fn record_tally(
         &self,
         id: Uuid,
-        outcome: Outcome,
+        tally: Tally,
         policy: &FailurePolicy,
-    ) -> Result<Streak> {
-        match outcome {
-            Outcome::Success => self.streak_success(id).await,
-            Outcome::FailedAttempt => self.streak_failed_attempt(id, policy).await,
-            Outcome::Failed => self.streak_failed(id, policy).await,
+    ) -> Result<Vec<Streak>> {
+        let mut changes = Vec::new();
+        if tally.reset {
+            changes.push(self.streak_success(id).await?);
         }
+        if tally.failed_attempts > 0 {
+            changes.push(
+                self.streak_failed_attempts(id, tally.failed_attempts, policy)
+                    .await?,
+            );
+        }
+        if tally.failed_deliveries > 0 {
+            changes.push(
+                self.streak_failed(id, tally.failed_deliveries, policy)
+                    .await?,
+            );
+        }
+        changes.retain(|c| *c != Streak::Unchanged);
+        Ok(changes)
     }
 
     /// A success resets the streak; `Recovered` when it had been reported failing.
@@ -100,21 +156,27 @@ impl Store {
         })
     }
 
-    /// One more failed attempt; `Failing` when it crosses the threshold (once per streak).
-    async fn streak_failed_attempt(&self, id: Uuid, policy: &FailurePolicy) -> Result<Streak> {
+    /// `n` more failed attempts; `Failing` when they cross the threshold (once per streak).
+    async fn streak_failed_attempts(
+        &self,
+        id: Uuid,
+        n: u32,
+        policy: &FailurePolicy,
+    ) -> Result<Streak> {
         let threshold = policy.failing_after_attempts as i32;
         let row: Option<(bool,)> = sqlx::query_as(
-            "UPDATE endpoints e SET failed_attempts = e.failed_attempts + 1,
+            "UPDATE endpoints e SET failed_attempts = e.failed_attempts + $3,
                     -- The streak's span runs from its first failed attempt.
                     failing_since = COALESCE(e.failing_since, now()),
                     failing_notified = e.failing_notified
-                        OR ($2 > 0 AND e.failed_attempts + 1 >= $2)
+                        OR ($2 > 0 AND e.failed_attempts + $3 >= $2)
              FROM (SELECT id, failing_notified AS was FROM endpoints WHERE id = $1 FOR UPDATE) old
              WHERE e.id = old.id
              RETURNING NOT old.was AND e.failing_notified",
         )
         .bind(id)
         .bind(threshold)
+        .bind(n.min(i32::MAX as u32) as i32)
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
@@ -125,23 +187,23 @@ impl Store {
         })
     }
 
-    /// One more delivery ended `failed`; `Disabled` when this one turned the endpoint off.
-    async fn streak_failed(&self, id: Uuid, policy: &FailurePolicy) -> Result<Streak> {
+    /// `n` more deliveries ended `failed`; `Disabled` when they turned the endpoint off.
+    async fn streak_failed(&self, id: Uuid, n: u32, policy: &FailurePolicy) -> Result<Streak> {
         let reason = format!(
             "disabled automatically: {} deliveries in a row failed",
             policy.disable_after_failures
         );
         let row: Option<(bool,)> = sqlx::query_as(
             "UPDATE endpoints SET
-                consecutive_failures = consecutive_failures + 1,
+                consecutive_failures = consecutive_failures + $5,
                 failing_since = COALESCE(failing_since, now()),
-                enabled = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
+                enabled = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + $5 >= $2
                                 AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
                           THEN false ELSE enabled END,
-                disabled_reason = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
+                disabled_reason = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + $5 >= $2
                                 AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
                           THEN $4 ELSE disabled_reason END,
-                disabled_at = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + 1 >= $2
+                disabled_at = CASE WHEN $2 > 0 AND enabled AND consecutive_failures + $5 >= $2
                                 AND COALESCE(failing_since, now()) <= now() - $3 * interval '1 millisecond'
                           THEN now() ELSE disabled_at END,
                 updated_at = now()
@@ -152,6 +214,7 @@ impl Store {
         .bind(policy.disable_after_failures as i32)
         .bind(policy.disable_after_span.num_milliseconds() as f64)
         .bind(&reason)
+        .bind(n.min(i32::MAX as u32) as i32)
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {

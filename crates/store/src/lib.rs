@@ -26,7 +26,7 @@ use herald_core::secretbox::Keyring;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-pub use auto_disable::{FailurePolicy, Outcome, Streak};
+pub use auto_disable::{FailurePolicy, Outcome, Streak, Tally};
 pub use changes::{CHANNEL as CHANGES_CHANNEL, Change};
 pub use endpoints::{Endpoint, EndpointChanges, EndpointStats, NewEndpoint, Subscription};
 pub use error::{Error, Result, STATEMENT_TIMEOUT_MESSAGE, timed_out, unavailable};
