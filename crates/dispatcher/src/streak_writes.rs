@@ -11,7 +11,9 @@
 //! endpoint's first failure, or its recovery, shows without delay), later ones wait for the next
 //! write, which the task whose outcome opened the tally performs (so what the write announces,
 //! `endpoint.failing` and the like, goes out with that task's follow-ups, confirmed before it is
-//! acked). Only that one task waits, at most [`WRITE_EVERY`]; every other returns at once.
+//! acked). Only that one task waits, at most [`WRITE_EVERY`]; every other returns at once. A
+//! writer that never takes its tally (its task aborted when its consumer session ended) is
+//! replaced by the next outcome after [`TAKE_OVER_AFTER`].
 //!
 //! What a tally loses on a `kill -9`: the outcomes of tasks already acked that it held (at most
 //! [`WRITE_EVERY`] of one endpoint's outcomes). The streak is bookkeeping for the failing and
@@ -34,11 +36,15 @@ const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// Forgetting is looked at when the book holds more endpoints than this.
 const SWEEP_ABOVE: usize = 4_096;
 
+/// A writer this late taking its tally is taken to be gone (its task aborted when a
+/// consumer session ended): the next outcome makes a new writer, so the tally is not stuck.
+const TAKE_OVER_AFTER: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct Entry {
     tally: Tally,
-    /// A task has the tally's next write to do.
-    writer: bool,
+    /// When the task that has the tally's next write to do takes it.
+    writer_due: Option<Instant>,
     /// When the last write was taken.
     last: Option<Instant>,
 }
@@ -56,11 +62,15 @@ impl StreakBook {
         let mut entries = self.entries.lock().expect("streak book lock");
         let entry = entries.entry(endpoint).or_default();
         entry.tally.add(outcome);
-        if entry.writer {
+        if entry
+            .writer_due
+            .is_some_and(|due| now < due + TAKE_OVER_AFTER)
+        {
             return None;
         }
-        entry.writer = true;
-        Some(entry.last.map_or(now, |last| (last + WRITE_EVERY).max(now)))
+        let due = entry.last.map_or(now, |last| (last + WRITE_EVERY).max(now));
+        entry.writer_due = Some(due);
+        Some(due)
     }
 
     /// The tally to write now, emptied; from then on the next outcome opens a new one.
@@ -68,7 +78,7 @@ impl StreakBook {
         let mut entries = self.entries.lock().expect("streak book lock");
         let tally = match entries.get_mut(&endpoint) {
             Some(entry) => {
-                entry.writer = false;
+                entry.writer_due = None;
                 entry.last = Some(now);
                 std::mem::take(&mut entry.tally)
             }
@@ -76,7 +86,7 @@ impl StreakBook {
         };
         if entries.len() > SWEEP_ABOVE {
             entries.retain(|_, e| {
-                e.writer
+                e.writer_due.is_some()
                     || !e.tally.is_empty()
                     || e.last.is_some_and(|t| now.duration_since(t) < FORGET_AFTER)
             });
@@ -126,6 +136,20 @@ mod tests {
         let t2 = t0 + WRITE_EVERY * 3;
         assert_eq!(book.add(ep, Outcome::Success, t2), Some(t2));
         assert!(book.take(ep, t2).reset);
+    }
+
+    #[test]
+    fn a_writer_that_never_takes_its_tally_is_replaced() {
+        let book = StreakBook::default();
+        let ep = Uuid::now_v7();
+        let t0 = Instant::now();
+        assert_eq!(book.add(ep, Outcome::FailedAttempt, t0), Some(t0));
+        // Its task was aborted: nothing takes the tally.
+        let soon = t0 + Duration::from_millis(500);
+        assert_eq!(book.add(ep, Outcome::FailedAttempt, soon), None);
+        let late = t0 + TAKE_OVER_AFTER + Duration::from_millis(1);
+        assert_eq!(book.add(ep, Outcome::FailedAttempt, late), Some(late));
+        assert_eq!(book.take(ep, late).failed_attempts, 3);
     }
 
     #[test]
