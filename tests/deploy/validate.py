@@ -782,10 +782,11 @@ def chart_checks(run: Runner, label: str, values: dict[str, Any] | None, expect_
                    "ScaledObject does not target the dispatcher Deployment")
             cm = configmaps[0].get("data") or {}
             prefix = cm.get('HERALD_AMQP_PREFIX') or 'herald'
-            # The 8 work shards, fresh and returning, and the legacy queue (crates/broker
+            # The 8 work shards, fresh, returning and bulk, and the legacy queue (crates/broker
             # WORK_SHARDS), one trigger each.
             want_queues = ([f"{prefix}.deliveries.work.{s}" for s in range(8)]
                            + [f"{prefix}.deliveries.again.{s}" for s in range(8)]
+                           + [f"{prefix}.deliveries.bulk.{s}" for s in range(8)]
                            + [f"{prefix}.deliveries.work"])
             triggers = so["spec"]["triggers"]
             got_queues = [t["metadata"].get("queueName") for t in triggers]

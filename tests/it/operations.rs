@@ -380,8 +380,8 @@ async fn queue_depths_cover_every_queue_and_what_it_holds() {
     let kind = |k: &str| queues.iter().filter(|q| q.kind == k).collect::<Vec<_>>();
     assert_eq!(
         kind("work").len(),
-        17,
-        "8 fresh shards, 8 returning, the legacy queue"
+        25,
+        "8 fresh shards, 8 returning, 8 bulk, the legacy queue"
     );
     assert_eq!(kind("delay").len(), herald_broker::DELAY_RUNGS_MS.len());
     let ledger = kind("ledger");

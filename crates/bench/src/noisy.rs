@@ -15,7 +15,9 @@
 //!    holds a final status for every one of A's deliveries. B's events are counted until then,
 //!    so one that A's backlog held back shows with its whole latency.
 //!
-//! The whole is run with 1 and then 2 dispatchers. Waits are bounded, so what never arrived is
+//! The whole is run with 1 and then 2 dispatchers, each time with A's tenant on another work
+//! shard than B's and then on B's own shard (tenants share 8 shards: 1 pair in 8 does, the case
+//! where B's fresh deliveries are in one queue with A's burst). Waits are bounded, so what never arrived is
 //! reported as lost rather than waited for. `--scale` shrinks the event counts and B's 60 s
 //! (not below 10 s); the hold, the timeouts and the retry schedule stay as they are, since they
 //! are what A's misbehaviour is made of.
@@ -43,6 +45,10 @@ use crate::run::wait_receiver;
 
 /// Dispatcher processes of each run, in order.
 const DISPATCHER_COUNTS: [usize; 2] = [1, 2];
+/// Whether A's tenant is on B's work shard, in the order run for each dispatcher count.
+const SAME_SHARD: [bool; 2] = [false, true];
+/// Tenants created at most to find one on (or off) B's shard.
+const SHARD_TRIES: usize = 64;
 /// A's events per endpoint, and B's rate and duration (before `--scale`).
 const A_EVENTS: u64 = 10_000;
 const B_RATE: f64 = 100.0;
@@ -123,13 +129,17 @@ impl Plan {
     }
 }
 
-/// Runs the scenario once per dispatcher count, printing each run as it ends.
+/// Runs the scenario once per dispatcher count and placement of A, printing each run as it
+/// ends.
 pub async fn run_all(settings: &Settings, plan: &Plan) -> Vec<NoisyEntry> {
-    let mut entries = Vec::with_capacity(DISPATCHER_COUNTS.len());
+    let mut entries = Vec::with_capacity(DISPATCHER_COUNTS.len() * SAME_SHARD.len());
     for dispatchers in DISPATCHER_COUNTS {
-        let entry = NoisyEntry::new(dispatchers, run_once(settings, plan, dispatchers).await);
-        noisy_report::print(&entry);
-        entries.push(entry);
+        for same_shard in SAME_SHARD {
+            let result = run_once(settings, plan, dispatchers, same_shard).await;
+            let entry = NoisyEntry::new(dispatchers, same_shard, result);
+            noisy_report::print(&entry);
+            entries.push(entry);
+        }
     }
     entries
 }
@@ -139,7 +149,12 @@ fn progress(dispatchers: usize, what: &str) {
     eprintln!("bench: noisy-neighbour/{dispatchers}: {what}");
 }
 
-async fn run_once(settings: &Settings, plan: &Plan, dispatchers: usize) -> Result<NoisyReport> {
+async fn run_once(
+    settings: &Settings,
+    plan: &Plan,
+    dispatchers: usize,
+    same_shard: bool,
+) -> Result<NoisyReport> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(settings.timeout);
     let mut set: Vec<String> = PROCESS_ENV
@@ -154,7 +169,7 @@ async fn run_once(settings: &Settings, plan: &Plan, dispatchers: usize) -> Resul
     };
     progress(dispatchers, "starting Herald");
     let mut herald = Herald::start(&settings, RUN_RETRY_SCHEDULE, deadline).await?;
-    let result = measure(&settings, plan, &herald, start, deadline).await;
+    let result = measure(&settings, plan, &herald, same_shard, start, deadline).await;
     progress(
         dispatchers,
         &format!("stopping Herald and removing {}", herald.name),
@@ -167,6 +182,7 @@ async fn measure(
     settings: &Settings,
     plan: &Plan,
     herald: &Herald,
+    same_shard: bool,
     start: Instant,
     deadline: Instant,
 ) -> Result<NoisyReport> {
@@ -179,7 +195,10 @@ async fn measure(
         alone(settings, plan, herald, &receiver, start, deadline).await?
     };
     let receiver = Receiver::start(start, options).await?;
-    let (a, under) = under_a(settings, plan, herald, &receiver, start, deadline).await?;
+    let (a, under) = under_a(
+        settings, plan, herald, &receiver, same_shard, start, deadline,
+    )
+    .await?;
     Ok(NoisyReport::new(
         settings.dispatchers,
         plan.clone(),
@@ -224,8 +243,20 @@ struct Neighbour {
     fail_id: Uuid,
 }
 
-async fn setup_a(herald: &Herald, receiver: &Receiver, plan: &Plan) -> Result<Neighbour> {
-    let tenant = load::create_tenant(herald, "noisy-a").await?;
+/// Creates tenant A on B's work shard (`same_shard`) or on another one.
+async fn tenant_a(herald: &Herald, b_shard: Option<usize>, same_shard: bool) -> Result<Tenant> {
+    let mut tenant = load::create_tenant(herald, "noisy-a").await?;
+    for _ in 1..SHARD_TRIES {
+        let shard = tenant.id.parse::<Uuid>().map(herald_broker::shard_of).ok();
+        if (shard == b_shard) == same_shard {
+            break;
+        }
+        tenant = load::create_tenant(herald, "noisy-a").await?;
+    }
+    Ok(tenant)
+}
+
+async fn setup_a(receiver: &Receiver, plan: &Plan, tenant: Tenant) -> Result<Neighbour> {
     let hold = receiver.manage(
         H_PATH,
         Behaviour {
@@ -342,14 +373,16 @@ async fn under_a(
     plan: &Plan,
     herald: &Herald,
     receiver: &Receiver,
+    same_shard: bool,
     start: Instant,
     deadline: Instant,
 ) -> Result<(AFigures, BFigures)> {
     let dispatchers = settings.dispatchers;
     let spec = plan.b_spec();
-    let a = setup_a(herald, receiver, plan).await?;
     let b = load::setup(herald, receiver, &spec).await?;
     let shard = |id: &str| id.parse::<Uuid>().map(herald_broker::shard_of).ok();
+    let tenant = tenant_a(herald, shard(&b.tenant_id), same_shard).await?;
+    let a = setup_a(receiver, plan, tenant).await?;
     let shards = (shard(&a.tenant.id), shard(&b.tenant_id));
     progress(
         dispatchers,

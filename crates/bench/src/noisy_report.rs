@@ -211,29 +211,40 @@ impl NoisyReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct NoisyEntry {
     pub dispatchers: usize,
+    /// A's tenant was put on B's work shard.
+    pub same_shard: bool,
     pub report: Option<NoisyReport>,
     pub error: Option<String>,
 }
 
 impl NoisyEntry {
-    pub fn new(dispatchers: usize, result: Result<NoisyReport>) -> Self {
-        match result {
-            Ok(report) => Self {
-                dispatchers,
-                report: Some(report),
-                error: None,
-            },
-            Err(e) => Self {
-                dispatchers,
-                report: None,
-                error: Some(format!("{e:#}")),
-            },
+    pub fn new(dispatchers: usize, same_shard: bool, result: Result<NoisyReport>) -> Self {
+        let (report, error) = match result {
+            Ok(report) => (Some(report), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        Self {
+            dispatchers,
+            same_shard,
+            report,
+            error,
         }
     }
 
-    /// `noisy-neighbour/<dispatchers>`.
+    /// `noisy-neighbour/<dispatchers>`, with `/same-shard` when A was on B's shard.
     pub fn name(&self) -> String {
-        format!("noisy-neighbour/{}", self.dispatchers)
+        let placement = if self.same_shard { "/same-shard" } else { "" };
+        format!("noisy-neighbour/{}{placement}", self.dispatchers)
+    }
+
+    /// The dispatcher count, and where A was, for a table's first column.
+    fn label(&self) -> String {
+        let placement = if self.same_shard {
+            "A on B's shard"
+        } else {
+            "A on another shard"
+        };
+        format!("{}, {placement}", self.dispatchers)
     }
 }
 
@@ -429,7 +440,8 @@ fn explanation(plan: &Plan) -> String {
          recovery. B's p50/p99 are over all its accepted events, an event never received \
          counting as the slowest. Losses are A's deliveries without a final status plus B's \
          events never received; duplicates are requests for one delivery id beyond the \
-         attempts it may get (B and H 1, E {}). Run with 1 and with 2 dispatchers.",
+         attempts it may get (B and H 1, E {}). Run with 1 and with 2 dispatchers, each with A's \
+         tenant on another work shard than B's and on B's own shard.",
         thousands(plan.b_rate),
         plan.b_secs,
         thousands(plan.a_events_per_endpoint as f64),
@@ -462,14 +474,14 @@ pub fn markdown(md: &mut String, entries: &[NoisyEntry]) {
     for entry in entries {
         let Some(r) = &entry.report else {
             let error = entry.error.as_deref().unwrap_or("not run");
-            let _ = writeln!(md, "| {} | failed: {} |", entry.dispatchers, cell(error));
+            let _ = writeln!(md, "| {} | failed: {} |", entry.label(), cell(error));
             continue;
         };
         let a = &r.a;
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {} | {} |",
-            r.dispatchers,
+            entry.label(),
             p50_p99(&r.alone),
             p50_p99(&r.under),
             ratio_text(r),
@@ -485,7 +497,7 @@ pub fn markdown(md: &mut String, entries: &[NoisyEntry]) {
     md.push('\n');
     for entry in entries {
         let Some(r) = &entry.report else { continue };
-        let _ = writeln!(md, "#### {} dispatcher(s)\n", r.dispatchers);
+        let _ = writeln!(md, "#### {} dispatcher(s)\n", entry.label());
         let _ = writeln!(md, "| metric | value |\n|---|---|");
         for (k, v) in rows(r) {
             let _ = writeln!(md, "| {} | {} |", cell(&k), cell(&v));

@@ -127,7 +127,8 @@ impl Topology {
     }
 
     /// The topic exchange of the work shards: a fresh task has the key `work.<shard>` (bound
-    /// to its shard's queue), one that waited (a retry, a parked task) `again.<shard>` or, back
+    /// to its shard's queue), or `bulk.<shard>` when its tenant is publishing faster than its
+    /// fresh allowance (bound to the shard's bulk queue), one that waited (a retry, a parked task) `again.<shard>` or, back
     /// from a delay queue, `<ms>.again.<shard>` (bound with `#.again.<shard>` to its shard's
     /// queue of returning tasks).
     pub fn work_exchange(&self) -> String {
@@ -146,11 +147,20 @@ impl Topology {
         format!("{}.deliveries.again.{shard}", self.prefix)
     }
 
-    /// Every queue dispatchers consume: the fresh shards, the returning shards, then the
-    /// legacy work queue.
+    /// The queue of a shard's bulk tasks: fresh tasks of a tenant publishing faster than its
+    /// fresh allowance (ingest's `HERALD_TENANT_FRESH_RATE`), apart from the fresh ones, so one
+    /// tenant's burst never stands in front of the fresh deliveries of a tenant that shares
+    /// its shard.
+    pub fn bulk_queue(&self, shard: usize) -> String {
+        format!("{}.deliveries.bulk.{shard}", self.prefix)
+    }
+
+    /// Every queue dispatchers consume: the fresh shards, the returning shards, the bulk
+    /// shards, then the legacy work queue.
     pub fn work_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = (0..WORK_SHARDS).map(|s| self.shard_queue(s)).collect();
         queues.extend((0..WORK_SHARDS).map(|s| self.again_queue(s)));
+        queues.extend((0..WORK_SHARDS).map(|s| self.bulk_queue(s)));
         queues.push(self.work_queue());
         queues
     }
@@ -212,6 +222,21 @@ impl Topology {
         Outgoing {
             exchange: self.work_exchange(),
             routing_key: format!("work.{}", shard_of(tenant)),
+            body,
+            headers,
+        }
+    }
+
+    /// A fresh task of a tenant over its fresh allowance: for `tenant`'s bulk queue.
+    pub fn bulk_message(
+        &self,
+        tenant: uuid::Uuid,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> Outgoing {
+        Outgoing {
+            exchange: self.work_exchange(),
+            routing_key: format!("bulk.{}", shard_of(tenant)),
             body,
             headers,
         }
@@ -373,6 +398,9 @@ impl Topology {
             self.bind(ch, &fresh, &x, &format!("work.{shard}")).await?;
             self.bind(ch, &again, &x, &format!("#.again.{shard}"))
                 .await?;
+            let bulk = self.bulk_queue(shard);
+            self.queue(ch, &bulk, self.consumed_args()).await?;
+            self.bind(ch, &bulk, &x, &format!("bulk.{shard}")).await?;
         }
 
         self.exchange(ch, &self.delay_exchange(), ExchangeKind::Topic)
@@ -463,8 +491,11 @@ mod tests {
         );
         let again = t.again_message(tenant, Vec::new(), Vec::new());
         assert_eq!(again.routing_key, format!("again.{}", shard_of(tenant)));
-        assert_eq!(t.work_queues().len(), 2 * WORK_SHARDS + 1);
+        let bulk = t.bulk_message(tenant, Vec::new(), Vec::new());
+        assert_eq!(bulk.routing_key, format!("bulk.{}", shard_of(tenant)));
+        assert_eq!(t.work_queues().len(), 3 * WORK_SHARDS + 1);
         assert!(t.is_work_queue("herald.deliveries.again.7"));
+        assert!(t.is_work_queue("herald.deliveries.bulk.0"));
         let mut seen = [0usize; WORK_SHARDS];
         for n in 0..8_000u128 {
             seen[shard_of(uuid::Uuid::from_u128(n * 0x9e37_79b9_7f4a_7c15))] += 1;
@@ -519,7 +550,7 @@ mod tests {
         let t = Topology::new("h", QueueType::Quorum);
         let all = t.every_queue();
         let count = |k: QueueKind| all.iter().filter(|(_, kind)| *kind == k).count();
-        assert_eq!(count(QueueKind::Work), 2 * WORK_SHARDS + 1);
+        assert_eq!(count(QueueKind::Work), 3 * WORK_SHARDS + 1);
         assert_eq!(count(QueueKind::Delay), DELAY_RUNGS_MS.len());
         assert_eq!(count(QueueKind::Ledger), 1);
         assert_eq!(count(QueueKind::DeadLetter), 1);

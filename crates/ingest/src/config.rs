@@ -91,6 +91,11 @@ pub struct Config {
     /// a second (one second's worth saved up); past it the tenant's calls are refused from
     /// their headers with RESOURCE_EXHAUSTED and a retry delay. Default 64 MiB; 0: not limited.
     pub tenant_ingress_bytes: u64,
+    /// `HERALD_TENANT_FRESH_RATE`: delivery tasks a second (one second's worth saved up) of one
+    /// tenant that go to its shard's queue of fresh tasks on this instance; the rest of a burst
+    /// goes to the shard's bulk queue, so tenants sharing the shard are not behind it. Default
+    /// 500; 0: every task is fresh.
+    pub tenant_fresh_rate: u64,
     /// `HERALD_MAX_FANOUT_BYTES`: most delivery-task bytes one Publish or PublishBatch call may
     /// create, each delivery counted as its payload plus 1 KiB; default 1 GiB.
     pub max_fanout_bytes: u64,
@@ -153,6 +158,7 @@ impl Config {
                 r.parse("HERALD_TENANT_PAYLOAD_CPU_MS", 250)?,
             ),
             tenant_ingress_bytes: r.parse("HERALD_TENANT_INGRESS_BYTES", 64 << 20)?,
+            tenant_fresh_rate: r.parse("HERALD_TENANT_FRESH_RATE", 500)?,
             max_fanout_bytes: r.parse("HERALD_MAX_FANOUT_BYTES", 1 << 30)?,
             publish_chunk_bytes: r.parse("HERALD_PUBLISH_CHUNK_BYTES", 16 << 20)?,
             publish_memory: r.parse("HERALD_PUBLISH_MEMORY", 512 << 20)?,

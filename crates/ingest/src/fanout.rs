@@ -204,7 +204,8 @@ impl Ingest {
         let topo = self.publisher.topology();
         let now = Utc::now();
         loop {
-            let messages = next_chunk(topo, tenant, events, chunk_bytes, now);
+            let mut messages = next_chunk(topo, tenant, events, chunk_bytes, now);
+            self.route_burst(tenant, &mut messages);
             if !events.iter().all(Outbound::done) {
                 self.publisher.publish(&messages).await?;
                 continue;
@@ -224,6 +225,19 @@ impl Ingest {
             );
             let (tasks, records) = tokio::join!(self.publisher.publish(&messages), records);
             return records.into_iter().fold(tasks, |all, r| all.and(r));
+        }
+    }
+}
+
+impl Ingest {
+    /// Sends the tasks of `messages` past `tenant`'s fresh allowance to its shard's bulk queue
+    /// (see [`crate::fresh_lane`]).
+    fn route_burst(&self, tenant: Uuid, messages: &mut [Outgoing]) {
+        let fresh = self.fresh_lane.admit(tenant, messages.len());
+        let topo = self.publisher.topology();
+        for m in &mut messages[fresh..] {
+            let (body, headers) = (std::mem::take(&mut m.body), std::mem::take(&mut m.headers));
+            *m = topo.bulk_message(tenant, body, headers);
         }
     }
 }

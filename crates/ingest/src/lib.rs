@@ -17,6 +17,7 @@ mod endpoints;
 mod error;
 mod events;
 mod fanout;
+mod fresh_lane;
 mod idempotency;
 mod ingress;
 mod maintenance;
@@ -72,6 +73,8 @@ pub(crate) struct Ingest {
     pub test_slots: budget::TestSlots,
     /// Threads for long filter work and each tenant's share of filter CPU.
     pub payload_work: payload_work::PayloadWork,
+    /// Each tenant's allowance of fresh tasks a second; a burst past it goes to bulk.
+    pub fresh_lane: Arc<fresh_lane::FreshLane>,
 }
 
 /// Connects to Postgres, Redis and RabbitMQ, runs migrations, declares the topology and serves
@@ -144,6 +147,7 @@ impl Ingest {
                 config.tenant_payload_cpu,
             )?,
             policy: AddressPolicy::new(config.allow_networks.clone()),
+            fresh_lane: Arc::new(fresh_lane::FreshLane::new(config.tenant_fresh_rate)),
             publish_memory: fanout::MemoryGate::new(config.publish_memory),
             http: herald_outbound::Client::new(
                 AddressPolicy::new(config.allow_networks.clone()),

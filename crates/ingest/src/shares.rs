@@ -72,6 +72,25 @@ impl Shares {
         if !self.limited() || used <= 0.0 {
             return;
         }
+        self.with_account(tenant, |a| a.credit -= used);
+    }
+
+    /// Takes whole units from `tenant`'s credit, as many of `wanted` as it holds (never going
+    /// into debt); returns how many it took. Not limited: all of them.
+    pub fn take_up_to(&self, tenant: Uuid, wanted: u64) -> u64 {
+        if !self.limited() || wanted == 0 {
+            return wanted;
+        }
+        self.with_account(tenant, |a| {
+            let taken = (a.credit.max(0.0).floor() as u64).min(wanted);
+            a.credit -= taken as f64;
+            taken
+        })
+    }
+
+    /// Runs `f` on `tenant`'s refilled account (a new one starts full), forgetting full idle
+    /// accounts once [`ACCOUNTS_KEPT`] are held.
+    fn with_account<T>(&self, tenant: Uuid, f: impl FnOnce(&mut Account) -> T) -> T {
         let now = Instant::now();
         let mut accounts = self.accounts.lock().expect("shares lock");
         if accounts.len() >= ACCOUNTS_KEPT && !accounts.contains_key(&tenant) {
@@ -86,7 +105,7 @@ impl Shares {
             at: now,
         });
         account.refill(self.rate, now);
-        account.credit -= used;
+        f(account)
     }
 }
 
@@ -110,6 +129,21 @@ mod tests {
         assert_eq!(shares.owed(b), None);
         std::thread::sleep(owed);
         assert_eq!(shares.owed(a), None, "paid back by waiting as told");
+    }
+
+    #[test]
+    fn taking_stops_at_the_credit_and_never_owes() {
+        let shares = Shares::new(100.0);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(shares.take_up_to(a, 60), 60);
+        assert_eq!(shares.take_up_to(a, 60), 40, "the rest of the second's 100");
+        assert_eq!(shares.take_up_to(a, 60), 0);
+        assert_eq!(shares.owed(a), None, "taking never goes into debt");
+        assert_eq!(shares.take_up_to(b, 500), 100, "another tenant has its own");
+        std::thread::sleep(Duration::from_millis(100));
+        let later = shares.take_up_to(a, 60);
+        assert!((9..=12).contains(&later), "about 10 earned back: {later}");
+        assert_eq!(Shares::new(0.0).take_up_to(a, 1_000_000), 1_000_000);
     }
 
     #[test]

@@ -77,8 +77,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The RabbitMQ work queues dispatchers consume, as the broker crate names them: the 8 work
 shards of fresh tasks (`<prefix>.deliveries.work.0` … `.7`, WORK_SHARDS in crates/broker), the 8
-of returning ones (retries, parked tasks: `<prefix>.deliveries.again.0` … `.7`) and the legacy
-queue of older versions. One name per line. */}}
+of returning ones (retries, parked tasks: `<prefix>.deliveries.again.0` … `.7`), the 8 of bulk
+ones (a tenant's burst past HERALD_TENANT_FRESH_RATE: `<prefix>.deliveries.bulk.0` … `.7`) and the
+legacy queue of older versions. One name per line. */}}
 {{- define "herald.workQueues" -}}
 {{- $prefix := default "herald" .Values.config.HERALD_AMQP_PREFIX }}
 {{- range $shard := until 8 }}
@@ -86,6 +87,9 @@ queue of older versions. One name per line. */}}
 {{- end }}
 {{- range $shard := until 8 }}
 {{ printf "%s.deliveries.again.%d" $prefix $shard }}
+{{- end }}
+{{- range $shard := until 8 }}
+{{ printf "%s.deliveries.bulk.%d" $prefix $shard }}
 {{- end }}
 {{ printf "%s.deliveries.work" $prefix }}
 {{- end }}
