@@ -219,9 +219,20 @@ impl Topology {
         body: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> Outgoing {
+        self.shard_message("work", tenant, body, headers)
+    }
+
+    /// A message for `tenant`'s shard on the work exchange, with key `<lane>.<shard>`.
+    fn shard_message(
+        &self,
+        lane: &str,
+        tenant: uuid::Uuid,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> Outgoing {
         Outgoing {
             exchange: self.work_exchange(),
-            routing_key: format!("work.{}", shard_of(tenant)),
+            routing_key: format!("{lane}.{}", shard_of(tenant)),
             body,
             headers,
         }
@@ -234,12 +245,7 @@ impl Topology {
         body: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> Outgoing {
-        Outgoing {
-            exchange: self.work_exchange(),
-            routing_key: format!("bulk.{}", shard_of(tenant)),
-            body,
-            headers,
-        }
+        self.shard_message("bulk", tenant, body, headers)
     }
 
     /// A task that waited, due now: for `tenant`'s queue of returning tasks.
@@ -249,12 +255,7 @@ impl Topology {
         body: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> Outgoing {
-        Outgoing {
-            exchange: self.work_exchange(),
-            routing_key: format!("again.{}", shard_of(tenant)),
-            body,
-            headers,
-        }
+        self.shard_message("again", tenant, body, headers)
     }
 
     /// A message that waits on rung `delay_ms` of the ladder, then enters `tenant`'s queue of
