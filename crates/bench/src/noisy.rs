@@ -253,6 +253,12 @@ async fn tenant_a(herald: &Herald, b_shard: Option<usize>, same_shard: bool) -> 
         }
         tenant = load::create_tenant(herald, "noisy-a").await?;
     }
+    let shard = tenant.id.parse::<Uuid>().map(herald_broker::shard_of).ok();
+    anyhow::ensure!(
+        (shard == b_shard) == same_shard,
+        "no tenant A {} B's shard within {SHARD_TRIES} tries",
+        if same_shard { "on" } else { "off" }
+    );
     Ok(tenant)
 }
 

@@ -1,14 +1,17 @@
 //! RabbitMQ seam: the queue topology, confirmed publishing and consumption.
 //!
 //! Topology (names under a configurable prefix `p`, default `herald`):
-//! - exchange `p.work` (topic) → queues `p.deliveries.work.<0..8>`, the work shards: a tenant's
-//!   delivery tasks always take its shard ([`shard_of`]), and every dispatcher consumes every
-//!   shard with a prefetch window of its own, so one tenant's backlog never stands in front of
-//!   another tenant on another shard.
+//! - exchange `p.work` (topic) → per shard (0..8) the queues `p.deliveries.work.<shard>` (fresh
+//!   tasks, key `work.<shard>`), `p.deliveries.bulk.<shard>` (a tenant's fresh tasks past its
+//!   fresh allowance, key `bulk.<shard>`) and `p.deliveries.again.<shard>` (retries and parked
+//!   tasks, keys `#.again.<shard>`): a tenant's delivery tasks always take its shard
+//!   ([`shard_of`]), and every dispatcher consumes every queue with a prefetch window of its
+//!   own, so one tenant's backlog never stands in front of another tenant on another shard, nor
+//!   its burst or retries in front of the fresh tasks of one on its shard.
 //! - exchange `p.delays` (topic) → queues `p.deliveries.wait.<ms>`, the fixed ladder of
-//!   [`DELAY_RUNGS_MS`], all declared at start: a message published with key `<ms>.work.<shard>`
+//!   [`DELAY_RUNGS_MS`], all declared at start: a message published with key `<ms>.again.<shard>`
 //!   waits there for the queue's TTL and is dead-lettered to `p.work` with that same key, so it
-//!   returns to its tenant's shard. Per-queue TTL expires head first, so timing stays exact.
+//!   returns to its tenant's shard of returning tasks. Per-queue TTL expires head first, so timing stays exact.
 //! - exchange `p.deliveries` (direct) → queue `p.deliveries.work` (key `work`): the single work
 //!   queue of older versions, still declared and consumed so that what it (and the old
 //!   `p.deliveries.delay.<ms>` queues that dead-letter into it) holds is delivered after an

@@ -14,9 +14,10 @@ use crate::publisher::Outgoing;
 /// Routing key of the legacy work queue on the deliveries exchange.
 pub const WORK_KEY: &str = "work";
 
-/// Work queues delivery tasks are spread over, by tenant ([`shard_of`]). Every dispatcher
-/// consumes every shard with a prefetch window of its own, so a tenant's backlog fills its
-/// shard's queue and window and no other shard's: a tenant on another shard is served at once.
+/// Work shards delivery tasks are spread over, by tenant ([`shard_of`]); each has a queue of
+/// fresh, of bulk and of returning tasks. Every dispatcher consumes every queue with a prefetch
+/// window of its own, so a tenant's backlog fills its shard's queues and windows and no other
+/// shard's: a tenant on another shard is served at once.
 /// Fixed, because ingest, the ledger and every dispatcher must agree on it.
 pub const WORK_SHARDS: usize = 8;
 

@@ -57,25 +57,23 @@ impl Dispatcher {
         else {
             return out;
         };
-        tokio::time::sleep_until(at).await;
-        let tally = self.streaks.take(endpoint.id, Instant::now());
-        if tally.is_empty() {
+        let Some(tally) = self.streaks.wait_turn(endpoint.id, at).await else {
             return out;
-        }
+        };
         let policy = FailurePolicy {
             failing_after_attempts: self.config.failing_after_attempts,
             disable_after_failures: self.config.disable_after_failures,
             disable_after_span: chrono::Duration::from_std(self.config.disable_after_span)
                 .unwrap_or(chrono::Duration::MAX),
         };
-        match self.store.record_tally(endpoint.id, tally, &policy).await {
-            Ok(changes) => {
-                for streak in changes {
-                    out.extend(self.announce(endpoint, streak).await);
+        let results = self.store.record_tally(endpoint.id, tally, &policy).await;
+        self.streaks.written(endpoint.id, Instant::now());
+        for result in results {
+            match result {
+                Ok(streak) => out.extend(self.announce(endpoint, streak).await),
+                Err(e) => {
+                    tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not update the endpoint's failure streak");
                 }
-            }
-            Err(e) => {
-                tracing::warn!(endpoint_id = %endpoint.id, error = %e, "could not update the endpoint's failure streak");
             }
         }
         out

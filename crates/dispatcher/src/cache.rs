@@ -6,7 +6,7 @@
 //!
 //! An entry past its TTL is still used while one background load refreshes it (up to
 //! [`STALE_FOR`] TTLs old): a delivery never waits on the database for an endpoint it already
-//! knows, so another tenant's load on the pool (a failing endpoint's streak writes, say) cannot
+//! knows, so another tenant's load on the pool (a burst of new endpoints' lookups, say) cannot
 //! stall it. Only an endpoint not seen for a while is loaded before use.
 
 use std::sync::Arc;

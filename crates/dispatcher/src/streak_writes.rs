@@ -11,9 +11,12 @@
 //! endpoint's first failure, or its recovery, shows without delay), later ones wait for the next
 //! write, which the task whose outcome opened the tally performs (so what the write announces,
 //! `endpoint.failing` and the like, goes out with that task's follow-ups, confirmed before it is
-//! acked). Only that one task waits, at most [`WRITE_EVERY`]; every other returns at once. A
-//! writer that never takes its tally (its task aborted when its consumer session ended) is
-//! replaced by the next outcome after [`TAKE_OVER_AFTER`].
+//! acked). Only that one task waits, at most [`WRITE_EVERY`] (longer only while the endpoint's
+//! previous write is still running: one write at a time per endpoint, so a later reset never
+//! lands before an earlier failure, and a slow database sees one waiting statement per endpoint,
+//! not one per attempt); every other returns at once. A writer that never takes its tally (its
+//! task aborted when its consumer session ended) is replaced by the endpoint's next outcome
+//! after [`TAKE_OVER_AFTER`]; a write that never reports back, after [`WRITE_STUCK`].
 //!
 //! What a tally loses on a `kill -9`: the outcomes of tasks already acked that it held (at most
 //! [`WRITE_EVERY`] of one endpoint's outcomes). The streak is bookkeeping for the failing and
@@ -40,12 +43,17 @@ const SWEEP_ABOVE: usize = 4_096;
 /// consumer session ended): the next outcome makes a new writer, so the tally is not stuck.
 const TAKE_OVER_AFTER: Duration = Duration::from_secs(2);
 
+/// A write running this long is taken to be gone (its task aborted mid-write).
+const WRITE_STUCK: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct Entry {
     tally: Tally,
     /// When the task that has the tally's next write to do takes it.
     writer_due: Option<Instant>,
-    /// When the last write was taken.
+    /// When the write in flight was taken, if one is.
+    writing_since: Option<Instant>,
+    /// When the last write was taken or finished.
     last: Option<Instant>,
 }
 
@@ -73,25 +81,58 @@ impl StreakBook {
         Some(due)
     }
 
-    /// The tally to write now, emptied; from then on the next outcome opens a new one.
-    pub fn take(&self, endpoint: Uuid, now: Instant) -> Tally {
-        let mut entries = self.entries.lock().expect("streak book lock");
-        let tally = match entries.get_mut(&endpoint) {
-            Some(entry) => {
-                entry.writer_due = None;
-                entry.last = Some(now);
-                std::mem::take(&mut entry.tally)
+    /// Waits until `at`, then for the endpoint's write in flight (if any) to finish, and takes
+    /// the tally; `None` when there is nothing to write. The caller writes it, then calls
+    /// [`StreakBook::written`].
+    pub async fn wait_turn(&self, endpoint: Uuid, mut at: Instant) -> Option<Tally> {
+        loop {
+            tokio::time::sleep_until(at).await;
+            let now = Instant::now();
+            match self.take(endpoint, now) {
+                Some(tally) if tally.is_empty() => {
+                    self.written(endpoint, now);
+                    return None;
+                }
+                Some(tally) => return Some(tally),
+                None => at = now + WRITE_EVERY,
             }
-            None => Tally::default(),
-        };
+        }
+    }
+
+    /// The tally to write now, emptied (from then on the next outcome opens a new one);
+    /// `None` while the endpoint's previous write is still running.
+    pub fn take(&self, endpoint: Uuid, now: Instant) -> Option<Tally> {
+        let mut entries = self.entries.lock().expect("streak book lock");
+        let entry = entries.entry(endpoint).or_default();
+        if entry
+            .writing_since
+            .is_some_and(|since| now < since + WRITE_STUCK)
+        {
+            entry.writer_due = Some(now + WRITE_EVERY);
+            return None;
+        }
+        entry.writer_due = None;
+        entry.writing_since = Some(now);
+        entry.last = Some(now);
+        let tally = std::mem::take(&mut entry.tally);
         if entries.len() > SWEEP_ABOVE {
             entries.retain(|_, e| {
                 e.writer_due.is_some()
+                    || e.writing_since.is_some()
                     || !e.tally.is_empty()
                     || e.last.is_some_and(|t| now.duration_since(t) < FORGET_AFTER)
             });
         }
-        tally
+        Some(tally)
+    }
+
+    /// The write taken last for `endpoint` finished (whatever its result).
+    pub fn written(&self, endpoint: Uuid, now: Instant) {
+        let mut entries = self.entries.lock().expect("streak book lock");
+        if let Some(entry) = entries.get_mut(&endpoint) {
+            entry.writing_since = None;
+            entry.last = Some(now);
+        }
     }
 
     #[cfg(test)]
@@ -112,8 +153,9 @@ mod tests {
         assert_eq!(book.add(ep, Outcome::FailedAttempt, t0), Some(t0));
         // The writer has not taken it yet: others only add.
         assert_eq!(book.add(ep, Outcome::FailedAttempt, t0), None);
-        let first = book.take(ep, t0);
+        let first = book.take(ep, t0).expect("no write in flight");
         assert_eq!(first.failed_attempts, 2);
+        book.written(ep, t0);
         // The next outcome opens a new tally, written a full interval after the last write.
         let t1 = t0 + Duration::from_millis(10);
         assert_eq!(
@@ -123,7 +165,8 @@ mod tests {
         for _ in 0..500 {
             assert_eq!(book.add(ep, Outcome::Failed, t1), None);
         }
-        let second = book.take(ep, t0 + WRITE_EVERY);
+        let second = book.take(ep, t0 + WRITE_EVERY).expect("no write in flight");
+        book.written(ep, t0 + WRITE_EVERY);
         assert_eq!(
             second,
             Tally {
@@ -135,7 +178,7 @@ mod tests {
         // After a quiet spell the first outcome goes at once again.
         let t2 = t0 + WRITE_EVERY * 3;
         assert_eq!(book.add(ep, Outcome::Success, t2), Some(t2));
-        assert!(book.take(ep, t2).reset);
+        assert!(book.take(ep, t2).expect("no write in flight").reset);
     }
 
     #[test]
@@ -149,7 +192,31 @@ mod tests {
         assert_eq!(book.add(ep, Outcome::FailedAttempt, soon), None);
         let late = t0 + TAKE_OVER_AFTER + Duration::from_millis(1);
         assert_eq!(book.add(ep, Outcome::FailedAttempt, late), Some(late));
-        assert_eq!(book.take(ep, late).failed_attempts, 3);
+        assert_eq!(
+            book.take(ep, late).expect("none in flight").failed_attempts,
+            3
+        );
+    }
+
+    #[test]
+    fn one_write_at_a_time_per_endpoint() {
+        let book = StreakBook::default();
+        let ep = Uuid::now_v7();
+        let t0 = Instant::now();
+        book.add(ep, Outcome::FailedAttempt, t0);
+        let first = book.take(ep, t0).expect("the first write");
+        assert_eq!(first.failed_attempts, 1);
+        // The database is slow: the next writer's turn comes while the first write runs.
+        let t1 = t0 + WRITE_EVERY;
+        assert!(book.add(ep, Outcome::Success, t1).is_some());
+        assert_eq!(book.take(ep, t1), None, "waits for the write in flight");
+        book.written(ep, t1 + Duration::from_millis(100));
+        let second = book.take(ep, t1 + WRITE_EVERY).expect("its turn now");
+        assert!(second.reset);
+        // A write that never reports back stops holding the endpoint after WRITE_STUCK.
+        book.add(ep, Outcome::FailedAttempt, t1 + WRITE_EVERY);
+        let stuck = t1 + WRITE_EVERY + WRITE_STUCK + Duration::from_millis(1);
+        assert_eq!(book.take(ep, stuck).map(|t| t.failed_attempts), Some(1));
     }
 
     #[test]
@@ -176,17 +243,21 @@ mod tests {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         assert!(book.add(a, Outcome::FailedAttempt, t0).is_some());
         assert!(book.add(b, Outcome::FailedAttempt, t0).is_some());
-        assert_eq!(book.take(a, t0).failed_attempts, 1);
-        assert_eq!(book.take(b, t0).failed_attempts, 1);
+        assert_eq!(book.take(a, t0).map(|t| t.failed_attempts), Some(1));
+        assert_eq!(book.take(b, t0).map(|t| t.failed_attempts), Some(1));
+        book.written(a, t0);
+        book.written(b, t0);
         for _ in 0..SWEEP_ABOVE {
             let ep = Uuid::now_v7();
             book.add(ep, Outcome::FailedAttempt, t0);
             book.take(ep, t0);
+            book.written(ep, t0);
         }
         let later = t0 + FORGET_AFTER + Duration::from_secs(1);
         let last = Uuid::now_v7();
         book.add(last, Outcome::FailedAttempt, later);
         book.take(last, later);
+        book.written(last, later);
         assert_eq!(book.len(), 1, "only the endpoint written last is kept");
     }
 }

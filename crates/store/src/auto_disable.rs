@@ -109,32 +109,33 @@ impl Store {
 
     /// Folds `tally` into the endpoint's failure streak (the reset first, then the failures
     /// after it), and disables the endpoint when the policy says so. Each part is one
-    /// statement, so concurrent dispatchers never lose an update; what changed is returned in
-    /// order (nothing for parts that changed nothing worth telling).
+    /// statement, so concurrent dispatchers never lose an update; each part's result is
+    /// returned in order (a part that failed does not stop the next, so what committed is
+    /// still announced), `Unchanged` parts left out.
     pub async fn record_tally(
         &self,
         id: Uuid,
         tally: Tally,
         policy: &FailurePolicy,
-    ) -> Result<Vec<Streak>> {
-        let mut changes = Vec::new();
+    ) -> Vec<Result<Streak>> {
+        let mut results = Vec::new();
         if tally.reset {
-            changes.push(self.streak_success(id).await?);
+            results.push(self.streak_success(id).await);
         }
         if tally.failed_attempts > 0 {
-            changes.push(
+            results.push(
                 self.streak_failed_attempts(id, tally.failed_attempts, policy)
-                    .await?,
+                    .await,
             );
         }
         if tally.failed_deliveries > 0 {
-            changes.push(
+            results.push(
                 self.streak_failed(id, tally.failed_deliveries, policy)
-                    .await?,
+                    .await,
             );
         }
-        changes.retain(|c| *c != Streak::Unchanged);
-        Ok(changes)
+        results.retain(|r| !matches!(r, Ok(Streak::Unchanged)));
+        results
     }
 
     /// A success resets the streak; `Recovered` when it had been reported failing.
