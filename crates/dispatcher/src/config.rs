@@ -13,10 +13,10 @@ pub struct Config {
     /// `127.0.0.1:9603`; `off` disables it.
     pub metrics_addr: String,
     /// `HERALD_DISPATCHER_PREFETCH`: unacknowledged tasks the broker hands one dispatcher from
-    /// each work queue (8 shards of fresh tasks, 8 of returning ones, 8 of bulk ones, the legacy
-    /// queue), default 512, at least 1. A tenant's tasks are on one shard, so one tenant's
-    /// backlog fills at most three windows; the dispatcher holds at most 25 × this many tasks,
-    /// so memory is bounded by that times the largest payload.
+    /// each work queue (8 shards of fresh tasks, 8 of returning ones, the legacy queue; a quarter
+    /// of it from each of the 8 bulk queues), default 512, at least 1. A tenant's tasks are on
+    /// one shard, so one tenant's backlog fills at most three windows; the dispatcher holds at
+    /// most 19 × this many tasks, so memory is bounded by that times the largest payload.
     pub prefetch: u16,
     /// Per-endpoint and per-tenant in-flight caps (`HERALD_ENDPOINT_MAX_IN_FLIGHT`, default 16;
     /// `HERALD_TENANT_MAX_IN_FLIGHT`, default 64) and parking (`HERALD_PARK_AFTER`, default

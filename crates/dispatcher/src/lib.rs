@@ -194,6 +194,17 @@ impl Dispatcher {
     }
 }
 
+/// The prefetch window of work queue `queue`: `prefetch`, a quarter of it (at least 1) for a
+/// bulk queue. A burst is a backlog its tenant's own deliveries wait for; with a full window
+/// beside its fresh one it would hold twice the POST slots and CPU share that a backlog held
+/// before the bulk queues, and slow tenants on other shards (the isolation test caught that).
+fn window_of(topo: &herald_broker::Topology, queue: &str, prefetch: u16) -> u16 {
+    match (0..herald_broker::WORK_SHARDS).any(|s| topo.bulk_queue(s) == queue) {
+        true => (prefetch / 4).max(1),
+        false => prefetch,
+    }
+}
+
 /// How a worked task leaves the dispatcher.
 enum Settle {
     /// Done (follow-ups confirmed): ack.
@@ -225,10 +236,11 @@ impl Dispatcher {
         // socket, so a shard with a backlog would stand in front of every other shard's
         // deliveries on a shared one (the isolation tests caught exactly that).
         let url = &self.config.common.amqp_url;
-        let prefetch = self.config.prefetch;
-        let opening = names
-            .iter()
-            .map(|q| Consumer::open(url, "herald-dispatcher-consumer", None, q, prefetch));
+        let topo = self.publisher.topology();
+        let opening = names.iter().map(|q| {
+            let prefetch = window_of(topo, q, self.config.prefetch);
+            Consumer::open(url, "herald-dispatcher-consumer", None, q, prefetch)
+        });
         let mut opened = Vec::with_capacity(names.len());
         let mut failed = None;
         for (result, queue) in futures::future::join_all(opening)
