@@ -7,20 +7,22 @@ use std::time::Duration;
 
 use herald_proto::v1 as pb;
 use herald_tests::receiver::{Receiver, Reply};
-use herald_tests::{Herald, Options, authed};
+use herald_tests::{Herald, Options, Tenant, authed};
 
 use crate::page::{endpoint, get_endpoint, only_delivery, switchable, wait_endpoint};
 
-/// The span of a failing streak runs from its first failed attempt: one delivery failing on
-/// tiers that together outlast the span disables the endpoint when it ends `failed`.
-#[tokio::test]
-async fn the_failing_span_counts_from_the_first_failed_attempt() {
+/// Herald with `retry_schedule` and `env`, a tenant, and its one endpoint (every event type)
+/// whose receiver answers 500 to everything.
+async fn failing_endpoint(
+    retry_schedule: &str,
+    env: &[(&str, &str)],
+) -> (Herald, Receiver, Tenant, String) {
     let herald = Herald::start(Options {
-        retry_schedule: "600ms,600ms".into(),
-        env: vec![
-            ("HERALD_DISABLE_AFTER_FAILURES".into(), "1".into()),
-            ("HERALD_DISABLE_AFTER_SPAN".into(), "1s".into()),
-        ],
+        retry_schedule: retry_schedule.into(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Default::default()
     })
     .await;
@@ -29,9 +31,24 @@ async fn the_failing_span_counts_from_the_first_failed_attempt() {
     let (ep, _) = herald
         .create_endpoint(&t, endpoint(down.url("/down"), &["*"]))
         .await;
+    (herald, down, t, ep.id)
+}
+
+/// The span of a failing streak runs from its first failed attempt: one delivery failing on
+/// tiers that together outlast the span disables the endpoint when it ends `failed`.
+#[tokio::test]
+async fn the_failing_span_counts_from_the_first_failed_attempt() {
+    let (herald, _down, t, ep) = failing_endpoint(
+        "600ms,600ms",
+        &[
+            ("HERALD_DISABLE_AFTER_FAILURES", "1"),
+            ("HERALD_DISABLE_AFTER_SPAN", "1s"),
+        ],
+    )
+    .await;
     let p = herald.publish(&t, "order.created", b"{}").await;
     only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
-    let e = wait_endpoint(&herald, &t, &ep.id, Duration::from_secs(5), |e| !e.enabled).await;
+    let e = wait_endpoint(&herald, &t, &ep, Duration::from_secs(5), |e| !e.enabled).await;
     assert!(
         e.disabled_reason.contains("disabled automatically"),
         "{e:?}"
@@ -156,20 +173,14 @@ async fn failing_endpoints_are_reported_and_disabled_then_recover() {
 #[tokio::test]
 async fn a_burst_of_failures_is_counted_exactly() {
     const N: usize = 60;
-    let herald = Herald::start(Options {
-        retry_schedule: "".into(),
-        env: vec![
-            ("HERALD_FAILING_AFTER_ATTEMPTS".into(), "0".into()),
-            ("HERALD_DISABLE_AFTER_FAILURES".into(), "0".into()),
+    let (herald, _down, t, ep) = failing_endpoint(
+        "",
+        &[
+            ("HERALD_FAILING_AFTER_ATTEMPTS", "0"),
+            ("HERALD_DISABLE_AFTER_FAILURES", "0"),
         ],
-        ..Default::default()
-    })
+    )
     .await;
-    let down = Receiver::start(|_, _| Reply::status(500)).await;
-    let t = herald.tenant().await;
-    let (ep, _) = herald
-        .create_endpoint(&t, endpoint(down.url("/down"), &["*"]))
-        .await;
     let payloads: Vec<Vec<u8>> = (0..N)
         .map(|i| format!("{{\"n\":{i}}}").into_bytes())
         .collect();
@@ -182,14 +193,14 @@ async fn a_burst_of_failures_is_counted_exactly() {
     for p in &published {
         only_delivery(&herald, &t, &p.event_id, pb::DeliveryStatus::Failed).await;
     }
-    let e = wait_endpoint(&herald, &t, &ep.id, Duration::from_secs(5), |e| {
+    let e = wait_endpoint(&herald, &t, &ep, Duration::from_secs(5), |e| {
         e.consecutive_failures as usize >= N
     })
     .await;
     assert_eq!(e.consecutive_failures as usize, N, "{e:?}");
     // Nothing more arrives later (a write counted twice would show now).
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let e = get_endpoint(&herald, &t, &ep.id).await;
+    let e = get_endpoint(&herald, &t, &ep).await;
     assert_eq!(e.consecutive_failures as usize, N, "{e:?}");
     herald.stop().await;
 }

@@ -129,8 +129,8 @@ impl Topology {
 
     /// The topic exchange of the work shards: a fresh task has the key `work.<shard>` (bound
     /// to its shard's queue), or `bulk.<shard>` when its tenant is publishing faster than its
-    /// fresh allowance (bound to the shard's bulk queue), one that waited (a retry, a parked task) `again.<shard>` or, back
-    /// from a delay queue, `<ms>.again.<shard>` (bound with `#.again.<shard>` to its shard's
+    /// fresh allowance (bound to the shard's bulk queue), one that waited (a retry, a parked
+    /// task) `again.<shard>` or, back from a delay queue, `<ms>.again.<shard>` (bound with `#.again.<shard>` to its shard's
     /// queue of returning tasks).
     pub fn work_exchange(&self) -> String {
         format!("{}.work", self.prefix)
@@ -190,6 +190,11 @@ impl Topology {
             .strip_prefix(self.prefix.as_str())
             .and_then(|rest| rest.strip_prefix('.'))
             .unwrap_or(queue)
+    }
+
+    /// True for a shard's bulk queue ([`Self::bulk_queue`]).
+    pub fn is_bulk_queue(&self, queue: &str) -> bool {
+        (0..WORK_SHARDS).any(|s| self.bulk_queue(s) == queue)
     }
 
     /// True for every queue of [`Self::work_queues`].
@@ -498,6 +503,8 @@ mod tests {
         assert_eq!(t.work_queues().len(), 3 * WORK_SHARDS + 1);
         assert!(t.is_work_queue("herald.deliveries.again.7"));
         assert!(t.is_work_queue("herald.deliveries.bulk.0"));
+        assert!(t.is_bulk_queue("herald.deliveries.bulk.0"));
+        assert!(!t.is_bulk_queue("herald.deliveries.work.0"));
         let mut seen = [0usize; WORK_SHARDS];
         for n in 0..8_000u128 {
             seen[shard_of(uuid::Uuid::from_u128(n * 0x9e37_79b9_7f4a_7c15))] += 1;

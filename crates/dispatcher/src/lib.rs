@@ -199,7 +199,7 @@ impl Dispatcher {
 /// beside its fresh one it would hold twice the POST slots and CPU share that a backlog held
 /// before the bulk queues, and slow tenants on other shards (the isolation test caught that).
 fn window_of(topo: &herald_broker::Topology, queue: &str, prefetch: u16) -> u16 {
-    match (0..herald_broker::WORK_SHARDS).any(|s| topo.bulk_queue(s) == queue) {
+    match topo.is_bulk_queue(queue) {
         true => (prefetch / 4).max(1),
         false => prefetch,
     }

@@ -227,9 +227,7 @@ impl Ingest {
             return records.into_iter().fold(tasks, |all, r| all.and(r));
         }
     }
-}
 
-impl Ingest {
     /// Sends the tasks of `messages` past `tenant`'s fresh allowance to its shard's bulk queue
     /// (see [`crate::fresh_lane`]).
     fn route_burst(&self, tenant: Uuid, messages: &mut [Outgoing]) {
