@@ -88,7 +88,7 @@ async fn a_hanging_endpoint_with_a_backlog_does_not_hold_up_another_tenant() {
         let published = sent
             .remove(&i)
             .unwrap_or_else(|| panic!("quiet event {i} arrived twice"));
-        worst = worst.max(got.at.duration_since(published.into_std()));
+        worst = worst.max(got.at.duration_since(published.sent.into_std()));
     }
     assert!(
         sent.is_empty(),
@@ -107,12 +107,20 @@ async fn a_hanging_endpoint_with_a_backlog_does_not_hold_up_another_tenant() {
     herald.stop().await;
 }
 
-/// Publishes quiet events `0..n` (payload `{"i": n}`) 50 ms apart; returns when each was sent.
-async fn quiet_events(herald: &Herald, tenant: &Tenant, n: u64) -> HashMap<u64, Instant> {
+/// When a quiet event was sent, and when Herald accepted it (the call returned: its delivery
+/// task confirmed by the broker).
+#[derive(Clone, Copy)]
+struct Quiet {
+    sent: Instant,
+    accepted: Instant,
+}
+
+/// Publishes quiet events `0..n` (payload `{"i": n}`) 50 ms apart.
+async fn quiet_events(herald: &Herald, tenant: &Tenant, n: u64) -> HashMap<u64, Quiet> {
     let mut events = herald.events().await;
     let mut sent = HashMap::new();
     for i in 0..n {
-        sent.insert(i, Instant::now());
+        let at = Instant::now();
         events
             .publish(authed(
                 pb::PublishRequest {
@@ -124,6 +132,11 @@ async fn quiet_events(herald: &Herald, tenant: &Tenant, n: u64) -> HashMap<u64, 
             ))
             .await
             .expect("quiet publish");
+        let quiet = Quiet {
+            sent: at,
+            accepted: Instant::now(),
+        };
+        sent.insert(i, quiet);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sent
@@ -136,8 +149,8 @@ async fn a_healthy_backlog_does_not_hold_up_a_tenant_on_another_shard() {
 
 /// The same on the backlogged tenant's own shard: its burst past its fresh allowance (100 tasks
 /// a second here) went to the shard's bulk queue, so the quiet tenant's fresh deliveries are
-/// behind a few hundred of its tasks at most, not all 6,000 (the bulk queue is worked at the
-/// same time, so more of the burst arrives meanwhile: the bound is looser than across shards).
+/// behind a few hundred of its tasks at most, not all 6,000 (with the allowance off, 5,700 of
+/// them overtook a quiet delivery).
 #[tokio::test]
 async fn a_burst_does_not_hold_up_a_tenant_on_the_same_shard() {
     overtakes_a_backlog(true).await;
@@ -148,11 +161,13 @@ async fn a_burst_does_not_hold_up_a_tenant_on_the_same_shard() {
 async fn overtakes_a_backlog(same_shard: bool) {
     // Across shards with the defaults (the busy tenant's burst mostly in its own shard's bulk
     // queue); on one shard with a small allowance, so the bound does not depend on how long
-    // the backlog takes to publish on a loaded machine.
-    let env = match same_shard {
-        true => vec![("HERALD_TENANT_FRESH_RATE".into(), "100".into())],
-        false => Vec::new(),
-    };
+    // the backlog takes to publish on a loaded machine. The endpoint cache at its default TTL
+    // (the harness's 100 ms would make every quiet delivery look its endpoint up again, on
+    // the one thread the whole of Herald shares in this test).
+    let mut env = vec![("HERALD_ENDPOINT_CACHE_TTL".into(), "5s".into())];
+    if same_shard {
+        env.push(("HERALD_TENANT_FRESH_RATE".into(), "100".into()));
+    }
     let herald = Herald::start(Options {
         env,
         ..Default::default()
@@ -179,37 +194,56 @@ async fn overtakes_a_backlog(same_shard: bool) {
         ..Default::default()
     };
     endpoint(&herald, &quiet, req).await;
+    // The quiet tenant has delivered before (its endpoint is known to the dispatcher), like a
+    // tenant with steady traffic: what is measured is queueing, not a cold lookup competing
+    // with the backlog for this test's one thread.
+    quiet_events(&herald, &quiet, 1).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.rx.recv()).await;
+    assert!(
+        matches!(first, Ok(Some(ref got)) if got.path == "/quiet"),
+        "the first quiet delivery arrives"
+    );
     // 300 events to 20 endpoints: a backlog of 6,000 deliveries, seconds of work here.
     backlog(&herald, &busy, "busy.event", 300).await;
     let mut sent = quiet_events(&herald, &quiet, 10).await;
-    let (mut worst, mut busy_seen, mut busy_before_last) = (Duration::ZERO, 0, 0);
+    let (mut worst, mut busy, mut overtaken) = (Duration::ZERO, Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(20);
     while !sent.is_empty() && Instant::now() < deadline {
         let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(1), rx.rx.recv()).await else {
             continue;
         };
         if got.path != "/quiet" {
-            busy_seen += 1;
+            busy.push(got.at);
             continue;
         }
         let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
         let i = body["i"].as_u64().expect("a quiet event");
-        let published = sent.remove(&i).expect("each quiet event once");
-        worst = worst.max(got.at.duration_since(published.into_std()));
-        busy_before_last = busy_seen;
+        let quiet = sent.remove(&i).expect("each quiet event once");
+        worst = worst.max(got.at.duration_since(quiet.sent.into_std()));
+        overtaken.push((quiet.accepted.into_std(), got.at));
     }
     assert!(
         sent.is_empty(),
         "{} quiet deliveries never arrived",
         sent.len()
     );
-    // The quiet deliveries overtook the backlog published before them: in one FIFO queue they
-    // would arrive after all 6,000 of it (less the windows in flight), whatever the machine's
-    // speed.
-    let most = if same_shard { 4_500 } else { 3_000 };
+    // Once accepted, a quiet delivery overtook the backlog accepted before it: in one FIFO
+    // queue it would come after all of the backlog still queued (thousands), whatever the
+    // machine's speed. Counted from acceptance, so how long the broker takes to confirm a
+    // publish on a loaded machine (while the backlog is being delivered) does not count.
+    let most_overtaking = overtaken
+        .iter()
+        .map(|(accepted, arrived)| {
+            busy.iter()
+                .filter(|at| (*accepted..*arrived).contains(*at))
+                .count()
+        })
+        .max()
+        .unwrap_or_default();
     assert!(
-        busy_before_last < most,
-        "the last quiet delivery arrived after {busy_before_last} of the 6,000 busy ones"
+        most_overtaking < 1_500,
+        "{most_overtaking} busy deliveries, accepted before a quiet one, arrived after it was \
+         accepted and before it arrived"
     );
     // Loose (the whole suite shares two cores): the overtaking above is the isolation.
     assert!(
