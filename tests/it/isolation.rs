@@ -342,3 +342,82 @@ async fn parked_deliveries_survive_a_kill_9_and_are_not_attempts() {
     );
     herald.stop().await;
 }
+
+/// An endpoint that answers 500 at once with a backlog is paced once it has failed 5 times in
+/// a row: its attempts (first attempts parked until their turns, retries scheduled at them)
+/// come at `HERALD_FAILING_ENDPOINT_RATE` a second instead of as fast as the machine goes;
+/// parking for a turn is no attempt, and every delivery still ends as its schedule says.
+#[tokio::test]
+async fn an_endpoint_that_keeps_failing_fast_is_paced() {
+    const EVENTS: usize = 60;
+    const RATE: usize = 20;
+    let herald = Herald::start(Options {
+        env: vec![("HERALD_FAILING_ENDPOINT_RATE".into(), RATE.to_string())],
+        ..Default::default()
+    })
+    .await;
+    let mut rx = Receiver::start(|_, _| Reply::status(500)).await;
+    let tenant = herald.tenant().await;
+    let req = pb::CreateEndpointRequest {
+        url: rx.url("/fail"),
+        event_types: vec!["*".into()],
+        retry_schedule_ms: vec![100],
+        ..Default::default()
+    };
+    endpoint(&herald, &tenant, req).await;
+    backlog(&herald, &tenant, "fail.event", EVENTS).await;
+    // Two attempts per delivery: the first and one retry.
+    let mut arrivals = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while arrivals.len() < 2 * EVENTS && Instant::now() < deadline {
+        if let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(1), rx.rx.recv()).await {
+            arrivals.push(got.at);
+        }
+    }
+    assert_eq!(
+        arrivals.len(),
+        2 * EVENTS,
+        "every attempt the schedule makes"
+    );
+    // Unpaced they all come within a second or two; paced, past the first few they are spread
+    // at RATE a second (a turn is exact; a task waits for a near one here, or is parked).
+    // Unpaced: up to the endpoint's cap (16) of first attempts that went out before a failure
+    // was known, the 5 failures that start the pacing (PACE_AFTER), and the retries of those
+    // concluded before it started.
+    let paced = &arrivals[16 + 2 * 5..];
+    let span = *paced.last().unwrap() - paced[0];
+    let least = Duration::from_secs_f64((paced.len() - 1) as f64 / RATE as f64 * 0.8);
+    assert!(span >= least, "{} attempts within {span:?}", paced.len());
+    let busiest = paced
+        .iter()
+        .map(|t| {
+            paced
+                .iter()
+                .filter(|u| (*t..*t + Duration::from_secs(1)).contains(*u))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        busiest <= RATE + RATE / 2,
+        "{busiest} attempts within one second: {:?}",
+        paced
+            .iter()
+            .map(|a| a.duration_since(arrivals[0]).as_millis())
+            .collect::<Vec<_>>()
+    );
+    // Parking for a turn is no attempt: the ledger holds two per delivery, all failed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = "deliveries WHERE status = 'failed'";
+    let want = (2 * EVENTS as i64, EVENTS as i64);
+    while (herald.count("attempts").await, herald.count(failed).await) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{} attempts, {} deliveries failed",
+            herald.count("attempts").await,
+            herald.count(failed).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    herald.stop().await;
+}

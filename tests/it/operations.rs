@@ -94,6 +94,7 @@ fn task(t: &Tenant, endpoint_id: &str, payload: &str) -> DeliveryTask {
         due: None,
         rest_ms: None,
         parked: None,
+        turn: None,
         trigger: Trigger::Scheduled,
         created_at: chrono::Utc::now(),
         payload: payload.as_bytes().to_vec(),

@@ -103,6 +103,11 @@ pub struct DeliveryTask {
     /// acking it), so one that was parked is checked against the delivered marks like a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<u32>,
+    /// The turn this attempt was given at an endpoint that keeps failing (the dispatcher's
+    /// pacing: it was parked until it, or its retry was scheduled for it); back at it, the
+    /// task is not paced again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<DateTime<Utc>>,
     pub trigger: Trigger,
     /// When the delivery was created (the event was accepted).
     pub created_at: DateTime<Utc>,
@@ -175,6 +180,7 @@ impl EventRecord {
                 due: None,
                 rest_ms: None,
                 parked: None,
+                turn: None,
                 trigger: Trigger::Scheduled,
                 created_at: accepted_at,
                 payload: payload.to_vec(),
@@ -461,6 +467,7 @@ mod tests {
             due: None,
             rest_ms: None,
             parked: None,
+            turn: None,
             trigger: Trigger::Scheduled,
             created_at: Utc::now(),
             payload: raw.as_bytes().to_vec(),

@@ -20,7 +20,9 @@ pub struct Config {
     pub prefetch: u16,
     /// Per-endpoint and per-tenant in-flight caps (`HERALD_ENDPOINT_MAX_IN_FLIGHT`, default 16;
     /// `HERALD_TENANT_MAX_IN_FLIGHT`, default 64) and parking (`HERALD_PARK_AFTER`, default
-    /// `250ms`; `HERALD_PARK_MAX`, default `60s`); see the `gate` module.
+    /// `250ms`; `HERALD_PARK_MAX`, default `60s`); see the `gate` module. The pace of an endpoint
+    /// that keeps failing fast (`HERALD_FAILING_ENDPOINT_RATE`, attempts a second per
+    /// dispatcher, default 100, 0: not paced); see the `pace` module.
     pub gates: crate::gate::Limits,
     /// `HERALD_DISPATCHER_CONCURRENCY`: POSTs in flight at once, default 128. Held tasks beyond
     /// it wait for their follow-up confirms, or for a free POST slot.
@@ -133,6 +135,7 @@ fn gate_limits(r: &Reader<'_>) -> Result<crate::gate::Limits, ConfigError> {
         )?,
         park_after: r.duration("HERALD_PARK_AFTER", Duration::from_millis(250))?,
         park_max: r.duration("HERALD_PARK_MAX", Duration::from_secs(60))?,
+        failing_rate: r.parse("HERALD_FAILING_ENDPOINT_RATE", 100)?,
     };
     if limits.park_max < crate::gate::PARK_MIN || limits.park_max > Duration::from_secs(86_400) {
         return Err(ConfigError {
@@ -164,6 +167,7 @@ mod tests {
         assert_eq!((c.gates.endpoint_max, c.gates.tenant_max), (16, 64));
         assert_eq!(c.gates.park_after, Duration::from_millis(250));
         assert_eq!(c.gates.park_max, Duration::from_secs(60));
+        assert_eq!(c.gates.failing_rate, 100);
         let c = load(&[
             ("HERALD_DISPATCHER_PREFETCH", "64"),
             ("HERALD_DISPATCHER_CONCURRENCY", "8"),

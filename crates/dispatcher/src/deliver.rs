@@ -117,6 +117,7 @@ impl Dispatcher {
                 task.tenant_id,
                 endpoint.id,
                 endpoint.max_in_flight,
+                task.turn.is_some(),
                 shutdown,
             )
             .await;
@@ -216,7 +217,7 @@ impl Dispatcher {
                 // rounded up to a delay queue's (one hop), at least 1 s and at most 60 s.
                 let park = retry::rate_park(wait);
                 tracing::debug!(delivery_id = %task.delivery_id, wait_ms = park.as_millis() as u64, "rate limited, parking delivery");
-                return Some(Decision::Publish(self.parked(task, park), None));
+                return Some(Decision::Publish(self.parked(task, park, None), None));
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Some(Decision::Requeue),
@@ -241,11 +242,19 @@ impl Dispatcher {
         let disabled_now = verdict.gone && self.disable_gone(endpoint).await;
         report(task, &verdict, &answer);
         let mut out = FollowUps::default();
-        let next_retry_at = verdict.next.map(|n| after(n.delay));
-        if let (Some(n), Some(due)) = (verdict.next, next_retry_at) {
+        // An endpoint that keeps failing: the retry waits for its turn too (crate::pace).
+        let next = verdict.next.map(|n| {
+            let turn =
+                self.gates
+                    .turn(task.tenant_id, endpoint.id, endpoint.max_in_flight, n.delay);
+            (n, turn.unwrap_or(n.delay), turn.is_some())
+        });
+        let next_retry_at = next.as_ref().map(|(_, wait, _)| after(*wait));
+        if let (Some((n, wait, turned)), Some(due)) = (next, next_retry_at) {
             crate::metrics::retry_scheduled(n.delay);
-            out.messages
-                .push(self.retry_message(n.delay, due, retry::retry_task(task, &n)));
+            let mut retry = retry::retry_task(task, &n);
+            retry.turn = turned.then_some(due);
+            out.messages.push(self.retry_message(wait, due, retry));
         }
         out.records.push(Record::Attempt(AttemptRecord {
             attempt_id: Uuid::now_v7(),
@@ -293,12 +302,20 @@ impl Dispatcher {
     fn park(&self, task: &DeliveryTask, wait: Duration, why: ParkReason) -> Decision {
         metrics::counter!("herald_tasks_parked_total", "reason" => why.as_str()).increment(1);
         tracing::debug!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, wait_ms = wait.as_millis() as u64, reason = why.as_str(), "parking delivery");
-        Decision::Publish(self.parked(task, wait), None)
+        let turn = (why == ParkReason::FailingPace).then(|| after(wait));
+        Decision::Publish(self.parked(task, wait, turn), None)
     }
 
-    fn parked(&self, task: &DeliveryTask, wait: Duration) -> FollowUps {
+    /// `task` back after `wait`; with `turn`, the one it was given at its failing endpoint.
+    fn parked(
+        &self,
+        task: &DeliveryTask,
+        wait: Duration,
+        turn: Option<DateTime<Utc>>,
+    ) -> FollowUps {
         let mut task = task.clone();
         task.parked = Some(task.parked.unwrap_or(0).saturating_add(1));
+        task.turn = turn.or(task.turn);
         FollowUps {
             messages: vec![self.retry_message(wait, after(wait), task)],
             records: Vec::new(),

@@ -32,6 +32,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use herald_redis::throttle_notes::{Note, NoteSink, Reason};
+
+use crate::pace::Pace;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -54,6 +56,16 @@ pub struct Limits {
     pub park_after: Duration,
     /// Longest park.
     pub park_max: Duration,
+    /// Attempts a second at an endpoint that keeps failing fast (0: not paced); see
+    /// [`crate::pace`].
+    pub failing_rate: u32,
+}
+
+impl Limits {
+    /// Time between two turns of a failing endpoint, `None` when pacing is off.
+    fn pace_step(&self) -> Option<Duration> {
+        (self.failing_rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(self.failing_rate)))
+    }
 }
 
 /// What a task may do now.
@@ -68,6 +80,8 @@ pub enum Admission {
 pub enum ParkReason {
     EndpointCap,
     TenantCap,
+    /// The endpoint keeps failing and the task's turn is further off ([`crate::pace`]).
+    FailingPace,
 }
 
 impl ParkReason {
@@ -75,6 +89,7 @@ impl ParkReason {
         match self {
             ParkReason::EndpointCap => "endpoint_cap",
             ParkReason::TenantCap => "tenant_cap",
+            ParkReason::FailingPace => "failing_pace",
         }
     }
 }
@@ -160,6 +175,7 @@ struct Lane {
     /// instant): the ones still out are the queue a new park joins the end of.
     parked: BTreeMap<Instant, u32>,
     throttled: Option<Note>,
+    pace: Pace,
     /// Cap last announced, and when.
     noted: Option<(u32, Instant)>,
     last_used: Instant,
@@ -178,6 +194,7 @@ impl Lane {
             latency_ms: 0.0,
             parked: BTreeMap::new(),
             throttled: None,
+            pace: Pace::default(),
             noted: None,
             last_used: now,
         }
@@ -246,6 +263,7 @@ impl Lane {
 
     /// Folds one attempt into the cap; true when the cap went down.
     fn record(&mut self, outcome: Outcome, latency: Duration) -> bool {
+        self.pace.record(outcome);
         let ms = latency.as_secs_f64() * 1e3;
         self.latency_ms = if self.latency_ms == 0.0 {
             ms
@@ -330,22 +348,32 @@ impl Gates {
     }
 
     /// Room for one POST to `endpoint` (cap `max`, 0: the default) of `tenant`: at once, after
-    /// a short wait, or a park. `None` when `shutdown` fired while waiting.
+    /// a short wait, or a park. A task of an endpoint that keeps failing takes a turn first,
+    /// unless it was given one already (`has_turn`). `None` when `shutdown` fired while waiting.
     pub async fn admit(
         &self,
         tenant: Uuid,
         endpoint: Uuid,
         max: u32,
+        has_turn: bool,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<Admission> {
-        let max = if max == 0 {
-            self.limits.endpoint_max
-        } else {
-            max
-        }
-        .max(1);
-        let deadline = Instant::now() + self.limits.park_after;
+        let max = self.max_of(max);
+        let mut has_turn = has_turn;
+        let mut deadline = Instant::now() + self.limits.park_after;
         loop {
+            // Also after a wait for room: the endpoint may have started failing meanwhile.
+            if !has_turn && let Some(wait) = self.turn(tenant, endpoint, max, Duration::ZERO) {
+                has_turn = true;
+                if wait > self.limits.park_after {
+                    return Some(Admission::Park(wait, ParkReason::FailingPace));
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                deadline = Instant::now() + self.limits.park_after;
+            }
             let notify = match self.step(tenant, endpoint, max, deadline) {
                 Step::Go(p) => return Some(Admission::Go(p)),
                 Step::Park(d, why) => return Some(Admission::Park(d, why)),
@@ -362,6 +390,38 @@ impl Gates {
             }
             woke?;
         }
+    }
+
+    /// An endpoint's own cap, or the default for 0.
+    fn max_of(&self, max: u32) -> u32 {
+        match max {
+            0 => self.limits.endpoint_max,
+            max => max,
+        }
+        .max(1)
+    }
+
+    /// The wait until the next turn of `endpoint` at least `earliest` from now, given out,
+    /// when the endpoint is paced; `None` when it is not. `max`: as for [`Gates::admit`].
+    pub fn turn(
+        &self,
+        tenant: Uuid,
+        endpoint: Uuid,
+        max: u32,
+        earliest: Duration,
+    ) -> Option<Duration> {
+        let step = self.limits.pace_step()?;
+        let now = Instant::now();
+        let mut t = self.table.lock().expect("gate lock");
+        let lane = t
+            .endpoints
+            .entry(endpoint)
+            .or_insert_with(|| Lane::new(tenant, self.max_of(max), now));
+        if !lane.pace.paced() {
+            return None;
+        }
+        let turn = lane.pace.take_turn(now + earliest, step);
+        Some(turn.duration_since(now))
     }
 
     /// One look at the lanes: go, park, or wait (registered as a waiter).
@@ -459,7 +519,7 @@ impl Gates {
     pub fn sample(&self) {
         let now = Instant::now();
         let mut t = self.table.lock().expect("gate lock");
-        let (mut at_cap, mut throttled) = (0u32, 0u32);
+        let (mut at_cap, mut throttled, mut paced) = (0u32, 0u32, 0u32);
         let mut forgotten = Vec::new();
         t.endpoints.retain(|id, lane| {
             let idle = lane.in_flight.is_empty()
@@ -473,12 +533,14 @@ impl Gates {
             }
             at_cap += u32::from(lane.full());
             throttled += u32::from(lane.throttled.is_some());
+            paced += u32::from(lane.pace.paced());
             true
         });
         t.tenants
             .retain(|_, owner| owner.in_flight > 0 || Arc::strong_count(&owner.notify) > 1);
         metrics::gauge!("herald_endpoints_at_cap").set(f64::from(at_cap));
         metrics::gauge!("herald_endpoints_throttled").set(f64::from(throttled));
+        metrics::gauge!("herald_endpoints_paced").set(f64::from(paced));
         if let Some(sink) = &self.notes {
             for id in forgotten {
                 let _ = sink.send((id, None));
@@ -536,13 +598,14 @@ mod tests {
                 tenant_max,
                 park_after: Duration::from_millis(50),
                 park_max: Duration::from_secs(60),
+                failing_rate: 0,
             },
             None,
         )
     }
 
     async fn admit(g: &Gates, tenant: Uuid, endpoint: Uuid) -> Admission {
-        g.admit(tenant, endpoint, 0, &CancellationToken::new())
+        g.admit(tenant, endpoint, 0, false, &CancellationToken::new())
             .await
             .expect("not shutting down")
     }
@@ -559,6 +622,39 @@ mod tests {
             Admission::Go(_) => panic!("admitted"),
             Admission::Park(d, why) => (d, why),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_that_keeps_failing_fast_gets_turns() {
+        let mut g = gates(16, 100);
+        g.limits = Arc::new(Limits {
+            failing_rate: 10,
+            ..(*g.limits).clone()
+        });
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        let ms = Duration::from_millis;
+        for _ in 0..crate::pace::PACE_AFTER {
+            assert_eq!(g.turn(tenant, ep, 0, ms(0)), None, "not paced yet");
+            go(admit(&g, tenant, ep).await).finish(Outcome::Failed, ms(1));
+        }
+        // Paced: the first turn is now, the next 100 ms on, past the 50 ms a task may wait
+        // here: parked until it, which is not an attempt.
+        let first = go(admit(&g, tenant, ep).await);
+        let (wait, why) = parked(admit(&g, tenant, ep).await);
+        assert_eq!((wait, why), (ms(100), ParkReason::FailingPace));
+        // Back at its turn, a task is not paced again (only its cap applies).
+        let with_turn = g
+            .admit(tenant, ep, 0, true, &CancellationToken::new())
+            .await;
+        let with_turn = go(with_turn.expect("not shutting down"));
+        // A retry due in 1 s keeps its time; the one after it waits for the next turn.
+        assert_eq!(g.turn(tenant, ep, 0, ms(1_000)), Some(ms(1_000)));
+        assert_eq!(g.turn(tenant, ep, 0, ms(0)), Some(ms(1_100)));
+        // The first answer ends the pacing.
+        first.finish(Outcome::Answered, ms(1));
+        assert_eq!(g.turn(tenant, ep, 0, ms(0)), None);
+        let _p = go(admit(&g, tenant, ep).await);
+        drop(with_turn);
     }
 
     #[tokio::test(start_paused = true)]
@@ -691,6 +787,7 @@ mod tests {
                 tenant_max: 10,
                 park_after: Duration::from_millis(50),
                 park_max: Duration::from_secs(60),
+                failing_rate: 0,
             },
             Some(tx),
         );

@@ -14,6 +14,7 @@ mod config;
 mod deliver;
 mod gate;
 mod metrics;
+mod pace;
 mod retry;
 mod service;
 mod streak_writes;

@@ -428,6 +428,7 @@ impl Ingest {
             due: None,
             rest_ms: None,
             parked: None,
+            turn: None,
             trigger: Trigger::Test,
             created_at: now,
             payload: event.payload,

@@ -613,6 +613,7 @@ impl DeliveriesApi {
             due: None,
             rest_ms: None,
             parked: None,
+            turn: None,
             trigger: Trigger::Manual,
             created_at: r.created_at,
             payload: payload.into_bytes(),

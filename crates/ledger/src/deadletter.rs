@@ -343,6 +343,7 @@ mod tests {
             due: None,
             rest_ms: None,
             parked: None,
+            turn: None,
             trigger: Trigger::Scheduled,
             created_at: chrono::Utc::now(),
             payload: br#"{"id":1}"#.to_vec(),
