@@ -117,7 +117,9 @@ impl Dispatcher {
                 task.tenant_id,
                 endpoint.id,
                 endpoint.max_in_flight,
-                task.turn.is_some(),
+                // A re-send an operator asked for is not paced: it is how one sees that a
+                // fixed endpoint answers again (and its answer ends the pacing).
+                task.turn.is_some() || task.trigger == Trigger::Manual,
                 shutdown,
             )
             .await;

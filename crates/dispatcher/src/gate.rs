@@ -420,7 +420,7 @@ impl Gates {
         if !lane.pace.paced() {
             return None;
         }
-        let turn = lane.pace.take_turn(now + earliest, step);
+        let turn = lane.pace.take_turn(now + earliest, now, step);
         Some(turn.duration_since(now))
     }
 
@@ -647,9 +647,9 @@ mod tests {
             .admit(tenant, ep, 0, true, &CancellationToken::new())
             .await;
         let with_turn = go(with_turn.expect("not shutting down"));
-        // A retry due in 1 s keeps its time; the one after it waits for the next turn.
+        // A retry due in 1 s keeps its time, and holds up no turn before it.
         assert_eq!(g.turn(tenant, ep, 0, ms(1_000)), Some(ms(1_000)));
-        assert_eq!(g.turn(tenant, ep, 0, ms(0)), Some(ms(1_100)));
+        assert_eq!(g.turn(tenant, ep, 0, ms(0)), Some(ms(200)));
         // The first answer ends the pacing.
         first.finish(Outcome::Answered, ms(1));
         assert_eq!(g.turn(tenant, ep, 0, ms(0)), None);
