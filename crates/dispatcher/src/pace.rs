@@ -10,10 +10,12 @@
 //! So once an endpoint has failed fast [`PACE_AFTER`] times in a row, each dispatcher gives its
 //! attempts *turns*, `1 / HERALD_FAILING_ENDPOINT_RATE` apart (counted in 100 ms buckets, so a
 //! retry given a turn an hour on holds up no turn before it): a task whose turn is near waits
-//! for it here; one whose turn is further off is parked until it (one delay hop, not an
-//! attempt) and carries its turn, so it is not paced again when it comes back; a retry is
-//! scheduled for the first free turn at or after its schedule's time, so pacing retries costs
-//! no extra message. An attempt therefore never comes sooner than its schedule says, and may
+//! for it here; one whose turn is further off is parked until it (not an attempt) and carries
+//! its turn, so it is not paced again when it comes back; a retry is scheduled for the first
+//! free turn at or after its schedule's time. A wait that is no delay queue's goes through
+//! several of them (the longest that fits, then the rest), so a paced task costs the broker a
+//! few hops: measured to load RabbitMQ more than the attempts saved with two dispatchers
+//! (BENCHMARKS.md); turns one hop can reach are the next step. An attempt therefore never comes sooner than its schedule says, and may
 //! come later; the attempt record's `next_retry_at` is the turn. The first answer (any 2xx or
 //! 4xx other than 429) ends the pacing: new tasks go at once, the ones already given turns
 //! come back at them. Re-sends an operator asked for are not paced (a replay has a rate of its
