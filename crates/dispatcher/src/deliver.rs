@@ -244,19 +244,17 @@ impl Dispatcher {
         let disabled_now = verdict.gone && self.disable_gone(endpoint).await;
         report(task, &verdict, &answer);
         let mut out = FollowUps::default();
-        // An endpoint that keeps failing: the retry waits for its turn too (crate::pace).
-        let next = verdict.next.map(|n| {
-            let turn =
-                self.gates
-                    .turn(task.tenant_id, endpoint.id, endpoint.max_in_flight, n.delay);
-            (n, turn.unwrap_or(n.delay), turn.is_some())
-        });
-        let next_retry_at = next.as_ref().map(|(_, wait, _)| after(*wait));
-        if let (Some((n, wait, turned)), Some(due)) = (next, next_retry_at) {
+        let mut next_retry_at = None;
+        if let Some(n) = verdict.next {
+            // An endpoint that keeps failing: the retry waits for its turn too (crate::pace).
+            let turn = self.gates.turn(endpoint.id, n.delay);
+            let wait = turn.unwrap_or(n.delay);
+            let due = after(wait);
             crate::metrics::retry_scheduled(n.delay);
             let mut retry = retry::retry_task(task, &n);
-            retry.turn = turned.then_some(due);
+            retry.turn = turn.map(|_| due);
             out.messages.push(self.retry_message(wait, due, retry));
+            next_retry_at = Some(due);
         }
         out.records.push(Record::Attempt(AttemptRecord {
             attempt_id: Uuid::now_v7(),

@@ -358,12 +358,17 @@ impl Gates {
         has_turn: bool,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<Admission> {
-        let max = self.max_of(max);
+        let max = if max == 0 {
+            self.limits.endpoint_max
+        } else {
+            max
+        }
+        .max(1);
         let mut has_turn = has_turn;
         let mut deadline = Instant::now() + self.limits.park_after;
         loop {
             // Also after a wait for room: the endpoint may have started failing meanwhile.
-            if !has_turn && let Some(wait) = self.turn(tenant, endpoint, max, Duration::ZERO) {
+            if !has_turn && let Some(wait) = self.turn(endpoint, Duration::ZERO) {
                 has_turn = true;
                 if wait > self.limits.park_after {
                     return Some(Admission::Park(wait, ParkReason::FailingPace));
@@ -392,31 +397,13 @@ impl Gates {
         }
     }
 
-    /// An endpoint's own cap, or the default for 0.
-    fn max_of(&self, max: u32) -> u32 {
-        match max {
-            0 => self.limits.endpoint_max,
-            max => max,
-        }
-        .max(1)
-    }
-
     /// The wait until the next turn of `endpoint` at least `earliest` from now, given out,
-    /// when the endpoint is paced; `None` when it is not. `max`: as for [`Gates::admit`].
-    pub fn turn(
-        &self,
-        tenant: Uuid,
-        endpoint: Uuid,
-        max: u32,
-        earliest: Duration,
-    ) -> Option<Duration> {
+    /// when the endpoint is paced; `None` when it is not (or has no lane yet: nothing known).
+    pub fn turn(&self, endpoint: Uuid, earliest: Duration) -> Option<Duration> {
         let step = self.limits.pace_step()?;
         let now = Instant::now();
         let mut t = self.table.lock().expect("gate lock");
-        let lane = t
-            .endpoints
-            .entry(endpoint)
-            .or_insert_with(|| Lane::new(tenant, self.max_of(max), now));
+        let lane = t.endpoints.get_mut(&endpoint)?;
         if !lane.pace.paced() {
             return None;
         }
@@ -634,7 +621,7 @@ mod tests {
         let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
         let ms = Duration::from_millis;
         for _ in 0..crate::pace::PACE_AFTER {
-            assert_eq!(g.turn(tenant, ep, 0, ms(0)), None, "not paced yet");
+            assert_eq!(g.turn(ep, ms(0)), None, "not paced yet");
             go(admit(&g, tenant, ep).await).finish(Outcome::Failed, ms(1));
         }
         // Paced: the first turn is now, the next 100 ms on, past the 50 ms a task may wait
@@ -648,11 +635,11 @@ mod tests {
             .await;
         let with_turn = go(with_turn.expect("not shutting down"));
         // A retry due in 1 s keeps its time, and holds up no turn before it.
-        assert_eq!(g.turn(tenant, ep, 0, ms(1_000)), Some(ms(1_000)));
-        assert_eq!(g.turn(tenant, ep, 0, ms(0)), Some(ms(200)));
+        assert_eq!(g.turn(ep, ms(1_000)), Some(ms(1_000)));
+        assert_eq!(g.turn(ep, ms(0)), Some(ms(200)));
         // The first answer ends the pacing.
         first.finish(Outcome::Answered, ms(1));
-        assert_eq!(g.turn(tenant, ep, 0, ms(0)), None);
+        assert_eq!(g.turn(ep, ms(0)), None);
         let _p = go(admit(&g, tenant, ep).await);
         drop(with_turn);
     }

@@ -84,10 +84,7 @@ impl Pace {
         let current = index(now);
         self.taken = self.taken.split_off(&current);
         self.full_until = self.full_until.max(current);
-        let mut b = index(earliest.max(now));
-        if b < self.full_until {
-            b = self.full_until;
-        }
+        let mut b = index(earliest.max(now)).max(self.full_until);
         while self.taken.get(&b).is_some_and(|n| *n >= per_bucket) {
             b += 1;
         }
