@@ -82,6 +82,9 @@ pub enum ParkReason {
     TenantCap,
     /// The endpoint keeps failing and the task's turn is further off ([`crate::pace`]).
     FailingPace,
+    /// The endpoint keeps failing and every turn a park could reach is given: back later
+    /// for one.
+    FailingBacklog,
 }
 
 impl ParkReason {
@@ -90,6 +93,7 @@ impl ParkReason {
             ParkReason::EndpointCap => "endpoint_cap",
             ParkReason::TenantCap => "tenant_cap",
             ParkReason::FailingPace => "failing_pace",
+            ParkReason::FailingBacklog => "failing_backlog",
         }
     }
 }
@@ -148,6 +152,33 @@ fn spread_rung(lo: Duration, hi: Duration, u: f64) -> Duration {
         || rung_at_most(Duration::from_millis(hi)),
         |r| Duration::from_millis(*r),
     )
+}
+
+/// The park of a task whose turn is about `target` away: the delay queue that brings it back
+/// then (rounded up: a task back early only parks again), or, past the longest park, one
+/// spread over the longer queues.
+fn park_for(target: Duration, limits: &Limits) -> Duration {
+    let max = limits.park_max.max(PARK_MIN);
+    if target <= max {
+        rung_at_least(target).min(rung_at_most(max))
+    } else {
+        spread_rung(max / 4, max, rand::rng().random::<f64>())
+    }
+}
+
+/// The waits a park to a paced endpoint's turn may take (each one delay queue's): longer than
+/// `after`, at most `max`, and at most twice the wait until the first free turn (`first`, at
+/// least 1 s): a turn much later than one free sooner would leave that one unused and the
+/// task waiting needlessly (then it parks without a turn, behind the queue, and asks again).
+fn one_hop_turns(
+    first: Duration,
+    after: Duration,
+    max: Duration,
+) -> impl Iterator<Item = Duration> {
+    let reach = max.min(first.max(Duration::from_secs(1)) * 2);
+    rungs_ms()
+        .map(Duration::from_millis)
+        .filter(move |r| *r > after && *r <= reach)
 }
 
 /// What an attempt's result means for its endpoint's cap.
@@ -227,24 +258,30 @@ impl Lane {
 
     /// How long to park a task: behind the tasks waiting here and those parked and not back
     /// yet, each taking one POST's share of the cap, so parked tasks come back about as fast
-    /// as the endpoint takes them. Parks that are due have come back (to this dispatcher or
-    /// another), so they no longer count: the estimate corrects itself.
+    /// as the endpoint takes them.
     fn park(&mut self, now: Instant, limits: &Limits) -> Duration {
+        let step = Duration::from_secs_f64(self.service_ms(now) / self.cap.max(1.0) / 1e3);
+        self.park_behind(now, self.waiters, step, limits)
+    }
+
+    /// Parks a task behind `ahead` others and those parked and not back yet, each taking
+    /// `step`. Parks that are due have come back (to this dispatcher or another), so they no
+    /// longer count: the estimate corrects itself.
+    fn park_behind(
+        &mut self,
+        now: Instant,
+        ahead: u32,
+        step: Duration,
+        limits: &Limits,
+    ) -> Duration {
         let due: Vec<Instant> = self.parked.range(..=now).map(|(t, _)| *t).collect();
         for t in due {
             self.parked.remove(&t);
         }
         let out: u32 = self.parked.values().sum();
-        let ahead = f64::from(out) + f64::from(self.waiters) + 1.0;
-        let step = self.service_ms(now) / self.cap.max(1.0) / 1e3;
-        let target = Duration::from_secs_f64((ahead * step).min(86_400.0));
-        let max = limits.park_max.max(PARK_MIN);
-        let wait = if target <= max {
-            // Back when its turn comes (rounded up: a task back early only parks again).
-            rung_at_least(target).min(rung_at_most(max))
-        } else {
-            spread_rung(max / 4, max, rand::rng().random::<f64>())
-        };
+        let ahead = f64::from(out) + f64::from(ahead) + 1.0;
+        let target = Duration::from_secs_f64((ahead * step.as_secs_f64()).min(86_400.0));
+        let wait = park_for(target, limits);
         *self.parked.entry(now + wait).or_default() += 1;
         wait
     }
@@ -332,6 +369,16 @@ pub struct Permit {
     done: bool,
 }
 
+/// A paced endpoint's answer to a new task ([`Gates::pace_turn`]).
+enum Turn {
+    /// Its turn is this soon: it waits here.
+    Near(Duration),
+    /// Parked until its turn, this far off.
+    Parked(Duration),
+    /// No turn one delay queue reaches is free: parked this long, without one.
+    NoneSoon(Duration),
+}
+
 enum Step {
     Go(Permit),
     Park(Duration, ParkReason),
@@ -368,11 +415,17 @@ impl Gates {
         let mut deadline = Instant::now() + self.limits.park_after;
         loop {
             // Also after a wait for room: the endpoint may have started failing meanwhile.
-            if !has_turn && let Some(wait) = self.turn(endpoint, Duration::ZERO) {
+            if !has_turn && let Some(turn) = self.pace_turn(endpoint) {
                 has_turn = true;
-                if wait > self.limits.park_after {
-                    return Some(Admission::Park(wait, ParkReason::FailingPace));
-                }
+                let wait = match turn {
+                    Turn::Near(wait) => wait,
+                    Turn::Parked(wait) => {
+                        return Some(Admission::Park(wait, ParkReason::FailingPace));
+                    }
+                    Turn::NoneSoon(wait) => {
+                        return Some(Admission::Park(wait, ParkReason::FailingBacklog));
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(wait) => {}
@@ -397,18 +450,51 @@ impl Gates {
         }
     }
 
-    /// The wait until the next turn of `endpoint` at least `earliest` from now, given out,
-    /// when the endpoint is paced; `None` when it is not (or has no lane yet: nothing known).
-    pub fn turn(&self, endpoint: Uuid, earliest: Duration) -> Option<Duration> {
+    /// A new task's turn at `endpoint` when the endpoint is paced (`None` when it is not, or
+    /// has no lane yet: nothing known). A turn is given out only when the task can be there
+    /// at it: waiting here for a near one, or parked on the one delay queue that brings it
+    /// back at its turn (a park is one hop, never several); with every such turn up to the
+    /// longest park given, the task is parked without one behind the turns given and the
+    /// tasks parked before it (one hop, as a capped endpoint's backlog is) and asks again
+    /// when back.
+    fn pace_turn(&self, endpoint: Uuid) -> Option<Turn> {
         let step = self.limits.pace_step()?;
         let now = Instant::now();
         let mut t = self.table.lock().expect("gate lock");
         let lane = t.endpoints.get_mut(&endpoint)?;
-        if !lane.pace.paced() {
+        let pace = &mut lane.pace;
+        if !pace.paced() {
             return None;
         }
-        let turn = lane.pace.take_turn(now + earliest, now, step);
-        Some(turn.duration_since(now))
+        let first = pace.next_free(Duration::ZERO, now, step);
+        if first <= self.limits.park_after {
+            return Some(Turn::Near(pace.take_turn(now, now, step) - now));
+        }
+        let rungs = one_hop_turns(first, self.limits.park_after, self.limits.park_max);
+        Some(match pace.take_turn_at(now, step, rungs) {
+            Some(wait) => Turn::Parked(wait),
+            None => {
+                let ahead = u32::try_from(pace.pending(now, step)).unwrap_or(u32::MAX);
+                Turn::NoneSoon(lane.park_behind(now, ahead, step, &self.limits))
+            }
+        })
+    }
+
+    /// The wait until the turn of a retry due in `due` at `endpoint`, given out, when the
+    /// endpoint is paced; `None` when it is not. Its own time when free, else a delay queue's
+    /// turn after it (one hop), else the first free turn after it.
+    pub fn turn(&self, endpoint: Uuid, due: Duration) -> Option<Duration> {
+        let step = self.limits.pace_step()?;
+        let now = Instant::now();
+        let mut t = self.table.lock().expect("gate lock");
+        let pace = &mut t.endpoints.get_mut(&endpoint)?.pace;
+        if !pace.paced() {
+            return None;
+        }
+        let first = pace.next_free(due, now, step);
+        let rungs = one_hop_turns(first, due, self.limits.park_max.max(due));
+        let at = pace.take_turn_at(now, step, std::iter::once(due).chain(rungs));
+        Some(at.unwrap_or_else(|| pace.take_turn(now + due, now, step) - now))
     }
 
     /// One look at the lanes: go, park, or wait (registered as a waiter).
@@ -642,6 +728,47 @@ mod tests {
         assert_eq!(g.turn(ep, ms(0)), None);
         let _p = go(admit(&g, tenant, ep).await);
         drop(with_turn);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_park_takes_one_delay_queue_or_none_when_their_turns_are_given() {
+        let mut g = gates(16, 100);
+        g.limits = Arc::new(Limits {
+            failing_rate: 10,
+            ..(*g.limits).clone()
+        });
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        let ms = Duration::from_millis;
+        for _ in 0..crate::pace::PACE_AFTER {
+            go(admit(&g, tenant, ep).await).finish(Outcome::Failed, ms(1));
+        }
+        // One turn a 100 ms bucket: now, then one on each delay queue up to twice as far as
+        // the first free turn (at least 1 s): 2 s.
+        let _now = go(admit(&g, tenant, ep).await);
+        let mut parks = Vec::new();
+        for _ in 0..5 {
+            parks.push(parked(admit(&g, tenant, ep).await));
+        }
+        let rungs: Vec<(Duration, ParkReason)> = [100, 200, 500, 1_000, 2_000]
+            .iter()
+            .map(|r| (ms(*r), ParkReason::FailingPace))
+            .collect();
+        assert_eq!(parks, rungs);
+        // All given: parked without a turn, behind the 6 turns given (0.7 s: the 1 s queue),
+        // then behind it too.
+        let parked_now = parked(admit(&g, tenant, ep).await);
+        assert_eq!(parked_now, (ms(1_000), ParkReason::FailingBacklog));
+        for _ in 0..3 {
+            parked(admit(&g, tenant, ep).await);
+        }
+        let parked_now = parked(admit(&g, tenant, ep).await);
+        assert_eq!(parked_now, (ms(2_000), ParkReason::FailingBacklog));
+        // A retry: its own time when free, else the next queue's turn, else the first free.
+        assert_eq!(g.turn(ep, ms(3_000)), Some(ms(3_000)));
+        assert_eq!(g.turn(ep, ms(1_000)), Some(ms(1_100)));
+        assert_eq!(g.turn(ep, ms(1_000)), Some(ms(1_200)));
+        assert_eq!(g.turn(ep, ms(120_000)), Some(ms(120_000)));
+        assert_eq!(g.turn(ep, ms(120_000)), Some(ms(120_100)));
     }
 
     #[tokio::test(start_paused = true)]

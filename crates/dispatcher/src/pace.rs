@@ -9,18 +9,23 @@
 //!
 //! So once an endpoint has failed fast [`PACE_AFTER`] times in a row, each dispatcher gives its
 //! attempts *turns*, `1 / HERALD_FAILING_ENDPOINT_RATE` apart (counted in 100 ms buckets, so a
-//! retry given a turn an hour on holds up no turn before it): a task whose turn is near waits
-//! for it here; one whose turn is further off is parked until it (not an attempt) and carries
-//! its turn, so it is not paced again when it comes back; a retry is scheduled for the first
-//! free turn at or after its schedule's time. A wait that is no delay queue's goes through
-//! several of them (the longest that fits, then the rest), so a paced task costs the broker a
-//! few hops: measured to load RabbitMQ more than the attempts saved with two dispatchers
-//! (BENCHMARKS.md); turns one hop can reach are the next step. An attempt therefore never comes sooner than its schedule says, and may
-//! come later; the attempt record's `next_retry_at` is the turn. The first answer (any 2xx or
-//! 4xx other than 429) ends the pacing: new tasks go at once, the ones already given turns
-//! come back at them. Re-sends an operator asked for are not paced (a replay has a rate of its
-//! own): one is how a tenant sees that its fixed endpoint answers. Timeouts are not paced here: a hanging endpoint's cap (down to one
-//! request in flight) already bounds what it costs.
+//! retry given a turn an hour on holds up no turn before it). A task whose next free turn is
+//! near waits for it here. One whose turn is further off is parked until a turn one delay
+//! queue reaches (now + a queue's delay, the first such whose bucket has room, up to
+//! `HERALD_PARK_MAX`) and carries it, so it is not paced again when it comes back; when every
+//! such turn is given (a backlog arriving faster than those turns), it is parked without one
+//! for about as long as the turns given and the tasks parked before it take (one hop, spread
+//! past the longest park, like a capped endpoint's backlog), and asks again when back. A retry takes the turn at its schedule's time when free, else the first queue's
+//! after it with a free turn, else the first free turn after it. Turns at a queue's delay keep
+//! a park to one hop: a turn at any instant took a wait no queue has, which went through
+//! several (e.g. 37.3 s as five), and those hops loaded RabbitMQ more than the attempts
+//! pacing saved (measured, BENCHMARKS.md). An attempt therefore never comes sooner than its
+//! schedule says, and may come later; the attempt record's `next_retry_at` is the turn. The
+//! first answer (any 2xx or 4xx other than 429) ends the pacing: new tasks go at once, the ones
+//! already given turns come back at them. Re-sends an operator asked for are not paced (a
+//! replay has a rate of its own): one is how a tenant sees that its fixed endpoint answers.
+//! Timeouts are not paced here: a hanging endpoint's cap (down to one request in flight)
+//! already bounds what it costs.
 //!
 //! Per dispatcher like the caps (no coordination): with `n` dispatchers a failing endpoint
 //! gets up to `n` times the rate, and a restarted dispatcher starts its turns afresh (tasks
@@ -55,6 +60,8 @@ pub struct Pace {
     /// Every bucket from now up to (not including) this one is full: where the search for a
     /// free turn near now starts, so a backlog given turns in one go costs O(1) a turn.
     full_until: u64,
+    /// Turns in `taken`: those given and not yet come.
+    pending: u64,
 }
 
 impl Pace {
@@ -74,34 +81,101 @@ impl Pace {
     /// A free turn at or after `earliest`, given out: turns are `step` apart on average, at
     /// most one bucket's worth (`BUCKET / step`) in any bucket.
     pub fn take_turn(&mut self, earliest: Instant, now: Instant, step: Duration) -> Instant {
+        let grid = self.grid(now, step);
+        let b = self.first_free(&grid, grid.index(earliest.max(now)).max(self.full_until));
+        let place = self.give(&grid, b);
+        grid.start(b, place).max(earliest)
+    }
+
+    /// How long from `now` the first free turn at least `earliest` from now is (not given
+    /// out).
+    pub fn next_free(&mut self, earliest: Duration, now: Instant, step: Duration) -> Duration {
+        let grid = self.grid(now, step);
+        let b = self.first_free(&grid, grid.index(now + earliest).max(self.full_until));
+        let place = self.taken.get(&b).copied().unwrap_or(0);
+        let turn = grid.start(b, place).max(now + earliest);
+        turn.saturating_duration_since(now)
+    }
+
+    /// A turn exactly one of `offsets` from now, the first whose bucket has room, given out;
+    /// `None` when every one is full. How a task parked on a delay queue gets a turn that one
+    /// queue reaches, so its park is one hop (the first free turn may be no queue's).
+    pub fn take_turn_at(
+        &mut self,
+        now: Instant,
+        step: Duration,
+        offsets: impl IntoIterator<Item = Duration>,
+    ) -> Option<Duration> {
+        let grid = self.grid(now, step);
+        let offset = offsets.into_iter().find(|o| {
+            let b = grid.index(now + *o);
+            self.taken.get(&b).is_none_or(|n| *n < grid.per_bucket)
+        })?;
+        self.give(&grid, grid.index(now + offset));
+        Some(offset)
+    }
+
+    /// The buckets for turns `step` apart, the past forgotten.
+    fn grid(&mut self, now: Instant, step: Duration) -> Grid {
         let step = step.max(Duration::from_nanos(1));
         let bucket = step.max(BUCKET);
-        let per_bucket = ((bucket.as_secs_f64() / step.as_secs_f64()).round() as u32).max(1);
-        let origin = *self.origin.get_or_insert(now);
-        let index = |t: Instant| {
-            (t.saturating_duration_since(origin).as_nanos() / bucket.as_nanos()) as u64
+        let grid = Grid {
+            origin: *self.origin.get_or_insert(now),
+            bucket,
+            per_bucket: ((bucket.as_secs_f64() / step.as_secs_f64()).round() as u32).max(1),
         };
-        let current = index(now);
-        self.taken = self.taken.split_off(&current);
+        let current = grid.index(now);
+        let kept = self.taken.split_off(&current);
+        let gone: u64 = self.taken.values().map(|n| u64::from(*n)).sum();
+        self.pending -= gone;
+        self.taken = kept;
         self.full_until = self.full_until.max(current);
-        let mut b = index(earliest.max(now)).max(self.full_until);
-        while self.taken.get(&b).is_some_and(|n| *n >= per_bucket) {
+        grid
+    }
+
+    /// How many turns are given and not yet come.
+    pub fn pending(&mut self, now: Instant, step: Duration) -> u64 {
+        self.grid(now, step);
+        self.pending
+    }
+
+    /// The first bucket from `from` on with room.
+    fn first_free(&self, grid: &Grid, from: u64) -> u64 {
+        let mut b = from;
+        while self.taken.get(&b).is_some_and(|n| *n >= grid.per_bucket) {
             b += 1;
         }
+        b
+    }
+
+    /// Gives out a turn in bucket `b`; its place in the bucket.
+    fn give(&mut self, grid: &Grid, b: u64) -> u32 {
         let taken = self.taken.entry(b).or_default();
         let place = *taken;
         *taken += 1;
-        while self
-            .taken
-            .get(&self.full_until)
-            .is_some_and(|n| *n >= per_bucket)
-        {
-            self.full_until += 1;
-        }
-        let start = bucket.as_nanos() * u128::from(b)
-            + bucket.as_nanos() / u128::from(per_bucket) * u128::from(place);
-        let turn = origin + Duration::from_nanos(start.min(u128::from(u64::MAX)) as u64);
-        turn.max(earliest)
+        self.pending += 1;
+        self.full_until = self.first_free(grid, self.full_until);
+        place
+    }
+}
+
+/// Where turns `step` apart fall: buckets from `origin`, `per_bucket` turns in each.
+struct Grid {
+    origin: Instant,
+    bucket: Duration,
+    per_bucket: u32,
+}
+
+impl Grid {
+    fn index(&self, t: Instant) -> u64 {
+        (t.saturating_duration_since(self.origin).as_nanos() / self.bucket.as_nanos()) as u64
+    }
+
+    /// The `place`-th turn of bucket `b`.
+    fn start(&self, b: u64, place: u32) -> Instant {
+        let nanos = self.bucket.as_nanos() * u128::from(b)
+            + self.bucket.as_nanos() / u128::from(self.per_bucket) * u128::from(place);
+        self.origin + Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
     }
 }
 
@@ -171,5 +245,48 @@ mod tests {
         let step = Duration::from_millis(500);
         let turns: Vec<Instant> = (0..3).map(|_| pace.take_turn(now, now, step)).collect();
         assert_eq!(turns, [now, now + step, now + step * 2]);
+    }
+
+    #[test]
+    fn turns_at_given_offsets_skip_full_buckets_and_count_like_the_rest() {
+        let mut pace = failing();
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        // 10 turns a bucket: the 100 ms bucket fills, then the 200 ms one is taken.
+        for _ in 0..10 {
+            assert_eq!(
+                pace.take_turn_at(now, STEP, [ms(100), ms(200)]),
+                Some(ms(100))
+            );
+        }
+        assert_eq!(
+            pace.take_turn_at(now, STEP, [ms(100), ms(200)]),
+            Some(ms(200))
+        );
+        for _ in 0..9 {
+            pace.take_turn_at(now, STEP, [ms(200)]);
+        }
+        assert_eq!(pace.take_turn_at(now, STEP, [ms(100), ms(200)]), None);
+        // The first free turn is now; once the first two buckets' turns are all given (the
+        // first by turns near now), it is the third's.
+        assert_eq!(pace.next_free(Duration::ZERO, now, STEP), Duration::ZERO);
+        for _ in 0..10 {
+            pace.take_turn(now, now, STEP);
+        }
+        assert_eq!(pace.next_free(Duration::ZERO, now, STEP), ms(300));
+        assert_eq!(pace.take_turn(now, now, STEP), now + ms(300));
+        assert_eq!(
+            pace.next_free(Duration::ZERO, now, STEP),
+            ms(310),
+            "looking does not give it out"
+        );
+        assert_eq!(pace.next_free(ms(150), now, STEP), ms(310));
+        assert_eq!(pace.next_free(ms(555), now, STEP), ms(555));
+        assert_eq!(pace.pending(now, STEP), 31);
+        assert_eq!(
+            pace.pending(now + ms(150), STEP),
+            21,
+            "the first bucket's have come"
+        );
     }
 }
