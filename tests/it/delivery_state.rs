@@ -132,6 +132,7 @@ async fn max_in_flight_round_trips_and_cards_show_the_dispatchers_throttle_note(
             cap: 2,
             max: 4,
             since,
+            paced: None,
         },
     )
     .await;
@@ -159,6 +160,7 @@ async fn max_in_flight_round_trips_and_cards_show_the_dispatchers_throttle_note(
             cap: 1,
             max: 16,
             since,
+            paced: None,
         },
     )
     .await;

@@ -364,7 +364,7 @@ async fn an_endpoint_that_keeps_failing_fast_is_paced() {
         retry_schedule_ms: vec![100],
         ..Default::default()
     };
-    endpoint(&herald, &tenant, req).await;
+    let id = endpoint(&herald, &tenant, req).await;
     backlog(&herald, &tenant, "fail.event", EVENTS).await;
     // Two attempts per delivery: the first and one retry.
     let (mut arrivals, mut retried, mut resent, mut resend) = (Vec::new(), None, None, None);
@@ -432,6 +432,10 @@ async fn an_endpoint_that_keeps_failing_fast_is_paced() {
             .map(|a| a.duration_since(arrivals[0]).as_millis())
             .collect::<Vec<_>>()
     );
+    // Its card says why its deliveries come slower than their schedule.
+    let card = crate::page::get_endpoint(&herald, &tenant, &id).await;
+    assert_eq!(card.delivery_state, "throttled: errors");
+    assert_eq!(card.paced_attempts_per_second, RATE as u32);
     // Parking for a turn is no attempt: the ledger holds two per delivery (and the re-send),
     // all failed.
     let deadline = Instant::now() + Duration::from_secs(20);

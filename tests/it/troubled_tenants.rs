@@ -67,6 +67,7 @@ async fn tenants_in_trouble_are_listed_worst_first() {
         cap: 1,
         max: 16,
         since: Utc::now(),
+        paced: None,
     };
     let mut redis = redis::Client::open(REDIS_URL)
         .unwrap()

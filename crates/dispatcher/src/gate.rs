@@ -82,9 +82,6 @@ pub enum ParkReason {
     TenantCap,
     /// The endpoint keeps failing and the task's turn is further off ([`crate::pace`]).
     FailingPace,
-    /// The endpoint keeps failing and every turn a park could reach is given: back later
-    /// for one.
-    FailingBacklog,
 }
 
 impl ParkReason {
@@ -93,7 +90,6 @@ impl ParkReason {
             ParkReason::EndpointCap => "endpoint_cap",
             ParkReason::TenantCap => "tenant_cap",
             ParkReason::FailingPace => "failing_pace",
-            ParkReason::FailingBacklog => "failing_backlog",
         }
     }
 }
@@ -154,31 +150,53 @@ fn spread_rung(lo: Duration, hi: Duration, u: f64) -> Duration {
     )
 }
 
-/// The park of a task whose turn is about `target` away: the delay queue that brings it back
-/// then (rounded up: a task back early only parks again), or, past the longest park, one
-/// spread over the longer queues.
-fn park_for(target: Duration, limits: &Limits) -> Duration {
-    let max = limits.park_max.max(PARK_MIN);
-    if target <= max {
-        rung_at_least(target).min(rung_at_most(max))
-    } else {
-        spread_rung(max / 4, max, rand::rng().random::<f64>())
-    }
+/// Waits the delay queues cover in one hop (a queue's delay), then in two (the sum of two
+/// delays that the ladder splits back into them, longest first), each shortest first: the
+/// turns a paced task is given first, so that its park costs the broker one or two hops,
+/// where a wait of any length may take several (e.g. 37.3 s: five).
+fn cheap_waits() -> &'static [Duration] {
+    static WAITS: std::sync::OnceLock<Vec<Duration>> = std::sync::OnceLock::new();
+    WAITS.get_or_init(|| {
+        let hops = |ms: u64| {
+            let (mut n, mut rest) = (0, ms);
+            while let (Some(_), left) = herald_broker::delay_hop(rest) {
+                (n, rest) = (n + 1, left);
+            }
+            n
+        };
+        let mut two: Vec<u64> = rungs_ms()
+            .flat_map(|a| rungs_ms().map(move |b| a + b))
+            .filter(|ms| hops(*ms) == 2)
+            .collect();
+        two.sort_unstable();
+        two.dedup();
+        rungs_ms().chain(two).map(Duration::from_millis).collect()
+    })
 }
 
-/// The waits a park to a paced endpoint's turn may take (each one delay queue's): longer than
-/// `after`, at most `max`, and at most twice the wait until the first free turn (`first`, at
-/// least 1 s): a turn much later than one free sooner would leave that one unused and the
-/// task waiting needlessly (then it parks without a turn, behind the queue, and asks again).
-fn one_hop_turns(
-    first: Duration,
+/// Gives out a turn of `pace` at least `earliest` from now (`then` first, when given and
+/// free): the cheapest for the broker ([`cheap_waits`]) longer than `after` and at most twice
+/// as far as the first free turn (at least 1 s, at most `max`), else the first free turn. The
+/// bound keeps a cheap turn from leaving earlier ones unused for long; the fallback keeps
+/// every turn usable (turns only one or two hops reach leave gaps when a backlog arrives at
+/// once: measured, half the rate).
+fn give_turn(
+    pace: &mut Pace,
+    now: Instant,
+    step: Duration,
+    earliest: Duration,
     after: Duration,
     max: Duration,
-) -> impl Iterator<Item = Duration> {
-    let reach = max.min(first.max(Duration::from_secs(1)) * 2);
-    rungs_ms()
-        .map(Duration::from_millis)
-        .filter(move |r| *r > after && *r <= reach)
+) -> Duration {
+    let first = pace.next_free(earliest, now, step);
+    let reach = max.max(earliest).min(first.max(Duration::from_secs(1)) * 2);
+    let cheap = cheap_waits()
+        .iter()
+        .copied()
+        .filter(|w| *w > after && *w >= earliest && *w <= reach);
+    let own = (earliest > after).then_some(earliest);
+    pace.take_turn_at(now, step, own.into_iter().chain(cheap))
+        .unwrap_or_else(|| pace.take_turn(now + earliest, now, step) - now)
 }
 
 /// What an attempt's result means for its endpoint's cap.
@@ -208,7 +226,7 @@ struct Lane {
     throttled: Option<Note>,
     pace: Pace,
     /// Cap last announced, and when.
-    noted: Option<(u32, Instant)>,
+    noted: Option<(u32, bool, Instant)>,
     last_used: Instant,
 }
 
@@ -258,30 +276,24 @@ impl Lane {
 
     /// How long to park a task: behind the tasks waiting here and those parked and not back
     /// yet, each taking one POST's share of the cap, so parked tasks come back about as fast
-    /// as the endpoint takes them.
+    /// as the endpoint takes them. Parks that are due have come back (to this dispatcher or
+    /// another), so they no longer count: the estimate corrects itself.
     fn park(&mut self, now: Instant, limits: &Limits) -> Duration {
-        let step = Duration::from_secs_f64(self.service_ms(now) / self.cap.max(1.0) / 1e3);
-        self.park_behind(now, self.waiters, step, limits)
-    }
-
-    /// Parks a task behind `ahead` others and those parked and not back yet, each taking
-    /// `step`. Parks that are due have come back (to this dispatcher or another), so they no
-    /// longer count: the estimate corrects itself.
-    fn park_behind(
-        &mut self,
-        now: Instant,
-        ahead: u32,
-        step: Duration,
-        limits: &Limits,
-    ) -> Duration {
         let due: Vec<Instant> = self.parked.range(..=now).map(|(t, _)| *t).collect();
         for t in due {
             self.parked.remove(&t);
         }
         let out: u32 = self.parked.values().sum();
-        let ahead = f64::from(out) + f64::from(ahead) + 1.0;
-        let target = Duration::from_secs_f64((ahead * step.as_secs_f64()).min(86_400.0));
-        let wait = park_for(target, limits);
+        let ahead = f64::from(out) + f64::from(self.waiters) + 1.0;
+        let step = self.service_ms(now) / self.cap.max(1.0) / 1e3;
+        let target = Duration::from_secs_f64((ahead * step).min(86_400.0));
+        let max = limits.park_max.max(PARK_MIN);
+        let wait = if target <= max {
+            // Back when its turn comes (rounded up: a task back early only parks again).
+            rung_at_least(target).min(rung_at_most(max))
+        } else {
+            spread_rung(max / 4, max, rand::rng().random::<f64>())
+        };
         *self.parked.entry(now + wait).or_default() += 1;
         wait
     }
@@ -334,6 +346,7 @@ impl Lane {
             cap: self.limit() as u32,
             max: self.max,
             since,
+            paced: None,
         });
         self.cap < before
     }
@@ -375,8 +388,6 @@ enum Turn {
     Near(Duration),
     /// Parked until its turn, this far off.
     Parked(Duration),
-    /// No turn one delay queue reaches is free: parked this long, without one.
-    NoneSoon(Duration),
 }
 
 enum Step {
@@ -422,9 +433,6 @@ impl Gates {
                     Turn::Parked(wait) => {
                         return Some(Admission::Park(wait, ParkReason::FailingPace));
                     }
-                    Turn::NoneSoon(wait) => {
-                        return Some(Admission::Park(wait, ParkReason::FailingBacklog));
-                    }
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
@@ -451,38 +459,33 @@ impl Gates {
     }
 
     /// A new task's turn at `endpoint` when the endpoint is paced (`None` when it is not, or
-    /// has no lane yet: nothing known). A turn is given out only when the task can be there
-    /// at it: waiting here for a near one, or parked on the one delay queue that brings it
-    /// back at its turn (a park is one hop, never several); with every such turn up to the
-    /// longest park given, the task is parked without one behind the turns given and the
-    /// tasks parked before it (one hop, as a capped endpoint's backlog is) and asks again
-    /// when back.
+    /// has no lane yet: nothing known): near enough to wait for here, or one to be parked
+    /// until, cheap for the broker to reach where one is ([`give_turn`]).
     fn pace_turn(&self, endpoint: Uuid) -> Option<Turn> {
         let step = self.limits.pace_step()?;
         let now = Instant::now();
         let mut t = self.table.lock().expect("gate lock");
-        let lane = t.endpoints.get_mut(&endpoint)?;
-        let pace = &mut lane.pace;
+        let pace = &mut t.endpoints.get_mut(&endpoint)?.pace;
         if !pace.paced() {
             return None;
         }
-        let first = pace.next_free(Duration::ZERO, now, step);
-        if first <= self.limits.park_after {
+        if pace.next_free(Duration::ZERO, now, step) <= self.limits.park_after {
             return Some(Turn::Near(pace.take_turn(now, now, step) - now));
         }
-        let rungs = one_hop_turns(first, self.limits.park_after, self.limits.park_max);
-        Some(match pace.take_turn_at(now, step, rungs) {
-            Some(wait) => Turn::Parked(wait),
-            None => {
-                let ahead = u32::try_from(pace.pending(now, step)).unwrap_or(u32::MAX);
-                Turn::NoneSoon(lane.park_behind(now, ahead, step, &self.limits))
-            }
-        })
+        let (after, max) = (self.limits.park_after, self.limits.park_max);
+        Some(Turn::Parked(give_turn(
+            pace,
+            now,
+            step,
+            Duration::ZERO,
+            after,
+            max,
+        )))
     }
 
     /// The wait until the turn of a retry due in `due` at `endpoint`, given out, when the
-    /// endpoint is paced; `None` when it is not. Its own time when free, else a delay queue's
-    /// turn after it (one hop), else the first free turn after it.
+    /// endpoint is paced; `None` when it is not. Its own time when free, else as a new task's
+    /// ([`give_turn`]) from its time on.
     pub fn turn(&self, endpoint: Uuid, due: Duration) -> Option<Duration> {
         let step = self.limits.pace_step()?;
         let now = Instant::now();
@@ -491,10 +494,8 @@ impl Gates {
         if !pace.paced() {
             return None;
         }
-        let first = pace.next_free(due, now, step);
-        let rungs = one_hop_turns(first, due, self.limits.park_max.max(due));
-        let at = pace.take_turn_at(now, step, std::iter::once(due).chain(rungs));
-        Some(at.unwrap_or_else(|| pace.take_turn(now + due, now, step) - now))
+        let max = self.limits.park_max;
+        Some(give_turn(pace, now, step, due, Duration::ZERO, max))
     }
 
     /// One look at the lanes: go, park, or wait (registered as a waiter).
@@ -564,11 +565,14 @@ impl Gates {
         }
     }
 
-    /// Sends the lane's note when its state changed, or its cap did (at most once a second).
+    /// Sends the lane's note when its state changed (throttled, paced), or its cap did (at
+    /// most once a second).
     fn announce(&self, endpoint: Uuid, lane: &mut Lane, was_throttled: bool) {
         let Some(sink) = &self.notes else { return };
         let now = Instant::now();
         let limit = lane.limit() as u32;
+        let rate = self.limits.failing_rate;
+        let paced = (lane.pace.paced() && rate > 0).then_some(rate);
         match &mut lane.throttled {
             None if was_throttled => {
                 lane.noted = None;
@@ -577,11 +581,13 @@ impl Gates {
             None => {}
             Some(note) => {
                 note.cap = limit;
-                let fresh = lane.noted.is_none_or(|(cap, at)| {
-                    cap != note.cap && now.duration_since(at) >= Duration::from_secs(1)
+                note.paced = paced;
+                let fresh = lane.noted.is_none_or(|(cap, was_paced, at)| {
+                    was_paced != paced.is_some()
+                        || (cap != note.cap && now.duration_since(at) >= Duration::from_secs(1))
                 });
                 if fresh || !was_throttled {
-                    lane.noted = Some((note.cap, now));
+                    lane.noted = Some((note.cap, paced.is_some(), now));
                     let _ = sink.send((endpoint, Some(note.clone())));
                 }
             }
@@ -731,7 +737,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_paced_park_takes_one_delay_queue_or_none_when_their_turns_are_given() {
+    async fn a_paced_park_takes_the_turns_fewest_delay_queues_reach_first() {
         let mut g = gates(16, 100);
         g.limits = Arc::new(Limits {
             failing_rate: 10,
@@ -742,33 +748,46 @@ mod tests {
         for _ in 0..crate::pace::PACE_AFTER {
             go(admit(&g, tenant, ep).await).finish(Outcome::Failed, ms(1));
         }
-        // One turn a 100 ms bucket: now, then one on each delay queue up to twice as far as
-        // the first free turn (at least 1 s): 2 s.
+        // One turn a 100 ms bucket: now; then, up to twice as far as the first free turn (at
+        // least 1 s: 2 s), those one delay queue reaches, then those two reach, then the free
+        // ones in between (several hops); then, up to 2.6 s, the next two-hop one.
         let _now = go(admit(&g, tenant, ep).await);
         let mut parks = Vec::new();
-        for _ in 0..5 {
-            parks.push(parked(admit(&g, tenant, ep).await));
+        for _ in 0..15 {
+            let (wait, why) = parked(admit(&g, tenant, ep).await);
+            assert_eq!(why, ParkReason::FailingPace);
+            parks.push(wait.as_millis());
         }
-        let rungs: Vec<(Duration, ParkReason)> = [100, 200, 500, 1_000, 2_000]
-            .iter()
-            .map(|r| (ms(*r), ParkReason::FailingPace))
-            .collect();
-        assert_eq!(parks, rungs);
-        // All given: parked without a turn, behind the 6 turns given (0.7 s: the 1 s queue),
-        // then behind it too.
-        let parked_now = parked(admit(&g, tenant, ep).await);
-        assert_eq!(parked_now, (ms(1_000), ParkReason::FailingBacklog));
-        for _ in 0..3 {
-            parked(admit(&g, tenant, ep).await);
-        }
-        let parked_now = parked(admit(&g, tenant, ep).await);
-        assert_eq!(parked_now, (ms(2_000), ParkReason::FailingBacklog));
-        // A retry: its own time when free, else the next queue's turn, else the first free.
+        let want = [
+            100, 200, 500, 1_000, 2_000, 300, 400, 600, 700, 1_100, 1_200, 1_500, 800, 900, 2_100,
+        ];
+        assert_eq!(parks, want);
+        // A retry: its own time when free, else as a new task's from then on.
         assert_eq!(g.turn(ep, ms(3_000)), Some(ms(3_000)));
-        assert_eq!(g.turn(ep, ms(1_000)), Some(ms(1_100)));
-        assert_eq!(g.turn(ep, ms(1_000)), Some(ms(1_200)));
+        assert_eq!(g.turn(ep, ms(1_000)), Some(ms(2_200)));
         assert_eq!(g.turn(ep, ms(120_000)), Some(ms(120_000)));
         assert_eq!(g.turn(ep, ms(120_000)), Some(ms(120_100)));
+    }
+
+    #[test]
+    fn cheap_waits_are_one_hop_then_two_as_the_ladder_splits_them() {
+        let waits = cheap_waits();
+        let rungs = herald_broker::DELAY_RUNGS_MS.len();
+        let one: Vec<u64> = waits[..rungs]
+            .iter()
+            .map(|w| w.as_millis() as u64)
+            .collect();
+        assert_eq!(one, herald_broker::DELAY_RUNGS_MS);
+        for w in &waits[rungs..] {
+            let ms = w.as_millis() as u64;
+            let (first, rest) = herald_broker::delay_hop(ms);
+            assert!(first.is_some(), "{ms}");
+            assert_eq!(herald_broker::delay_hop(rest), (Some(rest), 0), "{ms}");
+        }
+        assert!(waits[rungs..].windows(2).all(|w| w[0] < w[1]));
+        // 35 s is 30 s + 5 s; 37 s would be three (30 s + 5 s + 2 s).
+        assert!(waits.contains(&Duration::from_millis(35_000)));
+        assert!(!waits.contains(&Duration::from_millis(37_000)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -919,5 +938,35 @@ mod tests {
             last = Some(n);
         }
         assert_eq!(last, Some(None), "recovery clears the note");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn notes_say_when_a_failing_endpoint_is_paced_and_when_no_longer() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let g = Gates::new(
+            Limits {
+                endpoint_max: 16,
+                tenant_max: 100,
+                park_after: Duration::from_millis(50),
+                park_max: Duration::from_secs(60),
+                failing_rate: 10,
+            },
+            Some(tx),
+        );
+        let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        let ms = Duration::from_millis;
+        let mut notes = Vec::new();
+        for _ in 0..crate::pace::PACE_AFTER {
+            go(admit(&g, tenant, ep).await).finish(Outcome::Failed, ms(1));
+            while let Ok((_, n)) = rx.try_recv() {
+                notes.push(n.expect("throttled").paced);
+            }
+        }
+        // Throttled at the first failure; paced at the fifth, announced at once.
+        assert_eq!(notes, [None, Some(10)]);
+        go(admit(&g, tenant, ep).await).finish(Outcome::Answered, ms(1));
+        let (_, note) = rx.try_recv().expect("a note");
+        let note = note.expect("still below its full cap");
+        assert_eq!((note.reason, note.paced), (Reason::Errors, None));
     }
 }

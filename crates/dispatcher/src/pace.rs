@@ -10,17 +10,16 @@
 //! So once an endpoint has failed fast [`PACE_AFTER`] times in a row, each dispatcher gives its
 //! attempts *turns*, `1 / HERALD_FAILING_ENDPOINT_RATE` apart (counted in 100 ms buckets, so a
 //! retry given a turn an hour on holds up no turn before it). A task whose next free turn is
-//! near waits for it here. One whose turn is further off is parked until a turn one delay
-//! queue reaches (now + a queue's delay, the first such whose bucket has room, up to
-//! `HERALD_PARK_MAX`) and carries it, so it is not paced again when it comes back; when every
-//! such turn is given (a backlog arriving faster than those turns), it is parked without one
-//! for about as long as the turns given and the tasks parked before it take (one hop, spread
-//! past the longest park, like a capped endpoint's backlog), and asks again when back. A retry takes the turn at its schedule's time when free, else the first queue's
-//! after it with a free turn, else the first free turn after it. Turns at a queue's delay keep
-//! a park to one hop: a turn at any instant took a wait no queue has, which went through
-//! several (e.g. 37.3 s as five), and those hops loaded RabbitMQ more than the attempts
-//! pacing saved (measured, BENCHMARKS.md). An attempt therefore never comes sooner than its
-//! schedule says, and may come later; the attempt record's `next_retry_at` is the turn. The
+//! near waits for it here; one whose turn is further off is parked until it (not an attempt)
+//! and carries it, so it is not paced again when it comes back; a retry takes the turn at its
+//! schedule's time when free. Otherwise the turn given is the one cheapest for the broker to
+//! reach: a park goes through delay queues, and a wait of any length may take several (37.3 s:
+//! five hops, measured to load RabbitMQ more than the attempts pacing saved). So a task gets,
+//! among the turns up to twice as far as the first free one, one that one queue reaches, else
+//! two, else the first free turn (turns only one or two hops reach leave gaps when a backlog
+//! arrives at once: tried, the endpoint got half its rate). An attempt therefore never comes
+//! sooner than its schedule says, and may come later; the attempt record's `next_retry_at` is
+//! the turn. The
 //! first answer (any 2xx or 4xx other than 429) ends the pacing: new tasks go at once, the ones
 //! already given turns come back at them. Re-sends an operator asked for are not paced (a
 //! replay has a rate of its own): one is how a tenant sees that its fixed endpoint answers.

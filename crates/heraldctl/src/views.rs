@@ -73,6 +73,7 @@ pub fn endpoint(e: &pb::Endpoint) -> Value {
         "consecutive_failures": e.consecutive_failures, "disabled_at": time(&e.disabled_at),
         "max_in_flight": e.max_in_flight, "delivery_state": e.delivery_state,
         "in_flight_cap": e.in_flight_cap, "throttled_since": time(&e.throttled_since),
+        "paced_attempts_per_second": e.paced_attempts_per_second,
         "stats": stats.map(|s| json!({
             "last_status": status(s.last_status), "total_deliveries": s.total_deliveries,
             "last_delivery_at": time(&s.last_delivery_at), "window_hours": s.window_hours,
@@ -108,15 +109,20 @@ fn retry_schedule(e: &pb::Endpoint) -> String {
 }
 
 /// The delivery state in a few words, short enough for a table cell, e.g.
-/// "throttled: timeouts (cap 2 since 2026-11-23T08:00:00Z)".
+/// "throttled: timeouts (cap 2 since 2026-11-23T08:00:00Z)", or
+/// "throttled: errors (cap 4, paced 100/s since 2026-11-23T08:00:00Z)".
 fn state(e: &pb::Endpoint) -> String {
     let since = e
         .throttled_since
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0));
+    let paced = match e.paced_attempts_per_second {
+        0 => String::new(),
+        rate => format!(", paced {rate}/s"),
+    };
     match since {
         Some(since) if e.in_flight_cap > 0 => format!(
-            "{} (cap {} since {})",
+            "{} (cap {}{paced} since {})",
             e.delivery_state,
             e.in_flight_cap,
             since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -275,6 +281,16 @@ mod tests {
         assert_eq!(
             endpoint(&e)["state"],
             json!("throttled: timeouts (cap 2 since 2026-11-18T11:06:40Z)")
+        );
+        let e = pb::Endpoint {
+            delivery_state: "throttled: errors".into(),
+            in_flight_cap: 4,
+            paced_attempts_per_second: 100,
+            ..e
+        };
+        assert_eq!(
+            endpoint(&e)["state"],
+            json!("throttled: errors (cap 4, paced 100/s since 2026-11-18T11:06:40Z)")
         );
     }
 }

@@ -97,6 +97,7 @@ pub fn endpoint(e: &herald_store::Endpoint, default_retry_ms: &[u32]) -> pb::End
         delivery_state: String::new(),
         in_flight_cap: 0,
         throttled_since: None,
+        paced_attempts_per_second: 0,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct State {
     pub cap: u32,
     /// When the throttling began; `None` unless throttled.
     pub since: Option<DateTime<Utc>>,
+    /// Attempts a second a dispatcher paces the endpoint to; 0 unless paced.
+    pub paced: u32,
 }
 
 impl State {
@@ -35,6 +37,7 @@ impl State {
             state: state.to_owned(),
             cap: 0,
             since: None,
+            paced: 0,
         }
     }
 
@@ -53,6 +56,7 @@ impl State {
                     state: n.state(),
                     cap: n.cap,
                     since: Some(n.since),
+                    paced: n.paced.unwrap_or(0),
                 },
                 // Written by a newer dispatcher, or damaged: say so rather than guess.
                 Err(e) => {
@@ -68,6 +72,7 @@ impl State {
         e.delivery_state = self.state;
         e.in_flight_cap = self.cap;
         e.throttled_since = self.since.map(convert::ts);
+        e.paced_attempts_per_second = self.paced;
     }
 }
 
@@ -189,6 +194,7 @@ mod tests {
             cap: 3,
             max: 16,
             since,
+            paced: Some(100),
         })
         .unwrap();
         assert_eq!(
@@ -197,6 +203,7 @@ mod tests {
                 state: "throttled: errors".into(),
                 cap: 3,
                 since: Some(since),
+                paced: 100,
             }
         );
     }

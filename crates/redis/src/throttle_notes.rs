@@ -53,6 +53,10 @@ pub struct Note {
     pub max: u32,
     /// When the endpoint was first throttled in this episode.
     pub since: DateTime<Utc>,
+    /// Attempts a second the dispatcher gives the endpoint while it keeps failing fast (it
+    /// paces it); `None` when it does not. Absent from notes of older dispatchers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paced: Option<u32>,
 }
 
 impl Note {
@@ -119,10 +123,19 @@ mod tests {
             cap: 1,
             max: 16,
             since: Utc::now(),
+            paced: None,
         };
         let text = serde_json::to_string(&note).unwrap();
         assert!(text.contains("\"reason\":\"timeouts\""), "{text}");
+        assert!(!text.contains("paced"), "{text}");
         assert_eq!(serde_json::from_str::<Note>(&text).unwrap(), note);
+        let paced = Note {
+            reason: Reason::Errors,
+            paced: Some(100),
+            ..note.clone()
+        };
+        let text = serde_json::to_string(&paced).unwrap();
+        assert_eq!(serde_json::from_str::<Note>(&text).unwrap(), paced);
         assert_eq!(note.state(), "throttled: timeouts");
         let id = Uuid::nil();
         assert_eq!(

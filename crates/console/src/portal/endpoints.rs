@@ -92,6 +92,9 @@ fn state_line(e: &pb::Endpoint) -> Markup {
             } @else {
                 (state)
                 @if e.in_flight_cap > 0 { " (" (e.in_flight_cap) " at once since " (format::time(e.throttled_since.as_ref())) ")" }
+                @if e.paced_attempts_per_second > 0 {
+                    " · attempts slowed to " (e.paced_attempts_per_second) " a second until it answers"
+                }
             }
         }
         @if e.consecutive_failures > 0 {
@@ -640,5 +643,14 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("3 failed in a row"), "{html}");
+        assert!(!html.contains("slowed"), "{html}");
+
+        e.delivery_state = "throttled: errors".into();
+        e.paced_attempts_per_second = 100;
+        let html = state_line(&e).into_string();
+        assert!(
+            html.contains("attempts slowed to 100 a second until it answers"),
+            "{html}"
+        );
     }
 }
