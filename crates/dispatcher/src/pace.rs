@@ -59,8 +59,6 @@ pub struct Pace {
     /// Every bucket from now up to (not including) this one is full: where the search for a
     /// free turn near now starts, so a backlog given turns in one go costs O(1) a turn.
     full_until: u64,
-    /// Turns in `taken`: those given and not yet come.
-    pending: u64,
 }
 
 impl Pace {
@@ -124,18 +122,9 @@ impl Pace {
             per_bucket: ((bucket.as_secs_f64() / step.as_secs_f64()).round() as u32).max(1),
         };
         let current = grid.index(now);
-        let kept = self.taken.split_off(&current);
-        let gone: u64 = self.taken.values().map(|n| u64::from(*n)).sum();
-        self.pending -= gone;
-        self.taken = kept;
+        self.taken = self.taken.split_off(&current);
         self.full_until = self.full_until.max(current);
         grid
-    }
-
-    /// How many turns are given and not yet come.
-    pub fn pending(&mut self, now: Instant, step: Duration) -> u64 {
-        self.grid(now, step);
-        self.pending
     }
 
     /// The first bucket from `from` on with room.
@@ -152,7 +141,6 @@ impl Pace {
         let taken = self.taken.entry(b).or_default();
         let place = *taken;
         *taken += 1;
-        self.pending += 1;
         self.full_until = self.first_free(grid, self.full_until);
         place
     }
@@ -281,11 +269,5 @@ mod tests {
         );
         assert_eq!(pace.next_free(ms(150), now, STEP), ms(310));
         assert_eq!(pace.next_free(ms(555), now, STEP), ms(555));
-        assert_eq!(pace.pending(now, STEP), 31);
-        assert_eq!(
-            pace.pending(now + ms(150), STEP),
-            21,
-            "the first bucket's have come"
-        );
     }
 }
