@@ -96,10 +96,12 @@ impl Admin {
 }
 
 /// Every 5 s, sets the gauge `herald_queue_messages{queue}` for each queue `names()` lists,
-/// over a connection of its own (reopened when the broker went away).
+/// over a connection of its own (reopened when the broker went away), and hands what it read
+/// to `observe` (a dispatcher counts the dispatchers by the consumers of a work queue).
 pub async fn sample_queue_depths(
     url: String,
     names: impl Fn() -> Vec<String> + Send + 'static,
+    observe: impl Fn(&[QueueState]) + Send + 'static,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut admin: Option<Admin> = None;
@@ -113,9 +115,12 @@ pub async fn sample_queue_depths(
             admin = Admin::connect(&url, "herald-queue-sampler").await.ok();
         }
         let Some(a) = admin.as_ref() else { continue };
-        for q in a.queues(&names()).await {
-            metrics::gauge!("herald_queue_messages", "queue" => q.name).set(f64::from(q.messages));
+        let states = a.queues(&names()).await;
+        for q in &states {
+            metrics::gauge!("herald_queue_messages", "queue" => q.name.clone())
+                .set(f64::from(q.messages));
         }
+        observe(&states);
     }
     if let Some(a) = admin {
         a.close().await;

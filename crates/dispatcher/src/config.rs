@@ -21,8 +21,8 @@ pub struct Config {
     /// Per-endpoint and per-tenant in-flight caps (`HERALD_ENDPOINT_MAX_IN_FLIGHT`, default 16;
     /// `HERALD_TENANT_MAX_IN_FLIGHT`, default 64) and parking (`HERALD_PARK_AFTER`, default
     /// `250ms`; `HERALD_PARK_MAX`, default `60s`); see the `gate` module. The pace of an endpoint
-    /// that keeps failing fast (`HERALD_FAILING_ENDPOINT_RATE`, attempts a second per
-    /// dispatcher, default 100, 0: not paced); see the `pace` module.
+    /// that keeps failing fast (`HERALD_FAILING_ENDPOINT_RATE`, attempts a second, all
+    /// dispatchers together, default 100, 0: not paced); see the `pace` module.
     pub gates: crate::gate::Limits,
     /// `HERALD_DISPATCHER_CONCURRENCY`: POSTs in flight at once, default 128. Held tasks beyond
     /// it wait for their follow-up confirms, or for a free POST slot.

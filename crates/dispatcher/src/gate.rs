@@ -27,6 +27,7 @@
 //! [`NoteSink`]) so `GetEndpoint` can tell a tenant why its deliveries are slow.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,16 +57,9 @@ pub struct Limits {
     pub park_after: Duration,
     /// Longest park.
     pub park_max: Duration,
-    /// Attempts a second at an endpoint that keeps failing fast (0: not paced); see
-    /// [`crate::pace`].
+    /// Attempts a second at an endpoint that keeps failing fast, all dispatchers together
+    /// (0: not paced); see [`crate::pace`].
     pub failing_rate: u32,
-}
-
-impl Limits {
-    /// Time between two turns of a failing endpoint, `None` when pacing is off.
-    fn pace_step(&self) -> Option<Duration> {
-        (self.failing_rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(self.failing_rate)))
-    }
 }
 
 /// What a task may do now.
@@ -370,6 +364,8 @@ struct Table {
 pub struct Gates {
     table: Arc<Mutex<Table>>,
     limits: Arc<Limits>,
+    /// Dispatchers sharing a failing endpoint's pace (this one included), as last counted.
+    dispatchers: Arc<AtomicU32>,
     notes: Option<NoteSink>,
 }
 
@@ -401,6 +397,7 @@ impl Gates {
         Gates {
             table: Arc::default(),
             limits: Arc::new(limits),
+            dispatchers: Arc::new(AtomicU32::new(1)),
             notes,
         }
     }
@@ -458,11 +455,26 @@ impl Gates {
         }
     }
 
+    /// Sets how many dispatchers share a failing endpoint's pace (at least this one): each
+    /// gives it `HERALD_FAILING_ENDPOINT_RATE / n` attempts a second, since a shard's tasks are
+    /// spread over every dispatcher consuming it.
+    pub fn set_dispatchers(&self, n: u32) {
+        self.dispatchers.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Time between two turns this dispatcher gives a failing endpoint, `None` when pacing
+    /// is off.
+    fn pace_step(&self) -> Option<Duration> {
+        let rate = self.limits.failing_rate;
+        let n = self.dispatchers.load(Ordering::Relaxed).max(1);
+        (rate > 0).then(|| Duration::from_secs_f64(f64::from(n) / f64::from(rate)))
+    }
+
     /// A new task's turn at `endpoint` when the endpoint is paced (`None` when it is not, or
     /// has no lane yet: nothing known): near enough to wait for here, or one to be parked
     /// until, cheap for the broker to reach where one is ([`give_turn`]).
     fn pace_turn(&self, endpoint: Uuid) -> Option<Turn> {
-        let step = self.limits.pace_step()?;
+        let step = self.pace_step()?;
         let now = Instant::now();
         let mut t = self.table.lock().expect("gate lock");
         let pace = &mut t.endpoints.get_mut(&endpoint)?.pace;
@@ -487,7 +499,7 @@ impl Gates {
     /// endpoint is paced; `None` when it is not. Its own time when free, else as a new task's
     /// ([`give_turn`]) from its time on.
     pub fn turn(&self, endpoint: Uuid, due: Duration) -> Option<Duration> {
-        let step = self.limits.pace_step()?;
+        let step = self.pace_step()?;
         let now = Instant::now();
         let mut t = self.table.lock().expect("gate lock");
         let pace = &mut t.endpoints.get_mut(&endpoint)?.pace;
@@ -788,6 +800,21 @@ mod tests {
         // 35 s is 30 s + 5 s; 37 s would be three (30 s + 5 s + 2 s).
         assert!(waits.contains(&Duration::from_millis(35_000)));
         assert!(!waits.contains(&Duration::from_millis(37_000)));
+    }
+
+    #[test]
+    fn dispatchers_share_a_failing_endpoints_pace() {
+        let mut g = gates(16, 100);
+        g.limits = Arc::new(Limits {
+            failing_rate: 10,
+            ..(*g.limits).clone()
+        });
+        let ms = Duration::from_millis;
+        assert_eq!(g.pace_step(), Some(ms(100)));
+        g.set_dispatchers(2);
+        assert_eq!(g.pace_step(), Some(ms(200)), "5 a second each");
+        g.set_dispatchers(0);
+        assert_eq!(g.pace_step(), Some(ms(100)), "this one counts");
     }
 
     #[tokio::test(start_paused = true)]

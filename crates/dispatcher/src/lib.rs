@@ -178,6 +178,7 @@ impl Dispatcher {
     /// The gauges sampled in the background: queue depths and the gates' state.
     fn spawn_samplers(&self, shutdown: &CancellationToken) {
         let topo = self.publisher.topology().clone();
+        let (gates, legacy) = (self.gates.clone(), topo.work_queue());
         tokio::spawn(herald_broker::sample_queue_depths(
             self.config.common.amqp_url.clone(),
             move || {
@@ -188,6 +189,13 @@ impl Dispatcher {
                         .map(|ms| topo.delay_queue(*ms)),
                 );
                 names
+            },
+            // Every dispatcher consumes the legacy work queue once: its consumers are the
+            // dispatchers, among which a failing endpoint's pace is shared (crate::pace).
+            move |states: &[herald_broker::QueueState]| {
+                if let Some(q) = states.iter().find(|q| q.name == legacy) {
+                    gates.set_dispatchers(q.consumers);
+                }
             },
             shutdown.clone(),
         ));

@@ -14,7 +14,8 @@
 //! and carries it, so it is not paced again when it comes back; a retry takes the turn at its
 //! schedule's time when free. Otherwise the turn given is the one cheapest for the broker to
 //! reach: a park goes through delay queues, and a wait of any length may take several (37.3 s:
-//! five hops, measured to load RabbitMQ more than the attempts pacing saved). So a task gets,
+//! five hops; measured, ~3.9 extra hops per paced attempt, ~30 % of RabbitMQ's CPU in the
+//! noisy-neighbour bench, against under 1 now: BENCHMARKS.md). So a task gets,
 //! among the turns up to twice as far as the first free one, one that one queue reaches, else
 //! two, else the first free turn (turns only one or two hops reach leave gaps when a backlog
 //! arrives at once: tried, the endpoint got half its rate). An attempt therefore never comes
@@ -26,9 +27,14 @@
 //! Timeouts are not paced here: a hanging endpoint's cap (down to one request in flight)
 //! already bounds what it costs.
 //!
-//! Per dispatcher like the caps (no coordination): with `n` dispatchers a failing endpoint
-//! gets up to `n` times the rate, and a restarted dispatcher starts its turns afresh (tasks
-//! already parked keep theirs, so for a while the two may overlap). Memory: one map entry per
+//! Shared by the dispatchers without talking to each other: a shard's tasks are spread over
+//! every dispatcher consuming it, so each gives a failing endpoint `1/n` of the rate, `n`
+//! being the consumers of the legacy work queue (every dispatcher consumes it once), counted
+//! every 5 s from the broker (`Gates::set_dispatchers`). The endpoint gets about the rate
+//! whatever the number of dispatchers (more for up to 5 s after one joins; uneven prefetch can
+//! leave one dispatcher's turns unused while another's are taken). A restarted dispatcher
+//! starts its turns afresh (tasks already parked keep theirs, so for a while the two may
+//! overlap). Memory: one map entry per
 //! bucket holding a turn not yet come, at most one per task of the endpoint parked or
 //! retrying from this dispatcher.
 

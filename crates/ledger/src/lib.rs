@@ -108,6 +108,7 @@ impl Ledger {
         tokio::spawn(herald_broker::sample_queue_depths(
             self.config.common.amqp_url.clone(),
             move || sampled.clone(),
+            |_| {},
             shutdown.clone(),
         ));
         tokio::spawn(retention::run(

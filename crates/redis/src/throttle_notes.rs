@@ -53,8 +53,8 @@ pub struct Note {
     pub max: u32,
     /// When the endpoint was first throttled in this episode.
     pub since: DateTime<Utc>,
-    /// Attempts a second the dispatcher gives the endpoint while it keeps failing fast (it
-    /// paces it); `None` when it does not. Absent from notes of older dispatchers.
+    /// Attempts a second the dispatchers give the endpoint together while it keeps failing
+    /// fast (they pace it); `None` when they do not. Absent from notes of older dispatchers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paced: Option<u32>,
 }
