@@ -168,12 +168,12 @@ fn cheap_waits() -> &'static [Duration] {
     })
 }
 
-/// Gives out a turn of `pace` at least `earliest` from now (`then` first, when given and
-/// free): the cheapest for the broker ([`cheap_waits`]) longer than `after` and at most twice
-/// as far as the first free turn (at least 1 s, at most `max`), else the first free turn. The
-/// bound keeps a cheap turn from leaving earlier ones unused for long; the fallback keeps
-/// every turn usable (turns only one or two hops reach leave gaps when a backlog arrives at
-/// once: measured, half the rate).
+/// Gives out a turn of `pace` at least `earliest` from now (`earliest` itself first, when
+/// longer than `after` and free): the cheapest for the broker ([`cheap_waits`]) longer than
+/// `after` and at most twice as far as the first free turn (at least 1 s, at most `max`), else
+/// the first free turn. The bound keeps a cheap turn from leaving earlier ones unused for
+/// long; the fallback keeps every turn usable (turns only one or two hops reach leave gaps
+/// when a backlog arrives at once: measured, half the rate).
 fn give_turn(
     pace: &mut Pace,
     now: Instant,
