@@ -701,6 +701,16 @@ mod tests {
             .expect("not shutting down")
     }
 
+    /// Gates pacing a failing endpoint at `rate` attempts a second.
+    fn paced_gates(rate: u32) -> Gates {
+        let mut g = gates(16, 100);
+        g.limits = Arc::new(Limits {
+            failing_rate: rate,
+            ..(*g.limits).clone()
+        });
+        g
+    }
+
     fn go(a: Admission) -> Permit {
         match a {
             Admission::Go(p) => p,
@@ -717,11 +727,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_endpoint_that_keeps_failing_fast_gets_turns() {
-        let mut g = gates(16, 100);
-        g.limits = Arc::new(Limits {
-            failing_rate: 10,
-            ..(*g.limits).clone()
-        });
+        let g = paced_gates(10);
         let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
         let ms = Duration::from_millis;
         for _ in 0..crate::pace::PACE_AFTER {
@@ -750,11 +756,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_paced_park_takes_the_turns_fewest_delay_queues_reach_first() {
-        let mut g = gates(16, 100);
-        g.limits = Arc::new(Limits {
-            failing_rate: 10,
-            ..(*g.limits).clone()
-        });
+        let g = paced_gates(10);
         let (tenant, ep) = (Uuid::new_v4(), Uuid::new_v4());
         let ms = Duration::from_millis;
         for _ in 0..crate::pace::PACE_AFTER {
@@ -804,11 +806,7 @@ mod tests {
 
     #[test]
     fn dispatchers_share_a_failing_endpoints_pace() {
-        let mut g = gates(16, 100);
-        g.limits = Arc::new(Limits {
-            failing_rate: 10,
-            ..(*g.limits).clone()
-        });
+        let g = paced_gates(10);
         let ms = Duration::from_millis;
         assert_eq!(g.pace_step(), Some(ms(100)));
         g.set_dispatchers(2);
