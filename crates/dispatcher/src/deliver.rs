@@ -297,7 +297,8 @@ impl Dispatcher {
 
     /// Sets `task` aside for `wait` because its endpoint or tenant has no room: back on its
     /// shard after one delay queue. Not an attempt: no record, no status change, same attempt
-    /// number. `wait` is a delay queue's already (the gate parks on rungs only).
+    /// number. A cap's park is one delay queue's wait; a pace park's may take two or more
+    /// (`crate::pace`), which [`Self::retry_message`] splits.
     fn park(&self, task: &DeliveryTask, wait: Duration, why: ParkReason) -> Decision {
         metrics::counter!("herald_tasks_parked_total", "reason" => why.as_str()).increment(1);
         tracing::debug!(delivery_id = %task.delivery_id, endpoint_id = %task.endpoint_id, wait_ms = wait.as_millis() as u64, reason = why.as_str(), "parking delivery");
